@@ -1,0 +1,16 @@
+//! oidc-bff: a backend-for-frontend OpenID Connect client and token proxy for browser SPAs.
+//! See SPEC (docs/) for the contract; `main.rs` is only the command line.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod error;
+pub mod login;
+pub mod middleware;
+pub mod oidc;
+pub mod routes;
+pub mod secret;
+pub mod session;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

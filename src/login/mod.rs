@@ -1,0 +1,239 @@
+//! The login flow (SPEC §3), independent of how the browser reaches it: `start` builds the
+//! authorization request and its transaction cookie; `complete` turns the IdP's redirect
+//! parameters into a session, in the SPEC's order: state → iss → error → exchange → ID token.
+
+pub mod completed;
+pub mod limiter;
+pub mod return_to;
+pub mod tx;
+
+use crate::error::{AppError, ErrorCode, IdpErrorCode};
+use crate::oidc::id_token::{self, Expectations, IdTokenError};
+use crate::oidc::{AuthRequest, exchange_error, token};
+use crate::secret::{Secret, random_urlsafe};
+use crate::session::cookie::seal_session;
+use crate::session::model::Session;
+use crate::state::{AppState, now};
+use http::HeaderMap;
+use return_to::ReturnTo;
+use serde::Deserialize;
+use std::net::IpAddr;
+use tx::LoginTx;
+use url::Url;
+
+/// Begin a login: the IdP URL to send the browser to, and the Set-Cookie lines.
+pub fn start(
+    state: &AppState,
+    headers: &HeaderMap,
+    return_to: Option<&str>,
+) -> Result<(Url, Vec<String>), AppError> {
+    let return_to = ReturnTo::parse(return_to, &state.settings.server.allowed_origins)?;
+    let provider = state.oidc.provider()?;
+    let req = AuthRequest::new();
+    let url = req.url(&provider.metadata, &state.settings.oidc);
+    let t = now();
+    let tx = LoginTx {
+        state: Secret::new(req.state),
+        nonce: Secret::new(req.nonce),
+        verifier: Secret::new(req.verifier),
+        return_to: return_to.as_str().to_owned(),
+        created_at: t,
+        done: false,
+    };
+    let cookies = tx::start(&state.cookies, &state.keys, headers, &tx, t);
+    tracing::info!("login started");
+    Ok((url, cookies))
+}
+
+/// The authorization response, however it reached us.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackParams {
+    pub code: Option<Secret>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    // Accepted so that a standard error redirect parses; never read or echoed.
+    pub error_description: Option<serde::de::IgnoredAny>,
+    pub error_uri: Option<serde::de::IgnoredAny>,
+    pub session_state: Option<serde::de::IgnoredAny>,
+}
+
+impl CallbackParams {
+    pub fn from_query(query: &str) -> Result<Self, AppError> {
+        serde_urlencoded::from_str(query).map_err(|_| {
+            tracing::warn!("callback parameters malformed");
+            ErrorCode::InvalidRequest.into()
+        })
+    }
+}
+
+pub enum Completed {
+    /// A new session: `set_cookies` carries it and the "done" marker.
+    Session {
+        session: Box<Session>,
+        return_to: String,
+        set_cookies: Vec<String>,
+    },
+    /// The state was completed before by this browser (Back button): go to `return_to`.
+    AlreadyDone { return_to: String },
+}
+
+/// An error plus the Set-Cookie lines to send with it (the spent transaction is expired).
+pub type Failure = (AppError, Vec<String>);
+
+fn fail(code: impl Into<AppError>, why: &str, cookies: Vec<String>) -> Failure {
+    let err = code.into();
+    tracing::warn!(error = err.code.as_str(), reason = why, "login failed");
+    (err, cookies)
+}
+
+pub async fn complete(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: CallbackParams,
+    peer: IpAddr,
+) -> Result<Completed, Failure> {
+    let t = now();
+    let Some(st) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+        return Err(fail(
+            ErrorCode::InvalidRequest,
+            "no state parameter",
+            vec![],
+        ));
+    };
+    let Some((name, tx)) = tx::find(&state.cookies, &state.keys, headers, st, t) else {
+        return Err(fail(
+            ErrorCode::InvalidState,
+            "no live transaction cookie for this state",
+            vec![],
+        ));
+    };
+    if tx.done {
+        tracing::info!("completed state presented again; sending the browser to return_to");
+        return Ok(Completed::AlreadyDone {
+            return_to: tx.return_to,
+        });
+    }
+    let spent = vec![tx::expire(&state.cookies, &name)];
+    if state.completed.contains(st, t) {
+        return Err(fail(
+            ErrorCode::InvalidState,
+            "state already completed on this instance (replayed transaction)",
+            spent,
+        ));
+    }
+    let provider = state.oidc.provider().map_err(|e| (e, vec![]))?;
+    let issuer = &state.settings.oidc.issuer;
+    match params.iss.as_deref() {
+        Some(iss) if iss != issuer => {
+            return Err(fail(
+                ErrorCode::InvalidIssuer,
+                "iss parameter differs from the issuer",
+                spent,
+            ));
+        }
+        None if provider.metadata.iss_parameter_supported => {
+            return Err(fail(
+                ErrorCode::InvalidIssuer,
+                "iss parameter missing (RFC 9207)",
+                spent,
+            ));
+        }
+        _ => {}
+    }
+    if let Some(error) = params.error.as_deref() {
+        let err = AppError::idp(ErrorCode::LoginFailed, IdpErrorCode::filter(error));
+        return Err(fail(err, "IdP returned an error", spent));
+    }
+    let Some(code) = params.code.filter(|c| !c.is_empty()) else {
+        return Err(fail(ErrorCode::InvalidRequest, "no code parameter", spent));
+    };
+    if !state.limiter.allow(peer, t) {
+        return Err(fail(ErrorCode::RateLimited, "exchange rate limit", vec![]));
+    }
+    // Burn the state before calling the IdP: a concurrent replay must not exchange twice.
+    if !state.completed.insert(st, t, tx.expires_at()) {
+        return Err(fail(
+            ErrorCode::InvalidState,
+            "state already completed on this instance (concurrent replay)",
+            spent,
+        ));
+    }
+    let settings = &state.settings.oidc;
+    let tokens = token::exchange_code(
+        &state.oidc.http,
+        &provider.metadata.token_endpoint,
+        settings,
+        code.expose(),
+        tx.verifier.expose(),
+    )
+    .await
+    .map_err(|e| {
+        let why = e.to_string();
+        fail(exchange_error(e), &why, spent.clone())
+    })?;
+    let id_token = tokens.id_token.clone().unwrap_or_default();
+    let expectations = Expectations {
+        issuer,
+        client_id: &settings.client_id,
+        client_secret: settings.client_secret.expose(),
+        algorithms: &settings.id_token_signing_algs,
+        clock_skew_secs: settings.clock_skew_secs,
+        nonce: Some(tx.nonce.expose()),
+        sub: None,
+        access_token: Some(tokens.access_token.expose()),
+        now: t,
+    };
+    let valid = id_token::validate(
+        id_token.expose(),
+        &expectations,
+        &provider.jwks,
+        &state.oidc.http,
+    )
+    .await
+    .map_err(|e| {
+        let code = if e == IdTokenError::KeysUnavailable {
+            ErrorCode::IdpUnavailable
+        } else {
+            ErrorCode::InvalidIdToken
+        };
+        fail(code, &e.to_string(), spent.clone())
+    })?;
+    let s = &state.settings.session;
+    let session = Session {
+        sub: valid.sub,
+        sid: valid.sid,
+        id_token,
+        access_token: tokens.access_token,
+        access_expires_at: t + tokens.expires_in,
+        access_issued_at: t,
+        refresh_token: tokens.refresh_token,
+        scope: tokens.scope,
+        created_at: t,
+        absolute_expires_at: t + s.absolute_timeout_secs as i64,
+        sealed_at: t,
+        logout_token: Secret::new(random_urlsafe(24)),
+    };
+    let mut set_cookies = state.cookies.write_session(
+        &seal_session(&state.cookies, &state.keys, &session),
+        session.absolute_expires_at - t,
+    );
+    let return_to = tx.return_to.clone();
+    set_cookies.push(tx::seal(
+        &state.cookies,
+        &state.keys,
+        &name,
+        &tx.into_done(),
+        t,
+    ));
+    tracing::info!(
+        has_refresh_token = session.refresh_token.is_some(),
+        "login completed"
+    );
+    Ok(Completed::Session {
+        session: Box::new(session),
+        return_to,
+        set_cookies,
+    })
+}

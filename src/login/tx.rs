@@ -1,0 +1,137 @@
+//! Login-transaction cookies (SPEC §3.1): one per started login, named after a hash of its
+//! state, so logins in several tabs complete independently. SameSite=Lax (they must survive
+//! the IdP's cross-site redirect), sealed with the `tx` subkey and the full cookie name as
+//! associated data, valid 10 minutes from the sealed time, at most 5 at once. After a
+//! successful login the cookie becomes a "done" marker holding only `return_to`.
+
+use crate::secret::{Secret, ct_eq};
+use crate::session::cookie::CookieNames;
+use crate::session::seal::{Keyring, Purpose};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use http::header::COOKIE;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const TX_LIFETIME_SECS: i64 = 600;
+pub const MAX_LIVE: usize = 5;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginTx {
+    #[serde(rename = "s")]
+    pub state: Secret,
+    #[serde(rename = "n")]
+    pub nonce: Secret,
+    #[serde(rename = "v")]
+    pub verifier: Secret,
+    #[serde(rename = "r")]
+    pub return_to: String,
+    #[serde(rename = "t")]
+    pub created_at: i64,
+    #[serde(rename = "d", default)]
+    pub done: bool,
+}
+
+impl LoginTx {
+    pub fn expires_at(&self) -> i64 {
+        self.created_at + TX_LIFETIME_SECS
+    }
+
+    /// The marker left after completion: no secrets, only where to send a returning visitor.
+    pub fn into_done(self) -> Self {
+        Self {
+            nonce: Secret::default(),
+            verifier: Secret::default(),
+            done: true,
+            ..self
+        }
+    }
+}
+
+/// `<prefix><first 11 chars of base64url(SHA-256(state))>`.
+pub fn tx_name(names: &CookieNames, state: &str) -> String {
+    let hash = URL_SAFE_NO_PAD.encode(Sha256::digest(state.as_bytes()));
+    format!("{}{}", names.tx_prefix, &hash[..11])
+}
+
+fn tx_cookies<'h>(
+    names: &CookieNames,
+    headers: &'h HeaderMap,
+) -> impl Iterator<Item = (&'h str, &'h str)> {
+    let prefix = names.tx_prefix.clone();
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(n, _)| n.starts_with(&prefix))
+}
+
+fn open(keys: &Keyring, name: &str, value: &str, now: i64) -> Option<LoginTx> {
+    let plain = keys.open(Purpose::Tx, name, value)?;
+    let tx: LoginTx = serde_json::from_slice(&plain).ok()?;
+    (now < tx.expires_at() && tx.created_at <= now + 60).then_some(tx)
+}
+
+/// The live transaction for `state`, if this browser holds one.
+pub fn find(
+    names: &CookieNames,
+    keys: &Keyring,
+    headers: &HeaderMap,
+    state: &str,
+    now: i64,
+) -> Option<(String, LoginTx)> {
+    let name = tx_name(names, state);
+    let (_, value) = tx_cookies(names, headers).find(|(n, _)| *n == name)?;
+    let tx = open(keys, &name, value, now)?;
+    ct_eq(tx.state.expose().as_bytes(), state.as_bytes()).then_some((name, tx))
+}
+
+pub fn seal(names: &CookieNames, keys: &Keyring, name: &str, tx: &LoginTx, now: i64) -> String {
+    let value = keys.seal(
+        Purpose::Tx,
+        name,
+        &serde_json::to_vec(tx).unwrap_or_default(),
+    );
+    names.set_cookie(name, value, tx.expires_at() - now, true)
+}
+
+pub fn expire(names: &CookieNames, name: &str) -> String {
+    names.set_cookie(name, String::new(), 0, true)
+}
+
+/// Set-Cookie lines for a new transaction: the new cookie, plus expiry of every transaction
+/// cookie that no longer opens and of the oldest live ones beyond `MAX_LIVE - 1`.
+pub fn start(
+    names: &CookieNames,
+    keys: &Keyring,
+    headers: &HeaderMap,
+    tx: &LoginTx,
+    now: i64,
+) -> Vec<String> {
+    let mut live: Vec<(String, i64)> = Vec::new();
+    let mut out = Vec::new();
+    for (name, value) in tx_cookies(names, headers) {
+        match open(keys, name, value, now) {
+            Some(t) => live.push((name.to_owned(), t.created_at)),
+            None => out.push(expire(names, name)),
+        }
+    }
+    live.sort_by_key(|(_, created)| std::cmp::Reverse(*created));
+    live.dedup_by(|a, b| a.0 == b.0);
+    for (name, _) in live.iter().skip(MAX_LIVE - 1) {
+        out.push(expire(names, name));
+    }
+    let name = tx_name(names, tx.state.expose());
+    out.push(seal(names, keys, &name, tx, now));
+    out
+}
+
+/// Expire every transaction cookie the browser sent (logout).
+pub fn expire_all(names: &CookieNames, headers: &HeaderMap) -> Vec<String> {
+    tx_cookies(names, headers)
+        .map(|(n, _)| expire(names, n))
+        .collect()
+}

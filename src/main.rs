@@ -1,0 +1,98 @@
+//! The `oidc-bff` command line (SPEC §2): `serve`, `check-config`, `generate-key`.
+
+use clap::{Parser, Subcommand};
+use oidc_bff::settings::Settings;
+use oidc_bff::startup::{App, shutdown_signal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "oidc-bff",
+    version,
+    about = "Backend-for-frontend OpenID Connect token proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (configuration from --config or BFF_CONFIG).
+    Serve {
+        #[arg(long, env = "BFF_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration without reaching the IdP; exit 0 when valid, 1 otherwise.
+    CheckConfig {
+        #[arg(long, env = "BFF_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a fresh random session key (standard base64 of 32 bytes).
+    GenerateKey,
+}
+
+fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
+    Settings::load(path).map_err(|errors| {
+        for line in &errors.0 {
+            eprintln!("{line}");
+        }
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenerateKey => {
+            use base64::Engine;
+            use chacha20poly1305::aead::OsRng;
+            use chacha20poly1305::aead::rand_core::RngCore;
+            let mut key = [0u8; 32];
+            OsRng.fill_bytes(&mut key);
+            println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            oidc_bff::telemetry::init(&settings.logging);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            runtime.block_on(async {
+                let app = match App::build(settings).await {
+                    Ok(app) => app,
+                    Err(e) => {
+                        tracing::error!(error = %e, "start-up failed");
+                        return ExitCode::from(1);
+                    }
+                };
+                match app.run_until(shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "stopped");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! OpenID Provider metadata (`{issuer}/.well-known/openid-configuration`).
+
+use super::http::{IdpHttp, IdpHttpError};
+use serde::Deserialize;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct ProviderMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: Url,
+    pub token_endpoint: Url,
+    pub jwks_uri: Url,
+    pub end_session_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    /// RFC 9207: when true, the callback's `iss` parameter is required.
+    pub iss_parameter_supported: bool,
+}
+
+#[derive(Deserialize)]
+struct RawMetadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
+    #[serde(default)]
+    revocation_endpoint: Option<String>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(transparent)]
+    Http(#[from] IdpHttpError),
+    #[error("discovery answered HTTP {0}")]
+    Status(u16),
+    #[error("discovery document is not valid: {0}")]
+    Invalid(String),
+    /// Fatal: the configuration names another issuer than the IdP claims to be.
+    #[error("discovery issuer {found:?} differs from the configured oidc.issuer {expected:?}")]
+    IssuerMismatch { expected: String, found: String },
+}
+
+fn endpoint(name: &str, s: &str) -> Result<Url, DiscoveryError> {
+    let url = Url::parse(s).map_err(|_| DiscoveryError::Invalid(format!("{name} is not a URL")))?;
+    IdpHttp::check_url(&url)
+        .map_err(|_| DiscoveryError::Invalid(format!("{name} must be https")))?;
+    Ok(url)
+}
+
+pub async fn discover(http: &IdpHttp, issuer: &str) -> Result<ProviderMetadata, DiscoveryError> {
+    let url = Url::parse(&format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    ))
+    .map_err(|_| DiscoveryError::Invalid("issuer is not a URL".into()))?;
+    let resp = http.get(&url).await?;
+    if !resp.status.is_success() {
+        return Err(DiscoveryError::Status(resp.status.as_u16()));
+    }
+    let raw: RawMetadata =
+        serde_json::from_slice(&resp.body).map_err(|e| DiscoveryError::Invalid(e.to_string()))?;
+    if raw.issuer != issuer {
+        return Err(DiscoveryError::IssuerMismatch {
+            expected: issuer.to_owned(),
+            found: raw.issuer,
+        });
+    }
+    Ok(ProviderMetadata {
+        authorization_endpoint: endpoint("authorization_endpoint", &raw.authorization_endpoint)?,
+        token_endpoint: endpoint("token_endpoint", &raw.token_endpoint)?,
+        jwks_uri: endpoint("jwks_uri", &raw.jwks_uri)?,
+        end_session_endpoint: raw
+            .end_session_endpoint
+            .as_deref()
+            .map(|s| endpoint("end_session_endpoint", s))
+            .transpose()?,
+        revocation_endpoint: raw
+            .revocation_endpoint
+            .as_deref()
+            .map(|s| endpoint("revocation_endpoint", s))
+            .transpose()?,
+        iss_parameter_supported: raw.authorization_response_iss_parameter_supported,
+        issuer: raw.issuer,
+    })
+}

@@ -1,0 +1,127 @@
+//! The one outbound client for every IdP call (SPEC §3.3): bounded time and response size,
+//! never follows redirects (a 3xx is `idp_unavailable`), https required except on loopback.
+
+use crate::settings::validate_is_loopback as is_loopback_host;
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use std::time::Duration;
+use url::Url;
+
+/// Discovery documents, JWKS and token responses are small; anything larger is hostile.
+pub const MAX_IDP_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Why an IdP call failed, before it is mapped to a SPEC code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdpHttpError {
+    #[error("IdP did not answer in time")]
+    Timeout,
+    #[error("IdP unreachable or misbehaving: {0}")]
+    Unavailable(&'static str),
+}
+
+#[derive(Debug, Clone)]
+pub struct IdpHttp {
+    client: reqwest::Client,
+}
+
+pub struct IdpResponse {
+    pub status: StatusCode,
+    pub content_type_json: bool,
+    pub body: Bytes,
+}
+
+impl IdpHttp {
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client })
+    }
+
+    /// https, or http to a loopback host (development and tests).
+    pub fn check_url(url: &Url) -> Result<(), IdpHttpError> {
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if is_loopback_host(url) => Ok(()),
+            _ => Err(IdpHttpError::Unavailable("IdP URL must be https")),
+        }
+    }
+
+    pub async fn get(&self, url: &Url) -> Result<IdpResponse, IdpHttpError> {
+        Self::check_url(url)?;
+        self.send(
+            self.client
+                .get(url.clone())
+                .header(http::header::ACCEPT, "application/json"),
+        )
+        .await
+    }
+
+    /// POST a form. `basic` is an already-encoded `Authorization` value.
+    pub async fn post_form(
+        &self,
+        url: &Url,
+        form: String,
+        authorization: Option<String>,
+    ) -> Result<IdpResponse, IdpHttpError> {
+        Self::check_url(url)?;
+        let mut req = self
+            .client
+            .post(url.clone())
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(form);
+        if let Some(a) = authorization {
+            req = req.header(http::header::AUTHORIZATION, a);
+        }
+        self.send(req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<IdpResponse, IdpHttpError> {
+        let mut resp = req.send().await.map_err(map_err)?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(IdpHttpError::Unavailable("IdP answered with a redirect"));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|l| l > MAX_IDP_RESPONSE_BYTES as u64)
+        {
+            return Err(IdpHttpError::Unavailable("IdP response too large"));
+        }
+        let content_type_json = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
+            if body.len() + chunk.len() > MAX_IDP_RESPONSE_BYTES {
+                return Err(IdpHttpError::Unavailable("IdP response too large"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(IdpResponse {
+            status,
+            content_type_json,
+            body: body.freeze(),
+        })
+    }
+}
+
+fn map_err(e: reqwest::Error) -> IdpHttpError {
+    if e.is_timeout() {
+        IdpHttpError::Timeout
+    } else if e.is_connect() {
+        IdpHttpError::Unavailable("cannot connect to the IdP")
+    } else {
+        IdpHttpError::Unavailable("IdP request failed")
+    }
+}

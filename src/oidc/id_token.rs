@@ -1,0 +1,267 @@
+//! ID token validation, OIDC Core §3.1.3.7 as SPEC §3.4 words it. Any failure means nothing
+//! is stored; the reason is logged, the client sees `invalid_id_token`.
+
+use super::http::IdpHttp;
+use super::jwks::{Jwks, KeySet};
+use crate::secret::ct_eq;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::AlgorithmParameters;
+use jsonwebtoken::jwk::EllipticCurve;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+/// Why an ID token was refused (logged, never shown to the client beyond the code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdTokenError {
+    #[error("malformed token or header")]
+    Malformed,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("no key in the JWKS can verify this token")]
+    NoMatchingKey,
+    #[error("signature invalid")]
+    InvalidSignature,
+    #[error("issuer mismatch")]
+    InvalidIssuer,
+    #[error("audience does not contain client_id")]
+    InvalidAudience,
+    #[error("azp missing or not client_id")]
+    InvalidAuthorizedParty,
+    #[error("expired")]
+    Expired,
+    #[error("iat missing or in the future")]
+    InvalidIssuedAt,
+    #[error("sub missing")]
+    MissingSubject,
+    #[error("nonce missing or wrong")]
+    InvalidNonce,
+    #[error("at_hash does not match the access token")]
+    InvalidAccessTokenHash,
+    #[error("refreshed ID token changed iss, sub or aud")]
+    RefreshMismatch,
+    #[error("JWKS could not be refetched")]
+    KeysUnavailable,
+}
+
+/// What validation needs to know about the client.
+pub struct Expectations<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub algorithms: &'a [Algorithm],
+    pub clock_skew_secs: u64,
+    /// `Some` at login: must equal the token's nonce. `None` on refresh (no nonce check).
+    pub nonce: Option<&'a str>,
+    /// On refresh: the original token's subject, which must not change.
+    pub sub: Option<&'a str>,
+    pub access_token: Option<&'a str>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidIdToken {
+    pub sub: String,
+    pub sid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(serde::de::IgnoredAny),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    iat: Option<f64>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    at_hash: Option<String>,
+    #[serde(default)]
+    sid: Option<String>,
+}
+
+fn compatible(alg: Algorithm, params: &AlgorithmParameters) -> bool {
+    use Algorithm::*;
+    match params {
+        AlgorithmParameters::RSA(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+        AlgorithmParameters::EllipticCurve(ec) => {
+            matches!(
+                (alg, &ec.curve),
+                (ES256, EllipticCurve::P256) | (ES384, EllipticCurve::P384)
+            )
+        }
+        AlgorithmParameters::OctetKeyPair(okp) => {
+            alg == EdDSA && okp.curve == EllipticCurve::Ed25519
+        }
+        // Symmetric JWKS entries are never trusted: HS* verifies only with the client secret.
+        _ => false,
+    }
+}
+
+fn candidates<'s>(set: &'s KeySet, alg: Algorithm, kid: Option<&str>) -> Vec<&'s DecodingKey> {
+    set.keys
+        .iter()
+        .filter(|k| kid.is_none_or(|kid| k.jwk.common.key_id.as_deref() == Some(kid)))
+        .filter(|k| compatible(alg, &k.jwk.algorithm))
+        .filter(|k| {
+            k.jwk
+                .common
+                .key_algorithm
+                .is_none_or(|ka| format!("{ka:?}") == format!("{alg:?}"))
+        })
+        .filter(|k| {
+            k.jwk
+                .common
+                .public_key_use
+                .as_ref()
+                .is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature)
+        })
+        .map(|k| &k.key)
+        .collect()
+}
+
+fn hash_left_half(alg: Algorithm, input: &[u8]) -> String {
+    use Algorithm::*;
+    let digest: Vec<u8> = match alg {
+        RS384 | PS384 | ES384 | HS384 => Sha384::digest(input).to_vec(),
+        RS512 | PS512 | HS512 | EdDSA => Sha512::digest(input).to_vec(),
+        _ => Sha256::digest(input).to_vec(),
+    };
+    URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+/// Validate `token`. `jwks` is consulted (and refetched on a kid miss) only for asymmetric
+/// algorithms.
+pub async fn validate(
+    token: &str,
+    exp: &Expectations<'_>,
+    jwks: &Jwks,
+    http: &IdpHttp,
+) -> Result<ValidIdToken, IdTokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
+    let alg = header.alg;
+    if !exp.algorithms.contains(&alg) {
+        return Err(IdTokenError::AlgorithmNotAllowed);
+    }
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[exp.issuer]);
+    validation.set_audience(&[exp.client_id]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = exp.clock_skew_secs;
+    validation.validate_nbf = true;
+
+    let symmetric = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+    let secret_key;
+    let set;
+    let keys: Vec<&DecodingKey> = if symmetric {
+        secret_key = DecodingKey::from_secret(exp.client_secret.as_bytes());
+        vec![&secret_key]
+    } else {
+        set = jwks
+            .for_kid(http, header.kid.as_deref())
+            .await
+            .map_err(|_| IdTokenError::KeysUnavailable)?;
+        candidates(&set, alg, header.kid.as_deref())
+    };
+    if keys.is_empty() {
+        return Err(IdTokenError::NoMatchingKey);
+    }
+    let mut data = None;
+    for key in keys {
+        match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+            Ok(d) => {
+                data = Some(d);
+                break;
+            }
+            Err(e) => match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => continue,
+                other => return Err(map_kind(other)),
+            },
+        }
+    }
+    let claims = data.ok_or(IdTokenError::InvalidSignature)?.claims;
+
+    let sub = claims
+        .sub
+        .filter(|s| !s.is_empty())
+        .ok_or(IdTokenError::MissingSubject)?;
+    let iat = claims.iat.ok_or(IdTokenError::InvalidIssuedAt)?;
+    if iat > (exp.now + exp.clock_skew_secs as i64) as f64 {
+        return Err(IdTokenError::InvalidIssuedAt);
+    }
+    let several = matches!(&claims.aud, Some(Audience::Many(v)) if v.len() > 1);
+    match &claims.azp {
+        Some(azp) if azp != exp.client_id => return Err(IdTokenError::InvalidAuthorizedParty),
+        None if several => return Err(IdTokenError::InvalidAuthorizedParty),
+        _ => {}
+    }
+    if let Some(expected) = exp.nonce {
+        let got = claims.nonce.as_deref().ok_or(IdTokenError::InvalidNonce)?;
+        // Compare digests so that timing reveals nothing about the expected value.
+        if !ct_eq(&Sha256::digest(got), &Sha256::digest(expected)) {
+            return Err(IdTokenError::InvalidNonce);
+        }
+    }
+    if let Some(original) = exp.sub {
+        if original != sub {
+            return Err(IdTokenError::RefreshMismatch);
+        }
+    }
+    if let (Some(at_hash), Some(at)) = (&claims.at_hash, exp.access_token) {
+        if !ct_eq(
+            hash_left_half(alg, at.as_bytes()).as_bytes(),
+            at_hash.as_bytes(),
+        ) {
+            return Err(IdTokenError::InvalidAccessTokenHash);
+        }
+    }
+    Ok(ValidIdToken {
+        sub,
+        sid: claims.sid,
+    })
+}
+
+fn map_kind(kind: &jsonwebtoken::errors::ErrorKind) -> IdTokenError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => IdTokenError::Expired,
+        K::InvalidIssuer => IdTokenError::InvalidIssuer,
+        K::InvalidAudience => IdTokenError::InvalidAudience,
+        K::MissingRequiredClaim(c) if c == "iss" => IdTokenError::InvalidIssuer,
+        K::MissingRequiredClaim(c) if c == "aud" => IdTokenError::InvalidAudience,
+        K::MissingRequiredClaim(c) if c == "exp" => IdTokenError::Expired,
+        K::InvalidSubject | K::MissingRequiredClaim(_) => IdTokenError::MissingSubject,
+        K::ImmatureSignature => IdTokenError::InvalidIssuedAt,
+        K::InvalidAlgorithm => IdTokenError::AlgorithmNotAllowed,
+        _ => IdTokenError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_is_the_left_half_of_the_digest() {
+        // OIDC Core A.3 example: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" → at_hash
+        assert_eq!(
+            hash_left_half(
+                Algorithm::RS256,
+                b"jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            ),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Reading small JSON bodies of BFF endpoints within `max_body_bytes`.
+
+use crate::error::{AppError, ErrorCode};
+use axum::body::Body;
+use serde::de::DeserializeOwned;
+
+pub async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, AppError> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            tracing::warn!("request body above max_body_bytes");
+            AppError::from(ErrorCode::PayloadTooLarge)
+        } else {
+            tracing::warn!("request body could not be read");
+            AppError::from(ErrorCode::InvalidRequest)
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|_| {
+        tracing::warn!("request body is not the expected JSON");
+        ErrorCode::InvalidRequest.into()
+    })
+}

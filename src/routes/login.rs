@@ -1,0 +1,201 @@
+//! Login endpoints: redirect mode (`GET /login`, `GET /callback`) and SPA mode
+//! (`POST /login/start`, `POST /login/end`), SPEC §3.1–§3.2.
+
+use super::body::read_json;
+use super::session::session_body;
+use crate::error::{AppError, ErrorCode};
+use crate::login::{self, CallbackParams, Completed};
+use crate::middleware::client_ip;
+use crate::secret::Secret;
+use crate::session::{self, Loaded, cookie::append_set_cookies};
+use crate::state::{AppState, now};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+pub fn navigation_router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_get))
+        .route("/callback", get(callback_get))
+}
+
+pub fn spa_router() -> Router<AppState> {
+    Router::new()
+        .route("/login/start", post(login_start))
+        .route("/login/end", post(login_end))
+}
+
+fn redirect(location: &str, cookies: Vec<String>) -> Response {
+    let mut r = StatusCode::FOUND.into_response();
+    let h = r.headers_mut();
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            h.insert(header::LOCATION, v);
+        }
+        Err(_) => return AppError::from(ErrorCode::InvalidReturnTo).into_response(),
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    append_set_cookies(h, cookies);
+    r
+}
+
+fn json_with_cookies(body: Vec<u8>, cookies: Vec<String>) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    append_set_cookies(h, cookies);
+    r
+}
+
+#[derive(Deserialize)]
+struct ReturnToQuery {
+    return_to: Option<String>,
+}
+
+async fn login_get(State(state): State<AppState>, req: Request) -> Response {
+    let error_url = state.settings.server.error_url.as_ref();
+    let query: ReturnToQuery = match serde_urlencoded::from_str(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(_) => return AppError::from(ErrorCode::InvalidRequest).into_navigational(error_url),
+    };
+    match login::start(&state, req.headers(), query.return_to.as_deref()) {
+        Ok((url, cookies)) => redirect(url.as_str(), cookies),
+        Err(e) => e.into_navigational(error_url),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    return_to: Option<String>,
+}
+
+async fn login_start(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = state.settings.server.max_body_bytes;
+    let empty = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v == "0");
+    let start: StartBody = if empty {
+        StartBody::default()
+    } else {
+        match read_json(body, limit).await {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        }
+    };
+    match login::start(&state, &parts.headers, start.return_to.as_deref()) {
+        Ok((url, cookies)) => {
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "authorization_url": url.as_str() }))
+                    .unwrap_or_default();
+            json_with_cookies(body, cookies)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn callback_get(State(state): State<AppState>, req: Request) -> Response {
+    let error_url = state.settings.server.error_url.as_ref();
+    let params = match CallbackParams::from_query(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return e.into_navigational(error_url),
+    };
+    let peer = client_ip(&state, &req);
+    match login::complete(&state, req.headers(), params, peer).await {
+        Ok(Completed::Session {
+            return_to,
+            set_cookies,
+            ..
+        }) => redirect(&return_to, set_cookies),
+        Ok(Completed::AlreadyDone { return_to }) => redirect(&return_to, vec![]),
+        Err((e, cookies)) => {
+            let mut r = e.into_navigational(error_url);
+            append_set_cookies(r.headers_mut(), cookies);
+            r
+        }
+    }
+}
+
+/// `{"url": "<where the IdP redirected the SPA>"}` or the parameters themselves.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndBody {
+    url: Option<String>,
+    code: Option<Secret>,
+    state: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+}
+
+fn params_from_end(state: &AppState, body: EndBody) -> Result<CallbackParams, AppError> {
+    let Some(url) = body.url else {
+        return Ok(CallbackParams {
+            code: body.code,
+            state: body.state,
+            iss: body.iss,
+            error: body.error,
+            ..Default::default()
+        });
+    };
+    if body.code.is_some() || body.state.is_some() || body.iss.is_some() || body.error.is_some() {
+        return Err(ErrorCode::InvalidRequest.into());
+    }
+    let url = url::Url::parse(&url).map_err(|_| AppError::from(ErrorCode::InvalidRequest))?;
+    let expected = &state.settings.oidc.redirect_uri;
+    let same = url.scheme() == expected.scheme()
+        && url.host() == expected.host()
+        && url.port_or_known_default() == expected.port_or_known_default()
+        && url.path() == expected.path();
+    if !same {
+        tracing::warn!("login/end url does not match redirect_uri");
+        return Err(ErrorCode::InvalidRequest.into());
+    }
+    CallbackParams::from_query(url.query().unwrap_or(""))
+}
+
+async fn login_end(State(state): State<AppState>, req: Request) -> Response {
+    let peer = client_ip(&state, &req);
+    let (parts, body): (_, Body) = req.into_parts();
+    let end: EndBody = match read_json(body, state.settings.server.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let params = match params_from_end(&state, end) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let t = now();
+    match login::complete(&state, &parts.headers, params, peer).await {
+        Ok(Completed::Session {
+            session,
+            return_to,
+            set_cookies,
+        }) => json_with_cookies(
+            session_body(&state, &session, t, Some(&return_to)),
+            set_cookies,
+        ),
+        Ok(Completed::AlreadyDone { return_to }) => {
+            match session::load(&state, &parts.headers, t) {
+                Loaded::Live(s) => {
+                    json_with_cookies(session_body(&state, &s, t, Some(&return_to)), vec![])
+                }
+                Loaded::Anonymous { .. } => AppError::from(ErrorCode::InvalidState).into_response(),
+            }
+        }
+        Err((e, cookies)) => {
+            let mut r = e.into_response();
+            append_set_cookies(r.headers_mut(), cookies);
+            r
+        }
+    }
+}

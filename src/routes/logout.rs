@@ -1,0 +1,122 @@
+//! Logout (SPEC §5): `POST /logout` for the SPA, `GET /logout?sid=` for links. Both end the
+//! local session, revoke the refresh token at the IdP when it has a revocation endpoint, and
+//! hand back the IdP's RP-initiated logout URL.
+
+use crate::error::{AppError, ErrorCode};
+use crate::login::tx;
+use crate::oidc::token;
+use crate::secret::random_urlsafe;
+use crate::session::model::Session;
+use crate::session::{self, Loaded, cookie::append_set_cookies};
+use crate::state::{AppState, now};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+pub fn spa_router() -> Router<AppState> {
+    Router::new().route("/logout", post(logout_post))
+}
+
+pub fn navigation_router() -> Router<AppState> {
+    Router::new().route("/logout", get(logout_get))
+}
+
+/// Every cookie this app may have set in this browser.
+fn clear_all(state: &AppState, headers: &HeaderMap) -> Vec<String> {
+    let mut c = state.cookies.clear_session();
+    c.extend(tx::expire_all(&state.cookies, headers));
+    c
+}
+
+/// Revoke the refresh token (bounded by the IdP client's timeout; failure is logged, the local
+/// logout happens regardless) and build the IdP logout URL.
+async fn end(state: &AppState, session: &Session) -> Option<String> {
+    let provider = state.oidc.provider().ok()?;
+    if let (Some(rt), Some(endpoint)) = (
+        &session.refresh_token,
+        &provider.metadata.revocation_endpoint,
+    ) {
+        match token::revoke(
+            &state.oidc.http,
+            endpoint,
+            &state.settings.oidc,
+            rt.expose(),
+        )
+        .await
+        {
+            Ok(()) => tracing::info!("refresh token revoked at the IdP"),
+            Err(e) => tracing::warn!(error = %e, "refresh token revocation failed"),
+        }
+    }
+    let mut url = provider.metadata.end_session_endpoint.clone()?;
+    url.query_pairs_mut()
+        .append_pair("id_token_hint", session.id_token.expose())
+        .append_pair(
+            "post_logout_redirect_uri",
+            &state.settings.oidc.post_logout_redirect_uri,
+        )
+        .append_pair("client_id", &state.settings.oidc.client_id)
+        .append_pair("state", &random_urlsafe(16));
+    Some(url.into())
+}
+
+async fn logout_post(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let logout_url = match session::load(&state, &headers, now()) {
+        Loaded::Live(s) => {
+            let url = end(&state, &s).await;
+            tracing::info!("session ended by POST /logout");
+            url
+        }
+        Loaded::Anonymous { .. } => None,
+    };
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "logout_url": logout_url })).unwrap_or_default();
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    append_set_cookies(h, clear_all(&state, &headers));
+    r
+}
+
+#[derive(Deserialize)]
+struct SidQuery {
+    sid: Option<String>,
+}
+
+async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
+    let error_url = state.settings.server.error_url.as_ref();
+    let invalid = || AppError::from(ErrorCode::InvalidLogoutRequest).into_navigational(error_url);
+    let sid = serde_urlencoded::from_str::<SidQuery>(req.uri().query().unwrap_or(""))
+        .ok()
+        .and_then(|q| q.sid);
+    let Some(sid) = sid else {
+        tracing::warn!("GET /logout without sid");
+        return invalid();
+    };
+    let session = match session::load(&state, req.headers(), now()) {
+        Loaded::Live(s) if s.logout_token.ct_eq(&sid) => s,
+        _ => {
+            tracing::warn!("GET /logout with a sid that is not this session's");
+            return invalid();
+        }
+    };
+    let target = end(&state, &session)
+        .await
+        .unwrap_or_else(|| state.settings.oidc.post_logout_redirect_uri.clone());
+    tracing::info!("session ended by GET /logout");
+    let mut r = StatusCode::FOUND.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    append_set_cookies(h, clear_all(&state, req.headers()));
+    r
+}

@@ -1,0 +1,70 @@
+//! The HTTP surface (SPEC §3, §5, §7). Each module owns a group of endpoints and exports
+//! `router()`; they are merged here.
+
+mod body;
+mod health;
+mod login;
+mod logout;
+mod session;
+
+use crate::error::{AppError, ErrorCode};
+use crate::middleware;
+use crate::state::AppState;
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+pub use session::session_body;
+
+pub fn router(state: AppState) -> Router {
+    let base = state.settings.server.base_path.clone();
+    let spa = Router::new()
+        .merge(login::spa_router())
+        .merge(session::router())
+        .merge(logout::spa_router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::csrf,
+        ));
+    let bff = Router::new()
+        .merge(spa)
+        .merge(login::navigation_router())
+        .merge(logout::navigation_router());
+    let bff = if base.is_empty() {
+        bff
+    } else {
+        Router::new().nest(&base, bff)
+    };
+    let mut app = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(bff)
+        .method_not_allowed_fallback(method_not_allowed);
+    app = match &state.settings.server.static_dir {
+        Some(dir) => {
+            let index = dir.join("index.html");
+            app.fallback_service(
+                tower_http::services::ServeDir::new(dir)
+                    .fallback(tower_http::services::ServeFile::new(index)),
+            )
+        }
+        None => app.fallback(not_found),
+    };
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::cors,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::observe,
+    ))
+    .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    AppError::from(ErrorCode::NotFound)
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    AppError::from(ErrorCode::MethodNotAllowed)
+}

@@ -1,0 +1,93 @@
+//! `GET /session` (SPEC §5): who is logged in, never a token.
+
+use crate::session::model::Session;
+use crate::session::refresh::{self, RefreshFailure};
+use crate::session::{self, Loaded, cookie::append_set_cookies};
+use crate::state::{AppState, now};
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::io::Write;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/session", get(session_get))
+}
+
+/// The `/session` body, written directly: the claims are the ID token's payload bytes, which
+/// were verified at login and sealed since, so they are copied, not re-parsed.
+pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&str>) -> Vec<u8> {
+    let claims = s.claims_json();
+    let claims: &[u8] = match &claims {
+        Some(c) if c.first() == Some(&b'{') => c,
+        _ => b"{}",
+    };
+    let mut out = Vec::with_capacity(claims.len() + s.sub.len() + 256);
+    let _ = out.write_all(b"{\"authenticated\":true,\"sub\":");
+    let _ = serde_json::to_writer(&mut out, &s.sub);
+    let _ = out.write_all(b",\"claims\":");
+    let _ = out.write_all(claims);
+    let _ = write!(
+        out,
+        ",\"expires_at\":{},\"session_expires_at\":{},\"bff_logout_url\":",
+        s.access_expires_at,
+        s.expires_at(state.settings.session.idle_timeout_secs)
+            .max(now)
+    );
+    let mut logout = String::with_capacity(state.logout_path_prefix.len() + 32);
+    logout.push_str(&state.logout_path_prefix);
+    logout.push_str(s.logout_token.expose());
+    let _ = serde_json::to_writer(&mut out, &logout);
+    if let Some(r) = return_to {
+        let _ = out.write_all(b",\"return_to\":");
+        let _ = serde_json::to_writer(&mut out, r);
+    }
+    out.push(b'}');
+    out
+}
+
+pub fn anonymous(state: &AppState, clear: bool, error: Option<&str>) -> Response {
+    let body = match error {
+        Some(code) => format!("{{\"authenticated\":false,\"error\":\"{code}\"}}"),
+        None => "{\"authenticated\":false}".to_owned(),
+    };
+    let mut r = (StatusCode::UNAUTHORIZED, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if clear {
+        append_set_cookies(h, state.cookies.clear_session());
+    }
+    r
+}
+
+async fn session_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let t = now();
+    let mut s = match session::load(&state, &headers, t) {
+        Loaded::Anonymous { stale_cookie } => return anonymous(&state, stale_cookie, None),
+        Loaded::Live(s) => s,
+    };
+    let mut set_cookies = Vec::new();
+    if t >= s.access_expires_at {
+        match refresh::refresh(&state, &mut s, t).await {
+            Ok(()) => set_cookies = session::write(&state, &mut s, t),
+            Err(RefreshFailure::Ended(e)) => return anonymous(&state, true, Some(e.code.as_str())),
+            Err(RefreshFailure::Temporary(e)) => return e.into_response(),
+        }
+    } else if s.needs_reseal(t, state.settings.session.idle_timeout_secs) {
+        set_cookies = session::write(&state, &mut s, t);
+    }
+    let mut r = (StatusCode::OK, session_body(&state, &s, t, None)).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    append_set_cookies(h, set_cookies);
+    r
+}

@@ -1,0 +1,195 @@
+//! The session cookie on the wire (SPEC §4): one cookie named exactly `__Host-bff` when the
+//! sealed session fits, else chunks `__Host-bff.0`…`.7`. The first chunk starts with the chunk
+//! count (`3.`) so that a stale higher chunk left by an older, larger session is ignored; all
+//! chunks are one AEAD ciphertext, so a chunk from another session makes the whole fail.
+//! Every write expires the names it does not use, whether or not the browser sent them.
+
+use super::model::Session;
+use super::seal::{Keyring, Purpose};
+use crate::settings::{SameSite, SessionSettings};
+use cookie::Cookie;
+use http::HeaderMap;
+use http::header::{COOKIE, SET_COOKIE};
+
+pub const MAX_CHUNKS: usize = 8;
+/// Browsers keep at least 4096 bytes per cookie including its name and attributes.
+pub const CHUNK_BYTES: usize = 3800;
+
+/// Cookie names and attributes, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct CookieNames {
+    pub session: String,
+    pub chunks: [String; MAX_CHUNKS],
+    /// `__Host-bff-tx.` or `bff-tx.`.
+    pub tx_prefix: String,
+    pub secure: bool,
+    pub same_site: SameSite,
+}
+
+impl CookieNames {
+    pub fn new(s: &SessionSettings) -> Self {
+        let base = if s.secure { "__Host-bff" } else { "bff" };
+        Self {
+            session: base.to_owned(),
+            chunks: std::array::from_fn(|i| format!("{base}.{i}")),
+            tx_prefix: format!("{base}-tx."),
+            secure: s.secure,
+            same_site: s.same_site,
+        }
+    }
+
+    fn build<'a>(
+        &self,
+        name: &'a str,
+        value: String,
+        max_age: i64,
+        same_site: cookie::SameSite,
+    ) -> Cookie<'a> {
+        Cookie::build((name, value))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(same_site)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(max_age.max(0)))
+            .build()
+    }
+
+    fn session_same_site(&self) -> cookie::SameSite {
+        match self.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+        }
+    }
+
+    /// A Set-Cookie line for one cookie of this app; `max_age` 0 expires it.
+    pub fn set_cookie(&self, name: &str, value: String, max_age: i64, lax: bool) -> String {
+        let ss = if lax {
+            cookie::SameSite::Lax
+        } else {
+            self.session_same_site()
+        };
+        self.build(name, value, max_age, ss).to_string()
+    }
+
+    /// Set-Cookie lines that store `sealed` and expire every other session name.
+    pub fn write_session(&self, sealed: &str, max_age: i64) -> Vec<String> {
+        let mut out = Vec::with_capacity(MAX_CHUNKS + 1);
+        if sealed.len() <= CHUNK_BYTES {
+            out.push(self.set_cookie(&self.session, sealed.to_owned(), max_age, false));
+            out.extend(
+                self.chunks
+                    .iter()
+                    .map(|n| self.set_cookie(n, String::new(), 0, false)),
+            );
+            return out;
+        }
+        let pieces: Vec<&str> = sealed
+            .as_bytes()
+            .chunks(CHUNK_BYTES)
+            .filter_map(|c| std::str::from_utf8(c).ok())
+            .collect();
+        out.push(self.set_cookie(&self.session, String::new(), 0, false));
+        for (i, name) in self.chunks.iter().enumerate() {
+            match pieces.get(i) {
+                Some(piece) if i == 0 => out.push(self.set_cookie(
+                    name,
+                    format!("{}.{piece}", pieces.len()),
+                    max_age,
+                    false,
+                )),
+                Some(piece) => out.push(self.set_cookie(name, (*piece).to_owned(), max_age, false)),
+                None => out.push(self.set_cookie(name, String::new(), 0, false)),
+            }
+        }
+        out
+    }
+
+    /// Set-Cookie lines that expire every session name.
+    pub fn clear_session(&self) -> Vec<String> {
+        std::iter::once(&self.session)
+            .chain(self.chunks.iter())
+            .map(|n| self.set_cookie(n, String::new(), 0, false))
+            .collect()
+    }
+}
+
+/// The session cookie values found in a request, before opening.
+#[derive(Debug, Default)]
+pub struct SessionCookie<'a> {
+    single: Option<&'a str>,
+    chunks: [Option<&'a str>; MAX_CHUNKS],
+}
+
+impl<'a> SessionCookie<'a> {
+    /// Collect our session cookie(s) from all `Cookie` headers without allocating per cookie.
+    pub fn from_headers(names: &CookieNames, headers: &'a HeaderMap) -> Self {
+        let mut found = Self::default();
+        for value in headers.get_all(COOKIE) {
+            let Ok(s) = value.to_str() else { continue };
+            for pair in s.split(';') {
+                let Some((name, value)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                if name == names.session {
+                    found.single = Some(value);
+                } else if let Some(suffix) = name
+                    .strip_prefix(names.session.as_str())
+                    .and_then(|r| r.strip_prefix('.'))
+                {
+                    if let [d @ b'0'..=b'7'] = suffix.as_bytes() {
+                        found.chunks[usize::from(d - b'0')] = Some(value);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    pub fn is_present(&self) -> bool {
+        self.single.is_some() || self.chunks[0].is_some()
+    }
+
+    /// The sealed value, reassembled. A request carrying both forms is anonymous.
+    pub fn sealed(&self) -> Option<std::borrow::Cow<'a, str>> {
+        match (self.single, self.chunks[0]) {
+            (Some(_), Some(_)) => None,
+            (Some(v), None) if !v.is_empty() => Some(std::borrow::Cow::Borrowed(v)),
+            (None, Some(first)) => {
+                let (count, head) = first.split_once('.')?;
+                let count: usize = count.parse().ok()?;
+                if !(2..=MAX_CHUNKS).contains(&count) {
+                    return None;
+                }
+                let mut joined = String::with_capacity(count * CHUNK_BYTES);
+                joined.push_str(head);
+                for c in &self.chunks[1..count] {
+                    joined.push_str((*c)?);
+                }
+                Some(std::borrow::Cow::Owned(joined))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn open(&self, names: &CookieNames, keys: &Keyring) -> Option<Session> {
+        let sealed = self.sealed()?;
+        let plain = keys.open(Purpose::Session, &names.session, &sealed)?;
+        Session::from_bytes(&plain)
+    }
+}
+
+pub fn seal_session(names: &CookieNames, keys: &Keyring, session: &Session) -> String {
+    keys.seal(Purpose::Session, &names.session, &session.to_bytes())
+}
+
+/// Append Set-Cookie lines to a response's headers.
+pub fn append_set_cookies(headers: &mut HeaderMap, lines: impl IntoIterator<Item = String>) {
+    for line in lines {
+        if let Ok(v) = http::HeaderValue::try_from(line) {
+            headers.append(SET_COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

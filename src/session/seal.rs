@@ -1,0 +1,200 @@
+//! Authenticated encryption of everything the BFF hands the browser (SPEC §4).
+//!
+//! XChaCha20-Poly1305 (192-bit random nonces: no nonce-collision budget to manage however many
+//! cookies a fleet seals) under per-purpose subkeys derived with HKDF-SHA256 from each
+//! configured key. Format, base64url without padding:
+//! `version (1) ‖ key id (4) ‖ nonce (24) ‖ ciphertext ‖ tag (16)`.
+//! The key id is the first 4 bytes of SHA-256 over the key, never its list position, so keys
+//! can be reordered. The associated data binds the version, key id, purpose and the cookie's
+//! name: a value moved to another cookie name does not open.
+
+use crate::settings::KeyMaterial;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
+
+const VERSION: u8 = 1;
+const KID_LEN: usize = 4;
+const NONCE_LEN: usize = 24;
+const HEADER_LEN: usize = 1 + KID_LEN + NONCE_LEN;
+const TAG_LEN: usize = 16;
+
+/// What a sealed value is for; each purpose has its own subkey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Session,
+    Tx,
+    RefreshCache,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::Session => b"session",
+            Self::Tx => b"tx",
+            Self::RefreshCache => b"refresh-cache",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+struct KeyEntry {
+    kid: [u8; KID_LEN],
+    ciphers: [XChaCha20Poly1305; 3],
+}
+
+/// The configured keys, each expanded into one cipher per purpose. The first key seals.
+pub struct Keyring {
+    keys: Vec<KeyEntry>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keyring({} keys, [redacted])", self.keys.len())
+    }
+}
+
+impl Keyring {
+    /// `keys` must not be empty (settings validation guarantees it).
+    pub fn new(keys: &[KeyMaterial]) -> Self {
+        let keys = keys
+            .iter()
+            .map(|k| {
+                let digest = Sha256::digest(k.0);
+                let mut kid = [0u8; KID_LEN];
+                kid.copy_from_slice(&digest[..KID_LEN]);
+                let hk = Hkdf::<Sha256>::new(Some(b"oidc-bff/v1"), &k.0);
+                let cipher = |p: Purpose| {
+                    let mut sub = [0u8; 32];
+                    // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
+                    let _ = hk.expand(p.label(), &mut sub);
+                    XChaCha20Poly1305::new(&sub.into())
+                };
+                KeyEntry {
+                    kid,
+                    ciphers: [
+                        cipher(Purpose::Session),
+                        cipher(Purpose::Tx),
+                        cipher(Purpose::RefreshCache),
+                    ],
+                }
+            })
+            .collect();
+        Self { keys }
+    }
+
+    fn aad(kid: &[u8], purpose: Purpose, name: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(1 + KID_LEN + 16 + name.len());
+        aad.push(VERSION);
+        aad.extend_from_slice(kid);
+        aad.extend_from_slice(purpose.label());
+        aad.push(0);
+        aad.extend_from_slice(name.as_bytes());
+        aad
+    }
+
+    /// Seal `plaintext` for the cookie (or cache entry) called `name`.
+    pub fn seal(&self, purpose: Purpose, name: &str, plaintext: &[u8]) -> String {
+        let Some(key) = self.keys.first() else {
+            return String::new();
+        };
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = Self::aad(&key.kid, purpose, name);
+        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        out.push(VERSION);
+        out.extend_from_slice(&key.kid);
+        out.extend_from_slice(&nonce);
+        // Encryption with a valid key and in-memory buffers cannot fail.
+        match key.ciphers[purpose.index()].encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        ) {
+            Ok(ct) => out.extend_from_slice(&ct),
+            Err(_) => return String::new(),
+        }
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// Open a sealed value; `None` for anything that is not an intact value sealed by one of
+    /// our keys for this purpose and name.
+    pub fn open(&self, purpose: Purpose, name: &str, sealed: &str) -> Option<Vec<u8>> {
+        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if raw.len() < HEADER_LEN + TAG_LEN || raw[0] != VERSION {
+            return None;
+        }
+        let kid = &raw[1..1 + KID_LEN];
+        let mut nonce = XNonce::default();
+        nonce.copy_from_slice(&raw[1 + KID_LEN..HEADER_LEN]);
+        let aad = Self::aad(kid, purpose, name);
+        self.keys.iter().filter(|k| k.kid == kid).find_map(|k| {
+            k.ciphers[purpose.index()]
+                .decrypt(
+                    &nonce,
+                    Payload {
+                        msg: &raw[HEADER_LEN..],
+                        aad: &aad,
+                    },
+                )
+                .ok()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(seeds: &[u8]) -> Keyring {
+        Keyring::new(
+            &seeds
+                .iter()
+                .map(|s| KeyMaterial([*s; 32]))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn round_trips_and_binds_name_and_purpose() {
+        let r = ring(&[1]);
+        let s = r.seal(Purpose::Session, "__Host-bff", b"hello");
+        assert_eq!(
+            r.open(Purpose::Session, "__Host-bff", &s).as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(r.open(Purpose::Session, "bff", &s), None);
+        assert_eq!(r.open(Purpose::Tx, "__Host-bff", &s), None);
+    }
+
+    #[test]
+    fn rotation_first_seals_all_open() {
+        let old = ring(&[1]);
+        let sealed = old.seal(Purpose::Session, "n", b"x");
+        assert!(ring(&[2, 1]).open(Purpose::Session, "n", &sealed).is_some());
+        assert!(ring(&[2]).open(Purpose::Session, "n", &sealed).is_none());
+    }
+
+    #[test]
+    fn tampering_and_truncation_fail_closed() {
+        let r = ring(&[1]);
+        let s = r.seal(Purpose::Session, "n", b"payload");
+        let mut bytes = s.clone().into_bytes();
+        let mid = bytes.len() / 2;
+        bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+        assert!(
+            r.open(Purpose::Session, "n", &String::from_utf8_lossy(&bytes))
+                .is_none()
+        );
+        assert!(r.open(Purpose::Session, "n", &s[..s.len() - 3]).is_none());
+        assert!(r.open(Purpose::Session, "n", "").is_none());
+        assert!(r.open(Purpose::Session, "n", "!!!").is_none());
+    }
+}

@@ -1,0 +1,255 @@
+//! The configuration file's shape, as serde sees it: every key with its SPEC §2 default.
+//! Nothing here is trusted; `super::validate` turns it into typed settings.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The type of each scalar or list key outside `[[routes]]`, used to type environment
+/// overrides (a secret `0123` stays a string) and to name unknown keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Int,
+    Bool,
+    List,
+    /// Tables (`auth_params`): file only.
+    Table,
+}
+
+pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
+    (
+        "server",
+        &[
+            ("listen", Kind::Str),
+            ("public_url", Kind::Str),
+            ("base_path", Kind::Str),
+            ("allowed_origins", Kind::List),
+            ("trusted_proxies", Kind::List),
+            ("error_url", Kind::Str),
+            ("admin_listen", Kind::Str),
+            ("static_dir", Kind::Str),
+            ("shutdown_timeout_secs", Kind::Int),
+            ("max_header_bytes", Kind::Int),
+            ("max_connections", Kind::Int),
+            ("max_body_bytes", Kind::Int),
+            ("header_read_timeout_secs", Kind::Int),
+            ("exchange_rate_per_minute", Kind::Int),
+        ],
+    ),
+    (
+        "oidc",
+        &[
+            ("issuer", Kind::Str),
+            ("client_id", Kind::Str),
+            ("client_secret", Kind::Str),
+            ("client_secret_file", Kind::Str),
+            ("client_auth", Kind::Str),
+            ("private_key_file", Kind::Str),
+            ("private_key_id", Kind::Str),
+            ("scopes", Kind::List),
+            ("redirect_uri", Kind::Str),
+            ("post_logout_redirect_uri", Kind::Str),
+            ("auth_params", Kind::Table),
+            ("id_token_signing_algs", Kind::List),
+            ("clock_skew_secs", Kind::Int),
+            ("http_timeout_secs", Kind::Int),
+            ("refresh_margin_secs", Kind::Int),
+            ("refresh_grace_secs", Kind::Int),
+        ],
+    ),
+    (
+        "session",
+        &[
+            ("store", Kind::Str),
+            ("keys", Kind::List),
+            ("keys_file", Kind::Str),
+            ("secure", Kind::Bool),
+            ("same_site", Kind::Str),
+            ("idle_timeout_secs", Kind::Int),
+            ("absolute_timeout_secs", Kind::Int),
+            ("url", Kind::Str),
+        ],
+    ),
+    (
+        "logging",
+        &[
+            ("format", Kind::Str),
+            ("level", Kind::Str),
+            ("access_log", Kind::Bool),
+        ],
+    ),
+];
+
+pub fn kind_of(section: &str, key: &str) -> Option<Kind> {
+    SCHEMA
+        .iter()
+        .find(|(s, _)| *s == section)
+        .and_then(|(_, keys)| keys.iter().find(|(k, _)| *k == key))
+        .map(|(_, kind)| *kind)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    pub server: RawServer,
+    pub oidc: RawOidc,
+    pub session: RawSession,
+    pub logging: RawLogging,
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub public_url: String,
+    pub base_path: String,
+    pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<String>,
+    pub error_url: String,
+    pub admin_listen: String,
+    pub static_dir: String,
+    pub shutdown_timeout_secs: u64,
+    pub max_header_bytes: u64,
+    pub max_connections: u64,
+    pub max_body_bytes: u64,
+    pub header_read_timeout_secs: u64,
+    pub exchange_rate_per_minute: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            public_url: String::new(),
+            base_path: String::new(),
+            allowed_origins: vec![],
+            trusted_proxies: vec![],
+            error_url: String::new(),
+            admin_listen: String::new(),
+            static_dir: String::new(),
+            shutdown_timeout_secs: 30,
+            max_header_bytes: 65536,
+            max_connections: 10000,
+            max_body_bytes: 65536,
+            header_read_timeout_secs: 10,
+            exchange_rate_per_minute: 0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOidc {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub client_secret_file: String,
+    pub client_auth: String,
+    pub private_key_file: String,
+    pub private_key_id: String,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    pub post_logout_redirect_uri: String,
+    pub auth_params: BTreeMap<String, String>,
+    pub id_token_signing_algs: Vec<String>,
+    pub clock_skew_secs: u64,
+    pub http_timeout_secs: u64,
+    pub refresh_margin_secs: u64,
+    pub refresh_grace_secs: u64,
+}
+
+impl Default for RawOidc {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            client_secret_file: String::new(),
+            client_auth: "client_secret_basic".into(),
+            private_key_file: String::new(),
+            private_key_id: String::new(),
+            scopes: ["openid", "profile", "email", "offline_access"]
+                .map(String::from)
+                .to_vec(),
+            redirect_uri: String::new(),
+            post_logout_redirect_uri: String::new(),
+            auth_params: BTreeMap::new(),
+            id_token_signing_algs: ["RS256", "PS256", "ES256"].map(String::from).to_vec(),
+            clock_skew_secs: 60,
+            http_timeout_secs: 10,
+            refresh_margin_secs: 30,
+            refresh_grace_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    pub store: String,
+    pub keys: Vec<String>,
+    pub keys_file: String,
+    pub secure: bool,
+    pub same_site: String,
+    pub idle_timeout_secs: u64,
+    pub absolute_timeout_secs: u64,
+    pub url: String,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            store: "cookie".into(),
+            keys: vec![],
+            keys_file: String::new(),
+            secure: true,
+            same_site: "strict".into(),
+            idle_timeout_secs: 1800,
+            absolute_timeout_secs: 28800,
+            url: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLogging {
+    pub format: String,
+    pub level: String,
+    pub access_log: bool,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        Self {
+            format: "pretty".into(),
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+/// `[[routes]]` (SPEC §6). Parsed now so that a file written for a later build is read
+/// precisely; this build refuses routes until the proxy lands (never silently ignored).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RawRoute {
+    pub prefix: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub csrf: Option<bool>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub forward_set_cookie: bool,
+    #[serde(default)]
+    pub websocket: bool,
+}

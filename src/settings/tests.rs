@@ -1,0 +1,142 @@
+use super::*;
+
+const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+fn minimal() -> String {
+    format!(
+        r#"
+[server]
+public_url = "https://app.example.com"
+[oidc]
+issuer = "https://auth.pingone.com/ENV/as"
+client_id = "spa"
+client_secret = "s3cret"
+[session]
+keys = ["{KEY}"]
+"#
+    )
+}
+
+fn errors(toml: &str, vars: Vec<(String, String)>) -> Vec<String> {
+    match Settings::from_toml_str(toml, vars) {
+        Ok(_) => vec![],
+        Err(ConfigErrors(e)) => e,
+    }
+}
+
+#[test]
+fn minimal_config_gets_spec_defaults() {
+    let s = Settings::from_toml_str(&minimal(), vec![]).map_err(|e| e.to_string());
+    let s = s.as_ref().map_err(String::as_str);
+    let Ok(s) = s else { panic!("{s:?}") };
+    assert_eq!(s.server.public_origin, "https://app.example.com");
+    assert_eq!(
+        s.oidc.redirect_uri.as_str(),
+        "https://app.example.com/callback"
+    );
+    assert!(s.oidc.redirect_is_callback);
+    assert_eq!(s.oidc.post_logout_redirect_uri, "https://app.example.com/");
+    assert_eq!(s.oidc.scope, "openid profile email offline_access");
+    assert_eq!(s.session.idle_timeout_secs, 1800);
+    assert_eq!(s.oidc.client_auth, ClientAuth::ClientSecretBasic);
+}
+
+#[test]
+fn every_missing_key_is_reported_at_once() {
+    let e = errors("", vec![]);
+    for key in [
+        "server.public_url: required",
+        "oidc.issuer: required",
+        "oidc.client_id: required",
+        "session.keys: required",
+    ] {
+        assert!(e.iter().any(|l| l.starts_with(key)), "{key} not in {e:?}");
+    }
+}
+
+#[test]
+fn environment_overrides_the_file_and_keeps_strings() {
+    let vars = vec![
+        ("BFF_OIDC__CLIENT_SECRET".to_owned(), "0123".to_owned()),
+        ("BFF_CONFIG".to_owned(), "/etc/x.toml".to_owned()),
+        ("BFF_SERVER__MAX_CONNECTIONS".to_owned(), "7".to_owned()),
+    ];
+    let s = Settings::from_toml_str(&minimal(), vars).map_err(|e| e.to_string());
+    let Ok(s) = s else { panic!("{s:?}") };
+    assert_eq!(s.oidc.client_secret.expose(), "0123");
+    assert_eq!(s.server.max_connections, 7);
+}
+
+#[test]
+fn unknown_and_mistyped_keys_are_named() {
+    let toml = format!(
+        "{}\nclientid = 1\n[logging]\naccess_log = \"yes\"\n",
+        minimal().replace("[session]", "[session]\nidle_timeout_secs = \"long\"")
+    );
+    let e = errors(&toml, vec![]);
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("logging.clientid: unknown key")
+                || l.starts_with("session.clientid: unknown key")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("session.idle_timeout_secs:")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|l| l.starts_with("logging.access_log:")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn reserved_auth_params_and_bad_keys_are_refused() {
+    let toml = minimal()
+        .replace(
+            "[session]",
+            "auth_params = { state = \"x\", prompt = \"login\" }\n[session]",
+        )
+        .replace(KEY, "c2hvcnQ=");
+    let e = errors(&toml, vec![]);
+    assert!(
+        e.iter().any(|l| l.starts_with("oidc.auth_params: state")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|l| l.starts_with("session.keys: key #1")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn insecure_cookies_only_on_loopback_http() {
+    let toml = minimal().replace("[session]", "[session]\nsecure = false");
+    assert!(
+        errors(&toml, vec![])
+            .iter()
+            .any(|l| l.starts_with("session.secure"))
+    );
+    let toml = toml.replace("https://app.example.com", "http://127.0.0.1:8080");
+    assert!(errors(&toml, vec![]).is_empty());
+}
+
+#[test]
+fn unsupported_features_are_refused_not_ignored() {
+    let toml = format!(
+        "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"http://x\"\n",
+        minimal()
+    );
+    assert!(
+        errors(&toml, vec![])
+            .iter()
+            .any(|l| l.starts_with("routes:"))
+    );
+    let toml = minimal().replace("[session]", "[session]\nstore = \"redis\"");
+    assert!(
+        errors(&toml, vec![])
+            .iter()
+            .any(|l| l.starts_with("session.store"))
+    );
+}

@@ -1,0 +1,171 @@
+//! Building and running the server: our own accept loop on hyper-util (axum::serve exposes no
+//! header-size, header-read-timeout or connection-cap settings), discovery in the background,
+//! and a graceful drain on shutdown (SPEC §7).
+
+use crate::oidc::discovery::DiscoveryError;
+use crate::routes;
+use crate::settings::Settings;
+use crate::state::AppState;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Discovery(#[from] DiscoveryError),
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+/// Install the process-wide crypto providers (rustls for reqwest, RustCrypto for jsonwebtoken).
+/// Idempotent; call before building anything that makes TLS connections or verifies JWTs.
+pub fn install_crypto_providers() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let addr = settings.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartupError::Bind(addr, e))?;
+        Self::with_listener(settings, listener)
+    }
+
+    /// Use an already-bound listener (tests bind port 0 first so they know the port).
+    pub fn with_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
+        install_crypto_providers();
+        Ok(Self {
+            listener,
+            state: AppState::new(settings)?,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves (then drain for up to `shutdown_timeout_secs`) or until
+    /// discovery fails fatally (issuer mismatch).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+        let Self { listener, state } = self;
+        let server = &state.settings.server;
+        let (fatal_tx, mut fatal_rx) = tokio::sync::oneshot::channel::<DiscoveryError>();
+        let discovery_state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = discovery_state.oidc.discover_with_retry().await {
+                let _ = fatal_tx.send(e);
+            }
+        });
+
+        let router = routes::router(state.clone());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            .max_buf_size(server.max_header_bytes.max(8192))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(server.max_header_bytes as u32);
+        let graceful = GracefulShutdown::new();
+        let permits = Arc::new(Semaphore::new(server.max_connections));
+        tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "oidc-bff listening");
+
+        tokio::pin!(shutdown);
+        let mut fatal = None;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::warn!("max_connections reached; closing a new connection");
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let router = router.clone();
+                    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        tower::ServiceExt::oneshot(router.clone(), req)
+                    });
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        drop(permit);
+                    });
+                }
+                () = &mut shutdown => break,
+                Ok(e) = &mut fatal_rx => {
+                    tracing::error!(error = %e, "fatal: stopping");
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!("draining in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("drained"),
+            () = tokio::time::sleep(server.shutdown_timeout) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
+        }
+        match fatal {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,60 @@
+//! Application state: one `AppState` (an `Arc`) built once at start-up and shared by every
+//! handler. Nothing in it is locked across an await.
+
+use crate::login::completed::CompletedStates;
+use crate::login::limiter::ExchangeLimiter;
+use crate::oidc::Oidc;
+use crate::session::cookie::CookieNames;
+use crate::session::seal::Keyring;
+use crate::settings::Settings;
+use std::ops::Deref;
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub settings: Settings,
+    pub oidc: Oidc,
+    pub keys: Keyring,
+    pub cookies: CookieNames,
+    pub completed: CompletedStates,
+    pub limiter: ExchangeLimiter,
+    /// `{base_path}/logout?sid=`, prebuilt for `/session`.
+    pub logout_path_prefix: String,
+}
+
+impl AppState {
+    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+        let oidc = Oidc::new(settings.oidc.clone())?;
+        let keys = Keyring::new(&settings.session.keys);
+        let cookies = CookieNames::new(&settings.session);
+        let limiter = ExchangeLimiter::new(settings.server.exchange_rate_per_minute);
+        let logout_path_prefix = format!("{}/logout?sid=", settings.server.base_path);
+        Ok(Self(Arc::new(Inner {
+            settings,
+            oidc,
+            keys,
+            cookies,
+            completed: CompletedStates::default(),
+            limiter,
+            logout_path_prefix,
+        })))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
