@@ -69,7 +69,16 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
         let Self { listener, state } = self;
         let server = &state.settings.server;
-        let (fatal_tx, mut fatal_rx) = tokio::sync::oneshot::channel::<DiscoveryError>();
+        let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<DiscoveryError>();
+        // Resolves only on a fatal discovery error; a successful discovery drops the sender,
+        // which must not end the server.
+        let fatal_error = async move {
+            match fatal_rx.await {
+                Ok(e) => e,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::pin!(fatal_error);
         let discovery_state = state.clone();
         tokio::spawn(async move {
             if let Err(e) = discovery_state.oidc.discover_with_retry().await {
@@ -127,7 +136,7 @@ impl App {
                     });
                 }
                 () = &mut shutdown => break,
-                Ok(e) = &mut fatal_rx => {
+                e = &mut fatal_error => {
                     tracing::error!(error = %e, "fatal: stopping");
                     fatal = Some(e);
                     break;

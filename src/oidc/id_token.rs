@@ -70,8 +70,9 @@ pub struct ValidIdToken {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Audience {
-    One(serde::de::IgnoredAny),
+    // Order matters for untagged: `IgnoredAny` would also swallow an array.
     Many(Vec<String>),
+    One(serde::de::IgnoredAny),
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,248 @@
+//! Cookie attributes, transaction-cookie limits, CSRF, hostile cookies and return_to values.
+
+use crate::helpers::*;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn session_cookie_attributes_are_host_prefixed_httponly_secure_strict() {
+    let (_idp, bff) = stack(json!({}), &[]).await;
+    let mut b = Browser::new(&bff);
+    let cb = b.login(&bff, "alice", "/").await;
+    let line = cb
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-bff=") && !c.contains("Max-Age=0"));
+    let line = line.unwrap_or_else(|| panic!("no session cookie in {:?}", cb.set_cookies()));
+    let attrs: Vec<&str> = line.split(';').map(str::trim).collect();
+    for a in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(attrs.contains(&a), "{a} missing in {line}");
+    }
+    assert!(!line.to_ascii_lowercase().contains("domain"));
+    let tx = cb
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-bff-tx."))
+        .unwrap_or_default();
+    assert!(
+        tx.contains("SameSite=Lax") && tx.contains("HttpOnly") && tx.contains("Secure"),
+        "{tx}"
+    );
+}
+
+#[tokio::test]
+async fn insecure_mode_names_the_cookie_bff() {
+    let (_idp, bff) = stack(json!({}), &[("BFF_SESSION__SECURE", "false")]).await;
+    let mut b = Browser::new(&bff);
+    let cb = b.login(&bff, "alice", "/").await;
+    let line = cb
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("bff="))
+        .unwrap_or_default();
+    assert!(
+        line.contains("HttpOnly") && line.contains("SameSite=Strict") && !line.contains("Secure"),
+        "{line}"
+    );
+    assert_eq!(b.session(&bff).await.status, 200);
+}
+
+#[tokio::test]
+async fn eight_abandoned_logins_leave_at_most_five_transaction_cookies() {
+    let (_idp, bff) = stack(json!({}), &[]).await;
+    let mut b = Browser::new(&bff);
+    for _ in 0..8 {
+        assert_eq!(b.get(&bff.url("/login")).await.status, 302);
+    }
+    let n = b
+        .jar()
+        .keys()
+        .filter(|k| k.starts_with("__Host-bff-tx."))
+        .count();
+    assert_eq!(n, 5);
+}
+
+#[tokio::test]
+async fn missing_x_csrf_is_403_on_every_spa_endpoint() {
+    let (_idp, bff) = stack(json!({}), &[]).await;
+    let mut b = Browser::new(&bff);
+    let origin = bff.url("");
+    for (method, path) in [
+        (Method::GET, "/session"),
+        (Method::POST, "/login/start"),
+        (Method::POST, "/login/end"),
+        (Method::POST, "/logout"),
+    ] {
+        let r = b
+            .request(
+                method.clone(),
+                &bff.url(path),
+                &[("origin", &origin)],
+                Some("{}".into()),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (403, json!("csrf")),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn foreign_origin_on_post_is_403() {
+    let (_idp, bff) = stack(json!({}), &[]).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    for origin in ["http://evil.example", "null"] {
+        let r = b
+            .request(
+                Method::POST,
+                &bff.url("/logout"),
+                &[("x-csrf", "1"), ("origin", origin)],
+                None,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (403, json!("csrf")),
+            "{origin}"
+        );
+    }
+    let r = b
+        .request(
+            Method::POST,
+            &bff.url("/logout"),
+            &[("x-csrf", "1"), ("sec-fetch-site", "cross-site")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        b.session(&bff).await.status,
+        200,
+        "the session survived the forged logouts"
+    );
+}
+
+#[tokio::test]
+async fn tampered_truncated_unknown_key_and_expired_cookies_are_anonymous() {
+    let (_idp, bff) = stack(json!({}), &[]).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let jar = b.jar();
+    let value = jar.get("__Host-bff").cloned().unwrap_or_default();
+    let mut flipped = value.clone().into_bytes();
+    let i = flipped.len() / 2;
+    flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap_or_default();
+
+    let foreign_keys =
+        oidc_bff::session::seal::Keyring::new(&[oidc_bff::settings::KeyMaterial([9; 32])]);
+    let mut session = open_session(&bff, &jar).unwrap_or_else(|| panic!("no session"));
+    let unknown_key =
+        oidc_bff::session::cookie::seal_session(&bff.state.cookies, &foreign_keys, &session);
+    session.absolute_expires_at = 1;
+    let expired =
+        oidc_bff::session::cookie::seal_session(&bff.state.cookies, &bff.state.keys, &session);
+
+    for (what, v) in [
+        ("tampered", flipped),
+        ("truncated", value[..value.len() - 10].to_owned()),
+        ("unknown key", unknown_key),
+        ("expired", expired),
+        ("garbage", "%%%".into()),
+    ] {
+        let mut other = Browser::new(&bff);
+        let mut j = jar.clone();
+        j.insert("__Host-bff".into(), v);
+        other.set_jar(j);
+        let r = other.session(&bff).await;
+        assert_eq!(
+            (r.status, r.json()),
+            (401, json!({"authenticated": false})),
+            "{what}"
+        );
+        assert!(
+            r.set_cookies()
+                .iter()
+                .any(|c| c.starts_with("__Host-bff=;")),
+            "{what}: stale cookie not expired"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_return_to_values_are_refused_with_400() {
+    let (_idp, bff) = stack(json!({}), &[]).await;
+    let mut b = Browser::new(&bff);
+    let hostile = [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "/%2F%2Fevil.example",
+        "/%2f%2fevil.example",
+        "%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "javascript:alert(1)",
+        "JAVASCRIPT:alert(1)",
+        "data:text/html,x",
+        "/x\r\nSet-Cookie: a=b",
+        "/x%0D%0ASet-Cookie:%20a=b",
+        "https://127.0.0.1.evil.example/",
+        "http://user@evil.example",
+        "///evil.example",
+        "\\\\evil.example",
+    ];
+    for h in hostile {
+        let r = b
+            .fetch(
+                Method::POST,
+                &bff.url("/login/start"),
+                Some(json!({ "return_to": h })),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (400, json!("invalid_return_to")),
+            "{h:?}"
+        );
+        let r = b
+            .get(&bff.url(&format!("/login?return_to={}", urlencode(h))))
+            .await;
+        assert_eq!(r.status, 400, "GET /login {h:?}");
+    }
+}
+
+#[tokio::test]
+async fn get_logout_without_the_right_sid_changes_nothing() {
+    let (_idp, bff) = stack(json!({}), &[]).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    for q in ["", "?sid=wrong"] {
+        let r = b.get(&bff.url(&format!("/logout{q}"))).await;
+        assert_eq!(r.status, 400);
+        assert!(r.body.contains("invalid_logout_request"));
+    }
+    let s = b.session(&bff).await;
+    assert_eq!(s.status, 200);
+    let link = s.json()["bff_logout_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let r = b.get(&bff.url(&link)).await;
+    assert_eq!(r.status, 302);
+    assert!(r.location().contains("/signoff?"), "{}", r.location());
+    assert_eq!(b.session(&bff).await.status, 401);
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_at_the_root() {
+    let (_idp, bff) = stack(json!({}), &[("BFF_SERVER__BASE_PATH", "/bff")]).await;
+    let mut b = Browser::new(&bff);
+    assert_eq!(b.get(&bff.url("/healthz")).await.status, 200);
+    assert_eq!(b.get(&bff.url("/readyz")).await.status, 200);
+    assert_eq!(b.session(&bff).await.status, 404);
+    let r = b.fetch(Method::GET, &bff.url("/bff/session"), None).await;
+    assert_eq!(r.status, 401);
+}

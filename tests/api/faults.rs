@@ -1,0 +1,276 @@
+//! Fault injection with a fake IdP (wiremock): every failure of SPEC §3.3–§3.4 answers its
+//! SPEC code, stores nothing, and is never a 500.
+
+use crate::helpers::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use std::time::Duration;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KID: &str = "test-key-1";
+
+fn rsa_key(file: &str) -> EncodingKey {
+    let pem = std::fs::read(format!(
+        "{}/tests/fixtures/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Fake {
+    server: MockServer,
+    issuer: String,
+    bff: Bff,
+    browser: Browser,
+    state: String,
+    nonce: String,
+}
+
+impl Fake {
+    async fn start(vars: &[(&str, &str)]) -> Fake {
+        oidc_bff::startup::install_crypto_providers();
+        let server = MockServer::start().await;
+        let issuer = format!("{}/ENV/as", server.uri());
+        let discovery = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "end_session_endpoint": format!("{issuer}/signoff"),
+            "authorization_response_iss_parameter_supported": true,
+        });
+        Mock::given(method("GET"))
+            .and(path("/ENV/as/.well-known/openid-configuration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(discovery))
+            .mount(&server)
+            .await;
+        let mut jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key("rsa.pem"), Algorithm::RS256)
+                .unwrap_or_else(|e| panic!("{e}"));
+        jwk.common.key_id = Some(KID.into());
+        Mock::given(method("GET"))
+            .and(path("/ENV/as/jwks"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": [jwk]})))
+            .mount(&server)
+            .await;
+        let listener = reserve().await;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let bff = spawn_bff(listener, settings(port, &issuer, vars)).await;
+        let mut browser = Browser::new(&bff);
+        let start = browser.get(&bff.url("/login?return_to=/x")).await;
+        let auth = url::Url::parse(&start.location()).unwrap_or_else(|e| panic!("{e}"));
+        let q: std::collections::HashMap<_, _> = auth.query_pairs().into_owned().collect();
+        Fake {
+            server,
+            issuer,
+            bff,
+            browser,
+            state: q["state"].clone(),
+            nonce: q["nonce"].clone(),
+        }
+    }
+
+    fn claims(&self) -> Value {
+        let now = oidc_bff::state::now();
+        json!({"iss": self.issuer, "sub": "alice", "aud": "bff-basic", "iat": now, "exp": now + 300, "nonce": self.nonce})
+    }
+
+    fn sign(&self, claims: &Value, key: &str) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(KID.into());
+        jsonwebtoken::encode(&h, claims, &rsa_key(key)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn token_response(id_token: &str) -> ResponseTemplate {
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"access_token": "at-123", "token_type": "Bearer", "expires_in": 3600, "id_token": id_token}))
+    }
+
+    async fn token_answers(&self, template: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path("/ENV/as/token"))
+            .respond_with(template)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Present the callback; assert the status and code, and that no session was stored.
+    async fn callback_fails(&mut self, status: u16, code: &str) -> Resp {
+        let url = self.bff.url(&format!(
+            "/callback?code=c0de&state={}&iss={}",
+            self.state,
+            urlencode(&self.issuer)
+        ));
+        let r = self.browser.get(&url).await;
+        assert_eq!(r.status, status, "{}", r.body);
+        assert!(
+            r.body.contains(&format!("<code>{code}</code>")),
+            "expected {code}: {}",
+            r.body
+        );
+        assert!(
+            self.browser
+                .jar()
+                .keys()
+                .all(|k| !k.starts_with("__Host-bff") || k.starts_with("__Host-bff-tx."))
+        );
+        let s = self.browser.session(&self.bff).await;
+        assert_eq!(s.status, 401, "nothing may be stored");
+        r
+    }
+}
+
+#[tokio::test]
+async fn a_valid_token_response_logs_in() {
+    let mut f = Fake::start(&[]).await;
+    let t = f.sign(&f.claims(), "rsa.pem");
+    f.token_answers(Fake::token_response(&t)).await;
+    let url = f.bff.url(&format!(
+        "/callback?code=c0de&state={}&iss={}",
+        f.state,
+        urlencode(&f.issuer)
+    ));
+    let r = f.browser.get(&url).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (302, "/x".to_owned()),
+        "{}",
+        r.body
+    );
+    assert_eq!(f.browser.session(&f.bff).await.status, 200);
+}
+
+#[tokio::test]
+async fn token_endpoint_invalid_grant_is_token_exchange_failed() {
+    let mut f = Fake::start(&[]).await;
+    f.token_answers(
+        ResponseTemplate::new(400)
+            .set_body_json(json!({"error": "invalid_grant", "error_description": "<b>nope</b>"})),
+    )
+    .await;
+    let r = f.callback_fails(400, "token_exchange_failed").await;
+    assert!(r.body.contains("invalid_grant") && !r.body.contains("nope"));
+}
+
+#[tokio::test]
+async fn token_endpoint_500_is_idp_unavailable() {
+    let mut f = Fake::start(&[]).await;
+    f.token_answers(ResponseTemplate::new(500).set_body_string("boom"))
+        .await;
+    f.callback_fails(502, "idp_unavailable").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_redirect_is_idp_unavailable_and_not_followed() {
+    let mut f = Fake::start(&[]).await;
+    f.token_answers(
+        ResponseTemplate::new(302).insert_header("location", "http://127.0.0.1:1/steal"),
+    )
+    .await;
+    f.callback_fails(502, "idp_unavailable").await;
+}
+
+#[tokio::test]
+async fn token_endpoint_timeout_is_idp_timeout() {
+    let mut f = Fake::start(&[("BFF_OIDC__HTTP_TIMEOUT_SECS", "1")]).await;
+    let t = f.sign(&f.claims(), "rsa.pem");
+    f.token_answers(Fake::token_response(&t).set_delay(Duration::from_millis(2500)))
+        .await;
+    f.callback_fails(504, "idp_timeout").await;
+}
+
+#[tokio::test]
+async fn non_json_token_response_is_idp_unavailable() {
+    let mut f = Fake::start(&[]).await;
+    f.token_answers(ResponseTemplate::new(200).set_body_string("<html>hello</html>"))
+        .await;
+    f.callback_fails(502, "idp_unavailable").await;
+}
+
+#[tokio::test]
+async fn id_token_with_a_bad_signature_is_invalid_id_token() {
+    let mut f = Fake::start(&[]).await;
+    let t = f.sign(&f.claims(), "rsa2.pem");
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn id_token_with_alg_none_is_invalid_id_token() {
+    use base64::Engine;
+    let mut f = Fake::start(&[]).await;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let t = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "kid": KID})),
+        b64(&f.claims())
+    );
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn id_token_hs256_signed_with_the_public_key_is_invalid_id_token() {
+    let mut f = Fake::start(&[]).await;
+    let pem = std::fs::read(format!(
+        "{}/tests/fixtures/rsa.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_default();
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some(KID.into());
+    let t =
+        jsonwebtoken::encode(&h, &f.claims(), &EncodingKey::from_secret(&pem)).unwrap_or_default();
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+}
+
+async fn refuses_claims(edit: impl Fn(&mut Value)) {
+    let mut f = Fake::start(&[]).await;
+    let mut c = f.claims();
+    edit(&mut c);
+    let t = f.sign(&c, "rsa.pem");
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn id_token_with_wrong_iss_is_invalid_id_token() {
+    refuses_claims(|c| c["iss"] = json!(format!("{}/", c["iss"].as_str().unwrap_or("")))).await;
+}
+
+#[tokio::test]
+async fn id_token_with_wrong_aud_is_invalid_id_token() {
+    refuses_claims(|c| c["aud"] = json!("someone-else")).await;
+}
+
+#[tokio::test]
+async fn id_token_with_wrong_nonce_is_invalid_id_token() {
+    refuses_claims(|c| c["nonce"] = json!("not-the-nonce")).await;
+}
+
+#[tokio::test]
+async fn id_token_without_nonce_is_invalid_id_token() {
+    refuses_claims(|c| {
+        if let Some(o) = c.as_object_mut() {
+            o.remove("nonce");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_id_token_is_invalid_id_token() {
+    refuses_claims(|c| {
+        c["exp"] = json!(oidc_bff::state::now() - 3600);
+        c["iat"] = json!(oidc_bff::state::now() - 7200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn several_audiences_without_azp_is_invalid_id_token() {
+    refuses_claims(|c| c["aud"] = json!(["bff-basic", "other"])).await;
+}

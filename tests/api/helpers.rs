@@ -1,0 +1,449 @@
+//! Test harness: the real IdP (node tests/idp/server.js), the real app on a random port, and a
+//! tiny browser (a cookie jar that does not drop Secure cookies over http and never follows
+//! redirects by itself).
+
+#![allow(dead_code)]
+
+use oidc_bff::settings::Settings;
+use oidc_bff::startup::App;
+use oidc_bff::state::AppState;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+pub const KEY_A: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
+pub const KEY_B: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
+pub const SECRET_BASIC: &str = "basic-secret-0123456789";
+pub const SECRET_POST: &str = "post-secret-0123456789";
+
+pub fn idp_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/idp")
+}
+
+/// The real OpenID Provider, killed when dropped.
+pub struct Idp {
+    child: tokio::process::Child,
+    pub issuer: String,
+    pub port: u16,
+}
+
+impl Idp {
+    /// Start the IdP with clients registered for a BFF on `bff_port`, plus `extra` config.
+    pub async fn start(bff_port: u16, extra: Value) -> Idp {
+        oidc_bff::startup::install_crypto_providers();
+        let dir = idp_dir();
+        assert!(
+            dir.join("node_modules/oidc-provider").is_dir(),
+            "tests/idp/node_modules is missing: run `npm ci --prefix tests/idp` (scripts/test.sh does)"
+        );
+        let origin = format!("http://127.0.0.1:{bff_port}");
+        let client = |id: &str, secret: &str, method: &str| {
+            json!({
+                "client_id": id,
+                "client_secret": secret,
+                "token_endpoint_auth_method": method,
+                "redirect_uris": [format!("{origin}/callback"), format!("{origin}/bff/callback"), format!("{origin}/spa/callback")],
+                "post_logout_redirect_uris": [format!("{origin}/")],
+            })
+        };
+        let mut cfg = json!({
+            "clients": [
+                client("bff-basic", SECRET_BASIC, "client_secret_basic"),
+                client("bff-post", SECRET_POST, "client_secret_post"),
+            ],
+        });
+        if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("server.js"))
+            .env("IDP_CONFIG", cfg.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("IdP did not become ready in 30 s"))
+            .unwrap_or_else(|e| panic!("IdP stdout: {e}"))
+            .unwrap_or_else(|| panic!("IdP exited before it was ready"));
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("IdP ready line {line:?}: {e}"));
+        Idp {
+            child,
+            issuer: ready["issuer"].as_str().unwrap_or_default().to_owned(),
+            port: ready["port"].as_u64().unwrap_or_default() as u16,
+        }
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn events(&self) -> Value {
+        reqwest::get(format!("{}/__test/events", self.origin()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn grants(&self, kind: &str) -> u64 {
+        self.events().await["grants"][kind].as_u64().unwrap_or(0)
+    }
+
+    pub async fn control(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}/__test/{path}", self.origin()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default()
+    }
+}
+
+/// Settings for a BFF on `port` talking to `issuer` as client `bff-basic`, with `vars`
+/// (`BFF_…` names) applied on top, exactly as the environment would.
+pub fn settings(port: u16, issuer: &str, vars: &[(&str, &str)]) -> Settings {
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+[oidc]
+issuer = "{issuer}"
+client_id = "bff-basic"
+client_secret = "{SECRET_BASIC}"
+http_timeout_secs = 2
+[session]
+keys = ["{KEY_A}"]
+[logging]
+access_log = false
+"#
+    );
+    let vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::from_toml_str(&toml, vars).unwrap_or_else(|e| panic!("test settings invalid: {e}"))
+}
+
+/// A running oidc-bff; stopped when dropped.
+pub struct Bff {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Bff {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Bff {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Bind a random loopback port (so the IdP can register redirect URIs before the app exists).
+pub async fn reserve() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"))
+}
+
+pub async fn spawn_bff(listener: tokio::net::TcpListener, settings: Settings) -> Bff {
+    let app = App::with_listener(settings, listener).unwrap_or_else(|e| panic!("build: {e}"));
+    let addr = app.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let state = app.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = app
+            .run_until(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    let bff = Bff {
+        addr,
+        state,
+        stop: Some(tx),
+        task: Some(task),
+    };
+    for _ in 0..200 {
+        if bff.state.oidc.is_ready() {
+            return bff;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("oidc-bff did not become ready");
+}
+
+/// The usual arrangement: the real IdP and a BFF wired to it.
+pub async fn stack(idp_extra: Value, vars: &[(&str, &str)]) -> (Idp, Bff) {
+    let listener = reserve().await;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let idp = Idp::start(port, idp_extra).await;
+    let bff = spawn_bff(listener, settings(port, &idp.issuer, vars)).await;
+    (idp, bff)
+}
+
+/// A response, read whole.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn location(&self) -> String {
+        self.header("location")
+    }
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One browser profile: a cookie jar per origin, manual redirects, everything recorded.
+#[derive(Clone)]
+pub struct Browser {
+    http: reqwest::Client,
+    pub jars: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every response body this browser received from the BFF.
+    pub bff_bodies: Vec<String>,
+    pub bff_origin: String,
+}
+
+impl Browser {
+    pub fn new(bff: &Bff) -> Self {
+        Self::new_for_origin(&bff.url(""))
+    }
+
+    pub fn new_for_origin(origin: &str) -> Self {
+        oidc_bff::startup::install_crypto_providers();
+        Self {
+            http: client(),
+            jars: BTreeMap::new(),
+            bff_bodies: vec![],
+            bff_origin: origin.to_owned(),
+        }
+    }
+
+    fn origin_of(url: &str) -> String {
+        url::Url::parse(url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default()
+    }
+
+    pub fn jar(&self) -> BTreeMap<String, String> {
+        self.jars.get(&self.bff_origin).cloned().unwrap_or_default()
+    }
+
+    pub fn set_jar(&mut self, jar: BTreeMap<String, String>) {
+        self.jars.insert(self.bff_origin.clone(), jar);
+    }
+
+    fn absorb(&mut self, origin: &str, resp: &Resp) {
+        let jar = self.jars.entry(origin.to_owned()).or_default();
+        for line in resp.set_cookies() {
+            let Ok(c) = cookie::Cookie::parse(line.clone()) else {
+                continue;
+            };
+            let expired =
+                c.max_age().is_some_and(|a| a.is_zero() || a.is_negative()) || c.value().is_empty();
+            if expired {
+                jar.remove(c.name());
+            } else {
+                jar.insert(c.name().to_owned(), c.value().to_owned());
+            }
+        }
+    }
+
+    pub async fn request(
+        &mut self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Resp {
+        let origin = Self::origin_of(url);
+        let mut req = self.http.request(method, url);
+        let jar = self.jars.get(&origin).cloned().unwrap_or_default();
+        if !jar.is_empty() {
+            let cookie: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req = req.header("cookie", cookie.join("; "));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let resp = Resp {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap_or_default(),
+        };
+        self.absorb(&origin, &resp);
+        if origin == self.bff_origin {
+            self.bff_bodies.push(resp.body.clone());
+        }
+        resp
+    }
+
+    pub async fn get(&mut self, url: &str) -> Resp {
+        self.request(reqwest::Method::GET, url, &[], None).await
+    }
+
+    /// A fetch() from the SPA: `X-CSRF: 1` and the public origin.
+    pub async fn fetch(&mut self, method: reqwest::Method, url: &str, json: Option<Value>) -> Resp {
+        let origin = self.bff_origin.clone();
+        let headers = [
+            ("x-csrf", "1"),
+            ("origin", origin.as_str()),
+            ("content-type", "application/json"),
+        ];
+        self.request(method, url, &headers, json.map(|j| j.to_string()))
+            .await
+    }
+
+    /// Drive the IdP from its authorization URL to the redirect back to the client: log in as
+    /// `user`, consent automatically. Returns the URL the IdP redirected to.
+    pub async fn idp_login(&mut self, authorization_url: &str, user: &str) -> String {
+        let mut url = authorization_url.to_owned();
+        for _ in 0..12 {
+            let r = self.get(&url).await;
+            match r.status {
+                301..=308 => {
+                    let next = url::Url::parse(&url)
+                        .and_then(|base| base.join(&r.location()))
+                        .map(|u| u.to_string());
+                    let next = next.unwrap_or_else(|e| panic!("bad Location: {e}"));
+                    if next.starts_with(&self.bff_origin) {
+                        return next;
+                    }
+                    url = next;
+                }
+                200 if r.body.contains("name=\"login\"") => {
+                    let action = r
+                        .body
+                        .split("action=\"")
+                        .nth(1)
+                        .and_then(|s| s.split('"').next())
+                        .unwrap_or_default();
+                    let action = action.replace("&amp;", "&");
+                    let target = url::Url::parse(&url)
+                        .and_then(|b| b.join(&action))
+                        .map(|u| u.to_string())
+                        .unwrap_or_default();
+                    let form = format!("login={user}");
+                    let r = self
+                        .request(
+                            reqwest::Method::POST,
+                            &target,
+                            &[("content-type", "application/x-www-form-urlencoded")],
+                            Some(form),
+                        )
+                        .await;
+                    assert!(
+                        (301..=308).contains(&r.status),
+                        "login form answered {}: {}",
+                        r.status,
+                        r.body
+                    );
+                    url = url::Url::parse(&target)
+                        .and_then(|b| b.join(&r.location()))
+                        .map(|u| u.to_string())
+                        .unwrap_or_default();
+                }
+                s => panic!("IdP answered {s} at {url}: {}", r.body),
+            }
+        }
+        panic!("IdP redirect loop")
+    }
+
+    /// Redirect-mode login: /login → IdP → /callback. Returns the callback response.
+    pub async fn login(&mut self, bff: &Bff, user: &str, return_to: &str) -> Resp {
+        let start = self
+            .get(&bff.url(&format!("/login?return_to={}", urlencode(return_to))))
+            .await;
+        assert_eq!(start.status, 302, "GET /login: {}", start.body);
+        let callback = self.idp_login(&start.location(), user).await;
+        self.get(&callback).await
+    }
+
+    pub async fn session(&mut self, bff: &Bff) -> Resp {
+        self.fetch(reqwest::Method::GET, &bff.url("/session"), None)
+            .await
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Open the session cookie in a jar with the test key, to learn the real tokens.
+pub fn open_session(
+    bff: &Bff,
+    jar: &BTreeMap<String, String>,
+) -> Option<oidc_bff::session::model::Session> {
+    let cookie: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        http::header::COOKIE,
+        http::HeaderValue::from_str(&cookie.join("; ")).ok()?,
+    );
+    oidc_bff::session::cookie::SessionCookie::from_headers(&bff.state.cookies, &h)
+        .open(&bff.state.cookies, &bff.state.keys)
+}

@@ -1,0 +1,10 @@
+//! The one integration-test binary (each file under tests/ would link separately; see
+//! kanidm's DO_NOT_ADD_MORE_TESTS_HERE). Tests spawn the real oidc-bff on a random loopback
+//! port against the real oidc-provider (tests/idp) or, for fault injection only, a wiremock IdP.
+
+mod helpers;
+
+mod cookies;
+mod faults;
+mod login;
+mod logs;

@@ -1,0 +1,332 @@
+// Test/demo OpenID Provider for oidc-bff: panva's oidc-provider, PingOne-shaped issuer,
+// loopback only. Contract (config, ready line, /__test endpoints): see README.md.
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+
+import Provider from 'oidc-provider';
+// Deep import on purpose (the package has no "exports" map, version is pinned): the default
+// in-memory store belongs to one Provider instance, but /__test/rotate-keys builds a new
+// instance and must keep every session, grant, code and token. So we hand both instances
+// the library's own MemoryAdapter over one store that we own (and can enumerate).
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+
+// stdout carries exactly one line (the ready line). oidc-provider prints its NOTICEs with
+// console.info, so route console.log/info/debug to stderr before anything can log.
+console.log = console.info = console.debug = (...args) => console.error(...args);
+
+const cfg = JSON.parse(process.env.IDP_CONFIG || '{}');
+const port = cfg.port ?? 0;
+const envId = cfg.envId ?? 'ENV_ID';
+const accessTokenTtl = cfg.accessTokenTtl ?? 3600;
+const idTokenTtl = cfg.idTokenTtl ?? 3600;
+const refreshTokenTtl = cfg.refreshTokenTtl ?? 86400;
+const bigClaimBytes = cfg.bigClaimBytes ?? 0;
+const signingAlgs = cfg.signingAlgs ?? ['RS256'];
+const clients = (cfg.clients ?? []).map((c) => ({
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  // oidc-provider puts `sid` in ID and logout tokens only when this is true.
+  ...(c.backchannel_logout_uri ? { backchannel_logout_session_required: true } : {}),
+  ...c,
+}));
+const prefix = `/${envId}/as`;
+const DAY = 24 * 60 * 60;
+
+// ---- store shared by every Provider instance --------------------------------------------
+// A plain Map with expiry: the library's LRU (1000 entries) would silently evict sessions
+// in a long test run.
+class Store {
+  map = new Map();
+  get(key) {
+    const e = this.map.get(key);
+    if (e && e.exp !== undefined && e.exp <= Date.now()) { this.map.delete(key); return undefined; }
+    return e?.value;
+  }
+  set(key, value, { maxAge } = {}) {
+    const exp = typeof maxAge === 'number' && Number.isFinite(maxAge) ? Date.now() + maxAge : undefined;
+    this.map.set(key, { value, exp });
+  }
+  delete(key) { this.map.delete(key); }
+  keys() { return [...this.map.keys()].filter((k) => this.get(k) !== undefined); }
+}
+const store = new Store();
+class SharedAdapter extends MemoryAdapter {
+  constructor(model) { super(model, store, 15); } // 15 = oidc-provider's default clockTolerance
+}
+
+// ---- signing keys ------------------------------------------------------------------------
+const KEY_TYPES = { RS256: ['rsa', { modulusLength: 2048 }], PS256: ['rsa', { modulusLength: 2048 }], ES256: ['ec', { namedCurve: 'P-256' }] };
+for (const alg of signingAlgs) if (!KEY_TYPES[alg]) throw new Error(`signingAlgs: unsupported ${alg}`);
+async function generateKeys() {
+  return Promise.all(signingAlgs.map(async (alg) => {
+    const { privateKey } = await new Promise((resolve, reject) => crypto.generateKeyPair(
+      ...KEY_TYPES[alg], (err, publicKey, pk) => (err ? reject(err) : resolve({ privateKey: pk })),
+    ));
+    // `alg` pins each key to one algorithm (two RSA keys: one RS256, one PS256).
+    return { ...privateKey.export({ format: 'jwk' }), kid: `${alg.toLowerCase()}-${crypto.randomBytes(6).toString('hex')}`, alg, use: 'sig' };
+  }));
+}
+
+// ---- accounts: every login name exists -------------------------------------------------
+const cap = (s) => s.charAt(0).toUpperCase() + s.slice(1);
+async function findAccount(ctx, sub) {
+  return {
+    accountId: sub,
+    async claims() {
+      return {
+        sub,
+        name: cap(sub),
+        given_name: cap(sub),
+        family_name: 'Tester',
+        preferred_username: sub,
+        email: `${sub}@example.test`,
+        email_verified: true,
+        ...(bigClaimBytes > 0 ? { big: 'x'.repeat(bigClaimBytes) } : {}),
+      };
+    },
+  };
+}
+
+// ---- counters for /__test/events ----------------------------------------------------------
+const events = { grants: { authorization_code: 0, refresh_token: 0 }, revocations: 0, end_sessions: 0, introspections: 0 };
+
+// ---- our interaction (replaces devInteractions) ----------------------------------------
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+function loginPage(issuer, uid, clientId, error) {
+  return `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sign-in</title></head><body>
+<h1>Sign in to ${esc(clientId)}</h1>${error ? `<p class="error" role="alert">${esc(error)}</p>` : ''}
+<form method="post" action="${esc(`${issuer}/interaction/${uid}/login`)}">
+<label>Login <input type="text" name="login" autofocus autocomplete="username"></label>
+<button type="submit">Sign in</button></form></body></html>`;
+}
+
+async function readForm(req) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > 65536) throw new Error('form body too large');
+  }
+  return new URLSearchParams(body);
+}
+
+// Grants everything the request asked for, so no consent screen ever shows.
+async function autoGrant(provider, { grantId, params, prompt }, accountId) {
+  const grant = (grantId && await provider.Grant.find(grantId))
+    || new provider.Grant({ accountId, clientId: params.client_id });
+  const d = prompt.name === 'consent' ? prompt.details : {};
+  grant.addOIDCScope(d.missingOIDCScope?.join(' ') ?? params.scope ?? 'openid');
+  if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(d.missingResourceScopes ?? {})) {
+    grant.addResourceScope(indicator, scopes.join(' '));
+  }
+  return grant.save();
+}
+
+// Koa middleware placed before oidc-provider's router. Paths are relative to the issuer
+// prefix (the prefix is stripped in the http handler below).
+function interactions(provider) {
+  return async (ctx, next) => {
+    const m = ctx.path.match(/^\/interaction\/([\w-]+)(\/login)?$/);
+    if (!m) return next();
+    ctx.set('Cache-Control', 'no-store');
+    try {
+      const details = await provider.interactionDetails(ctx.req, ctx.res);
+      if (details.uid !== m[1]) throw new Error('interaction uid does not match its cookie');
+      const { prompt, params, session } = details;
+      if (ctx.method === 'GET' && !m[2]) {
+        if (prompt.name === 'consent') { // existing session: consent without a screen
+          const grantId = await autoGrant(provider, details, session.accountId);
+          const to = await provider.interactionResult(ctx.req, ctx.res, { consent: { grantId } });
+          ctx.status = 303;
+          return ctx.redirect(to);
+        }
+        if (prompt.name !== 'login') ctx.throw(501, `prompt ${prompt.name} not implemented`);
+        ctx.type = 'html';
+        ctx.body = loginPage(provider.issuer, details.uid, params.client_id);
+        return undefined;
+      }
+      if (ctx.method === 'POST' && m[2]) {
+        const login = ((await readForm(ctx.req)).get('login') ?? '').trim();
+        if (!login) {
+          ctx.status = 400;
+          ctx.type = 'html';
+          ctx.body = loginPage(provider.issuer, details.uid, params.client_id, 'Enter a login name.');
+          return undefined;
+        }
+        // Login and consent in one go: the resume then goes straight to the redirect_uri.
+        const grantId = await autoGrant(provider, { ...details, grantId: undefined }, login);
+        const to = await provider.interactionResult(ctx.req, ctx.res, {
+          login: { accountId: login },
+          consent: { grantId },
+        }, { mergeWithLastSubmission: false });
+        ctx.status = 303;
+        return ctx.redirect(to);
+      }
+      ctx.throw(405);
+    } catch (err) {
+      ctx.status = err.status ?? 400;
+      ctx.type = 'text';
+      ctx.body = `interaction error: ${err.error_description ?? err.message}`;
+    }
+    return undefined;
+  };
+}
+
+// ---- Provider ---------------------------------------------------------------------------
+const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
+let keys;
+
+function buildProvider(issuer) {
+  const provider = new Provider(issuer, {
+    adapter: SharedAdapter,
+    clients,
+    clientDefaults: { id_token_signed_response_alg: signingAlgs[0] },
+    jwks: { keys },
+    cookies: { keys: cookieKeys },
+    findAccount,
+    claims: {
+      openid: ['sub', ...(bigClaimBytes > 0 ? ['big'] : [])],
+      profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+      email: ['email', 'email_verified'],
+    },
+    conformIdTokenClaims: false, // scope claims go into the ID token even with an access token
+    pkce: { required: () => true }, // S256 is the only method v9 supports
+    // Default is offline_access (+ prompt=consent) only; the BFF must get one whenever allowed.
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // The library default rotates for public clients always, but for confidential clients
+    // only after 70% of the token's life: force rotation on every refresh.
+    rotateRefreshToken: true,
+    routes: {
+      authorization: '/authorize',
+      token: '/token',
+      jwks: '/jwks',
+      userinfo: '/userinfo',
+      revocation: '/revoke',
+      introspection: '/introspect',
+      end_session: '/signoff',
+      pushed_authorization_request: '/par',
+    },
+    // Back-channel logout POSTs go through a dispatcher that refuses special-use addresses
+    // (SSRF guard), loopback included; here every RP is on loopback, so use plain fetch.
+    fetch: (url, { dispatcher: _ssrfGuard, ...options }) => globalThis.fetch(url, options),
+    interactions: { url: (ctx, interaction) => `${prefix}/interaction/${interaction.uid}` },
+    features: {
+      devInteractions: { enabled: false },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
+    },
+    ttl: {
+      AccessToken: accessTokenTtl,
+      IdToken: idTokenTtl,
+      RefreshToken: refreshTokenTtl,
+      AuthorizationCode: 60,
+      Interaction: 3600,
+      Session: Math.max(14 * DAY, refreshTokenTtl),
+      Grant: Math.max(14 * DAY, refreshTokenTtl),
+    },
+  });
+  provider.on('grant.success', (ctx) => {
+    const type = ctx.oidc.params.grant_type;
+    events.grants[type] = (events.grants[type] ?? 0) + 1;
+  });
+  provider.on('end_session.success', () => { events.end_sessions += 1; });
+  provider.on('backchannel.success', (ctx, client, sub) => console.error(`backchannel logout sent to ${client.clientId} (sub ${sub})`));
+  provider.on('backchannel.error', (ctx, err, client) => console.error(`backchannel logout to ${client.clientId} failed: ${err.message}`));
+  provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  // v9 emits no revocation.success / introspection.success: count answered requests.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.status !== 200 || ctx.method !== 'POST') return;
+    if (ctx.path === '/revoke') events.revocations += 1;
+    if (ctx.path === '/introspect') events.introspections += 1;
+  });
+  provider.use(interactions(provider));
+  return { provider, handler: provider.callback() };
+}
+
+// ---- /__test control endpoints -----------------------------------------------------------
+let current; // { provider, handler }, swapped by rotate-keys
+let issuer;
+
+async function revokeRefreshTokens() {
+  let revoked = 0;
+  const grantIds = new Set();
+  for (const key of store.keys().filter((k) => k.startsWith('RefreshToken:'))) {
+    const payload = store.get(key);
+    if (!payload) continue; // removed with an earlier grant in this loop
+    if (!payload.consumed) revoked += 1; // count live tokens, not rotated-away ones
+    if (payload.grantId) grantIds.add(payload.grantId);
+    store.delete(key);
+  }
+  const rt = new SharedAdapter('RefreshToken');
+  const grant = new SharedAdapter('Grant');
+  for (const id of grantIds) {
+    await rt.revokeByGrantId(id); // its access tokens and codes go too
+    await grant.destroy(id);
+  }
+  return revoked;
+}
+
+async function control(req, res) {
+  const json = (status, body) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(body));
+  };
+  const route = `${req.method} ${req.url.split('?')[0]}`;
+  switch (route) {
+    case 'GET /__test/events': return json(200, events);
+    case 'POST /__test/rotate-keys':
+      keys = await generateKeys();
+      current = buildProvider(issuer);
+      return json(200, { kids: keys.map((k) => k.kid) });
+    case 'POST /__test/revoke-refresh-tokens': return json(200, { revoked: await revokeRefreshTokens() });
+    case 'GET /__test/config':
+      return json(200, {
+        issuer, port: server.address().port, envId, accessTokenTtl, idTokenTtl, refreshTokenTtl, bigClaimBytes, signingAlgs,
+        kids: keys.map((k) => k.kid),
+        clients: clients.map(({ client_secret: _secret, ...c }) => c),
+      });
+    default: return json(404, { error: 'not_found', routes: ['GET /__test/events', 'POST /__test/rotate-keys', 'POST /__test/revoke-refresh-tokens', 'GET /__test/config'] });
+  }
+}
+
+// ---- HTTP server ------------------------------------------------------------------------
+const server = http.createServer((req, res) => {
+  const { url } = req;
+  if (url.startsWith('/__test/')) {
+    control(req, res).catch((err) => { console.error(err); res.writeHead(500).end(); });
+  } else if (current && (url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`))) {
+    // Mount the way express does: oidc-provider derives its mount path from
+    // req.originalUrl minus req.url, so every URL it generates carries the prefix.
+    req.originalUrl = url;
+    req.url = url.slice(prefix.length) || '/';
+    current.handler(req, res);
+  } else {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  }
+});
+
+function shutdown() {
+  server.close();
+  server.closeAllConnections();
+  process.exit(0);
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+// A parent test process that dies closes our stdin: exit with it. Only for pipes/sockets:
+// a /dev/null or file stdin (e.g. `node server.js &` in a script) ends at once.
+const stdin = fs.fstatSync(0);
+if (!process.stdin.isTTY && (stdin.isFIFO() || stdin.isSocket())) {
+  process.stdin.on('end', shutdown).on('close', shutdown).resume();
+}
+
+keys = await generateKeys();
+server.listen(port, '127.0.0.1', () => {
+  const actual = server.address().port;
+  issuer = `http://127.0.0.1:${actual}${prefix}`;
+  current = buildProvider(issuer); // the issuer needs the port, known only now
+  process.stdout.write(`${JSON.stringify({ ready: true, issuer, port: actual })}\n`);
+});

@@ -1,0 +1,330 @@
+// Smoke test for server.js: starts it, then drives every flow the Rust tests rely on with
+// plain fetch, manual redirects and a hand-made cookie jar. Exits non-zero on any failure.
+//   node tests/idp/smoke.js
+import { spawn } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+import { once } from 'node:events';
+import { strict as assert } from 'node:assert';
+
+const here = new URL('.', import.meta.url).pathname;
+const b64u = (buf) => Buffer.from(buf).toString('base64url');
+const log = (...a) => console.log('  ✓', ...a);
+
+// ---- helpers ------------------------------------------------------------------------------
+function startIdp(config, { stdin = 'pipe' } = {}) {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [`${here}server.js`], {
+    env: { ...process.env, IDP_CONFIG: JSON.stringify(config) },
+    stdio: [stdin, 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const ready = new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (stdout.includes('\n')) resolve(JSON.parse(stdout.split('\n')[0]));
+    });
+    child.on('exit', (code) => reject(new Error(`server exited (${code}) before ready:\n${stderr}`)));
+  });
+  return { child, ready, ms: () => performance.now() - t0, stdout: () => stdout, stderr: () => stderr };
+}
+
+class Jar { // one jar per origin is all we need: everything is on 127.0.0.1:PORT
+  cookies = new Map(); // name -> { value, path }
+  store(res) {
+    for (const line of res.headers.getSetCookie()) {
+      const [pair, ...attrs] = line.split(';').map((s) => s.trim());
+      const [name, value] = [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)];
+      const path = attrs.find((a) => /^path=/i.test(a))?.slice(5) ?? '/';
+      const expired = attrs.some((a) => /^expires=/i.test(a) && new Date(a.slice(8)) < new Date());
+      if (expired || value === '') this.cookies.delete(name); else this.cookies.set(name, { value, path });
+    }
+  }
+  header(url) {
+    const { pathname } = new URL(url);
+    return [...this.cookies].filter(([, c]) => pathname.startsWith(c.path)).map(([n, c]) => `${n}=${c.value}`).join('; ');
+  }
+}
+
+async function req(jar, url, opts = {}) {
+  const headers = { ...opts.headers };
+  const cookie = jar?.header(url);
+  if (cookie) headers.cookie = cookie;
+  const res = await fetch(url, { ...opts, headers, redirect: 'manual' });
+  jar?.store(res);
+  return res;
+}
+const form = (o) => new URLSearchParams(o).toString();
+const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
+const basic = (id, secret) => `Basic ${b64u(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).replace(/-/g, '+').replace(/_/g, '/')}`;
+
+function verifyJwt(jwt, jwks) {
+  const [h, p, s] = jwt.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url'));
+  const jwk = jwks.keys.find((k) => k.kid === header.kid);
+  assert(jwk, `no JWK for kid ${header.kid}`);
+  const key = crypto.createPublicKey({ key: jwk, format: 'jwk' });
+  const data = Buffer.from(`${h}.${p}`);
+  const sig = Buffer.from(s, 'base64url');
+  const ok = {
+    RS256: () => crypto.verify('sha256', data, key, sig),
+    PS256: () => crypto.verify('sha256', data, { key, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, sig),
+    ES256: () => crypto.verify('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, sig),
+  }[header.alg]();
+  assert(ok, `bad ${header.alg} signature`);
+  return { header, payload: JSON.parse(Buffer.from(p, 'base64url')) };
+}
+
+// Full browser-like login; returns { code, jar }. `expectForm` false = existing session.
+async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'form', scope = 'openid profile email offline_access' } = {}) {
+  const verifier = b64u(crypto.randomBytes(32));
+  const state = b64u(crypto.randomBytes(16));
+  const nonce = b64u(crypto.randomBytes(16));
+  const q = form({
+    response_type: 'code', client_id: client.client_id, redirect_uri: client.redirect_uris[0], scope, state, nonce,
+    code_challenge: b64u(crypto.hash('sha256', verifier, 'buffer')), code_challenge_method: 'S256',
+  });
+  let res = await req(jar, `${idp.issuer}/authorize?${q}`);
+  assert.equal(res.status, 303, 'authorize');
+  let loc = new URL(res.headers.get('location'), idp.issuer);
+  if (expect !== 'none') {
+    assert.match(loc.pathname, /^\/ENV_ID\/as\/interaction\/[\w-]+$/);
+    res = await req(jar, loc.href);
+    if (expect === 'form') {
+      assert.equal(res.status, 200, 'interaction page');
+      const html = await res.text();
+      const action = html.match(/<form method="post" action="([^"]+)"/)[1].replace(/&#38;/g, '&');
+      assert.match(html, /name="login"/);
+      assert.match(html, />Sign in</);
+      let post = await req(jar, action, { method: 'POST', headers: FORM, body: form({ login: '' }) });
+      assert.equal(post.status, 400, 'empty login re-renders');
+      assert.match(await post.text(), /Enter a login name/);
+      post = await req(jar, action, { method: 'POST', headers: FORM, body: form({ login: user }) });
+      assert.equal(post.status, 303, 'login submit');
+      res = post;
+    } else {
+      assert.equal(res.status, 303, 'consent-only interaction answers with a redirect');
+    }
+    loc = new URL(res.headers.get('location'), idp.issuer);
+    assert.match(loc.pathname, /^\/ENV_ID\/as\/authorize\/[\w-]+$/, 'resume');
+    res = await req(jar, loc.href);
+    assert.equal(res.status, 303, 'resume');
+    loc = new URL(res.headers.get('location'));
+  }
+  assert.equal(`${loc.origin}${loc.pathname}`, client.redirect_uris[0]);
+  assert.equal(loc.searchParams.get('state'), state);
+  assert.equal(loc.searchParams.get('iss'), idp.issuer, 'RFC 9207 iss');
+  return { code: loc.searchParams.get('code'), verifier, nonce, jar };
+}
+
+async function token(idp, client, body) {
+  const headers = { ...FORM };
+  if (client.token_endpoint_auth_method === 'client_secret_post') {
+    Object.assign(body, { client_id: client.client_id, client_secret: client.client_secret });
+  } else headers.authorization = basic(client.client_id, client.client_secret);
+  const res = await fetch(`${idp.issuer}/token`, { method: 'POST', headers, body: form(body) });
+  return { status: res.status, json: await res.json() };
+}
+const exchange = (idp, c, l) => token(idp, c, { grant_type: 'authorization_code', code: l.code, redirect_uri: c.redirect_uris[0], code_verifier: l.verifier });
+const refresh = (idp, c, rt) => token(idp, c, { grant_type: 'refresh_token', refresh_token: rt });
+const getJson = async (url, opts) => (await fetch(url, opts)).json();
+const post = (url) => fetch(url, { method: 'POST' }).then((r) => r.json());
+
+// ---- the test -----------------------------------------------------------------------------
+const bcl = []; // back-channel logout tokens received
+const rp = http.createServer((rq, rs) => {
+  let b = '';
+  rq.on('data', (d) => { b += d; }).on('end', () => { bcl.push(new URLSearchParams(b).get('logout_token')); rs.writeHead(200).end(); });
+});
+rp.listen(0, '127.0.0.1');
+await once(rp, 'listening');
+const rpBase = `http://127.0.0.1:${rp.address().port}`;
+
+const A = {
+  client_id: 'bff', client_secret: 'bff-secret', redirect_uris: [`${rpBase}/callback`],
+  post_logout_redirect_uris: [`${rpBase}/`], backchannel_logout_uri: `${rpBase}/backchannel-logout`,
+};
+const B = {
+  client_id: 'bff-es', client_secret: 'es-secret', token_endpoint_auth_method: 'client_secret_post',
+  redirect_uris: [`${rpBase}/cb-es`], id_token_signed_response_alg: 'ES256',
+};
+const C = { client_id: 'bff-ps', client_secret: 'ps-secret', redirect_uris: [`${rpBase}/cb-ps`], id_token_signed_response_alg: 'PS256' };
+
+const server = startIdp({ clients: [A, B, C], signingAlgs: ['RS256', 'PS256', 'ES256'], bigClaimBytes: 5000, accessTokenTtl: 300 });
+let failed = false;
+try {
+  const idp = await server.ready;
+  console.log(`ready in ${server.ms().toFixed(0)} ms: ${JSON.stringify(idp)}`);
+  assert.match(idp.issuer, /^http:\/\/127\.0\.0\.1:\d+\/ENV_ID\/as$/);
+
+  const disc = await getJson(`${idp.issuer}/.well-known/openid-configuration`);
+  assert.equal(disc.issuer, idp.issuer);
+  for (const [k, p] of Object.entries({ authorization_endpoint: 'authorize', token_endpoint: 'token', jwks_uri: 'jwks', userinfo_endpoint: 'userinfo', revocation_endpoint: 'revoke', introspection_endpoint: 'introspect', end_session_endpoint: 'signoff' })) {
+    assert.equal(disc[k], `${idp.issuer}/${p}`, k);
+  }
+  assert.equal(disc.authorization_response_iss_parameter_supported, true);
+  assert.deepEqual(disc.code_challenge_methods_supported, ['S256']);
+  let jwks = await getJson(disc.jwks_uri);
+  assert.deepEqual(jwks.keys.map((k) => k.alg).sort(), ['ES256', 'PS256', 'RS256']);
+  assert.equal(new Set(jwks.keys.map((k) => k.kid)).size, 3, 'distinct kids');
+  log('discovery + JWKS (3 keys, distinct kids)');
+
+  // PKCE is required even for a confidential client.
+  let res = await fetch(`${idp.issuer}/authorize?${form({ response_type: 'code', client_id: A.client_id, redirect_uri: A.redirect_uris[0], scope: 'openid', state: 'x' })}`, { redirect: 'manual' });
+  assert.equal(new URL(res.headers.get('location')).searchParams.get('error'), 'invalid_request', 'PKCE required');
+  log('authorization request without PKCE refused');
+
+  // 1. Login + code exchange.
+  const l1 = await login(idp, A);
+  let t = await exchange(idp, A, l1);
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  assert.ok(t.json.access_token && t.json.refresh_token && t.json.id_token);
+  assert.equal(t.json.token_type, 'Bearer');
+  assert.equal(t.json.expires_in, 300);
+  assert.equal(t.json.scope, 'openid profile email', 'offline_access is dropped without prompt=consent');
+  let id = verifyJwt(t.json.id_token, jwks);
+  assert.equal(id.header.alg, 'RS256');
+  assert.equal(id.payload.iss, idp.issuer);
+  assert.equal(id.payload.aud, A.client_id);
+  assert.equal(id.payload.sub, 'alice');
+  assert.equal(id.payload.nonce, l1.nonce);
+  assert.equal(id.payload.name, 'Alice');
+  assert.equal(id.payload.email, 'alice@example.test');
+  assert.equal(id.payload.big.length, 5000);
+  assert.ok(id.payload.sid, 'sid (back-channel logout)');
+  const sid = id.payload.sid;
+  log(`login + code exchange (cookies: ${[...l1.jar.cookies.keys()].join(', ')}), ID token ${t.json.id_token.length} bytes`);
+
+  const ui = await getJson(disc.userinfo_endpoint, { headers: { authorization: `Bearer ${t.json.access_token}` } });
+  assert.equal(ui.sub, "alice", JSON.stringify(ui));
+  assert.equal(ui.email_verified, true);
+  const intro = await getJson(disc.introspection_endpoint, { method: 'POST', headers: { ...FORM, authorization: basic(A.client_id, A.client_secret) }, body: form({ token: t.json.access_token }) });
+  assert.equal(intro.active, true);
+  assert.equal(intro.sub, 'alice');
+  log('userinfo, introspection');
+
+  // 2. Refresh with rotation.
+  const rt1 = t.json.refresh_token;
+  t = await refresh(idp, A, rt1);
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  const rt2 = t.json.refresh_token;
+  assert.ok(rt2 && rt2 !== rt1, 'rotated');
+  assert.equal(verifyJwt(t.json.id_token, jwks).payload.sub, 'alice');
+  log('refresh rotates the refresh token and returns a new ID token');
+
+  // 3. Key rotation keeps sessions and grants.
+  const oldKids = jwks.keys.map((k) => k.kid);
+  const { kids } = await post(`http://127.0.0.1:${idp.port}/__test/rotate-keys`);
+  jwks = await getJson(disc.jwks_uri);
+  assert.deepEqual(jwks.keys.map((k) => k.kid).sort(), [...kids].sort());
+  assert.ok(kids.every((k) => !oldKids.includes(k)));
+  t = await refresh(idp, A, rt2);
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  assert.ok(kids.includes(verifyJwt(t.json.id_token, jwks).header.kid));
+  const rt3 = t.json.refresh_token;
+  const l2 = await login(idp, A, { jar: l1.jar, expect: 'none' }); // session survived: no interaction
+  assert.equal((await exchange(idp, A, l2)).status, 200);
+  log('rotate-keys: new kids only, old grant refreshes, old session still logged in');
+
+  // 4. Revocation of a refresh token kills its grant.
+  res = await fetch(disc.revocation_endpoint, { method: 'POST', headers: { ...FORM, authorization: basic(A.client_id, A.client_secret) }, body: form({ token: rt3, token_type_hint: 'refresh_token' }) });
+  assert.equal(res.status, 200);
+  assert.equal((await refresh(idp, A, rt3)).json.error, 'invalid_grant');
+  log('revocation');
+
+  // 5. Reuse of a rotated refresh token revokes the grant. The session's grant is gone now,
+  //    so this login goes through the consent-only interaction (auto-granted, no form).
+  const l3 = await login(idp, A, { jar: l1.jar, expect: 'consent' });
+  t = await exchange(idp, A, l3);
+  const rt4 = t.json.refresh_token;
+  const rt5 = (await refresh(idp, A, rt4)).json.refresh_token;
+  assert.equal((await refresh(idp, A, rt4)).json.error, 'invalid_grant', 'reuse of rotated token');
+  assert.equal((await refresh(idp, A, rt5)).json.error, 'invalid_grant', 'reuse revoked the grant');
+  log('reuse of a rotated refresh token revokes the whole grant; consent-only interaction');
+
+  // 6. /__test/revoke-refresh-tokens.
+  const l4 = await login(idp, A, { jar: l1.jar, expect: 'consent' });
+  t = await exchange(idp, A, l4);
+  const rt6 = t.json.refresh_token;
+  const { revoked } = await post(`http://127.0.0.1:${idp.port}/__test/revoke-refresh-tokens`);
+  assert.equal(revoked, 1, 'one live refresh token');
+  assert.equal((await refresh(idp, A, rt6)).json.error, 'invalid_grant');
+  log(`revoke-refresh-tokens -> {"revoked":${revoked}}`);
+
+  // 7. Other clients: ES256 + client_secret_post, PS256; a second user in a fresh browser.
+  for (const [client, alg] of [[B, 'ES256'], [C, 'PS256']]) {
+    const l = await login(idp, client, { user: 'bob', scope: 'openid email' });
+    const tt = await exchange(idp, client, l);
+    assert.equal(tt.status, 200, JSON.stringify(tt.json));
+    const v = verifyJwt(tt.json.id_token, jwks);
+    assert.equal(v.header.alg, alg);
+    assert.equal(v.payload.sub, 'bob');
+    assert.equal(v.payload.name, undefined, 'no profile scope, no name');
+    const rt = (await refresh(idp, client, tt.json.refresh_token)).json.refresh_token;
+    assert.ok(rt);
+    // Replaying a code is refused and revokes everything issued from it (RFC 6749 §4.1.2).
+    assert.equal((await exchange(idp, client, l)).json.error, 'invalid_grant', 'code reuse');
+    assert.equal((await refresh(idp, client, rt)).json.error, 'invalid_grant', 'code reuse revoked the grant');
+  }
+  log('ES256 client (client_secret_post) and PS256 client; code reuse revokes the grant');
+
+  // 8. RP-initiated logout with the default confirmation form + back-channel logout.
+  //    (revoke-refresh-tokens took the session's grant: this login is consent-only again)
+  const l5 = await login(idp, A, { jar: l1.jar, expect: 'consent' });
+  t = await exchange(idp, A, l5);
+  const rt7 = t.json.refresh_token;
+  const q = form({ id_token_hint: t.json.id_token, post_logout_redirect_uri: A.post_logout_redirect_uris[0], state: 'bye' });
+  res = await req(l1.jar, `${disc.end_session_endpoint}?${q}`);
+  assert.equal(res.status, 200);
+  const html = await res.text();
+  assert.match(html, /Yes, sign me out/);
+  const action = html.match(/<form id="op.logoutForm" method="post" action="([^"]+)"/)[1];
+  const xsrf = html.match(/name="xsrf" value="([^"]+)"/)[1];
+  assert.equal(action, `${idp.issuer}/signoff/confirm`);
+  res = await req(l1.jar, action, { method: 'POST', headers: FORM, body: form({ xsrf, logout: 'yes' }) });
+  assert.equal(res.status, 303);
+  assert.equal(res.headers.get('location'), `${A.post_logout_redirect_uris[0]}?state=bye`);
+  assert.equal(bcl.length, 1, 'one back-channel logout token');
+  const lt = JSON.parse(Buffer.from(bcl[0].split('.')[1], 'base64url'));
+  assert.equal(lt.sub, 'alice');
+  assert.equal(lt.sid, sid);
+  assert.ok(lt.events['http://schemas.openid.net/event/backchannel-logout']);
+  assert.equal((await refresh(idp, A, rt7)).json.error, 'invalid_grant', 'logout revokes the grant');
+  await login(idp, A, { jar: l1.jar, expect: 'form' }); // the IdP session is gone
+  log('end session (confirm form, post_logout_redirect_uri, back-channel logout token, grant revoked)');
+
+  // 9. Counters and config.
+  const ev = await getJson(`http://127.0.0.1:${idp.port}/__test/events`);
+  assert.deepEqual(ev, { grants: { authorization_code: 7, refresh_token: 5 }, revocations: 1, end_sessions: 1, introspections: 1 });
+  const conf = await getJson(`http://127.0.0.1:${idp.port}/__test/config`);
+  assert.ok(!JSON.stringify(conf).includes('secret"'), 'no secrets');
+  assert.deepEqual(conf.clients[0].grant_types, ['authorization_code', 'refresh_token']);
+  log(`events ${JSON.stringify(ev)}`);
+
+  // 10. Shutdown: SIGTERM exits 0; stdout carried exactly one line.
+  server.child.kill('SIGTERM');
+  const [code] = await once(server.child, 'exit');
+  assert.equal(code, 0, 'SIGTERM exit code');
+  assert.equal(server.stdout().split('\n').filter(Boolean).length, 1, `stdout: ${server.stdout()}`);
+  log('SIGTERM -> exit 0, exactly one stdout line');
+
+  // 11. A parent that dies closes our stdin: the server must go with it.
+  const orphan = startIdp({ port: 0, envId: 'other' });
+  const o = await orphan.ready;
+  assert.match(o.issuer, /\/other\/as$/);
+  orphan.child.stdin.end();
+  const [oc] = await once(orphan.child, 'exit');
+  assert.equal(oc, 0);
+  log('stdin closed -> exit 0');
+} catch (err) {
+  failed = true;
+  console.error('SMOKE FAILED:', err);
+  console.error('--- server stderr ---\n', server.stderr());
+} finally {
+  server.child.kill('SIGTERM');
+  rp.close();
+}
+console.log(failed ? 'smoke: FAIL' : 'smoke: OK');
+process.exit(failed ? 1 : 0);
