@@ -41,6 +41,17 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// `n` bytes from the OS CSPRNG, base64url without padding (state, nonce, PKCE verifier,
+/// logout tokens).
+pub fn random_urlsafe(n: usize) -> String {
+    use base64::Engine;
+    use chacha20poly1305::aead::OsRng;
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut buf = vec![0u8; n];
+    OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,15 +69,4 @@ mod tests {
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"abcd"));
     }
-}
-
-/// `n` bytes from the OS CSPRNG, base64url without padding (state, nonce, PKCE verifier,
-/// logout tokens).
-pub fn random_urlsafe(n: usize) -> String {
-    use base64::Engine;
-    use chacha20poly1305::aead::OsRng;
-    use chacha20poly1305::aead::rand_core::RngCore;
-    let mut buf = vec![0u8; n];
-    OsRng.fill_bytes(&mut buf);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }

@@ -68,8 +68,7 @@ fn check(v: &str, allowed_origins: &[String]) -> Result<(), AppError> {
     // Browsers and the url crate must agree on the origin: reject anything the parser had to
     // repair (whitespace, odd slashes) by requiring the serialization to start like the input.
     let origin = url.origin().ascii_serialization();
-    if !allowed_origins.iter().any(|o| *o == origin) || !v.to_ascii_lowercase().starts_with(&origin)
-    {
+    if !allowed_origins.contains(&origin) || !v.to_ascii_lowercase().starts_with(&origin) {
         return Err(refuse("origin not allowed"));
     }
     Ok(())

@@ -324,9 +324,15 @@ if (!process.stdin.isTTY && (stdin.isFIFO() || stdin.isSocket())) {
 }
 
 keys = await generateKeys();
-server.listen(port, '127.0.0.1', () => {
+server.listen(port, '127.0.0.1', async () => {
   const actual = server.address().port;
   issuer = `http://127.0.0.1:${actual}${prefix}`;
   current = buildProvider(issuer); // the issuer needs the port, known only now
+  try { // oidc-provider validates static clients lazily: fail now, not at the first login
+    for (const { client_id: id } of clients) await current.provider.Client.find(id);
+  } catch (err) {
+    console.error(`invalid client in IDP_CONFIG: ${err.error_description ?? err.message}`);
+    process.exit(1);
+  }
   process.stdout.write(`${JSON.stringify({ ready: true, issuer, port: actual })}\n`);
 });

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# README's first command: the demo IdP (tests/idp, oidc-provider) on 127.0.0.1:9000, oidc-bff
+# with config/demo.toml on 127.0.0.1:8080 serving the sample SPA (examples/spa). Ctrl-C stops
+# both. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d tests/idp/node_modules/oidc-provider ]; then
+  npm ci --prefix tests/idp --no-audit --no-fund
+fi
+cargo build --quiet
+
+mkdir -p .demo
+idp_config='{"port":9000,"clients":[{"client_id":"demo-spa","client_secret":"demo-secret-not-for-production",
+  "token_endpoint_auth_method":"client_secret_basic","redirect_uris":["http://127.0.0.1:8080/callback"],
+  "post_logout_redirect_uris":["http://127.0.0.1:8080/"]}]}'
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+# The IdP exits when its stdin closes; keep it open for the life of this script.
+IDP_CONFIG="$idp_config" node tests/idp/server.js < <(tail -f /dev/null) > .demo/idp.out 2> .demo/idp.log &
+pids+=($!)
+for _ in $(seq 1 100); do
+  grep -q '"ready":true' .demo/idp.out 2>/dev/null && break
+  sleep 0.1
+done
+grep -q '"ready":true' .demo/idp.out || { echo "the demo IdP did not start; see .demo/idp.log" >&2; exit 1; }
+
+target/debug/oidc-bff serve --config config/demo.toml &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+  sleep 0.1
+done
+cat <<MSG
+
+  oidc-bff demo is running.
+  Open  http://127.0.0.1:8080/  and click "Log in": any user name works at the demo IdP.
+  Ctrl-C stops it.
+
+MSG
+wait -n "${pids[@]}"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# README's test command: installs the pinned test IdP (tests/idp, npm ci from the lockfile) if
+# needed, then runs every test. PostgreSQL/Redis tests (later) skip with a printed reason where
+# those services do not answer on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d tests/idp/node_modules/oidc-provider ]; then
+  npm ci --prefix tests/idp --no-audit --no-fund
+fi
+cargo test --all-targets "$@"
