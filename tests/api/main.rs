@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod cli;
 mod cookies;
 mod faults;
 mod login;

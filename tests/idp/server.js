@@ -3,6 +3,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import { promisify } from 'node:util';
 
 import Provider from 'oidc-provider';
 // Deep import on purpose (the package has no "exports" map, version is pinned): the default
@@ -40,12 +41,12 @@ class Store {
   map = new Map();
   get(key) {
     const e = this.map.get(key);
-    if (e && e.exp !== undefined && e.exp <= Date.now()) { this.map.delete(key); return undefined; }
-    return e?.value;
+    if (!(e?.exp <= Date.now())) return e?.value; // exp undefined = no expiry
+    this.map.delete(key);
+    return undefined;
   }
   set(key, value, { maxAge } = {}) {
-    const exp = typeof maxAge === 'number' && Number.isFinite(maxAge) ? Date.now() + maxAge : undefined;
-    this.map.set(key, { value, exp });
+    this.map.set(key, { value, exp: Number.isFinite(maxAge) ? Date.now() + maxAge : undefined });
   }
   delete(key) { this.map.delete(key); }
   keys() { return [...this.map.keys()].filter((k) => this.get(k) !== undefined); }
@@ -56,15 +57,21 @@ class SharedAdapter extends MemoryAdapter {
 }
 
 // ---- signing keys ------------------------------------------------------------------------
-const KEY_TYPES = { RS256: ['rsa', { modulusLength: 2048 }], PS256: ['rsa', { modulusLength: 2048 }], ES256: ['ec', { namedCurve: 'P-256' }] };
-for (const alg of signingAlgs) if (!KEY_TYPES[alg]) throw new Error(`signingAlgs: unsupported ${alg}`);
-async function generateKeys() {
+const KEY_TYPES = {
+  RS256: ['rsa', { modulusLength: 2048 }],
+  PS256: ['rsa', { modulusLength: 2048 }],
+  ES256: ['ec', { namedCurve: 'P-256' }],
+};
+for (const alg of signingAlgs) {
+  if (!KEY_TYPES[alg]) throw new Error(`signingAlgs: unsupported ${alg} (RS256, PS256, ES256)`);
+}
+const generateKeyPair = promisify(crypto.generateKeyPair);
+async function generateKeys() { // in parallel: RSA generation dominates start-up time
   return Promise.all(signingAlgs.map(async (alg) => {
-    const { privateKey } = await new Promise((resolve, reject) => crypto.generateKeyPair(
-      ...KEY_TYPES[alg], (err, publicKey, pk) => (err ? reject(err) : resolve({ privateKey: pk })),
-    ));
+    const { privateKey } = await generateKeyPair(...KEY_TYPES[alg]);
+    const kid = `${alg.toLowerCase()}-${crypto.randomBytes(6).toString('hex')}`;
     // `alg` pins each key to one algorithm (two RSA keys: one RS256, one PS256).
-    return { ...privateKey.export({ format: 'jwk' }), kid: `${alg.toLowerCase()}-${crypto.randomBytes(6).toString('hex')}`, alg, use: 'sig' };
+    return { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
   }));
 }
 
@@ -89,7 +96,9 @@ async function findAccount(ctx, sub) {
 }
 
 // ---- counters for /__test/events ----------------------------------------------------------
-const events = { grants: { authorization_code: 0, refresh_token: 0 }, revocations: 0, end_sessions: 0, introspections: 0 };
+const events = {
+  grants: { authorization_code: 0, refresh_token: 0 }, revocations: 0, end_sessions: 0, introspections: 0,
+};
 
 // ---- our interaction (replaces devInteractions) ----------------------------------------
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -233,8 +242,12 @@ function buildProvider(issuer) {
     events.grants[type] = (events.grants[type] ?? 0) + 1;
   });
   provider.on('end_session.success', () => { events.end_sessions += 1; });
-  provider.on('backchannel.success', (ctx, client, sub) => console.error(`backchannel logout sent to ${client.clientId} (sub ${sub})`));
-  provider.on('backchannel.error', (ctx, err, client) => console.error(`backchannel logout to ${client.clientId} failed: ${err.message}`));
+  provider.on('backchannel.success', (ctx, client, sub) => {
+    console.error(`back-channel logout delivered to ${client.clientId} (sub ${sub})`);
+  });
+  provider.on('backchannel.error', (ctx, err, client) => {
+    console.error(`back-channel logout to ${client.clientId} failed: ${err.message}`);
+  });
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
   // v9 emits no revocation.success / introspection.success: count answered requests.
   provider.use(async (ctx, next) => {
@@ -282,14 +295,15 @@ async function control(req, res) {
       keys = await generateKeys();
       current = buildProvider(issuer);
       return json(200, { kids: keys.map((k) => k.kid) });
-    case 'POST /__test/revoke-refresh-tokens': return json(200, { revoked: await revokeRefreshTokens() });
+    case 'POST /__test/revoke-refresh-tokens':
+      return json(200, { revoked: await revokeRefreshTokens() });
     case 'GET /__test/config':
       return json(200, {
-        issuer, port: server.address().port, envId, accessTokenTtl, idTokenTtl, refreshTokenTtl, bigClaimBytes, signingAlgs,
-        kids: keys.map((k) => k.kid),
+        issuer, port: server.address().port, envId, accessTokenTtl, idTokenTtl, refreshTokenTtl,
+        bigClaimBytes, signingAlgs, kids: keys.map((k) => k.kid),
         clients: clients.map(({ client_secret: _secret, ...c }) => c),
       });
-    default: return json(404, { error: 'not_found', routes: ['GET /__test/events', 'POST /__test/rotate-keys', 'POST /__test/revoke-refresh-tokens', 'GET /__test/config'] });
+    default: return json(404, { error: 'not_found' });
   }
 }
 
@@ -298,7 +312,7 @@ const server = http.createServer((req, res) => {
   const { url } = req;
   if (url.startsWith('/__test/')) {
     control(req, res).catch((err) => { console.error(err); res.writeHead(500).end(); });
-  } else if (current && (url === prefix || url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`))) {
+  } else if (current && (url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`) || url === prefix)) {
     // Mount the way express does: oidc-provider derives its mount path from
     // req.originalUrl minus req.url, so every URL it generates carries the prefix.
     req.originalUrl = url;
@@ -323,6 +337,10 @@ if (!process.stdin.isTTY && (stdin.isFIFO() || stdin.isSocket())) {
   process.stdin.on('end', shutdown).on('close', shutdown).resume();
 }
 
+server.on('error', (err) => { // e.g. EADDRINUSE for a fixed port
+  console.error(`cannot listen on 127.0.0.1:${port}: ${err.message}`);
+  process.exit(1);
+});
 keys = await generateKeys();
 server.listen(port, '127.0.0.1', async () => {
   const actual = server.address().port;

@@ -58,7 +58,7 @@ async function req(jar, url, opts = {}) {
 }
 const form = (o) => new URLSearchParams(o).toString();
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
-const basic = (id, secret) => `Basic ${b64u(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).replace(/-/g, '+').replace(/_/g, '/')}`;
+const basic = (id, secret) => `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
 
 function verifyJwt(jwt, jwks) {
   const [h, p, s] = jwt.split('.');
@@ -77,7 +77,8 @@ function verifyJwt(jwt, jwks) {
   return { header, payload: JSON.parse(Buffer.from(p, 'base64url')) };
 }
 
-// Full browser-like login; returns { code, jar }. `expectForm` false = existing session.
+// Browser-like login. expect: 'form' (no session), 'consent' (session, no grant: auto-consent
+// redirect, no form), 'none' (session + grant: authorize redirects straight to the client).
 async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'form', scope = 'openid profile email offline_access' } = {}) {
   const verifier = b64u(crypto.randomBytes(32));
   const state = b64u(crypto.randomBytes(16));
@@ -98,12 +99,12 @@ async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'f
       const action = html.match(/<form method="post" action="([^"]+)"/)[1].replace(/&#38;/g, '&');
       assert.match(html, /name="login"/);
       assert.match(html, />Sign in</);
-      let post = await req(jar, action, { method: 'POST', headers: FORM, body: form({ login: '' }) });
-      assert.equal(post.status, 400, 'empty login re-renders');
-      assert.match(await post.text(), /Enter a login name/);
-      post = await req(jar, action, { method: 'POST', headers: FORM, body: form({ login: user }) });
-      assert.equal(post.status, 303, 'login submit');
-      res = post;
+      let submit = await req(jar, action, { method: 'POST', headers: FORM, body: form({ login: '' }) });
+      assert.equal(submit.status, 400, 'empty login re-renders');
+      assert.match(await submit.text(), /Enter a login name/);
+      submit = await req(jar, action, { method: 'POST', headers: FORM, body: form({ login: user }) });
+      assert.equal(submit.status, 303, 'login submit');
+      res = submit;
     } else {
       assert.equal(res.status, 303, 'consent-only interaction answers with a redirect');
     }
