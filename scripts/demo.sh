@@ -20,7 +20,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
 # The IdP exits when its stdin closes; keep it open for the life of this script.
-IDP_CONFIG="$idp_config" node tests/idp/server.js < <(tail -f /dev/null) > .demo/idp.out 2> .demo/idp.log &
+IDP_CONFIG="$idp_config" node tests/idp/server.js > .demo/idp.out 2> .demo/idp.log &
 pids+=($!)
 for _ in $(seq 1 100); do
   grep -q '"ready":true' .demo/idp.out 2>/dev/null && break

@@ -5,6 +5,7 @@
 
 mod env;
 pub mod raw;
+pub mod routes;
 mod validate;
 
 pub use validate::{is_loopback_host as validate_is_loopback, validate};
@@ -24,6 +25,8 @@ pub struct Settings {
     pub oidc: OidcSettings,
     pub session: SessionSettings,
     pub logging: LoggingSettings,
+    /// Longest prefix first.
+    pub routes: Vec<routes::Route>,
 }
 
 #[derive(Debug, Clone)]

@@ -230,11 +230,9 @@ impl Default for RawLogging {
     }
 }
 
-/// `[[routes]]` (SPEC §6). Parsed now so that a file written for a later build is read
-/// precisely; this build refuses routes until the proxy lands (never silently ignored).
+/// `[[routes]]` (SPEC §6).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct RawRoute {
     pub prefix: String,
     pub upstream: String,

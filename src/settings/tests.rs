@@ -124,19 +124,29 @@ fn insecure_cookies_only_on_loopback_http() {
 
 #[test]
 fn unsupported_features_are_refused_not_ignored() {
-    let toml = format!(
-        "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"http://x\"\n",
+    let toml = minimal().replace("[session]", "[session]\nstore = \"redis\"");
+    assert!(errors(&toml, vec![]).iter().any(|l| l.starts_with("session.store")));
+}
+
+#[test]
+fn routes_are_validated_and_sorted_longest_first() {
+    let ok = format!(
+        "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"http://orders:8080/\"\n[[routes]]\nprefix = \"/api/admin\"\nupstream = \"http://admin\"\nauth = \"none\"\n",
         minimal()
     );
-    assert!(
-        errors(&toml, vec![])
-            .iter()
-            .any(|l| l.starts_with("routes:"))
+    let s = Settings::from_toml_str(&ok, vec![]).map_err(|e| e.to_string());
+    let Ok(s) = s else { panic!("{s:?}") };
+    assert_eq!(s.routes[0].prefix, "/api/admin");
+    assert_eq!(s.routes[1].upstream, "http://orders:8080");
+    assert!(s.routes[1].matches("/api") && s.routes[1].matches("/api/x") && !s.routes[1].matches("/apix"));
+
+    let bad = format!(
+        "{}\n[[routes]]\nprefix = \"/session\"\nupstream = \"http://x\"\n[[routes]]\nprefix = \"/dl\"\nupstream = \"ftp://x\"\ncsrf = false\n[[routes]]\nprefix = \"/\"\nupstream = \"http://x\"\n",
+        minimal()
     );
-    let toml = minimal().replace("[session]", "[session]\nstore = \"redis\"");
-    assert!(
-        errors(&toml, vec![])
-            .iter()
-            .any(|l| l.starts_with("session.store"))
-    );
+    let e = errors(&bad, vec![]);
+    assert!(e.iter().any(|l| l.starts_with("routes[0].prefix: overlaps")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("routes[1].upstream")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("routes[1].csrf")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("routes[2].prefix")), "{e:?}");
 }

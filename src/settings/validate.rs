@@ -25,26 +25,28 @@ impl Problems {
     }
 }
 
+/// The BFF's own paths, which routes may not overlap (SPEC §6).
+pub fn reserved_paths(base_path: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["/login", "/login/start", "/login/end", "/callback", "/session", "/logout", "/backchannel-logout"]
+        .iter()
+        .map(|p| format!("{base_path}{p}"))
+        .collect();
+    v.push("/healthz".into());
+    v.push("/readyz".into());
+    v
+}
+
 pub fn validate(raw: RawSettings) -> Result<Settings, ConfigErrors> {
     let mut p = Problems(Vec::new());
-    if !raw.routes.is_empty() {
-        p.push(
-            "routes",
-            "not supported by this build yet (the API proxy is not part of it)",
-        );
-    }
     let server = server(raw.server, &mut p);
     let session = session(raw.session, server.as_ref(), &mut p);
     let oidc = oidc(raw.oidc, server.as_ref(), &mut p);
     let logging = logging(raw.logging, &mut p);
+    let reserved = reserved_paths(server.as_ref().map(|s| s.base_path.as_str()).unwrap_or(""));
+    let routes = super::routes::validate(raw.routes, &reserved, &mut p.0);
     match (server, oidc, session, logging) {
         (Some(server), Some(oidc), Some(session), Some(logging)) if p.0.is_empty() => {
-            Ok(Settings {
-                server,
-                oidc,
-                session,
-                logging,
-            })
+            Ok(Settings { server, oidc, session, logging, routes })
         }
         _ => Err(ConfigErrors(p.0)),
     }

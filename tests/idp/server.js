@@ -16,7 +16,12 @@ import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 // console.info, so route console.log/info/debug to stderr before anything can log.
 console.log = console.info = console.debug = (...args) => console.error(...args);
 
-const cfg = JSON.parse(process.env.IDP_CONFIG || '{}');
+function die(msg) { // configuration errors: one line on stderr, exit 1
+  console.error(`idp: ${msg}`);
+  process.exit(1);
+}
+let cfg;
+try { cfg = JSON.parse(process.env.IDP_CONFIG || '{}'); } catch (err) { die(`IDP_CONFIG: ${err.message}`); }
 const port = cfg.port ?? 0;
 const envId = cfg.envId ?? 'ENV_ID';
 const accessTokenTtl = cfg.accessTokenTtl ?? 3600;
@@ -63,7 +68,7 @@ const KEY_TYPES = {
   ES256: ['ec', { namedCurve: 'P-256' }],
 };
 for (const alg of signingAlgs) {
-  if (!KEY_TYPES[alg]) throw new Error(`signingAlgs: unsupported ${alg} (RS256, PS256, ES256)`);
+  if (!KEY_TYPES[alg]) die(`signingAlgs: unsupported ${alg} (RS256, PS256, ES256)`);
 }
 const generateKeyPair = promisify(crypto.generateKeyPair);
 async function generateKeys() { // in parallel: RSA generation dominates start-up time
@@ -337,10 +342,7 @@ if (!process.stdin.isTTY && (stdin.isFIFO() || stdin.isSocket())) {
   process.stdin.on('end', shutdown).on('close', shutdown).resume();
 }
 
-server.on('error', (err) => { // e.g. EADDRINUSE for a fixed port
-  console.error(`cannot listen on 127.0.0.1:${port}: ${err.message}`);
-  process.exit(1);
-});
+server.on('error', (err) => die(`cannot listen on 127.0.0.1:${port}: ${err.message}`));
 keys = await generateKeys();
 server.listen(port, '127.0.0.1', async () => {
   const actual = server.address().port;
@@ -349,8 +351,7 @@ server.listen(port, '127.0.0.1', async () => {
   try { // oidc-provider validates static clients lazily: fail now, not at the first login
     for (const { client_id: id } of clients) await current.provider.Client.find(id);
   } catch (err) {
-    console.error(`invalid client in IDP_CONFIG: ${err.error_description ?? err.message}`);
-    process.exit(1);
+    die(`invalid client in IDP_CONFIG: ${err.error_description ?? err.message}`);
   }
   process.stdout.write(`${JSON.stringify({ ready: true, issuer, port: actual })}\n`);
 });

@@ -1,0 +1,130 @@
+//! `[[routes]]` (SPEC §2, §6): path prefixes mapped to upstreams, validated at start-up.
+
+use super::raw::RawRoute;
+use http::Method;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// No session: 401 `unauthenticated`.
+    Required,
+    /// Forward anonymous requests without a token; with a session, add it.
+    Optional,
+    /// Never a token, even with a session.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// "/api" (no trailing slash), matched at segment boundaries.
+    pub prefix: String,
+    /// The upstream base without a trailing slash, e.g. "http://orders:8080" or ".../v1".
+    pub upstream: String,
+    pub auth: RouteAuth,
+    pub strip_prefix: bool,
+    pub timeout: Duration,
+    pub csrf: bool,
+    /// Empty: every method.
+    pub methods: Vec<Method>,
+    pub forward_set_cookie: bool,
+}
+
+impl Route {
+    /// Does `path` fall under this route (at a segment boundary)?
+    pub fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
+            None => false,
+        }
+    }
+}
+
+fn valid_prefix(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && !p.ends_with('/')
+        && !p.contains("//")
+        && p.split('/').skip(1).all(|seg| seg != "." && seg != "..")
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+}
+
+/// Validate the routes; `reserved` are the BFF's own paths, which routes may not overlap.
+pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<String>) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let mut bad = |field: &str, msg: &str| problems.push(format!("{key}.{field}: {msg}"));
+        if !valid_prefix(&r.prefix) {
+            bad("prefix", "must look like \"/api\": starts with /, no trailing slash, no dot segments, letters digits - _ . ~ /");
+        }
+        let overlaps = reserved.iter().any(|res| {
+            res == &r.prefix || res.starts_with(&format!("{}/", r.prefix)) || r.prefix.starts_with(&format!("{res}/"))
+        });
+        if overlaps {
+            bad("prefix", "overlaps an endpoint of the BFF itself");
+        }
+        let upstream = match Url::parse(&r.upstream) {
+            Ok(u) if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty() =>
+            {
+                Some(r.upstream.trim_end_matches('/').to_owned())
+            }
+            _ => {
+                bad("upstream", "must be an http(s) URL without query, fragment or credentials");
+                None
+            }
+        };
+        let auth = match r.auth.as_deref().unwrap_or("required") {
+            "required" => RouteAuth::Required,
+            "optional" => RouteAuth::Optional,
+            "none" => RouteAuth::None,
+            _ => {
+                bad("auth", "must be required, optional or none");
+                RouteAuth::Required
+            }
+        };
+        let timeout = r.timeout_secs.unwrap_or(30);
+        if !(1..=3600).contains(&timeout) {
+            bad("timeout_secs", "must be between 1 and 3600");
+        }
+        let mut methods = Vec::new();
+        for m in &r.methods {
+            match Method::from_bytes(m.as_bytes()) {
+                Ok(method) if m.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(method),
+                _ => bad("methods", &format!("{m:?} is not an upper-case HTTP method")),
+            }
+        }
+        let csrf = r.csrf.unwrap_or(true);
+        let read_only = !methods.is_empty() && methods.iter().all(|m| *m == Method::GET || *m == Method::HEAD);
+        if !csrf && !read_only {
+            bad("csrf", "false is allowed only on routes whose methods are limited to GET and HEAD");
+        }
+        if r.websocket {
+            bad("websocket", "not supported by this build yet");
+        }
+        if let Some(upstream) = upstream {
+            routes.push(Route {
+                prefix: r.prefix,
+                upstream,
+                auth,
+                strip_prefix: r.strip_prefix,
+                timeout: Duration::from_secs(timeout),
+                csrf,
+                methods,
+                forward_set_cookie: r.forward_set_cookie,
+            });
+        }
+    }
+    for (i, a) in routes.iter().enumerate() {
+        if routes[..i].iter().any(|b| b.prefix == a.prefix) {
+            problems.push(format!("routes: prefix {:?} is declared twice", a.prefix));
+        }
+    }
+    // Longest prefix first, so the first match wins.
+    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    routes
+}
