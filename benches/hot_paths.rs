@@ -137,6 +137,7 @@ fn session(id_token_len: usize, t: i64) -> Session {
         created_at: t,
         absolute_expires_at: t + 28800,
         sealed_at: t,
+        refreshed_from: None,
         logout_token: Secret::new("Zq3xW8vN1mK5jH7gF2dS4aP9oI6uY0tR"),
     }
 }

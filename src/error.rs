@@ -50,6 +50,12 @@ pub enum ErrorCode {
     IdpTimeout,
     /// 503: not ready (discovery or JWKS not loaded yet).
     NotReady,
+    /// 400: `Upgrade` on a route without websocket support.
+    WebsocketUnsupported,
+    /// 502: the route's upstream could not be reached.
+    UpstreamUnavailable,
+    /// 504: the route's upstream did not answer within `timeout_secs`.
+    UpstreamTimeout,
 }
 
 impl ErrorCode {
@@ -75,6 +81,9 @@ impl ErrorCode {
             Self::IdpUnavailable => "idp_unavailable",
             Self::IdpTimeout => "idp_timeout",
             Self::NotReady => "not_ready",
+            Self::WebsocketUnsupported => "websocket_unsupported",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
         }
     }
 
@@ -88,7 +97,8 @@ impl ErrorCode {
             | Self::TokenExchangeFailed
             | Self::InvalidIdToken
             | Self::InvalidLogoutRequest
-            | Self::InvalidPath => StatusCode::BAD_REQUEST,
+            | Self::InvalidPath
+            | Self::WebsocketUnsupported => StatusCode::BAD_REQUEST,
             Self::Unauthenticated | Self::SessionExpired => StatusCode::UNAUTHORIZED,
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -96,8 +106,8 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::IdpUnavailable => StatusCode::BAD_GATEWAY,
-            Self::IdpTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::IdpUnavailable | Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::IdpTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -125,6 +135,9 @@ impl ErrorCode {
             Self::IdpUnavailable => "The identity provider is unavailable.",
             Self::IdpTimeout => "The identity provider did not answer in time.",
             Self::NotReady => "The service is not ready.",
+            Self::WebsocketUnsupported => "WebSocket upgrades are not allowed on this route.",
+            Self::UpstreamUnavailable => "The API is unavailable.",
+            Self::UpstreamTimeout => "The API did not answer in time.",
         }
     }
 }

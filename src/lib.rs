@@ -11,6 +11,7 @@ pub mod error;
 pub mod login;
 pub mod middleware;
 pub mod oidc;
+pub mod proxy;
 pub mod routes;
 pub mod secret;
 pub mod session;

@@ -4,11 +4,14 @@
 use crate::login::completed::CompletedStates;
 use crate::login::limiter::ExchangeLimiter;
 use crate::oidc::Oidc;
+use crate::proxy::Proxy;
 use crate::session::cookie::CookieNames;
+use crate::session::refresh::Refresher;
 use crate::session::seal::Keyring;
 use crate::settings::Settings;
 use std::ops::Deref;
 use std::sync::Arc;
+use tower_http::services::{ServeDir, ServeFile};
 
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Inner>);
@@ -21,6 +24,10 @@ pub struct Inner {
     pub cookies: CookieNames,
     pub completed: CompletedStates,
     pub limiter: ExchangeLimiter,
+    pub refresher: Refresher,
+    pub proxy: Proxy,
+    /// The SPA's files (`static_dir`), served for paths no route claims.
+    pub static_files: Option<ServeDir<ServeFile>>,
     /// `{base_path}/logout?sid=`, prebuilt for `/session`.
     pub logout_path_prefix: String,
 }
@@ -32,6 +39,12 @@ impl AppState {
         let cookies = CookieNames::new(&settings.session);
         let limiter = ExchangeLimiter::new(settings.server.exchange_rate_per_minute);
         let logout_path_prefix = format!("{}/logout?sid=", settings.server.base_path);
+        let proxy = Proxy::new(&settings)?;
+        let static_files = settings
+            .server
+            .static_dir
+            .as_ref()
+            .map(|dir| ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html"))));
         Ok(Self(Arc::new(Inner {
             settings,
             oidc,
@@ -39,6 +52,9 @@ impl AppState {
             cookies,
             completed: CompletedStates::default(),
             limiter,
+            refresher: Refresher::default(),
+            proxy,
+            static_files,
             logout_path_prefix,
         })))
     }

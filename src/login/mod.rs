@@ -213,6 +213,7 @@ pub async fn complete(
         created_at: t,
         absolute_expires_at: t + s.absolute_timeout_secs as i64,
         sealed_at: t,
+        refreshed_from: None,
         logout_token: Secret::new(random_urlsafe(24)),
     };
     let mut set_cookies = state.cookies.write_session(

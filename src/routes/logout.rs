@@ -34,6 +34,7 @@ fn clear_all(state: &AppState, headers: &HeaderMap) -> Vec<String> {
 /// Revoke the refresh token (bounded by the IdP client's timeout; failure is logged, the local
 /// logout happens regardless) and build the IdP logout URL.
 async fn end(state: &AppState, session: &Session) -> Option<String> {
+    state.refresher.forget(state, session);
     let provider = state.oidc.provider().ok()?;
     if let (Some(rt), Some(endpoint)) = (
         &session.refresh_token,

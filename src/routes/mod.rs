@@ -5,7 +5,7 @@ mod body;
 mod health;
 mod login;
 mod logout;
-mod session;
+pub mod session;
 
 use crate::error::{AppError, ErrorCode};
 use crate::middleware;
@@ -40,16 +40,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(bff)
         .method_not_allowed_fallback(method_not_allowed);
-    app = match &state.settings.server.static_dir {
-        Some(dir) => {
-            let index = dir.join("index.html");
-            app.fallback_service(
-                tower_http::services::ServeDir::new(dir)
-                    .fallback(tower_http::services::ServeFile::new(index)),
-            )
-        }
-        None => app.fallback(not_found),
-    };
+    // Proxied routes, then the SPA's static files, then 404: all decided in one handler so
+    // that the path check of SPEC §6 runs before any of them.
+    app = app.fallback(crate::proxy::handle);
     app.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         middleware::cors,
@@ -59,10 +52,6 @@ pub fn router(state: AppState) -> Router {
         middleware::observe,
     ))
     .with_state(state)
-}
-
-async fn not_found() -> impl IntoResponse {
-    AppError::from(ErrorCode::NotFound)
 }
 
 async fn method_not_allowed() -> impl IntoResponse {

@@ -1,7 +1,7 @@
 //! `GET /session` (SPEC §5): who is logged in, never a token.
 
 use crate::session::model::Session;
-use crate::session::refresh::{self, RefreshFailure};
+use crate::session::refresh::{self, RefreshFailure, When};
 use crate::session::{self, Loaded, cookie::append_set_cookies};
 use crate::state::{AppState, now};
 use axum::Router;
@@ -71,16 +71,16 @@ async fn session_get(State(state): State<AppState>, headers: HeaderMap) -> Respo
         Loaded::Anonymous { stale_cookie } => return anonymous(&state, stale_cookie, None),
         Loaded::Live(s) => s,
     };
-    let mut set_cookies = Vec::new();
-    if t >= s.access_expires_at {
-        match refresh::refresh(&state, &mut s, t).await {
-            Ok(()) => set_cookies = session::write(&state, &mut s, t),
-            Err(RefreshFailure::Ended(e)) => return anonymous(&state, true, Some(e.code.as_str())),
-            Err(RefreshFailure::Temporary(e)) => return e.into_response(),
-        }
-    } else if s.needs_reseal(t, state.settings.session.idle_timeout_secs) {
-        set_cookies = session::write(&state, &mut s, t);
-    }
+    let changed = match refresh::ensure_fresh(&state, &mut s, When::Expired).await {
+        Ok(changed) => changed,
+        Err(RefreshFailure::Ended(e)) => return anonymous(&state, true, Some(e.code.as_str())),
+        Err(RefreshFailure::Temporary(e)) => return e.into_response(),
+    };
+    let set_cookies = if changed || s.needs_reseal(t, state.settings.session.idle_timeout_secs) {
+        session::write(&state, &mut s, t)
+    } else {
+        Vec::new()
+    };
     let mut r = (StatusCode::OK, session_body(&state, &s, t, None)).into_response();
     let h = r.headers_mut();
     h.insert(

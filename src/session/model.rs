@@ -34,6 +34,10 @@ pub struct Session {
     /// When this copy was sealed; the idle expiry slides from here.
     #[serde(rename = "l")]
     pub sealed_at: i64,
+    /// The refresh-cache id of the refresh that produced the current tokens, so logout can
+    /// delete that entry too.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_from: Option<String>,
     /// Random per session; `GET /logout?sid=` must present it (SPEC §5).
     #[serde(rename = "o")]
     pub logout_token: Secret,

@@ -1,20 +1,85 @@
-//! Keeping a session's access token usable (SPEC §4, §6): refresh when it has expired or is
-//! within `refresh_margin_secs` of expiry (a token whose whole lifetime is within the margin
-//! only at expiry). A refreshed ID token must keep `iss`, `sub` and `aud` (OIDC Core §12.2).
+//! Keeping a session's access token usable (SPEC §4, §6).
+//!
+//! - An access token is refreshed when it has expired, or (for the proxy) when it is within
+//!   `refresh_margin_secs` of expiry — a token whose whole lifetime fits in the margin only at
+//!   expiry.
+//! - Concurrent requests of one session on this instance share one refresh: the refresh runs
+//!   in its own task (a browser aborting the request that started it cannot cancel it and
+//!   leave a rotated token half-spent), and every waiter receives its outcome.
+//! - The result is cached for `refresh_grace_secs`, keyed by an HMAC of the *old* refresh
+//!   token and sealed under a key derived from it, so requests that still carry the
+//!   pre-refresh cookie reuse the new tokens instead of spending a rotated token (which
+//!   rotating IdPs answer by revoking the whole grant).
+//! - A refreshed ID token must keep `iss`, `sub` and `aud` (OIDC Core §12.2).
 
 use super::model::Session;
 use crate::error::{AppError, ErrorCode};
 use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::token::{self, TokenError};
-use crate::state::AppState;
+use crate::secret::Secret;
+use crate::state::{AppState, now};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const MAX_CACHE_ENTRIES: usize = 100_000;
 
 /// Why a session could not be brought up to date.
 #[derive(Debug)]
 pub enum RefreshFailure {
     /// The session is over: no refresh token, or the IdP refused it. Expire the cookies.
     Ended(AppError),
-    /// The IdP could not be asked (down, slow). Keep the session.
+    /// The IdP could not be asked (down, slow) and the access token has expired. Keep the
+    /// session.
     Temporary(AppError),
+}
+
+/// When to refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Expired or within the margin (before forwarding to an API).
+    Due,
+    /// Only once expired (`/session`).
+    Expired,
+}
+
+/// Tokens a refresh produced: what a cache entry holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Fresh {
+    access_token: Secret,
+    expires_at: i64,
+    issued_at: i64,
+    refresh_token: Option<Secret>,
+    id_token: Option<Secret>,
+    scope: Option<String>,
+}
+
+#[derive(Clone)]
+enum Outcome {
+    Refreshed(Arc<Fresh>),
+    Refused,
+    Temporary(ErrorCode),
+}
+
+struct CacheEntry {
+    sealed: Vec<u8>,
+    expires_at: i64,
+}
+
+/// Per-instance refresh coordination. With several replicas the cache belongs in the shared
+/// store (`[session] url`), which this build does not have: see docs/operations.md.
+#[derive(Default)]
+pub struct Refresher {
+    inflight: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
+    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+}
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refresher")
+    }
 }
 
 pub fn due(session: &Session, now: i64, margin_secs: u64) -> bool {
@@ -24,22 +89,192 @@ pub fn due(session: &Session, now: i64, margin_secs: u64) -> bool {
     }
     let lifetime = session.access_expires_at - session.access_issued_at;
     let margin = margin_secs as i64;
-    // A token whose whole lifetime fits in the margin would be refreshed on every request.
     lifetime > margin && remaining <= margin
 }
 
-/// Refresh `session` in place; the caller re-seals it.
-pub async fn refresh(
+impl Refresher {
+    fn cached(&self, state: &AppState, id: &[u8; 32], rt: &str, now: i64) -> Option<Fresh> {
+        let sealed = {
+            let cache = self.cache.lock().ok()?;
+            let entry = cache.get(id)?;
+            if entry.expires_at <= now {
+                return None;
+            }
+            entry.sealed.clone()
+        };
+        let plain = state.keys.open_for_token(rt, &sealed)?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    fn store(&self, state: &AppState, id: [u8; 32], rt: &str, fresh: &Fresh, now: i64) {
+        let Ok(plain) = serde_json::to_vec(fresh) else {
+            return;
+        };
+        let Some(sealed) = state.keys.seal_for_token(rt, &plain) else {
+            return;
+        };
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= MAX_CACHE_ENTRIES {
+            cache.retain(|_, e| e.expires_at > now);
+        }
+        if cache.len() < MAX_CACHE_ENTRIES {
+            cache.insert(
+                id,
+                CacheEntry {
+                    sealed,
+                    expires_at: now + state.settings.oidc.refresh_grace_secs as i64,
+                },
+            );
+        }
+    }
+
+    /// Drop the cache entries a session's tokens came from or led to (logout).
+    pub fn forget(&self, state: &AppState, session: &Session) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if let Some(rt) = &session.refresh_token {
+            cache.remove(&state.keys.refresh_cache_id(rt.expose()));
+        }
+        if let Some(prev) = session.refreshed_from.as_deref().and_then(decode_id) {
+            cache.remove(&prev);
+        }
+    }
+}
+
+fn encode_id(id: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+fn decode_id(s: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?
+        .try_into()
+        .ok()
+}
+
+fn apply(session: &mut Session, fresh: &Fresh, from: &[u8; 32]) {
+    session.access_token = fresh.access_token.clone();
+    session.access_expires_at = fresh.expires_at;
+    session.access_issued_at = fresh.issued_at;
+    if let Some(rt) = &fresh.refresh_token {
+        session.refresh_token = Some(rt.clone());
+    }
+    if let Some(id) = &fresh.id_token {
+        session.id_token = id.clone();
+    }
+    if fresh.scope.is_some() {
+        session.scope = fresh.scope.clone();
+    }
+    session.refreshed_from = Some(encode_id(from));
+}
+
+/// Bring `session`'s access token up to date. Ok(true) when it changed and must be re-sealed.
+pub async fn ensure_fresh(
     state: &AppState,
     session: &mut Session,
-    now: i64,
-) -> Result<(), RefreshFailure> {
-    let Some(rt) = session.refresh_token.clone() else {
-        tracing::info!("access token expired and the session has no refresh token; ending it");
-        return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
+    when: When,
+) -> Result<bool, RefreshFailure> {
+    let mut changed = false;
+    // A cached answer may itself be stale (a chain of rotations within the grace period):
+    // follow at most a few links.
+    for _ in 0..3 {
+        let t = now();
+        let needed = match when {
+            When::Due => due(session, t, state.settings.oidc.refresh_margin_secs),
+            When::Expired => t >= session.access_expires_at,
+        };
+        if !needed {
+            return Ok(changed);
+        }
+        let Some(rt) = session.refresh_token.clone() else {
+            if t < session.access_expires_at {
+                return Ok(changed);
+            }
+            tracing::info!("access token expired and the session has no refresh token; ending it");
+            return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
+        };
+        let refresher = &state.refresher;
+        let id = state.keys.refresh_cache_id(rt.expose());
+        if let Some(fresh) = refresher.cached(state, &id, rt.expose(), t) {
+            tracing::debug!("refreshed tokens reused from the refresh cache");
+            metrics::counter!("bff_refresh_cache_hits_total").increment(1);
+            apply(session, &fresh, &id);
+            changed = true;
+            // Served from the cache: no further refresh while that access token is unexpired.
+            if t < session.access_expires_at {
+                return Ok(true);
+            }
+            continue;
+        }
+        let shared = {
+            let Ok(mut inflight) = refresher.inflight.lock() else {
+                return Err(RefreshFailure::Temporary(ErrorCode::IdpUnavailable.into()));
+            };
+            inflight
+                .entry(id)
+                .or_insert_with(|| {
+                    let task = tokio::spawn(run_refresh(
+                        state.clone(),
+                        id,
+                        rt.clone(),
+                        session.sub.clone(),
+                    ));
+                    async move {
+                        task.await
+                            .unwrap_or(Outcome::Temporary(ErrorCode::IdpUnavailable))
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        match shared.await {
+            Outcome::Refreshed(fresh) => {
+                apply(session, &fresh, &id);
+                return Ok(true);
+            }
+            Outcome::Refused => {
+                return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
+            }
+            Outcome::Temporary(code) if now() < session.access_expires_at => {
+                tracing::warn!(
+                    error = code.as_str(),
+                    "refresh failed; the access token is still valid, continuing with it"
+                );
+                return Ok(changed);
+            }
+            Outcome::Temporary(code) => return Err(RefreshFailure::Temporary(code.into())),
+        }
+    }
+    Ok(changed)
+}
+
+/// One refresh-token grant; always completes (it runs in its own task), caches its result and
+/// leaves the in-flight map.
+async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, sub: String) -> Outcome {
+    let outcome = refresh_grant(&state, &rt, &sub).await;
+    let t = now();
+    if let Outcome::Refreshed(fresh) = &outcome {
+        state.refresher.store(&state, id, rt.expose(), fresh, t);
+    }
+    if let Ok(mut inflight) = state.refresher.inflight.lock() {
+        inflight.remove(&id);
+    }
+    outcome
+}
+
+async fn refresh_grant(state: &AppState, rt: &Secret, sub: &str) -> Outcome {
+    let Ok(provider) = state.oidc.provider() else {
+        return Outcome::Temporary(ErrorCode::IdpUnavailable);
     };
-    let provider = state.oidc.provider().map_err(RefreshFailure::Temporary)?;
     let settings = &state.settings.oidc;
+    let started = now();
     let tokens = match token::refresh(
         &state.oidc.http,
         &provider.metadata.token_endpoint,
@@ -54,15 +289,18 @@ pub async fn refresh(
                 idp_error = code.as_str(),
                 "IdP refused the refresh token; ending the session"
             );
-            return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
-        }
-        Err(e @ TokenError::Timeout) => {
-            tracing::warn!(error = %e, "refresh failed");
-            return Err(RefreshFailure::Temporary(ErrorCode::IdpTimeout.into()));
+            metrics::counter!("bff_refresh_total", "result" => "refused").increment(1);
+            return Outcome::Refused;
         }
         Err(e) => {
             tracing::warn!(error = %e, "refresh failed");
-            return Err(RefreshFailure::Temporary(ErrorCode::IdpUnavailable.into()));
+            metrics::counter!("bff_refresh_total", "result" => "error").increment(1);
+            let code = if e == TokenError::Timeout {
+                ErrorCode::IdpTimeout
+            } else {
+                ErrorCode::IdpUnavailable
+            };
+            return Outcome::Temporary(code);
         }
     };
     if let Some(new_id) = &tokens.id_token {
@@ -73,9 +311,9 @@ pub async fn refresh(
             algorithms: &settings.id_token_signing_algs,
             clock_skew_secs: settings.clock_skew_secs,
             nonce: None,
-            sub: Some(&session.sub),
+            sub: Some(sub),
             access_token: Some(tokens.access_token.expose()),
-            now,
+            now: started,
         };
         if let Err(e) = id_token::validate(
             new_id.expose(),
@@ -86,19 +324,21 @@ pub async fn refresh(
         .await
         {
             tracing::warn!(reason = %e, "refreshed ID token refused; ending the session");
-            return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
+            metrics::counter!("bff_refresh_total", "result" => "invalid_id_token").increment(1);
+            return Outcome::Refused;
         }
-        session.id_token = new_id.clone();
     }
-    session.access_token = tokens.access_token;
-    session.access_expires_at = now + tokens.expires_in;
-    session.access_issued_at = now;
-    if let Some(rt) = tokens.refresh_token {
-        session.refresh_token = Some(rt);
-    }
-    if tokens.scope.is_some() {
-        session.scope = tokens.scope;
-    }
-    tracing::info!("access token refreshed");
-    Ok(())
+    metrics::counter!("bff_refresh_total", "result" => "ok").increment(1);
+    tracing::info!(
+        has_refresh_token = tokens.refresh_token.is_some(),
+        "access token refreshed"
+    );
+    Outcome::Refreshed(Arc::new(Fresh {
+        access_token: tokens.access_token,
+        expires_at: started + tokens.expires_in,
+        issued_at: started,
+        refresh_token: tokens.refresh_token,
+        id_token: tokens.id_token,
+        scope: tokens.scope,
+    }))
 }

@@ -47,6 +47,9 @@ impl Purpose {
 struct KeyEntry {
     kid: [u8; KID_LEN],
     ciphers: [XChaCha20Poly1305; 3],
+    /// The refresh-cache subkey itself: it keys the HMAC of entry ids and salts the per-token
+    /// entry keys.
+    cache_key: [u8; 32],
 }
 
 /// The configured keys, each expanded into one cipher per purpose. The first key seals.
@@ -76,6 +79,8 @@ impl Keyring {
                     let _ = hk.expand(p.label(), &mut sub);
                     XChaCha20Poly1305::new(&sub.into())
                 };
+                let mut cache_key = [0u8; 32];
+                let _ = hk.expand(b"refresh-cache-id", &mut cache_key);
                 KeyEntry {
                     kid,
                     ciphers: [
@@ -83,6 +88,7 @@ impl Keyring {
                         cipher(Purpose::Tx),
                         cipher(Purpose::RefreshCache),
                     ],
+                    cache_key,
                 }
             })
             .collect();
@@ -149,6 +155,68 @@ impl Keyring {
     }
 }
 
+impl Keyring {
+    /// The refresh-cache id of a refresh token: HMAC-SHA256 under the first key's cache subkey,
+    /// so ids reveal nothing about tokens and cannot be computed without the key.
+    pub fn refresh_cache_id(&self, refresh_token: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let Some(key) = self.keys.first() else {
+            return [0; 32];
+        };
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&key.cache_key) else {
+            return [0; 32];
+        };
+        mac.update(refresh_token.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn token_cipher(&self, token: &str) -> Option<XChaCha20Poly1305> {
+        let key = self.keys.first()?;
+        let hk = Hkdf::<Sha256>::new(Some(&key.cache_key), token.as_bytes());
+        let mut k = [0u8; 32];
+        hk.expand(b"refresh-cache-entry", &mut k).ok()?;
+        Some(XChaCha20Poly1305::new(&k.into()))
+    }
+
+    /// Seal a refresh-cache entry under a key derived from the refresh token it answers: only
+    /// a request that holds that token can read the entry (SPEC §6).
+    pub fn seal_for_token(&self, token: &str, plaintext: &[u8]) -> Option<Vec<u8>> {
+        let cipher = self.token_cipher(token)?;
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let mut out = nonce.to_vec();
+        out.extend(
+            cipher
+                .encrypt(
+                    &nonce,
+                    Payload {
+                        msg: plaintext,
+                        aad: b"refresh-cache",
+                    },
+                )
+                .ok()?,
+        );
+        Some(out)
+    }
+
+    pub fn open_for_token(&self, token: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let cipher = self.token_cipher(token)?;
+        let mut nonce = XNonce::default();
+        nonce.copy_from_slice(&sealed[..NONCE_LEN]);
+        cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &sealed[NONCE_LEN..],
+                    aad: b"refresh-cache",
+                },
+            )
+            .ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +240,22 @@ mod tests {
         );
         assert_eq!(r.open(Purpose::Session, "bff", &s), None);
         assert_eq!(r.open(Purpose::Tx, "__Host-bff", &s), None);
+    }
+
+    #[test]
+    fn refresh_cache_entries_open_only_with_their_token() {
+        let r = ring(&[1]);
+        let sealed = r.seal_for_token("rt-1", b"tokens").unwrap_or_default();
+        assert_eq!(
+            r.open_for_token("rt-1", &sealed).as_deref(),
+            Some(&b"tokens"[..])
+        );
+        assert!(r.open_for_token("rt-2", &sealed).is_none());
+        assert_ne!(r.refresh_cache_id("rt-1"), r.refresh_cache_id("rt-2"));
+        assert_ne!(
+            r.refresh_cache_id("rt-1"),
+            ring(&[2]).refresh_cache_id("rt-1")
+        );
     }
 
     #[test]

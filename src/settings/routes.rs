@@ -46,7 +46,8 @@ fn valid_prefix(p: &str) -> bool {
         && !p.ends_with('/')
         && !p.contains("//")
         && p.split('/').skip(1).all(|seg| seg != "." && seg != "..")
-        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
 }
 
 /// Validate the routes; `reserved` are the BFF's own paths, which routes may not overlap.
@@ -56,25 +57,34 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
         let key = format!("routes[{i}]");
         let mut bad = |field: &str, msg: &str| problems.push(format!("{key}.{field}: {msg}"));
         if !valid_prefix(&r.prefix) {
-            bad("prefix", "must look like \"/api\": starts with /, no trailing slash, no dot segments, letters digits - _ . ~ /");
+            bad(
+                "prefix",
+                "must look like \"/api\": starts with /, no trailing slash, no dot segments, letters digits - _ . ~ /",
+            );
         }
         let overlaps = reserved.iter().any(|res| {
-            res == &r.prefix || res.starts_with(&format!("{}/", r.prefix)) || r.prefix.starts_with(&format!("{res}/"))
+            res == &r.prefix
+                || res.starts_with(&format!("{}/", r.prefix))
+                || r.prefix.starts_with(&format!("{res}/"))
         });
         if overlaps {
             bad("prefix", "overlaps an endpoint of the BFF itself");
         }
         let upstream = match Url::parse(&r.upstream) {
-            Ok(u) if matches!(u.scheme(), "http" | "https")
-                && u.host().is_some()
-                && u.query().is_none()
-                && u.fragment().is_none()
-                && u.username().is_empty() =>
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty() =>
             {
                 Some(r.upstream.trim_end_matches('/').to_owned())
             }
             _ => {
-                bad("upstream", "must be an http(s) URL without query, fragment or credentials");
+                bad(
+                    "upstream",
+                    "must be an http(s) URL without query, fragment or credentials",
+                );
                 None
             }
         };
@@ -95,13 +105,22 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
         for m in &r.methods {
             match Method::from_bytes(m.as_bytes()) {
                 Ok(method) if m.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(method),
-                _ => bad("methods", &format!("{m:?} is not an upper-case HTTP method")),
+                _ => bad(
+                    "methods",
+                    &format!("{m:?} is not an upper-case HTTP method"),
+                ),
             }
         }
         let csrf = r.csrf.unwrap_or(true);
-        let read_only = !methods.is_empty() && methods.iter().all(|m| *m == Method::GET || *m == Method::HEAD);
+        let read_only = !methods.is_empty()
+            && methods
+                .iter()
+                .all(|m| *m == Method::GET || *m == Method::HEAD);
         if !csrf && !read_only {
-            bad("csrf", "false is allowed only on routes whose methods are limited to GET and HEAD");
+            bad(
+                "csrf",
+                "false is allowed only on routes whose methods are limited to GET and HEAD",
+            );
         }
         if r.websocket {
             bad("websocket", "not supported by this build yet");
@@ -125,6 +144,6 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
         }
     }
     // Longest prefix first, so the first match wins.
-    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     routes
 }

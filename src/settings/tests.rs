@@ -125,7 +125,11 @@ fn insecure_cookies_only_on_loopback_http() {
 #[test]
 fn unsupported_features_are_refused_not_ignored() {
     let toml = minimal().replace("[session]", "[session]\nstore = \"redis\"");
-    assert!(errors(&toml, vec![]).iter().any(|l| l.starts_with("session.store")));
+    assert!(
+        errors(&toml, vec![])
+            .iter()
+            .any(|l| l.starts_with("session.store"))
+    );
 }
 
 #[test]
@@ -138,15 +142,26 @@ fn routes_are_validated_and_sorted_longest_first() {
     let Ok(s) = s else { panic!("{s:?}") };
     assert_eq!(s.routes[0].prefix, "/api/admin");
     assert_eq!(s.routes[1].upstream, "http://orders:8080");
-    assert!(s.routes[1].matches("/api") && s.routes[1].matches("/api/x") && !s.routes[1].matches("/apix"));
+    assert!(
+        s.routes[1].matches("/api")
+            && s.routes[1].matches("/api/x")
+            && !s.routes[1].matches("/apix")
+    );
 
     let bad = format!(
         "{}\n[[routes]]\nprefix = \"/session\"\nupstream = \"http://x\"\n[[routes]]\nprefix = \"/dl\"\nupstream = \"ftp://x\"\ncsrf = false\n[[routes]]\nprefix = \"/\"\nupstream = \"http://x\"\n",
         minimal()
     );
     let e = errors(&bad, vec![]);
-    assert!(e.iter().any(|l| l.starts_with("routes[0].prefix: overlaps")), "{e:?}");
-    assert!(e.iter().any(|l| l.starts_with("routes[1].upstream")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("routes[0].prefix: overlaps")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|l| l.starts_with("routes[1].upstream")),
+        "{e:?}"
+    );
     assert!(e.iter().any(|l| l.starts_with("routes[1].csrf")), "{e:?}");
     assert!(e.iter().any(|l| l.starts_with("routes[2].prefix")), "{e:?}");
 }

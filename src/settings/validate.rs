@@ -27,10 +27,18 @@ impl Problems {
 
 /// The BFF's own paths, which routes may not overlap (SPEC §6).
 pub fn reserved_paths(base_path: &str) -> Vec<String> {
-    let mut v: Vec<String> = ["/login", "/login/start", "/login/end", "/callback", "/session", "/logout", "/backchannel-logout"]
-        .iter()
-        .map(|p| format!("{base_path}{p}"))
-        .collect();
+    let mut v: Vec<String> = [
+        "/login",
+        "/login/start",
+        "/login/end",
+        "/callback",
+        "/session",
+        "/logout",
+        "/backchannel-logout",
+    ]
+    .iter()
+    .map(|p| format!("{base_path}{p}"))
+    .collect();
     v.push("/healthz".into());
     v.push("/readyz".into());
     v
@@ -46,7 +54,13 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigErrors> {
     let routes = super::routes::validate(raw.routes, &reserved, &mut p.0);
     match (server, oidc, session, logging) {
         (Some(server), Some(oidc), Some(session), Some(logging)) if p.0.is_empty() => {
-            Ok(Settings { server, oidc, session, logging, routes })
+            Ok(Settings {
+                server,
+                oidc,
+                session,
+                logging,
+                routes,
+            })
         }
         _ => Err(ConfigErrors(p.0)),
     }

@@ -104,8 +104,12 @@ impl Idp {
     }
 
     pub async fn control(&self, path: &str) -> Value {
+        self.control_method(reqwest::Method::POST, path).await
+    }
+
+    pub async fn control_method(&self, method: reqwest::Method, path: &str) -> Value {
         reqwest::Client::new()
-            .post(format!("{}/__test/{path}", self.origin()))
+            .request(method, format!("{}/__test/{path}", self.origin()))
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e}"))
@@ -118,6 +122,11 @@ impl Idp {
 /// Settings for a BFF on `port` talking to `issuer` as client `bff-basic`, with `vars`
 /// (`BFF_…` names) applied on top, exactly as the environment would.
 pub fn settings(port: u16, issuer: &str, vars: &[(&str, &str)]) -> Settings {
+    settings_with(port, issuer, vars, "")
+}
+
+/// As [`settings`], with `extra` TOML appended (`[[routes]]` come from the file only).
+pub fn settings_with(port: u16, issuer: &str, vars: &[(&str, &str)], extra: &str) -> Settings {
     let toml = format!(
         r#"
 [server]
@@ -132,6 +141,7 @@ http_timeout_secs = 2
 keys = ["{KEY_A}"]
 [logging]
 access_log = false
+{extra}
 "#
     );
     let vars = vars
@@ -208,10 +218,14 @@ pub async fn spawn_bff(listener: tokio::net::TcpListener, settings: Settings) ->
 
 /// The usual arrangement: the real IdP and a BFF wired to it.
 pub async fn stack(idp_extra: Value, vars: &[(&str, &str)]) -> (Idp, Bff) {
+    stack_with(idp_extra, vars, "").await
+}
+
+pub async fn stack_with(idp_extra: Value, vars: &[(&str, &str)], extra_toml: &str) -> (Idp, Bff) {
     let listener = reserve().await;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let idp = Idp::start(port, idp_extra).await;
-    let bff = spawn_bff(listener, settings(port, &idp.issuer, vars)).await;
+    let bff = spawn_bff(listener, settings_with(port, &idp.issuer, vars, extra_toml)).await;
     (idp, bff)
 }
 
@@ -291,6 +305,12 @@ impl Browser {
 
     pub fn set_jar(&mut self, jar: BTreeMap<String, String>) {
         self.jars.insert(self.bff_origin.clone(), jar);
+    }
+
+    /// Store the BFF's Set-Cookie lines of a response received by a clone of this browser.
+    pub fn absorb_set_cookies(&mut self, resp: &Resp) {
+        let origin = self.bff_origin.clone();
+        self.absorb(&origin, resp);
     }
 
     fn absorb(&mut self, origin: &str, resp: &Resp) {

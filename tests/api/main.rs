@@ -9,3 +9,5 @@ mod cookies;
 mod faults;
 mod login;
 mod logs;
+mod proxy;
+mod upstream;

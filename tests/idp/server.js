@@ -267,6 +267,7 @@ function buildProvider(issuer) {
 
 // ---- /__test control endpoints -----------------------------------------------------------
 let current; // { provider, handler }, swapped by rotate-keys
+let tokenOutage = false;
 let issuer;
 
 async function revokeRefreshTokens() {
@@ -302,6 +303,13 @@ async function control(req, res) {
       return json(200, { kids: keys.map((k) => k.kid) });
     case 'POST /__test/revoke-refresh-tokens':
       return json(200, { revoked: await revokeRefreshTokens() });
+    // Simulated outage of the token endpoint (503), for "IdP down during refresh" tests.
+    case 'POST /__test/outage':
+      tokenOutage = true;
+      return json(200, { outage: true });
+    case 'DELETE /__test/outage':
+      tokenOutage = false;
+      return json(200, { outage: false });
     case 'GET /__test/config':
       return json(200, {
         issuer, port: server.address().port, envId, accessTokenTtl, idTokenTtl, refreshTokenTtl,
@@ -317,6 +325,8 @@ const server = http.createServer((req, res) => {
   const { url } = req;
   if (url.startsWith('/__test/')) {
     control(req, res).catch((err) => { console.error(err); res.writeHead(500).end(); });
+  } else if (tokenOutage && url.split('?')[0] === `${prefix}/token`) {
+    res.writeHead(503, { 'content-type': 'text/plain' }).end('unavailable\n');
   } else if (current && (url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`) || url === prefix)) {
     // Mount the way express does: oidc-provider derives its mount path from
     // req.originalUrl minus req.url, so every URL it generates carries the prefix.

@@ -26,6 +26,7 @@ fn session(id_token_len: usize) -> Session {
         created_at: 1,
         absolute_expires_at: 1000,
         sealed_at: 1,
+        refreshed_from: None,
         logout_token: Secret::new("lt"),
     }
 }

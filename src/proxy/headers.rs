@@ -1,0 +1,244 @@
+//! Header rewriting for proxied requests and responses (SPEC §6).
+
+use crate::session::cookie::CookieNames;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// RFC 9110 §7.6.1 hop-by-hop fields, plus the obsolete ones proxies still see.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &HeaderName, named: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || named.contains(name)
+}
+
+/// Is `name` one of this app's cookies (session, chunks, login transactions)?
+pub fn is_own_cookie(names: &CookieNames, name: &str) -> bool {
+    name.starts_with(names.session.as_str()) || name.starts_with("__Host-bff")
+}
+
+/// What the proxy adds on behalf of the client.
+pub struct Forwarding<'a> {
+    pub names: &'a CookieNames,
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    /// "https" or "http", from `public_url`.
+    pub proto: &'a HeaderValue,
+    /// host[:port] from `public_url`.
+    pub host: &'a HeaderValue,
+    pub bearer: Option<HeaderValue>,
+    pub request_id: Option<&'a HeaderValue>,
+}
+
+/// The headers to send upstream: hop-by-hop and `Connection`-named fields, `Host`, the
+/// browser's `Authorization`, client-supplied `Forwarded`/`X-Forwarded-*`/`X-Real-IP` and our
+/// own cookies removed; `Authorization: Bearer`, `X-Forwarded-For/Proto/Host` added.
+pub fn upstream_request(incoming: &HeaderMap, f: &Forwarding<'_>) -> HeaderMap {
+    let named = connection_named(incoming);
+    let mut out = HeaderMap::with_capacity(incoming.len() + 4);
+    let mut client_xff: Option<String> = None;
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if is_hop_by_hop(name, &named)
+            || n == "host"
+            || n == "authorization"
+            || n == "forwarded"
+            || n == "x-real-ip"
+        {
+            continue;
+        }
+        if n == "x-forwarded-for" {
+            if f.peer_trusted {
+                if let Ok(v) = value.to_str() {
+                    client_xff = Some(match client_xff {
+                        Some(prev) => format!("{prev}, {v}"),
+                        None => v.to_owned(),
+                    });
+                }
+            }
+            continue;
+        }
+        if n.starts_with("x-forwarded-") {
+            continue;
+        }
+        if n == "cookie" {
+            if let Some(kept) = strip_own_cookies(f.names, value) {
+                out.append(header::COOKIE, kept);
+            }
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    let peer = f.peer.to_string();
+    let xff = match client_xff {
+        Some(chain) => format!("{chain}, {peer}"),
+        None => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        out.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    out.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        f.proto.clone(),
+    );
+    out.insert(HeaderName::from_static("x-forwarded-host"), f.host.clone());
+    if let Some(id) = f.request_id {
+        out.insert(HeaderName::from_static("x-request-id"), id.clone());
+    }
+    if let Some(b) = &f.bearer {
+        out.insert(header::AUTHORIZATION, b.clone());
+    }
+    out
+}
+
+/// The Cookie header without this app's cookies; `None` if nothing remains.
+fn strip_own_cookies(names: &CookieNames, value: &HeaderValue) -> Option<HeaderValue> {
+    let s = value.to_str().ok()?;
+    if !s.split(';').any(|p| is_own_cookie(names, p.trim_start())) {
+        return Some(value.clone());
+    }
+    let kept: Vec<&str> = s
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !is_own_cookie(names, p))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        HeaderValue::from_str(&kept.join("; ")).ok()
+    }
+}
+
+/// Clean an upstream response's headers in place: hop-by-hop fields, `Access-Control-*`, and
+/// `Set-Cookie` (all of it unless `forward_set_cookie`, and never one of our names).
+pub fn downstream_response(headers: &mut HeaderMap, names: &CookieNames, forward_set_cookie: bool) {
+    let named = connection_named(headers);
+    let drop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n, &named) || n.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for n in drop {
+        headers.remove(n);
+    }
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    if forward_set_cookie {
+        for c in cookies {
+            let own = c
+                .to_str()
+                .map(|s| is_own_cookie(names, s.trim_start()))
+                .unwrap_or(true);
+            if !own {
+                headers.append(header::SET_COOKIE, c);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{KeyMaterial, SameSite, SessionSettings};
+
+    fn names() -> CookieNames {
+        CookieNames::new(&SessionSettings {
+            keys: vec![KeyMaterial([1; 32])],
+            secure: true,
+            same_site: SameSite::Strict,
+            idle_timeout_secs: 60,
+            absolute_timeout_secs: 60,
+        })
+    }
+
+    #[test]
+    fn request_rewrite_removes_what_the_spec_says() {
+        let n = names();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cookie",
+            HeaderValue::from_static("theme=dark; __Host-bff=secret; __Host-bff-tx.abc=t; lang=en"),
+        );
+        h.insert("authorization", HeaderValue::from_static("Basic Zm9v"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-custom", HeaderValue::from_static("kept"));
+        let (proto, host) = (
+            HeaderValue::from_static("https"),
+            HeaderValue::from_static("app.example.com"),
+        );
+        let f = Forwarding {
+            names: &n,
+            peer: "10.0.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            peer_trusted: false,
+            proto: &proto,
+            host: &host,
+            bearer: Some(HeaderValue::from_static("Bearer at")),
+            request_id: None,
+        };
+        let out = upstream_request(&h, &f);
+        assert_eq!(out["cookie"], "theme=dark; lang=en");
+        assert_eq!(out["authorization"], "Bearer at");
+        assert_eq!(out["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(out["x-forwarded-host"], "app.example.com");
+        assert_eq!(out["x-forwarded-proto"], "https");
+        assert_eq!(out["x-custom"], "kept");
+        for gone in ["forwarded", "x-real-ip", "connection", "x-secret"] {
+            assert!(!out.contains_key(gone), "{gone}");
+        }
+    }
+
+    #[test]
+    fn response_filter_drops_own_cookies_and_cors() {
+        let n = names();
+        let mut h = HeaderMap::new();
+        h.append(
+            "set-cookie",
+            HeaderValue::from_static("__Host-bff=evil; Path=/"),
+        );
+        h.append("set-cookie", HeaderValue::from_static("pref=1; Path=/"));
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        let mut forwarded = h.clone();
+        downstream_response(&mut forwarded, &n, true);
+        assert_eq!(forwarded.get_all("set-cookie").iter().count(), 1);
+        assert_eq!(forwarded["set-cookie"], "pref=1; Path=/");
+        assert!(!forwarded.contains_key("access-control-allow-origin"));
+        downstream_response(&mut h, &n, false);
+        assert!(!h.contains_key("set-cookie"));
+        assert_eq!(h["content-type"], "text/plain");
+    }
+}

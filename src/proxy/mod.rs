@@ -1,0 +1,231 @@
+//! The API proxy (SPEC §6): `[[routes]]` map a path prefix to an upstream; requests are
+//! forwarded with the session's access token, bodies streamed both ways.
+
+pub mod headers;
+pub mod path;
+
+use crate::error::{AppError, ErrorCode};
+use crate::middleware::{RequestId, client_ip, csrf_check, in_net};
+use crate::session::refresh::{self, RefreshFailure, When};
+use crate::session::{self, Loaded, cookie::append_set_cookies};
+use crate::settings::Settings;
+use crate::settings::routes::{Route, RouteAuth};
+use crate::state::{AppState, now};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use std::time::{Duration, Instant};
+
+/// The shared upstream client and the values every forwarded request carries.
+#[derive(Debug)]
+pub struct Proxy {
+    client: reqwest::Client,
+    proto: HeaderValue,
+    host: HeaderValue,
+}
+
+impl Proxy {
+    pub fn new(settings: &Settings) -> Result<Self, reqwest::Error> {
+        let longest = settings
+            .routes
+            .iter()
+            .map(|r| r.timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(30));
+        let client = reqwest::Client::builder()
+            // Upstream redirects go back to the browser; following them could leak the token.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            // Between two reads of a streamed body; the route timeout bounds the wait for headers.
+            .read_timeout(longest)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        let url = &settings.server.public_url;
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        Ok(Self {
+            client,
+            proto: HeaderValue::from_str(url.scheme()).unwrap_or(HeaderValue::from_static("https")),
+            host: HeaderValue::from_str(&host).unwrap_or(HeaderValue::from_static("")),
+        })
+    }
+}
+
+fn upstream_url(route: &Route, path: &str, query: Option<&str>) -> Option<reqwest::Url> {
+    let forwarded = if route.strip_prefix {
+        match &path[route.prefix.len()..] {
+            "" => "/",
+            rest => rest,
+        }
+    } else {
+        path
+    };
+    let mut s = String::with_capacity(
+        route.upstream.len() + forwarded.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    s.push_str(&route.upstream);
+    s.push_str(forwarded);
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    let url = reqwest::Url::parse(&s).ok()?;
+    // The path was checked for dot-segments and encoded separators before matching, so the
+    // parser has nothing to resolve; should it still differ, refuse rather than forward
+    // something other than what we matched.
+    url.path().ends_with(forwarded).then_some(url)
+}
+
+/// Everything not served by the BFF's own endpoints: a proxied route, else the static SPA,
+/// else 404.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    if !path::is_safe(req.uri().path()) {
+        tracing::warn!("path refused before routing");
+        return AppError::from(ErrorCode::InvalidPath).into_response();
+    }
+    let Some(route) = state
+        .settings
+        .routes
+        .iter()
+        .find(|r| r.matches(req.uri().path()))
+    else {
+        return match &state.static_files {
+            Some(files) => match tower::ServiceExt::oneshot(files.clone(), req).await {
+                Ok(r) => r.into_response(),
+                Err(never) => match never {},
+            },
+            None => AppError::from(ErrorCode::NotFound).into_response(),
+        };
+    };
+    forward(&state, route, req).await
+}
+
+async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
+    if !route.methods.is_empty() && !route.methods.contains(req.method()) {
+        return AppError::from(ErrorCode::MethodNotAllowed).into_response();
+    }
+    if req.headers().contains_key(header::UPGRADE) {
+        tracing::warn!("Upgrade request on a route without websocket support");
+        return AppError::from(ErrorCode::WebsocketUnsupported).into_response();
+    }
+    if route.csrf {
+        if let Err(e) = csrf_check(state, req.method(), req.headers()) {
+            return e.into_response();
+        }
+    }
+    let t = now();
+    let mut set_cookies = Vec::new();
+    let bearer = match route.auth {
+        RouteAuth::None => None,
+        auth => match session::load(state, req.headers(), t) {
+            Loaded::Anonymous { stale_cookie } => {
+                if auth == RouteAuth::Required {
+                    let mut r = AppError::from(ErrorCode::Unauthenticated).into_response();
+                    if stale_cookie {
+                        append_set_cookies(r.headers_mut(), state.cookies.clear_session());
+                    }
+                    return r;
+                }
+                if stale_cookie {
+                    set_cookies = state.cookies.clear_session();
+                }
+                None
+            }
+            Loaded::Live(mut s) => {
+                let changed = match refresh::ensure_fresh(state, &mut s, When::Due).await {
+                    Ok(changed) => changed,
+                    Err(RefreshFailure::Ended(e)) => {
+                        let mut r = e.into_response();
+                        append_set_cookies(r.headers_mut(), state.cookies.clear_session());
+                        return r;
+                    }
+                    Err(RefreshFailure::Temporary(e)) => return e.into_response(),
+                };
+                if changed || s.needs_reseal(t, state.settings.session.idle_timeout_secs) {
+                    set_cookies = session::write(state, &mut s, t);
+                }
+                let mut v = String::with_capacity(7 + s.access_token.expose().len());
+                v.push_str("Bearer ");
+                v.push_str(s.access_token.expose());
+                HeaderValue::from_str(&v).ok()
+            }
+        },
+    };
+
+    let Some(url) = upstream_url(route, req.uri().path(), req.uri().query()) else {
+        return AppError::from(ErrorCode::InvalidPath).into_response();
+    };
+    let peer = client_ip_and_trust(state, &req);
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let fwd = headers::Forwarding {
+        names: &state.cookies,
+        peer: peer.0,
+        peer_trusted: peer.1,
+        proto: &state.proxy.proto,
+        host: &state.proxy.host,
+        bearer,
+        request_id: request_id.as_ref(),
+    };
+    let out_headers = headers::upstream_request(req.headers(), &fwd);
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let method = req.method().clone();
+    let mut builder = state.proxy.client.request(method, url).headers(out_headers);
+    if has_body {
+        builder = builder.body(reqwest::Body::wrap_stream(
+            req.into_body().into_data_stream(),
+        ));
+    }
+    let started = Instant::now();
+    let result = tokio::time::timeout(route.timeout, builder.send()).await;
+    metrics::histogram!("bff_upstream_duration_seconds").record(started.elapsed().as_secs_f64());
+    let upstream = match result {
+        Err(_) => {
+            tracing::warn!(route = %route.prefix, "upstream did not answer within the route timeout");
+            metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
+            return AppError::from(ErrorCode::UpstreamTimeout).into_response();
+        }
+        Ok(Err(e)) if e.is_timeout() => {
+            metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
+            return AppError::from(ErrorCode::UpstreamTimeout).into_response();
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(route = %route.prefix, error = %e, "upstream unreachable");
+            metrics::counter!("bff_upstream_errors_total", "kind" => "unavailable").increment(1);
+            return AppError::from(ErrorCode::UpstreamUnavailable).into_response();
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = upstream.status();
+    let mut resp_headers = upstream.headers().clone();
+    headers::downstream_response(&mut resp_headers, &state.cookies, route.forward_set_cookie);
+    let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
+    *response.status_mut() = status;
+    *response.headers_mut() = resp_headers;
+    append_set_cookies(response.headers_mut(), set_cookies);
+    response
+}
+
+fn client_ip_and_trust(state: &AppState, req: &Request) -> (std::net::IpAddr, bool) {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or_else(|| client_ip(state, req));
+    let trusted = state
+        .settings
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|n| in_net(peer, *n));
+    (peer, trusted)
+}

@@ -1,0 +1,426 @@
+//! The API proxy (SPEC §6) against the real IdP and a real upstream.
+
+use crate::helpers::*;
+use crate::upstream;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn routes(upstream: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+prefix = "/api"
+upstream = "{upstream}"
+timeout_secs = 2
+
+[[routes]]
+prefix = "/public"
+upstream = "{upstream}"
+auth = "none"
+
+[[routes]]
+prefix = "/opt"
+upstream = "{upstream}"
+auth = "optional"
+strip_prefix = true
+
+[[routes]]
+prefix = "/passthrough"
+upstream = "{upstream}"
+forward_set_cookie = true
+
+[[routes]]
+prefix = "/files"
+upstream = "{upstream}"
+csrf = false
+methods = ["GET", "HEAD"]
+"#
+    )
+}
+
+async fn proxied(idp_extra: Value) -> (Idp, Bff, upstream::Running) {
+    let up = upstream::start().await;
+    let (idp, bff) = stack_with(idp_extra, &[], &routes(&up.url())).await;
+    (idp, bff, up)
+}
+
+async fn introspect(idp: &Idp, token: &str) -> Value {
+    let body = format!("token={}", urlencode(token));
+    reqwest::Client::new()
+        .post(format!("{}/introspect", idp.issuer))
+        .basic_auth("bff-basic", Some(SECRET_BASIC))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default()
+}
+
+fn bearer(echo: &Value) -> String {
+    echo["headers"]["authorization"]
+        .as_str()
+        .unwrap_or("")
+        .strip_prefix("Bearer ")
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn upstream_receives_an_active_bearer_token_and_none_of_the_browsers_credentials() {
+    let (idp, bff, _up) = proxied(json!({})).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let mut jar = b.jar();
+    jar.insert("theme".into(), "dark".into());
+    b.set_jar(jar);
+    let origin = bff.url("");
+    let r = b
+        .request(
+            Method::GET,
+            &bff.url("/api/orders?id=7&x=%20y"),
+            &[
+                ("x-csrf", "1"),
+                ("origin", &origin),
+                ("authorization", "Basic YnJvd3Nlcjpzbnk="),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-custom", "kept"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let echo = r.json();
+    let token = bearer(&echo);
+    assert!(!token.is_empty(), "no bearer token: {echo}");
+    assert_eq!(introspect(&idp, &token).await["active"], true);
+    let cookie = echo["headers"]["cookie"].as_str().unwrap_or("");
+    assert_eq!(cookie, "theme=dark");
+    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(echo["headers"]["x-forwarded-host"], bff.addr.to_string());
+    assert_eq!(echo["headers"]["x-custom"], "kept");
+    assert_eq!(echo["path"], "/api/orders");
+    assert_eq!(echo["query"], "id=7&x=%20y");
+    assert_eq!(r.header("x-upstream"), "echo");
+}
+
+#[tokio::test]
+async fn methods_bodies_statuses_and_headers_round_trip() {
+    let (_idp, bff, _up) = proxied(json!({})).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let origin = bff.url("");
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ] {
+        let body = (method != Method::GET).then(|| format!("{{\"m\":\"{method}\"}}"));
+        let r = b
+            .request(
+                method.clone(),
+                &bff.url("/api/things/1"),
+                &[
+                    ("x-csrf", "1"),
+                    ("origin", &origin),
+                    ("x-echo-status", "201"),
+                    ("content-type", "application/json"),
+                ],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{method}: {}", r.body);
+        let echo = r.json();
+        assert_eq!(echo["method"], method.as_str());
+        assert_eq!(echo["body"], body.unwrap_or_default());
+        assert_eq!(echo["headers"]["content-type"], "application/json");
+    }
+}
+
+#[tokio::test]
+async fn auth_none_passes_anonymous_and_auth_required_answers_401() {
+    let (_idp, bff, up) = proxied(json!({})).await;
+    let mut b = Browser::new(&bff);
+    let r = b.fetch(Method::GET, &bff.url("/public/hello"), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["headers"]["authorization"].is_null());
+    let hits = up.hits();
+    let r = b.fetch(Method::GET, &bff.url("/api/hello"), None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("unauthenticated"))
+    );
+    assert_eq!(up.hits(), hits, "nothing reached the upstream");
+    // Optional: anonymous passes without a token; strip_prefix removes /opt.
+    let r = b.fetch(Method::GET, &bff.url("/opt/x"), None).await;
+    assert_eq!((r.status, r.json()["path"].clone()), (200, json!("/x")));
+    // With a session, auth=none still sends no token.
+    b.login(&bff, "alice", "/").await;
+    let r = b.fetch(Method::GET, &bff.url("/public/hello"), None).await;
+    assert!(r.json()["headers"]["authorization"].is_null());
+    let r = b.fetch(Method::GET, &bff.url("/opt"), None).await;
+    assert_eq!(r.json()["path"], "/");
+    assert!(!bearer(&r.json()).is_empty());
+}
+
+async fn raw_get(bff: &Bff, target: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(bff.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nX-CSRF: 1\r\nConnection: close\r\n\r\n",
+        bff.addr
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn traversal_paths_are_invalid_path_and_never_reach_the_upstream() {
+    let (_idp, bff, up) = proxied(json!({})).await;
+    for target in [
+        "/api/../admin",
+        "/api/%2e%2e/admin",
+        "/api/%2F..%2Fadmin",
+        "/api\\..\\admin",
+        "/api/%2E%2e/admin",
+        "/public/./x",
+        "/public/%00",
+    ] {
+        let (status, text) = raw_get(&bff, target).await;
+        assert_eq!(status, 400, "{target}: {text}");
+        assert!(text.contains("invalid_path"), "{target}: {text}");
+    }
+    assert_eq!(up.hits(), 0);
+    let (status, _) = raw_get(&bff, "/apix").await;
+    assert_eq!(status, 404, "/apix does not match /api");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn upstream_set_cookie_and_cors_headers_are_filtered() {
+    let (_idp, bff, _up) = proxied(json!({})).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let r = b
+        .fetch(Method::GET, &bff.url("/api/set-cookie"), None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.set_cookies()
+            .iter()
+            .all(|c| !c.contains("evil") && !c.starts_with("pref=")),
+        "{:?}",
+        r.set_cookies()
+    );
+    assert!(r.header("access-control-allow-origin").is_empty());
+    let r = b
+        .fetch(Method::GET, &bff.url("/passthrough/set-cookie"), None)
+        .await;
+    assert!(r.set_cookies().iter().any(|c| c.starts_with("pref=1")));
+    assert!(
+        r.set_cookies().iter().all(|c| !c.contains("evil")),
+        "{:?}",
+        r.set_cookies()
+    );
+    assert_eq!(b.session(&bff).await.status, 200, "our session survived");
+}
+
+#[tokio::test]
+async fn csrf_upstream_down_timeout_and_redirects() {
+    let up = upstream::start().await;
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        format!(
+            "http://{}",
+            l.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        )
+    };
+    let extra = format!(
+        "{}\n[[routes]]\nprefix = \"/down\"\nupstream = \"{down}\"\nauth = \"none\"\n",
+        routes(&up.url())
+    );
+    let (_idp, bff) = stack_with(json!({}), &[], &extra).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let r = b.get(&bff.url("/api/x")).await;
+    assert_eq!((r.status, r.json()["error"].clone()), (403, json!("csrf")));
+    let r = b.fetch(Method::GET, &bff.url("/down/x"), None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (502, json!("upstream_unavailable"))
+    );
+    let r = b.fetch(Method::GET, &bff.url("/api/slow"), None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (504, json!("upstream_timeout"))
+    );
+    let r = b.fetch(Method::GET, &bff.url("/api/redirect"), None).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (302, "http://127.0.0.1:1/elsewhere".to_owned())
+    );
+    // csrf = false on a GET-only route: a plain navigation works; other methods are 405.
+    let r = b.get(&bff.url("/files/report.csv")).await;
+    assert_eq!(r.status, 200);
+    let r = b.fetch(Method::POST, &bff.url("/files/x"), None).await;
+    assert_eq!(r.status, 405);
+    let r = b
+        .request(
+            Method::GET,
+            &bff.url("/api/ws"),
+            &[
+                ("x-csrf", "1"),
+                ("upgrade", "websocket"),
+                ("connection", "upgrade"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("websocket_unsupported"))
+    );
+}
+
+const SHORT: &str = r#"{"accessTokenTtl": 35}"#;
+
+fn short() -> Value {
+    serde_json::from_str(SHORT).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn twenty_concurrent_requests_share_one_refresh_and_old_cookies_reuse_it() {
+    let (idp, bff, _up) = proxied(short()).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let old_jar = b.jar();
+    let old = open_session(&bff, &old_jar).unwrap_or_else(|| panic!("no session"));
+    // 35 s tokens with the 30 s margin are due 5 s after issue.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let mut c = b.clone();
+        let url = bff.url("/api/concurrent");
+        tasks.push(tokio::spawn(async move {
+            c.fetch(Method::GET, &url, None).await
+        }));
+    }
+    let mut new_cookie_seen = 0;
+    let mut tokens = std::collections::BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        tokens.insert(bearer(&r.json()));
+        if r.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("__Host-bff=") && !c.contains("Max-Age=0"))
+        {
+            new_cookie_seen += 1;
+            b.absorb_set_cookies(&r);
+        }
+    }
+    assert_eq!(
+        idp.grants("refresh_token").await,
+        1,
+        "exactly one refresh grant"
+    );
+    assert_eq!(tokens.len(), 1, "all 20 used the one refreshed token");
+    assert!(!tokens.contains(old.access_token.expose()));
+    assert_eq!(
+        new_cookie_seen, 20,
+        "every response carries the refreshed cookie"
+    );
+    let new = open_session(&bff, &b.jar()).unwrap_or_else(|| panic!("no session"));
+    assert_ne!(
+        new.refresh_token, old.refresh_token,
+        "the rotated refresh token is stored"
+    );
+    // The next request uses the new token.
+    let r = b.fetch(Method::GET, &bff.url("/api/next"), None).await;
+    assert_eq!(bearer(&r.json()), new.access_token.expose());
+    // 10 requests still carrying the pre-refresh cookie reuse the refreshed tokens.
+    for _ in 0..10 {
+        let mut stale = Browser::new(&bff);
+        stale.set_jar(old_jar.clone());
+        let r = stale.fetch(Method::GET, &bff.url("/api/stale"), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(bearer(&r.json()), new.access_token.expose());
+    }
+    assert_eq!(idp.grants("refresh_token").await, 1, "no further grant");
+}
+
+#[tokio::test]
+async fn a_request_after_expiry_is_refreshed_and_the_session_endpoint_stays_truthful() {
+    let (idp, bff, _up) = proxied(short()).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let before = b.session(&bff).await.json()["expires_at"]
+        .as_i64()
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    let s = b.session(&bff).await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    assert!(s.json()["expires_at"].as_i64().unwrap_or(0) > before);
+    let r = b.fetch(Method::GET, &bff.url("/api/after"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(introspect(&idp, &bearer(&r.json())).await["active"], true);
+}
+
+#[tokio::test]
+async fn a_revoked_refresh_token_ends_the_session() {
+    let (idp, bff, _up) = proxied(short()).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    idp.control("revoke-refresh-tokens").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r = b.fetch(Method::GET, &bff.url("/api/x"), None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("session_expired")),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("__Host-bff=;") && c.contains("Max-Age=0"))
+    );
+    assert_eq!(b.session(&bff).await.status, 401);
+}
+
+#[tokio::test]
+async fn idp_down_during_refresh_is_502_and_the_session_recovers() {
+    let (idp, bff, _up) = proxied(short()).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    idp.control("outage").await;
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    let r = b.fetch(Method::GET, &bff.url("/api/x"), None).await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (502, json!("idp_unavailable")),
+        "{}",
+        r.body
+    );
+    idp.control_method(Method::DELETE, "outage").await;
+    let r = b.fetch(Method::GET, &bff.url("/api/x"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
