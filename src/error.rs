@@ -56,6 +56,8 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// 504: the route's upstream did not answer within `timeout_secs`.
     UpstreamTimeout,
+    /// 502: the IdP's tokens and claims do not fit in 8 cookie chunks (~30 KB).
+    SessionTooLarge,
 }
 
 impl ErrorCode {
@@ -84,6 +86,7 @@ impl ErrorCode {
             Self::WebsocketUnsupported => "websocket_unsupported",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::SessionTooLarge => "session_too_large",
         }
     }
 
@@ -106,7 +109,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::IdpUnavailable | Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::IdpUnavailable | Self::UpstreamUnavailable | Self::SessionTooLarge => StatusCode::BAD_GATEWAY,
             Self::IdpTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -138,6 +141,7 @@ impl ErrorCode {
             Self::WebsocketUnsupported => "WebSocket upgrades are not allowed on this route.",
             Self::UpstreamUnavailable => "The API is unavailable.",
             Self::UpstreamTimeout => "The API did not answer in time.",
+            Self::SessionTooLarge => "The identity provider's tokens are too large for a cookie session.",
         }
     }
 }
@@ -148,13 +152,8 @@ pub struct IdpErrorCode(String);
 
 impl IdpErrorCode {
     pub fn filter(raw: &str) -> Self {
-        let ok = (1..=64).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-        Self(if ok {
-            raw.to_owned()
-        } else {
-            "unknown".to_owned()
-        })
+        let ok = (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        Self(if ok { raw.to_owned() } else { "unknown".to_owned() })
     }
 
     pub fn as_str(&self) -> &str {
@@ -171,10 +170,7 @@ pub struct AppError {
 
 impl AppError {
     pub fn idp(code: ErrorCode, idp_error: IdpErrorCode) -> Self {
-        Self {
-            code,
-            idp_error: Some(idp_error),
-        }
+        Self { code, idp_error: Some(idp_error) }
     }
 
     pub fn json_body(&self) -> String {
@@ -194,9 +190,7 @@ impl AppError {
         let mut response = match error_url {
             Some(base) => {
                 let mut target = base.clone();
-                target
-                    .query_pairs_mut()
-                    .append_pair("error", self.code.as_str());
+                target.query_pairs_mut().append_pair("error", self.code.as_str());
                 let mut r = StatusCode::FOUND.into_response();
                 if let Ok(v) = HeaderValue::from_str(target.as_str()) {
                     r.headers_mut().insert(header::LOCATION, v);
@@ -207,9 +201,8 @@ impl AppError {
                 // Codes are fixed ASCII identifiers, so escaping is belt and braces.
                 let code = html_escape(self.code.as_str());
                 let idp = self.idp_error.as_ref().map(|c| html_escape(c.as_str()));
-                let detail = idp
-                    .map(|c| format!("<p>Identity provider error: <code>{c}</code></p>"))
-                    .unwrap_or_default();
+                let detail =
+                    idp.map(|c| format!("<p>Identity provider error: <code>{c}</code></p>")).unwrap_or_default();
                 let body = format!(
                     "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in error</title></head>\
                      <body><h1>Sign-in error</h1><p>{}</p><p>Error code: <code>{code}</code></p>{detail}</body></html>",
@@ -217,24 +210,13 @@ impl AppError {
                 );
                 let mut r = (self.code.status(), body).into_response();
                 let h = r.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                );
-                h.insert(
-                    header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static("default-src 'none'"),
-                );
-                h.insert(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                );
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'"));
+                h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
                 r
             }
         };
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response.extensions_mut().insert(self);
         response
     }
@@ -242,10 +224,7 @@ impl AppError {
 
 impl From<ErrorCode> for AppError {
     fn from(code: ErrorCode) -> Self {
-        Self {
-            code,
-            idp_error: None,
-        }
+        Self { code, idp_error: None }
     }
 }
 
@@ -253,10 +232,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut r = (self.code.status(), self.json_body()).into_response();
         let h = r.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         // The access-log layer reads this to record the code; the body stays pure.
         r.extensions_mut().insert(self);
@@ -285,10 +261,7 @@ mod tests {
 
     #[test]
     fn idp_error_filter_accepts_only_lowercase_identifiers() {
-        assert_eq!(
-            IdpErrorCode::filter("access_denied").as_str(),
-            "access_denied"
-        );
+        assert_eq!(IdpErrorCode::filter("access_denied").as_str(), "access_denied");
         assert_eq!(IdpErrorCode::filter("<script>").as_str(), "unknown");
         assert_eq!(IdpErrorCode::filter("").as_str(), "unknown");
         assert_eq!(IdpErrorCode::filter(&"a".repeat(65)).as_str(), "unknown");
@@ -313,12 +286,8 @@ mod tests {
 
     #[test]
     fn navigational_page_is_inert() {
-        let r = AppError::idp(ErrorCode::LoginFailed, IdpErrorCode::filter("<script>"))
-            .into_navigational(None);
-        assert_eq!(
-            r.headers()[header::CONTENT_SECURITY_POLICY],
-            "default-src 'none'"
-        );
+        let r = AppError::idp(ErrorCode::LoginFailed, IdpErrorCode::filter("<script>")).into_navigational(None);
+        assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], "default-src 'none'");
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     }
 }

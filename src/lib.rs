@@ -2,10 +2,7 @@
 //! See SPEC (docs/) for the contract; `main.rs` is only the command line.
 
 // Unit tests may panic; production code may not.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod error;
 pub mod login;

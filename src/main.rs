@@ -7,11 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "oidc-bff",
-    version,
-    about = "Backend-for-frontend OpenID Connect token proxy"
-)]
+#[command(name = "oidc-bff", version, about = "Backend-for-frontend OpenID Connect token proxy")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,10 +63,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             oidc_bff::telemetry::init(&settings.logging);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

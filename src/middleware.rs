@@ -16,9 +16,7 @@ pub struct RequestId(pub HeaderValue);
 
 fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    (1..=64).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+    (1..=64).contains(&b.len()) && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
 }
 
 /// Coarse route class for logs and metrics; never the raw path.
@@ -41,38 +39,24 @@ fn route_class(state: &AppState, path: &str) -> &'static str {
 /// never the cookie), and `Cache-Control: no-store` on JSON answers.
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .filter(|v| valid_request_id(v))
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&crate::secret::random_urlsafe(12))
-                .unwrap_or(HeaderValue::from_static("none"))
-        });
+    let id = req.headers().get("x-request-id").filter(|v| valid_request_id(v)).cloned().unwrap_or_else(|| {
+        HeaderValue::from_str(&crate::secret::random_urlsafe(12)).unwrap_or(HeaderValue::from_static("none"))
+    });
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let class = route_class(&state, &path);
-    let has_session =
-        crate::session::cookie::SessionCookie::from_headers(&state.cookies, req.headers())
-            .is_present();
+    let has_session = crate::session::cookie::SessionCookie::from_headers(&state.cookies, req.headers()).is_present();
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));
     let mut resp = next.run(req).instrument(span.clone()).await;
     let headers = resp.headers_mut();
     headers.insert("x-request-id", id);
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if is_json && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if state.settings.logging.access_log {
-        let error = resp
-            .extensions()
-            .get::<AppError>()
-            .map(|e| e.code.as_str())
-            .unwrap_or("");
+        let error = resp.extensions().get::<AppError>().map(|e| e.code.as_str()).unwrap_or("");
         span.in_scope(|| {
             tracing::info!(
                 target: "access",
@@ -92,12 +76,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
 /// Is `origin` the public origin or an allowed one?
 fn origin_allowed(state: &AppState, origin: &[u8]) -> bool {
     origin == state.settings.server.public_origin.as_bytes()
-        || state
-            .settings
-            .server
-            .allowed_origins
-            .iter()
-            .any(|o| o.as_bytes() == origin)
+        || state.settings.server.allowed_origins.iter().any(|o| o.as_bytes() == origin)
 }
 
 /// CORS for `allowed_origins` (SPEC §5): preflights answered 204 here, nothing forwarded;
@@ -106,47 +85,31 @@ pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Re
     let origin = req
         .headers()
         .get(header::ORIGIN)
-        .filter(|o| {
-            state
-                .settings
-                .server
-                .allowed_origins
-                .iter()
-                .any(|a| a.as_bytes() == o.as_bytes())
-        })
+        .filter(|o| state.settings.server.allowed_origins.iter().any(|a| a.as_bytes() == o.as_bytes()))
         .cloned();
     let Some(origin) = origin else {
-        return next.run(req).await;
+        let mut resp = next.run(req).await;
+        // The answer depends on Origin whenever CORS is configured: keep shared caches honest.
+        if !state.settings.server.allowed_origins.is_empty() {
+            resp.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        return resp;
     };
-    let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let preflight =
+        req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut resp = if preflight {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("x-csrf, content-type, x-request-id"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("x-csrf, content-type, x-request-id"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         r
     } else {
         next.run(req).await
     };
     let h = resp.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     h.append(header::VARY, HeaderValue::from_static("Origin"));
     resp
 }
@@ -165,10 +128,7 @@ pub fn csrf_check(state: &AppState, method: &Method, headers: &HeaderMap) -> Res
                 tracing::warn!("unsafe request from a foreign Origin refused");
                 return Err(ErrorCode::Csrf.into());
             }
-            None if headers
-                .get("sec-fetch-site")
-                .is_some_and(|v| v.as_bytes() == b"cross-site") =>
-            {
+            None if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") => {
                 tracing::warn!("cross-site unsafe request without Origin refused");
                 return Err(ErrorCode::Csrf.into());
             }
@@ -197,13 +157,8 @@ pub fn client_ip(state: &AppState, req: &Request) -> std::net::IpAddr {
     if !trusted.iter().any(|net| in_net(peer, *net)) {
         return peer;
     }
-    let forwarded = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
+    let forwarded =
+        req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
     forwarded
         .rsplit(',')
         .filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
@@ -215,19 +170,11 @@ pub fn in_net(ip: std::net::IpAddr, (net, bits): (std::net::IpAddr, u8)) -> bool
     use std::net::IpAddr::{V4, V6};
     match (ip, net) {
         (V4(a), V4(b)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(bits))
-            };
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
             u32::from(a) & mask == u32::from(b) & mask
         }
         (V6(a), V6(b)) => {
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(bits))
-            };
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,

@@ -6,7 +6,8 @@ use std::fmt;
 use subtle::ConstantTimeEq;
 
 /// A string that must never be printed: a token, a client secret, a code.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// No `PartialEq`: compare with [`Secret::ct_eq`].
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 

@@ -41,19 +41,14 @@ pub fn install_crypto_providers() {
 impl App {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let addr = settings.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| StartupError::Bind(addr, e))?;
+        let listener = TcpListener::bind(addr).await.map_err(|e| StartupError::Bind(addr, e))?;
         Self::with_listener(settings, listener)
     }
 
     /// Use an already-bound listener (tests bind port 0 first so they know the port).
     pub fn with_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
         install_crypto_providers();
-        Ok(Self {
-            listener,
-            state: AppState::new(settings)?,
-        })
+        Ok(Self { listener, state: AppState::new(settings)? })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -94,10 +89,14 @@ impl App {
             .header_read_timeout(server.header_read_timeout)
             .max_buf_size(server.max_header_bytes.max(8192))
             .keep_alive(true);
+        // HTTP/2 (h2c behind a load balancer): ping idle connections and drop those that do not
+        // answer, so idle connections cannot hold `max_connections` slots forever.
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(server.max_header_bytes as u32);
+            .max_header_list_size(server.max_header_bytes as u32)
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .keep_alive_timeout(server.header_read_timeout);
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(server.max_connections));
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "oidc-bff listening");

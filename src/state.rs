@@ -13,6 +13,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 use tower_http::services::{ServeDir, ServeFile};
 
+/// Code exchanges allowed in flight at once on one instance.
+pub const MAX_CONCURRENT_EXCHANGES: usize = 256;
+
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Inner>);
 
@@ -25,6 +28,8 @@ pub struct Inner {
     pub completed: CompletedStates,
     pub limiter: ExchangeLimiter,
     pub refresher: Refresher,
+    /// Code exchanges in flight (see `login::complete`).
+    pub exchanges: tokio::sync::Semaphore,
     pub proxy: Proxy,
     /// The SPA's files (`static_dir`), served for paths no route claims.
     pub static_files: Option<ServeDir<ServeFile>>,
@@ -53,6 +58,7 @@ impl AppState {
             completed: CompletedStates::default(),
             limiter,
             refresher: Refresher::default(),
+            exchanges: tokio::sync::Semaphore::new(MAX_CONCURRENT_EXCHANGES),
             proxy,
             static_files,
             logout_path_prefix,
@@ -69,8 +75,5 @@ impl Deref for AppState {
 
 /// Unix seconds.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

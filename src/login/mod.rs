@@ -22,11 +22,7 @@ use tx::LoginTx;
 use url::Url;
 
 /// Begin a login: the IdP URL to send the browser to, and the Set-Cookie lines.
-pub fn start(
-    state: &AppState,
-    headers: &HeaderMap,
-    return_to: Option<&str>,
-) -> Result<(Url, Vec<String>), AppError> {
+pub fn start(state: &AppState, headers: &HeaderMap, return_to: Option<&str>) -> Result<(Url, Vec<String>), AppError> {
     let return_to = ReturnTo::parse(return_to, &state.settings.server.allowed_origins)?;
     let provider = state.oidc.provider()?;
     let req = AuthRequest::new();
@@ -46,17 +42,14 @@ pub fn start(
 }
 
 /// The authorization response, however it reached us.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Unknown parameters (IdPs add `scope`, `session_state`, `authuser`…; an SPA page may have its
+/// own) are ignored; a repeated `code`, `state`, `iss` or `error` is refused.
+#[derive(Default, Deserialize)]
 pub struct CallbackParams {
     pub code: Option<Secret>,
     pub state: Option<String>,
     pub iss: Option<String>,
     pub error: Option<String>,
-    // Accepted so that a standard error redirect parses; never read or echoed.
-    pub error_description: Option<serde::de::IgnoredAny>,
-    pub error_uri: Option<serde::de::IgnoredAny>,
-    pub session_state: Option<serde::de::IgnoredAny>,
 }
 
 impl CallbackParams {
@@ -70,11 +63,7 @@ impl CallbackParams {
 
 pub enum Completed {
     /// A new session: `set_cookies` carries it and the "done" marker.
-    Session {
-        session: Box<Session>,
-        return_to: String,
-        set_cookies: Vec<String>,
-    },
+    Session { session: Box<Session>, return_to: String, set_cookies: Vec<String> },
     /// The state was completed before by this browser (Back button): go to `return_to`.
     AlreadyDone { return_to: String },
 }
@@ -96,24 +85,14 @@ pub async fn complete(
 ) -> Result<Completed, Failure> {
     let t = now();
     let Some(st) = params.state.as_deref().filter(|s| !s.is_empty()) else {
-        return Err(fail(
-            ErrorCode::InvalidRequest,
-            "no state parameter",
-            vec![],
-        ));
+        return Err(fail(ErrorCode::InvalidRequest, "no state parameter", vec![]));
     };
     let Some((name, tx)) = tx::find(&state.cookies, &state.keys, headers, st, t) else {
-        return Err(fail(
-            ErrorCode::InvalidState,
-            "no live transaction cookie for this state",
-            vec![],
-        ));
+        return Err(fail(ErrorCode::InvalidState, "no live transaction cookie for this state", vec![]));
     };
     if tx.done {
         tracing::info!("completed state presented again; sending the browser to return_to");
-        return Ok(Completed::AlreadyDone {
-            return_to: tx.return_to,
-        });
+        return Ok(Completed::AlreadyDone { return_to: tx.return_to });
     }
     let spent = vec![tx::expire(&state.cookies, &name)];
     if state.completed.contains(st, t) {
@@ -127,18 +106,10 @@ pub async fn complete(
     let issuer = &state.settings.oidc.issuer;
     match params.iss.as_deref() {
         Some(iss) if iss != issuer => {
-            return Err(fail(
-                ErrorCode::InvalidIssuer,
-                "iss parameter differs from the issuer",
-                spent,
-            ));
+            return Err(fail(ErrorCode::InvalidIssuer, "iss parameter differs from the issuer", spent));
         }
         None if provider.metadata.iss_parameter_supported => {
-            return Err(fail(
-                ErrorCode::InvalidIssuer,
-                "iss parameter missing (RFC 9207)",
-                spent,
-            ));
+            return Err(fail(ErrorCode::InvalidIssuer, "iss parameter missing (RFC 9207)", spent));
         }
         _ => {}
     }
@@ -153,13 +124,18 @@ pub async fn complete(
         return Err(fail(ErrorCode::RateLimited, "exchange rate limit", vec![]));
     }
     // Burn the state before calling the IdP: a concurrent replay must not exchange twice.
-    if !state.completed.insert(st, t, tx.expires_at()) {
+    if !state.completed.insert(st, t) {
         return Err(fail(
             ErrorCode::InvalidState,
             "state already completed on this instance (concurrent replay)",
             spent,
         ));
     }
+    // Bound the token-endpoint calls in flight, so a flood of junk callbacks cannot pile up
+    // requests at the IdP under our client credentials.
+    let Ok(_permit) = state.exchanges.try_acquire() else {
+        return Err(fail(ErrorCode::RateLimited, "too many code exchanges in flight", spent));
+    };
     let settings = &state.settings.oidc;
     let tokens = token::exchange_code(
         &state.oidc.http,
@@ -180,26 +156,18 @@ pub async fn complete(
         client_secret: settings.client_secret.expose(),
         algorithms: &settings.id_token_signing_algs,
         clock_skew_secs: settings.clock_skew_secs,
+        max_age: settings.max_age,
         nonce: Some(tx.nonce.expose()),
         sub: None,
         access_token: Some(tokens.access_token.expose()),
         now: t,
     };
-    let valid = id_token::validate(
-        id_token.expose(),
-        &expectations,
-        &provider.jwks,
-        &state.oidc.http,
-    )
-    .await
-    .map_err(|e| {
-        let code = if e == IdTokenError::KeysUnavailable {
-            ErrorCode::IdpUnavailable
-        } else {
-            ErrorCode::InvalidIdToken
-        };
-        fail(code, &e.to_string(), spent.clone())
-    })?;
+    let valid =
+        id_token::validate(id_token.expose(), &expectations, &provider.jwks, &state.oidc.http).await.map_err(|e| {
+            let code =
+                if e == IdTokenError::KeysUnavailable { ErrorCode::IdpUnavailable } else { ErrorCode::InvalidIdToken };
+            fail(code, &e.to_string(), spent.clone())
+        })?;
     let s = &state.settings.session;
     let session = Session {
         sub: valid.sub,
@@ -216,25 +184,13 @@ pub async fn complete(
         refreshed_from: None,
         logout_token: Secret::new(random_urlsafe(24)),
     };
-    let mut set_cookies = state.cookies.write_session(
-        &seal_session(&state.cookies, &state.keys, &session),
-        session.absolute_expires_at - t,
-    );
+    let sealed = seal_session(&state.cookies, &state.keys, &session);
+    if sealed.len() > crate::session::cookie::MAX_SEALED_BYTES {
+        return Err(fail(ErrorCode::SessionTooLarge, "sealed session above 8 cookie chunks", spent));
+    }
+    let mut set_cookies = state.cookies.write_session(&sealed, session.absolute_expires_at - t);
     let return_to = tx.return_to.clone();
-    set_cookies.push(tx::seal(
-        &state.cookies,
-        &state.keys,
-        &name,
-        &tx.into_done(),
-        t,
-    ));
-    tracing::info!(
-        has_refresh_token = session.refresh_token.is_some(),
-        "login completed"
-    );
-    Ok(Completed::Session {
-        session: Box::new(session),
-        return_to,
-        set_cookies,
-    })
+    set_cookies.push(tx::seal(&state.cookies, &state.keys, &name, &tx.into_done(), t));
+    tracing::info!(has_refresh_token = session.refresh_token.is_some(), "login completed");
+    Ok(Completed::Session { session: Box::new(session), return_to, set_cookies })
 }

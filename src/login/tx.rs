@@ -40,12 +40,7 @@ impl LoginTx {
 
     /// The marker left after completion: no secrets, only where to send a returning visitor.
     pub fn into_done(self) -> Self {
-        Self {
-            nonce: Secret::default(),
-            verifier: Secret::default(),
-            done: true,
-            ..self
-        }
+        Self { nonce: Secret::default(), verifier: Secret::default(), done: true, ..self }
     }
 }
 
@@ -55,10 +50,9 @@ pub fn tx_name(names: &CookieNames, state: &str) -> String {
     format!("{}{}", names.tx_prefix, &hash[..11])
 }
 
-fn tx_cookies<'h>(
-    names: &CookieNames,
-    headers: &'h HeaderMap,
-) -> impl Iterator<Item = (&'h str, &'h str)> {
+/// Cookies of exactly our transaction-name shape (`prefix` + 11 base64url characters), at
+/// most `MAX_SEEN`: a client cannot make us open or echo arbitrary names.
+fn tx_cookies<'h>(names: &CookieNames, headers: &'h HeaderMap) -> impl Iterator<Item = (&'h str, &'h str)> {
     let prefix = names.tx_prefix.clone();
     headers
         .get_all(COOKIE)
@@ -66,8 +60,16 @@ fn tx_cookies<'h>(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .filter(move |(n, _)| n.starts_with(&prefix))
+        .filter(move |(n, _)| {
+            n.strip_prefix(prefix.as_str()).is_some_and(|h| {
+                h.len() == 11 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        })
+        .take(MAX_SEEN)
 }
+
+/// More transaction cookies than this in one request are ignored.
+const MAX_SEEN: usize = 16;
 
 fn open(keys: &Keyring, name: &str, value: &str, now: i64) -> Option<LoginTx> {
     let plain = keys.open(Purpose::Tx, name, value)?;
@@ -90,11 +92,7 @@ pub fn find(
 }
 
 pub fn seal(names: &CookieNames, keys: &Keyring, name: &str, tx: &LoginTx, now: i64) -> String {
-    let value = keys.seal(
-        Purpose::Tx,
-        name,
-        &serde_json::to_vec(tx).unwrap_or_default(),
-    );
+    let value = keys.seal(Purpose::Tx, name, &serde_json::to_vec(tx).unwrap_or_default());
     names.set_cookie(name, value, tx.expires_at() - now, true)
 }
 
@@ -104,13 +102,7 @@ pub fn expire(names: &CookieNames, name: &str) -> String {
 
 /// Set-Cookie lines for a new transaction: the new cookie, plus expiry of every transaction
 /// cookie that no longer opens and of the oldest live ones beyond `MAX_LIVE - 1`.
-pub fn start(
-    names: &CookieNames,
-    keys: &Keyring,
-    headers: &HeaderMap,
-    tx: &LoginTx,
-    now: i64,
-) -> Vec<String> {
+pub fn start(names: &CookieNames, keys: &Keyring, headers: &HeaderMap, tx: &LoginTx, now: i64) -> Vec<String> {
     let mut live: Vec<(String, i64)> = Vec::new();
     let mut out = Vec::new();
     for (name, value) in tx_cookies(names, headers) {
@@ -131,7 +123,5 @@ pub fn start(
 
 /// Expire every transaction cookie the browser sent (logout).
 pub fn expire_all(names: &CookieNames, headers: &HeaderMap) -> Vec<String> {
-    tx_cookies(names, headers)
-        .map(|(n, _)| expire(names, n))
-        .collect()
+    tx_cookies(names, headers).map(|(n, _)| expire(names, n)).collect()
 }

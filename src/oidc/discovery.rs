@@ -45,28 +45,20 @@ pub enum DiscoveryError {
 
 fn endpoint(name: &str, s: &str) -> Result<Url, DiscoveryError> {
     let url = Url::parse(s).map_err(|_| DiscoveryError::Invalid(format!("{name} is not a URL")))?;
-    IdpHttp::check_url(&url)
-        .map_err(|_| DiscoveryError::Invalid(format!("{name} must be https")))?;
+    IdpHttp::check_url(&url).map_err(|_| DiscoveryError::Invalid(format!("{name} must be https")))?;
     Ok(url)
 }
 
 pub async fn discover(http: &IdpHttp, issuer: &str) -> Result<ProviderMetadata, DiscoveryError> {
-    let url = Url::parse(&format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    ))
-    .map_err(|_| DiscoveryError::Invalid("issuer is not a URL".into()))?;
+    let url = Url::parse(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')))
+        .map_err(|_| DiscoveryError::Invalid("issuer is not a URL".into()))?;
     let resp = http.get(&url).await?;
     if !resp.status.is_success() {
         return Err(DiscoveryError::Status(resp.status.as_u16()));
     }
-    let raw: RawMetadata =
-        serde_json::from_slice(&resp.body).map_err(|e| DiscoveryError::Invalid(e.to_string()))?;
+    let raw: RawMetadata = serde_json::from_slice(&resp.body).map_err(|e| DiscoveryError::Invalid(e.to_string()))?;
     if raw.issuer != issuer {
-        return Err(DiscoveryError::IssuerMismatch {
-            expected: issuer.to_owned(),
-            found: raw.issuer,
-        });
+        return Err(DiscoveryError::IssuerMismatch { expected: issuer.to_owned(), found: raw.issuer });
     }
     Ok(ProviderMetadata {
         authorization_endpoint: endpoint("authorization_endpoint", &raw.authorization_endpoint)?,

@@ -53,12 +53,7 @@ impl IdpHttp {
 
     pub async fn get(&self, url: &Url) -> Result<IdpResponse, IdpHttpError> {
         Self::check_url(url)?;
-        self.send(
-            self.client
-                .get(url.clone())
-                .header(http::header::ACCEPT, "application/json"),
-        )
-        .await
+        self.send(self.client.get(url.clone()).header(http::header::ACCEPT, "application/json")).await
     }
 
     /// POST a form. `basic` is an already-encoded `Authorization` value.
@@ -72,10 +67,7 @@ impl IdpHttp {
         let mut req = self
             .client
             .post(url.clone())
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(http::header::ACCEPT, "application/json")
             .body(form);
         if let Some(a) = authorization {
@@ -90,10 +82,7 @@ impl IdpHttp {
         if status.is_redirection() {
             return Err(IdpHttpError::Unavailable("IdP answered with a redirect"));
         }
-        if resp
-            .content_length()
-            .is_some_and(|l| l > MAX_IDP_RESPONSE_BYTES as u64)
-        {
+        if resp.content_length().is_some_and(|l| l > MAX_IDP_RESPONSE_BYTES as u64) {
             return Err(IdpHttpError::Unavailable("IdP response too large"));
         }
         let content_type_json = resp
@@ -108,11 +97,7 @@ impl IdpHttp {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(IdpResponse {
-            status,
-            content_type_json,
-            body: body.freeze(),
-        })
+        Ok(IdpResponse { status, content_type_json, body: body.freeze() })
     }
 }
 

@@ -42,6 +42,8 @@ pub enum IdTokenError {
     InvalidAccessTokenHash,
     #[error("refreshed ID token changed iss, sub or aud")]
     RefreshMismatch,
+    #[error("auth_time missing or older than max_age")]
+    InvalidAuthTime,
     #[error("JWKS could not be refetched")]
     KeysUnavailable,
 }
@@ -53,6 +55,8 @@ pub struct Expectations<'a> {
     pub client_secret: &'a str,
     pub algorithms: &'a [Algorithm],
     pub clock_skew_secs: u64,
+    /// `max_age` sent at login (OIDC Core §3.1.3.7 items 11–13): `auth_time` required.
+    pub max_age: Option<u64>,
     /// `Some` at login: must equal the token's nonce. `None` on refresh (no nonce check).
     pub nonce: Option<&'a str>,
     /// On refresh: the original token's subject, which must not change.
@@ -65,14 +69,26 @@ pub struct Expectations<'a> {
 pub struct ValidIdToken {
     pub sub: String,
     pub sid: Option<String>,
+    /// The audiences, sorted.
+    pub aud: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Audience {
-    // Order matters for untagged: `IgnoredAny` would also swallow an array.
+pub(crate) enum Audience {
     Many(Vec<String>),
-    One(serde::de::IgnoredAny),
+    One(String),
+}
+
+impl Audience {
+    pub(crate) fn sorted(self) -> Vec<String> {
+        let mut v = match self {
+            Self::Many(v) => v,
+            Self::One(s) => vec![s],
+        };
+        v.sort();
+        v
+    }
 }
 
 #[derive(Deserialize)]
@@ -91,6 +107,8 @@ struct Claims {
     at_hash: Option<String>,
     #[serde(default)]
     sid: Option<String>,
+    #[serde(default)]
+    auth_time: Option<f64>,
 }
 
 fn compatible(alg: Algorithm, params: &AlgorithmParameters) -> bool {
@@ -98,14 +116,9 @@ fn compatible(alg: Algorithm, params: &AlgorithmParameters) -> bool {
     match params {
         AlgorithmParameters::RSA(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
         AlgorithmParameters::EllipticCurve(ec) => {
-            matches!(
-                (alg, &ec.curve),
-                (ES256, EllipticCurve::P256) | (ES384, EllipticCurve::P384)
-            )
+            matches!((alg, &ec.curve), (ES256, EllipticCurve::P256) | (ES384, EllipticCurve::P384))
         }
-        AlgorithmParameters::OctetKeyPair(okp) => {
-            alg == EdDSA && okp.curve == EllipticCurve::Ed25519
-        }
+        AlgorithmParameters::OctetKeyPair(okp) => alg == EdDSA && okp.curve == EllipticCurve::Ed25519,
         // Symmetric JWKS entries are never trusted: HS* verifies only with the client secret.
         _ => false,
     }
@@ -116,18 +129,9 @@ fn candidates<'s>(set: &'s KeySet, alg: Algorithm, kid: Option<&str>) -> Vec<&'s
         .iter()
         .filter(|k| kid.is_none_or(|kid| k.jwk.common.key_id.as_deref() == Some(kid)))
         .filter(|k| compatible(alg, &k.jwk.algorithm))
+        .filter(|k| k.jwk.common.key_algorithm.is_none_or(|ka| format!("{ka:?}") == format!("{alg:?}")))
         .filter(|k| {
-            k.jwk
-                .common
-                .key_algorithm
-                .is_none_or(|ka| format!("{ka:?}") == format!("{alg:?}"))
-        })
-        .filter(|k| {
-            k.jwk
-                .common
-                .public_key_use
-                .as_ref()
-                .is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature)
+            k.jwk.common.public_key_use.as_ref().is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature)
         })
         .map(|k| &k.key)
         .collect()
@@ -170,10 +174,7 @@ pub async fn validate(
         secret_key = DecodingKey::from_secret(exp.client_secret.as_bytes());
         vec![&secret_key]
     } else {
-        set = jwks
-            .for_kid(http, header.kid.as_deref())
-            .await
-            .map_err(|_| IdTokenError::KeysUnavailable)?;
+        set = jwks.for_kid(http, header.kid.as_deref()).await.map_err(|_| IdTokenError::KeysUnavailable)?;
         candidates(&set, alg, header.kid.as_deref())
     };
     if keys.is_empty() {
@@ -194,10 +195,7 @@ pub async fn validate(
     }
     let claims = data.ok_or(IdTokenError::InvalidSignature)?.claims;
 
-    let sub = claims
-        .sub
-        .filter(|s| !s.is_empty())
-        .ok_or(IdTokenError::MissingSubject)?;
+    let sub = claims.sub.filter(|s| !s.is_empty()).ok_or(IdTokenError::MissingSubject)?;
     let iat = claims.iat.ok_or(IdTokenError::InvalidIssuedAt)?;
     if iat > (exp.now + exp.clock_skew_secs as i64) as f64 {
         return Err(IdTokenError::InvalidIssuedAt);
@@ -215,23 +213,24 @@ pub async fn validate(
             return Err(IdTokenError::InvalidNonce);
         }
     }
+    if let Some(max_age) = exp.max_age {
+        let auth_time = claims.auth_time.ok_or(IdTokenError::InvalidAuthTime)?;
+        let skew = exp.clock_skew_secs as f64;
+        if auth_time > exp.now as f64 + skew || (exp.now as f64 - auth_time) > max_age as f64 + skew {
+            return Err(IdTokenError::InvalidAuthTime);
+        }
+    }
     if let Some(original) = exp.sub {
         if original != sub {
             return Err(IdTokenError::RefreshMismatch);
         }
     }
     if let (Some(at_hash), Some(at)) = (&claims.at_hash, exp.access_token) {
-        if !ct_eq(
-            hash_left_half(alg, at.as_bytes()).as_bytes(),
-            at_hash.as_bytes(),
-        ) {
+        if !ct_eq(hash_left_half(alg, at.as_bytes()).as_bytes(), at_hash.as_bytes()) {
             return Err(IdTokenError::InvalidAccessTokenHash);
         }
     }
-    Ok(ValidIdToken {
-        sub,
-        sid: claims.sid,
-    })
+    Ok(ValidIdToken { sub, sid: claims.sid, aud: claims.aud.map(Audience::sorted).unwrap_or_default() })
 }
 
 fn map_kind(kind: &jsonwebtoken::errors::ErrorKind) -> IdTokenError {
@@ -258,10 +257,7 @@ mod tests {
     fn at_hash_is_the_left_half_of_the_digest() {
         // OIDC Core A.3 example: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" → at_hash
         assert_eq!(
-            hash_left_half(
-                Algorithm::RS256,
-                b"jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
-            ),
+            hash_left_half(Algorithm::RS256, b"jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
     }

@@ -30,31 +30,19 @@ impl KeySet {
         struct Raw {
             keys: Vec<serde_json::Value>,
         }
-        let raw: Raw =
-            serde_json::from_slice(body).map_err(|e| format!("JWKS is not valid JSON: {e}"))?;
+        let raw: Raw = serde_json::from_slice(body).map_err(|e| format!("JWKS is not valid JSON: {e}"))?;
         let keys = raw
             .keys
             .into_iter()
             .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
-            .filter(|jwk| {
-                !matches!(
-                    jwk.common.public_key_use,
-                    Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
-                )
-            })
-            .filter_map(|jwk| {
-                DecodingKey::from_jwk(&jwk)
-                    .ok()
-                    .map(|key| VerifyingKey { jwk, key })
-            })
+            .filter(|jwk| !matches!(jwk.common.public_key_use, Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)))
+            .filter_map(|jwk| DecodingKey::from_jwk(&jwk).ok().map(|key| VerifyingKey { jwk, key }))
             .collect();
         Ok(Self { keys })
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys
-            .iter()
-            .any(|k| k.jwk.common.key_id.as_deref() == Some(kid))
+        self.keys.iter().any(|k| k.jwk.common.key_id.as_deref() == Some(kid))
     }
 }
 
@@ -69,11 +57,7 @@ pub struct Jwks {
 impl Jwks {
     pub async fn load(http: &IdpHttp, uri: Url) -> Result<Self, String> {
         let set = fetch(http, &uri).await?;
-        Ok(Self {
-            uri,
-            current: RwLock::new((Arc::new(set), Instant::now())),
-            refetch: tokio::sync::Mutex::new(None),
-        })
+        Ok(Self { uri, current: RwLock::new((Arc::new(set), Instant::now())), refetch: tokio::sync::Mutex::new(None) })
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -101,11 +85,7 @@ impl Jwks {
     /// The key set to verify a token whose `kid` is `kid`: refetched first when the kid is
     /// unknown (rate-limited) or the set is older than 24 h. Returns an error only when a
     /// needed refetch failed.
-    pub async fn for_kid(
-        &self,
-        http: &IdpHttp,
-        kid: Option<&str>,
-    ) -> Result<Arc<KeySet>, IdpHttpError> {
+    pub async fn for_kid(&self, http: &IdpHttp, kid: Option<&str>) -> Result<Arc<KeySet>, IdpHttpError> {
         let set = self.current();
         let stale = self.fetched_at().elapsed() > MAX_AGE;
         let miss = kid.is_some_and(|k| !set.has_kid(k));
@@ -115,10 +95,14 @@ impl Jwks {
         let mut last = self.refetch.lock().await;
         // Someone else may have refetched while we waited.
         let set = self.current();
-        if !stale && kid.is_some_and(|k| set.has_kid(k)) {
+        let stale = self.fetched_at().elapsed() > MAX_AGE;
+        let miss = kid.is_some_and(|k| !set.has_kid(k));
+        if !stale && !miss {
             return Ok(set);
         }
-        if !stale && last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+        // The 30 s limit holds for the 24 h refresh too: a slow or down JWKS endpoint must not
+        // be hit by every login; the old set keeps serving meanwhile.
+        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
             return Ok(set);
         }
         *last = Some(Instant::now());
@@ -130,11 +114,7 @@ impl Jwks {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "JWKS refetch failed; keeping the previous key set");
-                if miss {
-                    Err(IdpHttpError::Unavailable("JWKS refetch failed"))
-                } else {
-                    Ok(set)
-                }
+                if miss { Err(IdpHttpError::Unavailable("JWKS refetch failed")) } else { Ok(set) }
             }
         }
     }

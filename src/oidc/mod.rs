@@ -33,21 +33,14 @@ pub struct Oidc {
 
 impl std::fmt::Debug for Oidc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Oidc")
-            .field("issuer", &self.settings.issuer)
-            .field("ready", &self.is_ready())
-            .finish()
+        f.debug_struct("Oidc").field("issuer", &self.settings.issuer).field("ready", &self.is_ready()).finish()
     }
 }
 
 impl Oidc {
     pub fn new(settings: OidcSettings) -> Result<Self, reqwest::Error> {
         let http = IdpHttp::new(settings.http_timeout)?;
-        Ok(Self {
-            settings,
-            http,
-            provider: RwLock::new(None),
-        })
+        Ok(Self { settings, http, provider: RwLock::new(None) })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -56,22 +49,16 @@ impl Oidc {
 
     /// The discovered provider, or 502 `idp_unavailable` before discovery has loaded.
     pub fn provider(&self) -> Result<Arc<Provider>, AppError> {
-        self.provider
-            .read()
-            .ok()
-            .and_then(|p| p.clone())
-            .ok_or_else(|| {
-                tracing::warn!("IdP discovery has not completed yet");
-                AppError::from(ErrorCode::IdpUnavailable)
-            })
+        self.provider.read().ok().and_then(|p| p.clone()).ok_or_else(|| {
+            tracing::warn!("IdP discovery has not completed yet");
+            AppError::from(ErrorCode::IdpUnavailable)
+        })
     }
 
     /// One discovery + JWKS load.
     pub async fn load(&self) -> Result<(), DiscoveryError> {
         let metadata = discovery::discover(&self.http, &self.settings.issuer).await?;
-        let jwks = Jwks::load(&self.http, metadata.jwks_uri.clone())
-            .await
-            .map_err(DiscoveryError::Invalid)?;
+        let jwks = Jwks::load(&self.http, metadata.jwks_uri.clone()).await.map_err(DiscoveryError::Invalid)?;
         let provider = Arc::new(Provider { metadata, jwks });
         if let Ok(mut p) = self.provider.write() {
             *p = Some(provider);

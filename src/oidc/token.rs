@@ -12,6 +12,8 @@ use url::form_urlencoded::{Serializer, byte_serialize};
 
 /// A missing `expires_in` means this many seconds (SPEC §3.3).
 pub const DEFAULT_EXPIRES_IN: i64 = 300;
+/// Larger `expires_in` values are clamped to this (one year).
+pub const MAX_EXPIRES_IN: i64 = 365 * 86400;
 
 #[derive(Debug, Clone)]
 pub struct TokenSet {
@@ -51,11 +53,7 @@ fn client_auth(settings: &OidcSettings, form: &mut Serializer<'_, String>) -> Op
     match settings.client_auth {
         ClientAuth::ClientSecretBasic => {
             // RFC 6749 §2.3.1: each part form-urlencoded before base64.
-            let pair = format!(
-                "{}:{}",
-                form_encode(&settings.client_id),
-                form_encode(settings.client_secret.expose())
-            );
+            let pair = format!("{}:{}", form_encode(&settings.client_id), form_encode(settings.client_secret.expose()));
             Some(format!("Basic {}", STANDARD.encode(pair)))
         }
         ClientAuth::ClientSecretPost => {
@@ -68,10 +66,7 @@ fn client_auth(settings: &OidcSettings, form: &mut Serializer<'_, String>) -> Op
 
 /// The form body and `Authorization` header (the serializer is not `Send`: finish it before
 /// any await).
-fn authenticated_form(
-    settings: &OidcSettings,
-    params: &[(&str, &str)],
-) -> (String, Option<String>) {
+fn authenticated_form(settings: &OidcSettings, params: &[(&str, &str)]) -> (String, Option<String>) {
     let mut form = Serializer::new(String::new());
     for (k, v) in params {
         form.append_pair(k, v);
@@ -88,37 +83,26 @@ async fn token_request(
 ) -> Result<TokenSet, TokenError> {
     let (form, auth) = authenticated_form(settings, params);
     let resp = http.post_form(endpoint, form, auth).await?;
-    let json: serde_json::Value = serde_json::from_slice(&resp.body)
-        .map_err(|_| TokenError::Unavailable("token endpoint answered non-JSON"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&resp.body).map_err(|_| TokenError::Unavailable("token endpoint answered non-JSON"))?;
     if resp.status.is_client_error() {
         return match json.get("error").and_then(|e| e.as_str()) {
             Some(code) => Err(TokenError::Refused(IdpErrorCode::filter(code))),
-            None => Err(TokenError::Unavailable(
-                "token endpoint answered 4xx without an OAuth error",
-            )),
+            None => Err(TokenError::Unavailable("token endpoint answered 4xx without an OAuth error")),
         };
     }
     if !resp.status.is_success() {
-        return Err(TokenError::Unavailable(
-            "token endpoint answered an error status",
-        ));
+        return Err(TokenError::Unavailable("token endpoint answered an error status"));
     }
     parse_token_response(&json)
 }
 
 fn parse_token_response(json: &serde_json::Value) -> Result<TokenSet, TokenError> {
-    let str_field = |k: &str| {
-        json.get(k)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-    };
-    let access_token = str_field("access_token").ok_or(TokenError::Unavailable(
-        "token response without access_token",
-    ))?;
+    let str_field = |k: &str| json.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    let access_token =
+        str_field("access_token").ok_or(TokenError::Unavailable("token response without access_token"))?;
     if !str_field("token_type").is_some_and(|t| t.eq_ignore_ascii_case("bearer")) {
-        return Err(TokenError::Unavailable(
-            "token response token_type is not Bearer",
-        ));
+        return Err(TokenError::Unavailable("token response token_type is not Bearer"));
     }
     let expires_in = match json.get("expires_in") {
         None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN,
@@ -127,9 +111,9 @@ fn parse_token_response(json: &serde_json::Value) -> Result<TokenSet, TokenError
             .or_else(|| v.as_f64().map(|f| f as i64))
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             .filter(|n| *n > 0)
-            .ok_or(TokenError::Unavailable(
-                "token response expires_in is not a positive number",
-            ))?,
+            .ok_or(TokenError::Unavailable("token response expires_in is not a positive number"))?
+            // Absurd lifetimes would overflow timestamps; a year is longer than any session.
+            .min(MAX_EXPIRES_IN),
     };
     Ok(TokenSet {
         access_token: Secret::new(access_token),
@@ -167,16 +151,7 @@ pub async fn refresh(
     settings: &OidcSettings,
     refresh_token: &str,
 ) -> Result<TokenSet, TokenError> {
-    token_request(
-        http,
-        endpoint,
-        settings,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ],
-    )
-    .await
+    token_request(http, endpoint, settings, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
 }
 
 /// RFC 7009. Best effort: the local logout happens whatever the IdP answers.
@@ -186,20 +161,12 @@ pub async fn revoke(
     settings: &OidcSettings,
     refresh_token: &str,
 ) -> Result<(), TokenError> {
-    let (form, auth) = authenticated_form(
-        settings,
-        &[
-            ("token", refresh_token),
-            ("token_type_hint", "refresh_token"),
-        ],
-    );
+    let (form, auth) = authenticated_form(settings, &[("token", refresh_token), ("token_type_hint", "refresh_token")]);
     let resp = http.post_form(endpoint, form, auth).await?;
     if resp.status.is_success() {
         Ok(())
     } else {
-        Err(TokenError::Unavailable(
-            "revocation endpoint answered an error status",
-        ))
+        Err(TokenError::Unavailable("revocation endpoint answered an error status"))
     }
 }
 
@@ -211,10 +178,7 @@ mod tests {
     #[test]
     fn token_response_rules() {
         let ok = json!({"access_token": "a", "token_type": "bearer", "id_token": "i"});
-        assert_eq!(
-            parse_token_response(&ok).map(|t| t.expires_in),
-            Ok(DEFAULT_EXPIRES_IN)
-        );
+        assert_eq!(parse_token_response(&ok).map(|t| t.expires_in), Ok(DEFAULT_EXPIRES_IN));
         let mac = json!({"access_token": "a", "token_type": "mac"});
         assert!(parse_token_response(&mac).is_err());
         let neg = json!({"access_token": "a", "token_type": "Bearer", "expires_in": 0});

@@ -58,12 +58,7 @@ pub fn upstream_request(incoming: &HeaderMap, f: &Forwarding<'_>) -> HeaderMap {
     let mut client_xff: Option<String> = None;
     for (name, value) in incoming {
         let n = name.as_str();
-        if is_hop_by_hop(name, &named)
-            || n == "host"
-            || n == "authorization"
-            || n == "forwarded"
-            || n == "x-real-ip"
-        {
+        if is_hop_by_hop(name, &named) || n == "host" || n == "authorization" || n == "forwarded" || n == "x-real-ip" {
             continue;
         }
         if n == "x-forwarded-for" {
@@ -96,10 +91,7 @@ pub fn upstream_request(incoming: &HeaderMap, f: &Forwarding<'_>) -> HeaderMap {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         out.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
-    out.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        f.proto.clone(),
-    );
+    out.insert(HeaderName::from_static("x-forwarded-proto"), f.proto.clone());
     out.insert(HeaderName::from_static("x-forwarded-host"), f.host.clone());
     if let Some(id) = f.request_id {
         out.insert(HeaderName::from_static("x-request-id"), id.clone());
@@ -116,16 +108,8 @@ fn strip_own_cookies(names: &CookieNames, value: &HeaderValue) -> Option<HeaderV
     if !s.split(';').any(|p| is_own_cookie(names, p.trim_start())) {
         return Some(value.clone());
     }
-    let kept: Vec<&str> = s
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && !is_own_cookie(names, p))
-        .collect();
-    if kept.is_empty() {
-        None
-    } else {
-        HeaderValue::from_str(&kept.join("; ")).ok()
-    }
+    let kept: Vec<&str> = s.split(';').map(str::trim).filter(|p| !p.is_empty() && !is_own_cookie(names, p)).collect();
+    if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
 }
 
 /// Clean an upstream response's headers in place: hop-by-hop fields, `Access-Control-*`, and
@@ -143,18 +127,11 @@ pub fn downstream_response(headers: &mut HeaderMap, names: &CookieNames, forward
     if !headers.contains_key(header::SET_COOKIE) {
         return;
     }
-    let cookies: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .cloned()
-        .collect();
+    let cookies: Vec<HeaderValue> = headers.get_all(header::SET_COOKIE).iter().cloned().collect();
     headers.remove(header::SET_COOKIE);
     if forward_set_cookie {
         for c in cookies {
-            let own = c
-                .to_str()
-                .map(|s| is_own_cookie(names, s.trim_start()))
-                .unwrap_or(true);
+            let own = c.to_str().map(|s| is_own_cookie(names, s.trim_start())).unwrap_or(true);
             if !own {
                 headers.append(header::SET_COOKIE, c);
             }
@@ -181,25 +158,16 @@ mod tests {
     fn request_rewrite_removes_what_the_spec_says() {
         let n = names();
         let mut h = HeaderMap::new();
-        h.insert(
-            "cookie",
-            HeaderValue::from_static("theme=dark; __Host-bff=secret; __Host-bff-tx.abc=t; lang=en"),
-        );
+        h.insert("cookie", HeaderValue::from_static("theme=dark; __Host-bff=secret; __Host-bff-tx.abc=t; lang=en"));
         h.insert("authorization", HeaderValue::from_static("Basic Zm9v"));
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("x-custom", HeaderValue::from_static("kept"));
-        let (proto, host) = (
-            HeaderValue::from_static("https"),
-            HeaderValue::from_static("app.example.com"),
-        );
+        let (proto, host) = (HeaderValue::from_static("https"), HeaderValue::from_static("app.example.com"));
         let f = Forwarding {
             names: &n,
             peer: "10.0.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
@@ -225,10 +193,7 @@ mod tests {
     fn response_filter_drops_own_cookies_and_cors() {
         let n = names();
         let mut h = HeaderMap::new();
-        h.append(
-            "set-cookie",
-            HeaderValue::from_static("__Host-bff=evil; Path=/"),
-        );
+        h.append("set-cookie", HeaderValue::from_static("__Host-bff=evil; Path=/"));
         h.append("set-cookie", HeaderValue::from_static("pref=1; Path=/"));
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
         h.insert("content-type", HeaderValue::from_static("text/plain"));

@@ -27,12 +27,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(settings: &Settings) -> Result<Self, reqwest::Error> {
-        let longest = settings
-            .routes
-            .iter()
-            .map(|r| r.timeout)
-            .max()
-            .unwrap_or(Duration::from_secs(30));
+        let longest = settings.routes.iter().map(|r| r.timeout).max().unwrap_or(Duration::from_secs(30));
         let client = reqwest::Client::builder()
             // Upstream redirects go back to the browser; following them could leak the token.
             .redirect(reqwest::redirect::Policy::none())
@@ -66,9 +61,7 @@ fn upstream_url(route: &Route, path: &str, query: Option<&str>) -> Option<reqwes
     } else {
         path
     };
-    let mut s = String::with_capacity(
-        route.upstream.len() + forwarded.len() + query.map_or(0, |q| q.len() + 1),
-    );
+    let mut s = String::with_capacity(route.upstream.len() + forwarded.len() + query.map_or(0, |q| q.len() + 1));
     s.push_str(&route.upstream);
     s.push_str(forwarded);
     if let Some(q) = query {
@@ -89,12 +82,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         tracing::warn!("path refused before routing");
         return AppError::from(ErrorCode::InvalidPath).into_response();
     }
-    let Some(route) = state
-        .settings
-        .routes
-        .iter()
-        .find(|r| r.matches(req.uri().path()))
-    else {
+    let Some(route) = state.settings.routes.iter().find(|r| r.matches(req.uri().path())) else {
         return match &state.static_files {
             Some(files) => match tower::ServiceExt::oneshot(files.clone(), req).await {
                 Ok(r) => r.into_response(),
@@ -174,16 +162,11 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     };
     let out_headers = headers::upstream_request(req.headers(), &fwd);
     let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
-        || req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+        || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
     let method = req.method().clone();
     let mut builder = state.proxy.client.request(method, url).headers(out_headers);
     if has_body {
-        builder = builder.body(reqwest::Body::wrap_stream(
-            req.into_body().into_data_stream(),
-        ));
+        builder = builder.body(reqwest::Body::wrap_stream(req.into_body().into_data_stream()));
     }
     let started = Instant::now();
     let result = tokio::time::timeout(route.timeout, builder.send()).await;
@@ -221,11 +204,6 @@ fn client_ip_and_trust(state: &AppState, req: &Request) -> (std::net::IpAddr, bo
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or_else(|| client_ip(state, req));
-    let trusted = state
-        .settings
-        .server
-        .trusted_proxies
-        .iter()
-        .any(|n| in_net(peer, *n));
+    let trusted = state.settings.server.trusted_proxies.iter().any(|n| in_net(peer, *n));
     (peer, trusted)
 }

@@ -4,10 +4,19 @@ use crate::error::{AppError, ErrorCode};
 use axum::body::Body;
 use serde::de::DeserializeOwned;
 
-pub async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, AppError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+/// Read a JSON body of at most `limit` bytes, arriving within `deadline` (a slow-trickled body
+/// must not hold a connection).
+pub async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<T, AppError> {
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+        tracing::warn!("request body not received in time");
+        AppError::from(ErrorCode::InvalidRequest)
+    })?;
+    let bytes = read.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
             tracing::warn!("request body above max_body_bytes");
             AppError::from(ErrorCode::PayloadTooLarge)

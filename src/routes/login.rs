@@ -18,26 +18,19 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 pub fn navigation_router() -> Router<AppState> {
-    Router::new()
-        .route("/login", get(login_get))
-        .route("/callback", get(callback_get))
+    Router::new().route("/login", get(login_get)).route("/callback", get(callback_get))
 }
 
 pub fn spa_router() -> Router<AppState> {
-    Router::new()
-        .route("/login/start", post(login_start))
-        .route("/login/end", post(login_end))
+    Router::new().route("/login/start", post(login_start)).route("/login/end", post(login_end))
 }
 
 fn redirect(location: &str, cookies: Vec<String>) -> Response {
     let mut r = StatusCode::FOUND.into_response();
     let h = r.headers_mut();
-    match HeaderValue::from_str(location) {
-        Ok(v) => {
-            h.insert(header::LOCATION, v);
-        }
-        Err(_) => return AppError::from(ErrorCode::InvalidReturnTo).into_response(),
-    }
+    // Every location here was validated (return_to, the IdP URL built by `url`); fall back to
+    // the root rather than answering a 302 without Location.
+    h.insert(header::LOCATION, HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/")));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     append_set_cookies(h, cookies);
     r
@@ -46,10 +39,7 @@ fn redirect(location: &str, cookies: Vec<String>) -> Response {
 fn json_with_cookies(body: Vec<u8>, cookies: Vec<String>) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     append_set_cookies(h, cookies);
     r
@@ -81,14 +71,11 @@ struct StartBody {
 async fn login_start(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let limit = state.settings.server.max_body_bytes;
-    let empty = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v == "0");
+    let empty = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0");
     let start: StartBody = if empty {
         StartBody::default()
     } else {
-        match read_json(body, limit).await {
+        match read_json(body, limit, state.settings.server.header_read_timeout).await {
             Ok(b) => b,
             Err(e) => return e.into_response(),
         }
@@ -96,8 +83,7 @@ async fn login_start(State(state): State<AppState>, req: Request) -> Response {
     match login::start(&state, &parts.headers, start.return_to.as_deref()) {
         Ok((url, cookies)) => {
             let body =
-                serde_json::to_vec(&serde_json::json!({ "authorization_url": url.as_str() }))
-                    .unwrap_or_default();
+                serde_json::to_vec(&serde_json::json!({ "authorization_url": url.as_str() })).unwrap_or_default();
             json_with_cookies(body, cookies)
         }
         Err(e) => e.into_response(),
@@ -112,11 +98,7 @@ async fn callback_get(State(state): State<AppState>, req: Request) -> Response {
     };
     let peer = client_ip(&state, &req);
     match login::complete(&state, req.headers(), params, peer).await {
-        Ok(Completed::Session {
-            return_to,
-            set_cookies,
-            ..
-        }) => redirect(&return_to, set_cookies),
+        Ok(Completed::Session { return_to, set_cookies, .. }) => redirect(&return_to, set_cookies),
         Ok(Completed::AlreadyDone { return_to }) => redirect(&return_to, vec![]),
         Err((e, cookies)) => {
             let mut r = e.into_navigational(error_url);
@@ -139,13 +121,7 @@ struct EndBody {
 
 fn params_from_end(state: &AppState, body: EndBody) -> Result<CallbackParams, AppError> {
     let Some(url) = body.url else {
-        return Ok(CallbackParams {
-            code: body.code,
-            state: body.state,
-            iss: body.iss,
-            error: body.error,
-            ..Default::default()
-        });
+        return Ok(CallbackParams { code: body.code, state: body.state, iss: body.iss, error: body.error });
     };
     if body.code.is_some() || body.state.is_some() || body.iss.is_some() || body.error.is_some() {
         return Err(ErrorCode::InvalidRequest.into());
@@ -166,32 +142,24 @@ fn params_from_end(state: &AppState, body: EndBody) -> Result<CallbackParams, Ap
 async fn login_end(State(state): State<AppState>, req: Request) -> Response {
     let peer = client_ip(&state, &req);
     let (parts, body): (_, Body) = req.into_parts();
-    let end: EndBody = match read_json(body, state.settings.server.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+    let end: EndBody =
+        match read_json(body, state.settings.server.max_body_bytes, state.settings.server.header_read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
     let params = match params_from_end(&state, end) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     let t = now();
     match login::complete(&state, &parts.headers, params, peer).await {
-        Ok(Completed::Session {
-            session,
-            return_to,
-            set_cookies,
-        }) => json_with_cookies(
-            session_body(&state, &session, t, Some(&return_to)),
-            set_cookies,
-        ),
-        Ok(Completed::AlreadyDone { return_to }) => {
-            match session::load(&state, &parts.headers, t) {
-                Loaded::Live(s) => {
-                    json_with_cookies(session_body(&state, &s, t, Some(&return_to)), vec![])
-                }
-                Loaded::Anonymous { .. } => AppError::from(ErrorCode::InvalidState).into_response(),
-            }
+        Ok(Completed::Session { session, return_to, set_cookies }) => {
+            json_with_cookies(session_body(&state, &session, t, Some(&return_to)), set_cookies)
         }
+        Ok(Completed::AlreadyDone { return_to }) => match session::load(&state, &parts.headers, t) {
+            Loaded::Live(s) => json_with_cookies(session_body(&state, &s, t, Some(&return_to)), vec![]),
+            Loaded::Anonymous { .. } => AppError::from(ErrorCode::InvalidState).into_response(),
+        },
         Err((e, cookies)) => {
             let mut r = e.into_response();
             append_set_cookies(r.headers_mut(), cookies);

@@ -36,18 +36,8 @@ fn clear_all(state: &AppState, headers: &HeaderMap) -> Vec<String> {
 async fn end(state: &AppState, session: &Session) -> Option<String> {
     state.refresher.forget(state, session);
     let provider = state.oidc.provider().ok()?;
-    if let (Some(rt), Some(endpoint)) = (
-        &session.refresh_token,
-        &provider.metadata.revocation_endpoint,
-    ) {
-        match token::revoke(
-            &state.oidc.http,
-            endpoint,
-            &state.settings.oidc,
-            rt.expose(),
-        )
-        .await
-        {
+    if let (Some(rt), Some(endpoint)) = (&session.refresh_token, &provider.metadata.revocation_endpoint) {
+        match token::revoke(&state.oidc.http, endpoint, &state.settings.oidc, rt.expose()).await {
             Ok(()) => tracing::info!("refresh token revoked at the IdP"),
             Err(e) => tracing::warn!(error = %e, "refresh token revocation failed"),
         }
@@ -55,10 +45,7 @@ async fn end(state: &AppState, session: &Session) -> Option<String> {
     let mut url = provider.metadata.end_session_endpoint.clone()?;
     url.query_pairs_mut()
         .append_pair("id_token_hint", session.id_token.expose())
-        .append_pair(
-            "post_logout_redirect_uri",
-            &state.settings.oidc.post_logout_redirect_uri,
-        )
+        .append_pair("post_logout_redirect_uri", &state.settings.oidc.post_logout_redirect_uri)
         .append_pair("client_id", &state.settings.oidc.client_id)
         .append_pair("state", &random_urlsafe(16));
     Some(url.into())
@@ -73,14 +60,10 @@ async fn logout_post(State(state): State<AppState>, headers: HeaderMap) -> Respo
         }
         Loaded::Anonymous { .. } => None,
     };
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "logout_url": logout_url })).unwrap_or_default();
+    let body = serde_json::to_vec(&serde_json::json!({ "logout_url": logout_url })).unwrap_or_default();
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     append_set_cookies(h, clear_all(&state, &headers));
     r
@@ -94,9 +77,7 @@ struct SidQuery {
 async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
     let error_url = state.settings.server.error_url.as_ref();
     let invalid = || AppError::from(ErrorCode::InvalidLogoutRequest).into_navigational(error_url);
-    let sid = serde_urlencoded::from_str::<SidQuery>(req.uri().query().unwrap_or(""))
-        .ok()
-        .and_then(|q| q.sid);
+    let sid = serde_urlencoded::from_str::<SidQuery>(req.uri().query().unwrap_or("")).ok().and_then(|q| q.sid);
     let Some(sid) = sid else {
         tracing::warn!("GET /logout without sid");
         return invalid();
@@ -108,15 +89,13 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
             return invalid();
         }
     };
-    let target = end(&state, &session)
-        .await
-        .unwrap_or_else(|| state.settings.oidc.post_logout_redirect_uri.clone());
+    let target = end(&state, &session).await.unwrap_or_else(|| state.settings.oidc.post_logout_redirect_uri.clone());
     tracing::info!("session ended by GET /logout");
     let mut r = StatusCode::FOUND.into_response();
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&target) {
-        h.insert(header::LOCATION, v);
-    }
+    let fallback =
+        HeaderValue::from_str(&state.settings.oidc.post_logout_redirect_uri).unwrap_or(HeaderValue::from_static("/"));
+    h.insert(header::LOCATION, HeaderValue::from_str(&target).unwrap_or(fallback));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     append_set_cookies(h, clear_all(&state, req.headers()));
     r

@@ -22,19 +22,9 @@ pub fn router(state: AppState) -> Router {
         .merge(login::spa_router())
         .merge(session::router())
         .merge(logout::spa_router())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::csrf,
-        ));
-    let bff = Router::new()
-        .merge(spa)
-        .merge(login::navigation_router())
-        .merge(logout::navigation_router());
-    let bff = if base.is_empty() {
-        bff
-    } else {
-        Router::new().nest(&base, bff)
-    };
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::csrf));
+    let bff = Router::new().merge(spa).merge(login::navigation_router()).merge(logout::navigation_router());
+    let bff = if base.is_empty() { bff } else { Router::new().nest(&base, bff) };
     let mut app = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -43,15 +33,9 @@ pub fn router(state: AppState) -> Router {
     // Proxied routes, then the SPA's static files, then 404: all decided in one handler so
     // that the path check of SPEC §6 runs before any of them.
     app = app.fallback(crate::proxy::handle);
-    app.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        middleware::cors,
-    ))
-    .layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        middleware::observe,
-    ))
-    .with_state(state)
+    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::cors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
 }
 
 async fn method_not_allowed() -> impl IntoResponse {

@@ -32,8 +32,7 @@ pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&
         out,
         ",\"expires_at\":{},\"session_expires_at\":{},\"bff_logout_url\":",
         s.access_expires_at,
-        s.expires_at(state.settings.session.idle_timeout_secs)
-            .max(now)
+        s.expires_at(state.settings.session.idle_timeout_secs).max(now)
     );
     let mut logout = String::with_capacity(state.logout_path_prefix.len() + 32);
     logout.push_str(&state.logout_path_prefix);
@@ -54,10 +53,7 @@ pub fn anonymous(state: &AppState, clear: bool, error: Option<&str>) -> Response
     };
     let mut r = (StatusCode::UNAUTHORIZED, body).into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if clear {
         append_set_cookies(h, state.cookies.clear_session());
@@ -83,10 +79,7 @@ async fn session_get(State(state): State<AppState>, headers: HeaderMap) -> Respo
     };
     let mut r = (StatusCode::OK, session_body(&state, &s, t, None)).into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     append_set_cookies(h, set_cookies);
     r

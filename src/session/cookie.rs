@@ -14,6 +14,8 @@ use http::header::{COOKIE, SET_COOKIE};
 pub const MAX_CHUNKS: usize = 8;
 /// Browsers keep at least 4096 bytes per cookie including its name and attributes.
 pub const CHUNK_BYTES: usize = 3800;
+/// The largest sealed session that fits in `MAX_CHUNKS` cookies (the count prefix included).
+pub const MAX_SEALED_BYTES: usize = MAX_CHUNKS * CHUNK_BYTES - 2;
 
 /// Cookie names and attributes, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -38,13 +40,7 @@ impl CookieNames {
         }
     }
 
-    fn build<'a>(
-        &self,
-        name: &'a str,
-        value: String,
-        max_age: i64,
-        same_site: cookie::SameSite,
-    ) -> Cookie<'a> {
+    fn build<'a>(&self, name: &'a str, value: String, max_age: i64, same_site: cookie::SameSite) -> Cookie<'a> {
         Cookie::build((name, value))
             .http_only(true)
             .secure(self.secure)
@@ -63,40 +59,31 @@ impl CookieNames {
 
     /// A Set-Cookie line for one cookie of this app; `max_age` 0 expires it.
     pub fn set_cookie(&self, name: &str, value: String, max_age: i64, lax: bool) -> String {
-        let ss = if lax {
-            cookie::SameSite::Lax
-        } else {
-            self.session_same_site()
-        };
+        let ss = if lax { cookie::SameSite::Lax } else { self.session_same_site() };
         self.build(name, value, max_age, ss).to_string()
     }
 
-    /// Set-Cookie lines that store `sealed` and expire every other session name.
+    /// Set-Cookie lines that store `sealed` and expire every other session name. A session
+    /// above `MAX_SEALED_BYTES` cannot be stored: it is cleared instead (callers check first).
     pub fn write_session(&self, sealed: &str, max_age: i64) -> Vec<String> {
+        if sealed.len() > MAX_SEALED_BYTES {
+            tracing::error!(bytes = sealed.len(), "session too large for 8 cookie chunks; ending it");
+            return self.clear_session();
+        }
         let mut out = Vec::with_capacity(MAX_CHUNKS + 1);
         if sealed.len() <= CHUNK_BYTES {
             out.push(self.set_cookie(&self.session, sealed.to_owned(), max_age, false));
-            out.extend(
-                self.chunks
-                    .iter()
-                    .map(|n| self.set_cookie(n, String::new(), 0, false)),
-            );
+            out.extend(self.chunks.iter().map(|n| self.set_cookie(n, String::new(), 0, false)));
             return out;
         }
-        let pieces: Vec<&str> = sealed
-            .as_bytes()
-            .chunks(CHUNK_BYTES)
-            .filter_map(|c| std::str::from_utf8(c).ok())
-            .collect();
+        let pieces: Vec<&str> =
+            sealed.as_bytes().chunks(CHUNK_BYTES).filter_map(|c| std::str::from_utf8(c).ok()).collect();
         out.push(self.set_cookie(&self.session, String::new(), 0, false));
         for (i, name) in self.chunks.iter().enumerate() {
             match pieces.get(i) {
-                Some(piece) if i == 0 => out.push(self.set_cookie(
-                    name,
-                    format!("{}.{piece}", pieces.len()),
-                    max_age,
-                    false,
-                )),
+                Some(piece) if i == 0 => {
+                    out.push(self.set_cookie(name, format!("{}.{piece}", pieces.len()), max_age, false))
+                }
                 Some(piece) => out.push(self.set_cookie(name, (*piece).to_owned(), max_age, false)),
                 None => out.push(self.set_cookie(name, String::new(), 0, false)),
             }
@@ -132,9 +119,7 @@ impl<'a> SessionCookie<'a> {
                 };
                 if name == names.session {
                     found.single = Some(value);
-                } else if let Some(suffix) = name
-                    .strip_prefix(names.session.as_str())
-                    .and_then(|r| r.strip_prefix('.'))
+                } else if let Some(suffix) = name.strip_prefix(names.session.as_str()).and_then(|r| r.strip_prefix('.'))
                 {
                     if let [d @ b'0'..=b'7'] = suffix.as_bytes() {
                         found.chunks[usize::from(d - b'0')] = Some(value);

@@ -24,22 +24,16 @@ pub enum Loaded {
 pub fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Loaded {
     let found = SessionCookie::from_headers(&state.cookies, headers);
     if !found.is_present() {
-        return Loaded::Anonymous {
-            stale_cookie: false,
-        };
+        return Loaded::Anonymous { stale_cookie: false };
     }
     match found.open(&state.cookies, &state.keys) {
-        Some(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => {
-            Loaded::Live(Box::new(s))
-        }
+        Some(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => Loaded::Live(Box::new(s)),
         Some(_) => {
             tracing::debug!("session cookie expired");
             Loaded::Anonymous { stale_cookie: true }
         }
         None => {
-            tracing::info!(
-                "session cookie did not open (tampered, truncated, mixed or unknown key)"
-            );
+            tracing::info!("session cookie did not open (tampered, truncated, mixed or unknown key)");
             Loaded::Anonymous { stale_cookie: true }
         }
     }
@@ -49,7 +43,5 @@ pub fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Loaded {
 pub fn write(state: &AppState, session: &mut Session, now: i64) -> Vec<String> {
     session.sealed_at = now;
     let sealed = cookie::seal_session(&state.cookies, &state.keys, session);
-    state
-        .cookies
-        .write_session(&sealed, session.absolute_expires_at - now)
+    state.cookies.write_session(&sealed, session.absolute_expires_at - now)
 }

@@ -50,8 +50,7 @@ impl Session {
 
     /// The earlier of idle and absolute expiry.
     pub fn expires_at(&self, idle_timeout_secs: u64) -> i64 {
-        self.idle_expires_at(idle_timeout_secs)
-            .min(self.absolute_expires_at)
+        self.idle_expires_at(idle_timeout_secs).min(self.absolute_expires_at)
     }
 
     pub fn is_live(&self, now: i64, idle_timeout_secs: u64) -> bool {
@@ -70,6 +69,19 @@ impl Session {
     pub fn claims_json(&self) -> Option<Vec<u8>> {
         let payload = self.id_token.expose().split('.').nth(1)?;
         URL_SAFE_NO_PAD.decode(payload).ok()
+    }
+
+    /// The stored ID token's audiences, sorted (to compare with a refreshed token's).
+    pub fn audience(&self) -> Vec<String> {
+        #[derive(serde::Deserialize)]
+        struct Aud {
+            aud: Option<crate::oidc::id_token::Audience>,
+        }
+        self.claims_json()
+            .and_then(|c| serde_json::from_slice::<Aud>(&c).ok())
+            .and_then(|a| a.aud)
+            .map(crate::oidc::id_token::Audience::sorted)
+            .unwrap_or_default()
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

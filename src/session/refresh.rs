@@ -120,13 +120,7 @@ impl Refresher {
             cache.retain(|_, e| e.expires_at > now);
         }
         if cache.len() < MAX_CACHE_ENTRIES {
-            cache.insert(
-                id,
-                CacheEntry {
-                    sealed,
-                    expires_at: now + state.settings.oidc.refresh_grace_secs as i64,
-                },
-            );
+            cache.insert(id, CacheEntry { sealed, expires_at: now + state.settings.oidc.refresh_grace_secs as i64 });
         }
     }
 
@@ -151,11 +145,7 @@ fn encode_id(id: &[u8; 32]) -> String {
 
 fn decode_id(s: &str) -> Option<[u8; 32]> {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .ok()?
-        .try_into()
-        .ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?.try_into().ok()
 }
 
 fn apply(session: &mut Session, fresh: &Fresh, from: &[u8; 32]) {
@@ -175,11 +165,7 @@ fn apply(session: &mut Session, fresh: &Fresh, from: &[u8; 32]) {
 }
 
 /// Bring `session`'s access token up to date. Ok(true) when it changed and must be re-sealed.
-pub async fn ensure_fresh(
-    state: &AppState,
-    session: &mut Session,
-    when: When,
-) -> Result<bool, RefreshFailure> {
+pub async fn ensure_fresh(state: &AppState, session: &mut Session, when: When) -> Result<bool, RefreshFailure> {
     let mut changed = false;
     // A cached answer may itself be stale (a chain of rotations within the grace period):
     // follow at most a few links.
@@ -219,18 +205,9 @@ pub async fn ensure_fresh(
             inflight
                 .entry(id)
                 .or_insert_with(|| {
-                    let task = tokio::spawn(run_refresh(
-                        state.clone(),
-                        id,
-                        rt.clone(),
-                        session.sub.clone(),
-                    ));
-                    async move {
-                        task.await
-                            .unwrap_or(Outcome::Temporary(ErrorCode::IdpUnavailable))
-                    }
-                    .boxed()
-                    .shared()
+                    let original = Original { sub: session.sub.clone(), aud: session.audience() };
+                    let task = tokio::spawn(run_refresh(state.clone(), id, rt.clone(), original));
+                    async move { task.await.unwrap_or(Outcome::Temporary(ErrorCode::IdpUnavailable)) }.boxed().shared()
                 })
                 .clone()
         };
@@ -257,8 +234,15 @@ pub async fn ensure_fresh(
 
 /// One refresh-token grant; always completes (it runs in its own task), caches its result and
 /// leaves the in-flight map.
-async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, sub: String) -> Outcome {
-    let outcome = refresh_grant(&state, &rt, &sub).await;
+/// What a refreshed ID token must keep (OIDC Core §12.2; `iss` is fixed by configuration and
+/// checked exactly by validation).
+struct Original {
+    sub: String,
+    aud: Vec<String>,
+}
+
+async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Original) -> Outcome {
+    let outcome = refresh_grant(&state, &rt, &original).await;
     let t = now();
     if let Outcome::Refreshed(fresh) = &outcome {
         state.refresher.store(&state, id, rt.expose(), fresh, t);
@@ -269,37 +253,24 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, sub: String) -> 
     outcome
 }
 
-async fn refresh_grant(state: &AppState, rt: &Secret, sub: &str) -> Outcome {
+async fn refresh_grant(state: &AppState, rt: &Secret, original: &Original) -> Outcome {
     let Ok(provider) = state.oidc.provider() else {
         return Outcome::Temporary(ErrorCode::IdpUnavailable);
     };
     let settings = &state.settings.oidc;
     let started = now();
-    let tokens = match token::refresh(
-        &state.oidc.http,
-        &provider.metadata.token_endpoint,
-        settings,
-        rt.expose(),
-    )
-    .await
+    let tokens = match token::refresh(&state.oidc.http, &provider.metadata.token_endpoint, settings, rt.expose()).await
     {
         Ok(t) => t,
         Err(TokenError::Refused(code)) => {
-            tracing::info!(
-                idp_error = code.as_str(),
-                "IdP refused the refresh token; ending the session"
-            );
+            tracing::info!(idp_error = code.as_str(), "IdP refused the refresh token; ending the session");
             metrics::counter!("bff_refresh_total", "result" => "refused").increment(1);
             return Outcome::Refused;
         }
         Err(e) => {
             tracing::warn!(error = %e, "refresh failed");
             metrics::counter!("bff_refresh_total", "result" => "error").increment(1);
-            let code = if e == TokenError::Timeout {
-                ErrorCode::IdpTimeout
-            } else {
-                ErrorCode::IdpUnavailable
-            };
+            let code = if e == TokenError::Timeout { ErrorCode::IdpTimeout } else { ErrorCode::IdpUnavailable };
             return Outcome::Temporary(code);
         }
     };
@@ -310,29 +281,31 @@ async fn refresh_grant(state: &AppState, rt: &Secret, sub: &str) -> Outcome {
             client_secret: settings.client_secret.expose(),
             algorithms: &settings.id_token_signing_algs,
             clock_skew_secs: settings.clock_skew_secs,
+            // auth_time was checked at login; a refresh does not re-authenticate.
+            max_age: None,
             nonce: None,
-            sub: Some(sub),
+            sub: Some(&original.sub),
             access_token: Some(tokens.access_token.expose()),
             now: started,
         };
-        if let Err(e) = id_token::validate(
-            new_id.expose(),
-            &expectations,
-            &provider.jwks,
-            &state.oidc.http,
-        )
-        .await
-        {
-            tracing::warn!(reason = %e, "refreshed ID token refused; ending the session");
-            metrics::counter!("bff_refresh_total", "result" => "invalid_id_token").increment(1);
-            return Outcome::Refused;
+        match id_token::validate(new_id.expose(), &expectations, &provider.jwks, &state.oidc.http).await {
+            Ok(valid) if valid.aud == original.aud => {}
+            Ok(_) => {
+                tracing::warn!("refreshed ID token names other audiences; ending the session");
+                metrics::counter!("bff_refresh_total", "result" => "invalid_id_token").increment(1);
+                return Outcome::Refused;
+            }
+            // The IdP's keys could not be fetched: not the session's fault.
+            Err(id_token::IdTokenError::KeysUnavailable) => return Outcome::Temporary(ErrorCode::IdpUnavailable),
+            Err(e) => {
+                tracing::warn!(reason = %e, "refreshed ID token refused; ending the session");
+                metrics::counter!("bff_refresh_total", "result" => "invalid_id_token").increment(1);
+                return Outcome::Refused;
+            }
         }
     }
     metrics::counter!("bff_refresh_total", "result" => "ok").increment(1);
-    tracing::info!(
-        has_refresh_token = tokens.refresh_token.is_some(),
-        "access token refreshed"
-    );
+    tracing::info!(has_refresh_token = tokens.refresh_token.is_some(), "access token refreshed");
     Outcome::Refreshed(Arc::new(Fresh {
         access_token: tokens.access_token,
         expires_at: started + tokens.expires_in,

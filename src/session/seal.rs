@@ -83,11 +83,7 @@ impl Keyring {
                 let _ = hk.expand(b"refresh-cache-id", &mut cache_key);
                 KeyEntry {
                     kid,
-                    ciphers: [
-                        cipher(Purpose::Session),
-                        cipher(Purpose::Tx),
-                        cipher(Purpose::RefreshCache),
-                    ],
+                    ciphers: [cipher(Purpose::Session), cipher(Purpose::Tx), cipher(Purpose::RefreshCache)],
                     cache_key,
                 }
             })
@@ -117,13 +113,7 @@ impl Keyring {
         out.extend_from_slice(&key.kid);
         out.extend_from_slice(&nonce);
         // Encryption with a valid key and in-memory buffers cannot fail.
-        match key.ciphers[purpose.index()].encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        ) {
+        match key.ciphers[purpose.index()].encrypt(&nonce, Payload { msg: plaintext, aad: &aad }) {
             Ok(ct) => out.extend_from_slice(&ct),
             Err(_) => return String::new(),
         }
@@ -142,15 +132,7 @@ impl Keyring {
         nonce.copy_from_slice(&raw[1 + KID_LEN..HEADER_LEN]);
         let aad = Self::aad(kid, purpose, name);
         self.keys.iter().filter(|k| k.kid == kid).find_map(|k| {
-            k.ciphers[purpose.index()]
-                .decrypt(
-                    &nonce,
-                    Payload {
-                        msg: &raw[HEADER_LEN..],
-                        aad: &aad,
-                    },
-                )
-                .ok()
+            k.ciphers[purpose.index()].decrypt(&nonce, Payload { msg: &raw[HEADER_LEN..], aad: &aad }).ok()
         })
     }
 }
@@ -184,17 +166,7 @@ impl Keyring {
         let cipher = self.token_cipher(token)?;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let mut out = nonce.to_vec();
-        out.extend(
-            cipher
-                .encrypt(
-                    &nonce,
-                    Payload {
-                        msg: plaintext,
-                        aad: b"refresh-cache",
-                    },
-                )
-                .ok()?,
-        );
+        out.extend(cipher.encrypt(&nonce, Payload { msg: plaintext, aad: b"refresh-cache" }).ok()?);
         Some(out)
     }
 
@@ -205,15 +177,7 @@ impl Keyring {
         let cipher = self.token_cipher(token)?;
         let mut nonce = XNonce::default();
         nonce.copy_from_slice(&sealed[..NONCE_LEN]);
-        cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &sealed[NONCE_LEN..],
-                    aad: b"refresh-cache",
-                },
-            )
-            .ok()
+        cipher.decrypt(&nonce, Payload { msg: &sealed[NONCE_LEN..], aad: b"refresh-cache" }).ok()
     }
 }
 
@@ -222,22 +186,14 @@ mod tests {
     use super::*;
 
     fn ring(seeds: &[u8]) -> Keyring {
-        Keyring::new(
-            &seeds
-                .iter()
-                .map(|s| KeyMaterial([*s; 32]))
-                .collect::<Vec<_>>(),
-        )
+        Keyring::new(&seeds.iter().map(|s| KeyMaterial([*s; 32])).collect::<Vec<_>>())
     }
 
     #[test]
     fn round_trips_and_binds_name_and_purpose() {
         let r = ring(&[1]);
         let s = r.seal(Purpose::Session, "__Host-bff", b"hello");
-        assert_eq!(
-            r.open(Purpose::Session, "__Host-bff", &s).as_deref(),
-            Some(&b"hello"[..])
-        );
+        assert_eq!(r.open(Purpose::Session, "__Host-bff", &s).as_deref(), Some(&b"hello"[..]));
         assert_eq!(r.open(Purpose::Session, "bff", &s), None);
         assert_eq!(r.open(Purpose::Tx, "__Host-bff", &s), None);
     }
@@ -246,16 +202,10 @@ mod tests {
     fn refresh_cache_entries_open_only_with_their_token() {
         let r = ring(&[1]);
         let sealed = r.seal_for_token("rt-1", b"tokens").unwrap_or_default();
-        assert_eq!(
-            r.open_for_token("rt-1", &sealed).as_deref(),
-            Some(&b"tokens"[..])
-        );
+        assert_eq!(r.open_for_token("rt-1", &sealed).as_deref(), Some(&b"tokens"[..]));
         assert!(r.open_for_token("rt-2", &sealed).is_none());
         assert_ne!(r.refresh_cache_id("rt-1"), r.refresh_cache_id("rt-2"));
-        assert_ne!(
-            r.refresh_cache_id("rt-1"),
-            ring(&[2]).refresh_cache_id("rt-1")
-        );
+        assert_ne!(r.refresh_cache_id("rt-1"), ring(&[2]).refresh_cache_id("rt-1"));
     }
 
     #[test]
@@ -273,10 +223,7 @@ mod tests {
         let mut bytes = s.clone().into_bytes();
         let mid = bytes.len() / 2;
         bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
-        assert!(
-            r.open(Purpose::Session, "n", &String::from_utf8_lossy(&bytes))
-                .is_none()
-        );
+        assert!(r.open(Purpose::Session, "n", &String::from_utf8_lossy(&bytes)).is_none());
         assert!(r.open(Purpose::Session, "n", &s[..s.len() - 3]).is_none());
         assert!(r.open(Purpose::Session, "n", "").is_none());
         assert!(r.open(Purpose::Session, "n", "!!!").is_none());

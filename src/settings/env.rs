@@ -13,27 +13,16 @@ pub struct BffEnvironment {
 
 impl BffEnvironment {
     pub fn from_process() -> Self {
-        Self::from_vars(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        Self::from_vars(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
     }
 
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self {
-            vars: vars
-                .into_iter()
-                .filter(|(k, _)| split_name(k).is_some())
-                .collect(),
-        }
+        Self { vars: vars.into_iter().filter(|(k, _)| split_name(k).is_some()).collect() }
     }
 
     /// Problems found while reading the variables (unknown keys, non-numeric integers…).
     pub fn problems(&self) -> Vec<String> {
-        self.vars
-            .iter()
-            .filter_map(|(name, value)| typed(name, value).err())
-            .collect()
+        self.vars.iter().filter_map(|(name, value)| typed(name, value).err()).collect()
     }
 }
 
@@ -41,27 +30,18 @@ impl BffEnvironment {
 fn split_name(name: &str) -> Option<(String, String)> {
     let rest = name.strip_prefix("BFF_")?;
     let (section, key) = rest.split_once("__")?;
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-    };
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
     (valid(section) && valid(key)).then(|| (section.to_ascii_lowercase(), key.to_ascii_lowercase()))
 }
 
 fn typed(name: &str, value: &str) -> Result<(String, ValueKind), String> {
-    let (section, key) =
-        split_name(name).ok_or_else(|| format!("{name}: not a BFF_<SECTION>__<KEY> name"))?;
+    let (section, key) = split_name(name).ok_or_else(|| format!("{name}: not a BFF_<SECTION>__<KEY> name"))?;
     let path = format!("{section}.{key}");
-    let kind =
-        kind_of(&section, &key).ok_or_else(|| format!("{path}: unknown key (from {name})"))?;
+    let kind = kind_of(&section, &key).ok_or_else(|| format!("{path}: unknown key (from {name})"))?;
     let v = match kind {
         Kind::Str => ValueKind::String(value.to_owned()),
         Kind::Int => ValueKind::U64(
-            value
-                .trim()
-                .parse()
-                .map_err(|_| format!("{path}: expected a non-negative integer (from {name})"))?,
+            value.trim().parse().map_err(|_| format!("{path}: expected a non-negative integer (from {name})"))?,
         ),
         Kind::Bool => ValueKind::Boolean(match value.trim() {
             "true" | "1" => true,
@@ -77,9 +57,7 @@ fn typed(name: &str, value: &str) -> Result<(String, ValueKind), String> {
                 .collect(),
         ),
         Kind::Table => {
-            return Err(format!(
-                "{path}: a table cannot be set from the environment (from {name})"
-            ));
+            return Err(format!("{path}: a table cannot be set from the environment (from {name})"));
         }
     };
     Ok((path, v))
@@ -114,14 +92,7 @@ mod tests {
         ]);
         let map = env.collect().unwrap_or_default();
         assert_eq!(map.len(), 1);
-        assert_eq!(
-            map["oidc.client_secret"]
-                .clone()
-                .into_string()
-                .ok()
-                .as_deref(),
-            Some("0123")
-        );
+        assert_eq!(map["oidc.client_secret"].clone().into_string().ok().as_deref(), Some("0123"));
     }
 
     #[test]
@@ -132,18 +103,8 @@ mod tests {
             ("BFF_SESSION__SECURE".to_owned(), "false".to_owned()),
         ]);
         let map = env.collect().unwrap_or_default();
-        assert_eq!(
-            map["server.max_connections"].clone().into_uint().ok(),
-            Some(12)
-        );
-        assert_eq!(
-            map["oidc.scopes"]
-                .clone()
-                .into_array()
-                .map(|a| a.len())
-                .ok(),
-            Some(2)
-        );
+        assert_eq!(map["server.max_connections"].clone().into_uint().ok(), Some(12));
+        assert_eq!(map["oidc.scopes"].clone().into_array().map(|a| a.len()).ok(), Some(2));
         assert_eq!(map["session.secure"].clone().into_bool().ok(), Some(false));
     }
 

@@ -73,6 +73,8 @@ pub struct OidcSettings {
     pub post_logout_redirect_uri: String,
     pub auth_params: Vec<(String, String)>,
     pub id_token_signing_algs: Vec<Algorithm>,
+    /// `auth_params.max_age`, when set: ID tokens must then carry a recent enough `auth_time`.
+    pub max_age: Option<u64>,
     pub clock_skew_secs: u64,
     pub http_timeout: Duration,
     pub refresh_margin_secs: u64,
@@ -86,7 +88,7 @@ pub enum SameSite {
 }
 
 /// A 32-byte session key. Debug prints only that it exists.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct KeyMaterial(pub [u8; 32]);
 
 impl fmt::Debug for KeyMaterial {
@@ -144,10 +146,7 @@ impl Settings {
 
     fn load_with_env(path: &Path, env: env::BffEnvironment) -> Result<Self, ConfigErrors> {
         if !path.is_file() {
-            return Err(ConfigErrors(vec![format!(
-                "{}: configuration file not found",
-                path.display()
-            )]));
+            return Err(ConfigErrors(vec![format!("{}: configuration file not found", path.display())]));
         }
         let source = config::File::from(path).format(config::FileFormat::Toml);
         Self::build(source, env)
@@ -163,7 +162,7 @@ impl Settings {
             .add_source(env)
             .build()
             .and_then(|c| c.try_deserialize::<serde_json::Value>())
-            .map_err(|e| ConfigErrors(vec![format!("configuration: {e}")]))?;
+            .map_err(|e| ConfigErrors(vec![describe_load_error(&e)]))?;
         let raw = deserialize_reporting_all(merged, &mut problems);
         match validate(raw) {
             Ok(settings) if problems.is_empty() => Ok(settings),
@@ -178,17 +177,20 @@ impl Settings {
 
 /// serde stops at the first error; to report every bad key at once, record the failing key,
 /// drop it (its default then applies) and deserialize again.
-fn deserialize_reporting_all(
-    mut value: serde_json::Value,
-    problems: &mut Vec<String>,
-) -> RawSettings {
+fn deserialize_reporting_all(mut value: serde_json::Value, problems: &mut Vec<String>) -> RawSettings {
     remove_unknown_keys(&mut value, problems);
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, RawSettings>(&value) {
             Ok(raw) => return raw,
             Err(e) => {
                 let path = e.path().to_string();
-                problems.push(format!("{path}: {}", e.inner()));
+                // serde quotes the offending value; never for a secret.
+                let secret = ["oidc.client_secret", "session.keys", "session.url"].iter().any(|k| path.starts_with(k));
+                if secret {
+                    problems.push(format!("{path}: wrong type (value not shown: it is a secret)"));
+                } else {
+                    problems.push(format!("{path}: {}", e.inner()));
+                }
                 if !remove_path(&mut value, &path) {
                     break;
                 }
@@ -196,6 +198,21 @@ fn deserialize_reporting_all(
         }
     }
     RawSettings::default()
+}
+
+/// A file that does not parse: the parser's message names the line, but may quote it, and the
+/// line may hold a secret. Keep the location only.
+fn describe_load_error(e: &config::ConfigError) -> String {
+    let text = e.to_string();
+    let location = text.find("line ").map(|i| {
+        let rest = &text[i..];
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == ' ' || c == ',')).unwrap_or(rest.len());
+        rest[..end].trim_end_matches([',', ' ']).to_owned()
+    });
+    match location {
+        Some(loc) => format!("configuration: not valid TOML at {loc} (the line is not shown: it may hold a secret)"),
+        None => "configuration: the file could not be read as TOML".to_owned(),
+    }
 }
 
 fn remove_unknown_keys(value: &mut serde_json::Value, problems: &mut Vec<String>) {

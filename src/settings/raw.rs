@@ -70,14 +70,7 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("url", Kind::Str),
         ],
     ),
-    (
-        "logging",
-        &[
-            ("format", Kind::Str),
-            ("level", Kind::Str),
-            ("access_log", Kind::Bool),
-        ],
-    ),
+    ("logging", &[("format", Kind::Str), ("level", Kind::Str), ("access_log", Kind::Bool)]),
 ];
 
 pub fn kind_of(section: &str, key: &str) -> Option<Kind> {
@@ -88,7 +81,8 @@ pub fn kind_of(section: &str, key: &str) -> Option<Kind> {
         .map(|(_, kind)| *kind)
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// No `Debug`: it holds the client secret and session keys in plain text.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSettings {
     pub server: RawServer,
@@ -138,7 +132,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawOidc {
     pub issuer: String,
@@ -169,9 +163,7 @@ impl Default for RawOidc {
             client_auth: "client_secret_basic".into(),
             private_key_file: String::new(),
             private_key_id: String::new(),
-            scopes: ["openid", "profile", "email", "offline_access"]
-                .map(String::from)
-                .to_vec(),
+            scopes: ["openid", "profile", "email", "offline_access"].map(String::from).to_vec(),
             redirect_uri: String::new(),
             post_logout_redirect_uri: String::new(),
             auth_params: BTreeMap::new(),
@@ -184,7 +176,7 @@ impl Default for RawOidc {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSession {
     pub store: String,
@@ -222,11 +214,7 @@ pub struct RawLogging {
 
 impl Default for RawLogging {
     fn default() -> Self {
-        Self {
-            format: "pretty".into(),
-            level: "info".into(),
-            access_log: true,
-        }
+        Self { format: "pretty".into(), level: "info".into(), access_log: true }
     }
 }
 

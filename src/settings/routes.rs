@@ -46,8 +46,7 @@ fn valid_prefix(p: &str) -> bool {
         && !p.ends_with('/')
         && !p.contains("//")
         && p.split('/').skip(1).all(|seg| seg != "." && seg != "..")
-        && p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
 }
 
 /// Validate the routes; `reserved` are the BFF's own paths, which routes may not overlap.
@@ -63,9 +62,7 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
             );
         }
         let overlaps = reserved.iter().any(|res| {
-            res == &r.prefix
-                || res.starts_with(&format!("{}/", r.prefix))
-                || r.prefix.starts_with(&format!("{res}/"))
+            res == &r.prefix || res.starts_with(&format!("{}/", r.prefix)) || r.prefix.starts_with(&format!("{res}/"))
         });
         if overlaps {
             bad("prefix", "overlaps an endpoint of the BFF itself");
@@ -81,10 +78,7 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
                 Some(r.upstream.trim_end_matches('/').to_owned())
             }
             _ => {
-                bad(
-                    "upstream",
-                    "must be an http(s) URL without query, fragment or credentials",
-                );
+                bad("upstream", "must be an http(s) URL without query, fragment or credentials");
                 None
             }
         };
@@ -105,22 +99,13 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
         for m in &r.methods {
             match Method::from_bytes(m.as_bytes()) {
                 Ok(method) if m.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(method),
-                _ => bad(
-                    "methods",
-                    &format!("{m:?} is not an upper-case HTTP method"),
-                ),
+                _ => bad("methods", &format!("{m:?} is not an upper-case HTTP method")),
             }
         }
         let csrf = r.csrf.unwrap_or(true);
-        let read_only = !methods.is_empty()
-            && methods
-                .iter()
-                .all(|m| *m == Method::GET || *m == Method::HEAD);
+        let read_only = !methods.is_empty() && methods.iter().all(|m| *m == Method::GET || *m == Method::HEAD);
         if !csrf && !read_only {
-            bad(
-                "csrf",
-                "false is allowed only on routes whose methods are limited to GET and HEAD",
-            );
+            bad("csrf", "false is allowed only on routes whose methods are limited to GET and HEAD");
         }
         if r.websocket {
             bad("websocket", "not supported by this build yet");

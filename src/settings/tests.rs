@@ -30,10 +30,7 @@ fn minimal_config_gets_spec_defaults() {
     let s = s.as_ref().map_err(String::as_str);
     let Ok(s) = s else { panic!("{s:?}") };
     assert_eq!(s.server.public_origin, "https://app.example.com");
-    assert_eq!(
-        s.oidc.redirect_uri.as_str(),
-        "https://app.example.com/callback"
-    );
+    assert_eq!(s.oidc.redirect_uri.as_str(), "https://app.example.com/callback");
     assert!(s.oidc.redirect_is_callback);
     assert_eq!(s.oidc.post_logout_redirect_uri, "https://app.example.com/");
     assert_eq!(s.oidc.scope, "openid profile email offline_access");
@@ -44,12 +41,9 @@ fn minimal_config_gets_spec_defaults() {
 #[test]
 fn every_missing_key_is_reported_at_once() {
     let e = errors("", vec![]);
-    for key in [
-        "server.public_url: required",
-        "oidc.issuer: required",
-        "oidc.client_id: required",
-        "session.keys: required",
-    ] {
+    for key in
+        ["server.public_url: required", "oidc.issuer: required", "oidc.client_id: required", "session.keys: required"]
+    {
         assert!(e.iter().any(|l| l.starts_with(key)), "{key} not in {e:?}");
     }
 }
@@ -76,48 +70,27 @@ fn unknown_and_mistyped_keys_are_named() {
     let e = errors(&toml, vec![]);
     assert!(
         e.iter()
-            .any(|l| l.starts_with("logging.clientid: unknown key")
-                || l.starts_with("session.clientid: unknown key")),
+            .any(|l| l.starts_with("logging.clientid: unknown key") || l.starts_with("session.clientid: unknown key")),
         "{e:?}"
     );
-    assert!(
-        e.iter()
-            .any(|l| l.starts_with("session.idle_timeout_secs:")),
-        "{e:?}"
-    );
-    assert!(
-        e.iter().any(|l| l.starts_with("logging.access_log:")),
-        "{e:?}"
-    );
+    assert!(e.iter().any(|l| l.starts_with("session.idle_timeout_secs:")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("logging.access_log:")), "{e:?}");
 }
 
 #[test]
 fn reserved_auth_params_and_bad_keys_are_refused() {
     let toml = minimal()
-        .replace(
-            "[session]",
-            "auth_params = { state = \"x\", prompt = \"login\" }\n[session]",
-        )
+        .replace("[session]", "auth_params = { state = \"x\", prompt = \"login\" }\n[session]")
         .replace(KEY, "c2hvcnQ=");
     let e = errors(&toml, vec![]);
-    assert!(
-        e.iter().any(|l| l.starts_with("oidc.auth_params: state")),
-        "{e:?}"
-    );
-    assert!(
-        e.iter().any(|l| l.starts_with("session.keys: key #1")),
-        "{e:?}"
-    );
+    assert!(e.iter().any(|l| l.starts_with("oidc.auth_params: state")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("session.keys: key #1")), "{e:?}");
 }
 
 #[test]
 fn insecure_cookies_only_on_loopback_http() {
     let toml = minimal().replace("[session]", "[session]\nsecure = false");
-    assert!(
-        errors(&toml, vec![])
-            .iter()
-            .any(|l| l.starts_with("session.secure"))
-    );
+    assert!(errors(&toml, vec![]).iter().any(|l| l.starts_with("session.secure")));
     let toml = toml.replace("https://app.example.com", "http://127.0.0.1:8080");
     assert!(errors(&toml, vec![]).is_empty());
 }
@@ -125,11 +98,7 @@ fn insecure_cookies_only_on_loopback_http() {
 #[test]
 fn unsupported_features_are_refused_not_ignored() {
     let toml = minimal().replace("[session]", "[session]\nstore = \"redis\"");
-    assert!(
-        errors(&toml, vec![])
-            .iter()
-            .any(|l| l.starts_with("session.store"))
-    );
+    assert!(errors(&toml, vec![]).iter().any(|l| l.starts_with("session.store")));
 }
 
 #[test]
@@ -142,26 +111,15 @@ fn routes_are_validated_and_sorted_longest_first() {
     let Ok(s) = s else { panic!("{s:?}") };
     assert_eq!(s.routes[0].prefix, "/api/admin");
     assert_eq!(s.routes[1].upstream, "http://orders:8080");
-    assert!(
-        s.routes[1].matches("/api")
-            && s.routes[1].matches("/api/x")
-            && !s.routes[1].matches("/apix")
-    );
+    assert!(s.routes[1].matches("/api") && s.routes[1].matches("/api/x") && !s.routes[1].matches("/apix"));
 
     let bad = format!(
         "{}\n[[routes]]\nprefix = \"/session\"\nupstream = \"http://x\"\n[[routes]]\nprefix = \"/dl\"\nupstream = \"ftp://x\"\ncsrf = false\n[[routes]]\nprefix = \"/\"\nupstream = \"http://x\"\n",
         minimal()
     );
     let e = errors(&bad, vec![]);
-    assert!(
-        e.iter()
-            .any(|l| l.starts_with("routes[0].prefix: overlaps")),
-        "{e:?}"
-    );
-    assert!(
-        e.iter().any(|l| l.starts_with("routes[1].upstream")),
-        "{e:?}"
-    );
+    assert!(e.iter().any(|l| l.starts_with("routes[0].prefix: overlaps")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("routes[1].upstream")), "{e:?}");
     assert!(e.iter().any(|l| l.starts_with("routes[1].csrf")), "{e:?}");
     assert!(e.iter().any(|l| l.starts_with("routes[2].prefix")), "{e:?}");
 }

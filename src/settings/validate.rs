@@ -15,6 +15,9 @@ const RESERVED_AUTH_PARAMS: &[&str] = &[
     "client_id",
     "code_challenge",
     "code_challenge_method",
+    // A request object could replace every parameter above at a JAR-capable IdP.
+    "request",
+    "request_uri",
 ];
 
 struct Problems(Vec<String>);
@@ -27,18 +30,11 @@ impl Problems {
 
 /// The BFF's own paths, which routes may not overlap (SPEC §6).
 pub fn reserved_paths(base_path: &str) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "/login",
-        "/login/start",
-        "/login/end",
-        "/callback",
-        "/session",
-        "/logout",
-        "/backchannel-logout",
-    ]
-    .iter()
-    .map(|p| format!("{base_path}{p}"))
-    .collect();
+    let mut v: Vec<String> =
+        ["/login", "/login/start", "/login/end", "/callback", "/session", "/logout", "/backchannel-logout"]
+            .iter()
+            .map(|p| format!("{base_path}{p}"))
+            .collect();
     v.push("/healthz".into());
     v.push("/readyz".into());
     v
@@ -54,13 +50,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigErrors> {
     let routes = super::routes::validate(raw.routes, &reserved, &mut p.0);
     match (server, oidc, session, logging) {
         (Some(server), Some(oidc), Some(session), Some(logging)) if p.0.is_empty() => {
-            Ok(Settings {
-                server,
-                oidc,
-                session,
-                logging,
-                routes,
-            })
+            Ok(Settings { server, oidc, session, logging, routes })
         }
         _ => Err(ConfigErrors(p.0)),
     }
@@ -81,11 +71,7 @@ fn parse_origin(s: &str) -> Result<(Url, String), &'static str> {
     if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
         return Err("must be an http(s) URL with a host");
     }
-    if url.path() != "/"
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-    {
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err("must be an origin (scheme, host, port) without path, query or credentials");
     }
     let origin = url.origin().ascii_serialization();
@@ -100,11 +86,7 @@ fn secs(key: &str, v: u64, min: u64, max: u64, p: &mut Problems) -> u64 {
 }
 
 fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
-    let listen = raw
-        .listen
-        .parse::<SocketAddr>()
-        .map_err(|_| p.push("server.listen", "must be ADDRESS:PORT"))
-        .ok();
+    let listen = raw.listen.parse::<SocketAddr>().map_err(|_| p.push("server.listen", "must be ADDRESS:PORT")).ok();
     if !raw.admin_listen.is_empty() {
         p.push("server.admin_listen", "not supported by this build yet");
     }
@@ -113,9 +95,7 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
         None
     } else {
         match parse_origin(&raw.public_url) {
-            Ok((url, origin)) if url.scheme() == "https" || is_loopback_host(&url) => {
-                Some((url, origin))
-            }
+            Ok((url, origin)) if url.scheme() == "https" || is_loopback_host(&url) => Some((url, origin)),
             Ok(_) => {
                 p.push("server.public_url", "must be https (http only on loopback)");
                 None
@@ -130,15 +110,10 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
     let base_ok = base_path.is_empty()
         || (base_path.starts_with('/')
             && !base_path.ends_with('/')
-            && base_path
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/-_".contains(&b))
+            && base_path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_".contains(&b))
             && !base_path.contains("//"));
     if !base_ok {
-        p.push(
-            "server.base_path",
-            "must be empty or like \"/bff\" (letters, digits, - _ /; no trailing slash)",
-        );
+        p.push("server.base_path", "must be empty or like \"/bff\" (letters, digits, - _ /; no trailing slash)");
     }
     let mut allowed_origins = Vec::new();
     for o in &raw.allowed_origins {
@@ -161,30 +136,20 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
     for t in &raw.trusted_proxies {
         match parse_cidr(t) {
             Some(net) => trusted_proxies.push(net),
-            None => p.push(
-                "server.trusted_proxies",
-                format_args!("{t:?} is not an IP address or CIDR"),
-            ),
+            None => p.push("server.trusted_proxies", format_args!("{t:?} is not an IP address or CIDR")),
         }
     }
     let error_url = if raw.error_url.is_empty() {
         None
     } else {
         let parsed = match &public {
-            Some((base, _))
-                if raw.error_url.starts_with('/') && !raw.error_url.starts_with("//") =>
-            {
+            Some((base, _)) if raw.error_url.starts_with('/') && !raw.error_url.starts_with("//") => {
                 base.join(&raw.error_url).ok()
             }
-            _ => Url::parse(&raw.error_url)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "https" | "http")),
+            _ => Url::parse(&raw.error_url).ok().filter(|u| matches!(u.scheme(), "https" | "http")),
         };
         if parsed.is_none() {
-            p.push(
-                "server.error_url",
-                "must be an http(s) URL or a path starting with /",
-            );
+            p.push("server.error_url", "must be an http(s) URL or a path starting with /");
         }
         parsed
     };
@@ -193,55 +158,16 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
     } else if Path::new(&raw.static_dir).is_dir() {
         Some(PathBuf::from(&raw.static_dir))
     } else {
-        p.push(
-            "server.static_dir",
-            format_args!("{:?} is not a directory", raw.static_dir),
-        );
+        p.push("server.static_dir", format_args!("{:?} is not a directory", raw.static_dir));
         None
     };
-    let shutdown = secs(
-        "server.shutdown_timeout_secs",
-        raw.shutdown_timeout_secs,
-        0,
-        3600,
-        p,
-    );
+    let shutdown = secs("server.shutdown_timeout_secs", raw.shutdown_timeout_secs, 0, 3600, p);
     // 8 session chunks of ~4 KB plus 5 transaction cookies must fit (SPEC §2).
-    let max_header_bytes = secs(
-        "server.max_header_bytes",
-        raw.max_header_bytes,
-        40_960,
-        1 << 20,
-        p,
-    );
-    let max_connections = secs(
-        "server.max_connections",
-        raw.max_connections,
-        1,
-        1_000_000,
-        p,
-    );
-    let max_body_bytes = secs(
-        "server.max_body_bytes",
-        raw.max_body_bytes,
-        1024,
-        1 << 20,
-        p,
-    );
-    let header_read = secs(
-        "server.header_read_timeout_secs",
-        raw.header_read_timeout_secs,
-        1,
-        300,
-        p,
-    );
-    let rate = secs(
-        "server.exchange_rate_per_minute",
-        raw.exchange_rate_per_minute,
-        0,
-        1_000_000,
-        p,
-    );
+    let max_header_bytes = secs("server.max_header_bytes", raw.max_header_bytes, 40_960, 1 << 20, p);
+    let max_connections = secs("server.max_connections", raw.max_connections, 1, 1_000_000, p);
+    let max_body_bytes = secs("server.max_body_bytes", raw.max_body_bytes, 1024, 1 << 20, p);
+    let header_read = secs("server.header_read_timeout_secs", raw.header_read_timeout_secs, 1, 300, p);
+    let rate = secs("server.exchange_rate_per_minute", raw.exchange_rate_per_minute, 0, 1_000_000, p);
     let (public_url, public_origin) = public?;
     Some(ServerSettings {
         listen: listen?,
@@ -320,10 +246,7 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
             true
         }
         Ok(_) => {
-            p.push(
-                "oidc.issuer",
-                "must be an https URL (http only on loopback) without query or fragment",
-            );
+            p.push("oidc.issuer", "must be an https URL (http only on loopback) without query or fragment");
             false
         }
         Err(_) => {
@@ -338,44 +261,26 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
         "client_secret_basic" => Some(ClientAuth::ClientSecretBasic),
         "client_secret_post" => Some(ClientAuth::ClientSecretPost),
         "private_key_jwt" => {
-            p.push(
-                "oidc.client_auth",
-                "private_key_jwt is not supported by this build yet",
-            );
+            p.push("oidc.client_auth", "private_key_jwt is not supported by this build yet");
             None
         }
         _ => {
-            p.push(
-                "oidc.client_auth",
-                "must be client_secret_basic, client_secret_post or private_key_jwt",
-            );
+            p.push("oidc.client_auth", "must be client_secret_basic, client_secret_post or private_key_jwt");
             None
         }
     };
     if !raw.private_key_file.is_empty() || !raw.private_key_id.is_empty() {
-        p.push(
-            "oidc.private_key_file",
-            "only used with private_key_jwt, which this build does not support yet",
-        );
+        p.push("oidc.private_key_file", "only used with private_key_jwt, which this build does not support yet");
     }
-    let secret = match (
-        raw.client_secret.is_empty(),
-        raw.client_secret_file.is_empty(),
-    ) {
+    let secret = match (raw.client_secret.is_empty(), raw.client_secret_file.is_empty()) {
         (false, false) => {
-            p.push(
-                "oidc.client_secret",
-                "set either client_secret or client_secret_file, not both",
-            );
+            p.push("oidc.client_secret", "set either client_secret or client_secret_file, not both");
             None
         }
         (false, true) => Some(raw.client_secret.clone()),
         (true, false) => read_secret_file("oidc.client_secret_file", &raw.client_secret_file, p),
         (true, true) => {
-            p.push(
-                "oidc.client_secret",
-                "required for client_secret_basic and client_secret_post",
-            );
+            p.push("oidc.client_secret", "required for client_secret_basic and client_secret_post");
             None
         }
     };
@@ -385,16 +290,14 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
     if !raw.scopes.iter().any(|s| s == "openid") {
         p.push("oidc.scopes", "must contain \"openid\"");
     }
-    if raw.scopes.iter().any(|s| {
-        s.is_empty() || s.contains(|c: char| c == ' ' || c.is_control() || c == '"' || c == '\\')
-    }) {
-        p.push(
-            "oidc.scopes",
-            "scope tokens may not contain spaces, quotes or control characters",
-        );
+    if raw
+        .scopes
+        .iter()
+        .any(|s| s.is_empty() || s.contains(|c: char| c == ' ' || c.is_control() || c == '"' || c == '\\'))
+    {
+        p.push("oidc.scopes", "scope tokens may not contain spaces, quotes or control characters");
     }
-    let default_callback =
-        server.and_then(|s| s.public_url.join(&format!("{}/callback", s.base_path)).ok());
+    let default_callback = server.and_then(|s| s.public_url.join(&format!("{}/callback", s.base_path)).ok());
     let redirect_uri = if raw.redirect_uri.is_empty() {
         default_callback.clone()
     } else {
@@ -403,42 +306,32 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
                 if let Some(s) = server {
                     let origin = u.origin().ascii_serialization();
                     if origin != s.public_origin && !s.allowed_origins.contains(&origin) {
-                        p.push("oidc.redirect_uri", "must be on server.public_url's origin or one of server.allowed_origins");
+                        p.push(
+                            "oidc.redirect_uri",
+                            "must be on server.public_url's origin or one of server.allowed_origins",
+                        );
                     }
                 }
                 Some(u)
             }
             _ => {
-                p.push(
-                    "oidc.redirect_uri",
-                    "must be an absolute http(s) URL without fragment",
-                );
+                p.push("oidc.redirect_uri", "must be an absolute http(s) URL without fragment");
                 None
             }
         }
     };
     let redirect_is_callback = redirect_uri.is_some() && redirect_uri == default_callback;
     let post_logout_redirect_uri = if raw.post_logout_redirect_uri.is_empty() {
-        server
-            .map(|s| format!("{}/", s.public_origin))
-            .unwrap_or_default()
+        server.map(|s| format!("{}/", s.public_origin)).unwrap_or_default()
     } else {
-        if Url::parse(&raw.post_logout_redirect_uri).map(|u| matches!(u.scheme(), "https" | "http"))
-            != Ok(true)
-        {
-            p.push(
-                "oidc.post_logout_redirect_uri",
-                "must be an absolute http(s) URL",
-            );
+        if Url::parse(&raw.post_logout_redirect_uri).map(|u| matches!(u.scheme(), "https" | "http")) != Ok(true) {
+            p.push("oidc.post_logout_redirect_uri", "must be an absolute http(s) URL");
         }
         raw.post_logout_redirect_uri.clone()
     };
     for key in raw.auth_params.keys() {
         if RESERVED_AUTH_PARAMS.contains(&key.as_str()) || key.starts_with("code_challenge") {
-            p.push(
-                "oidc.auth_params",
-                format_args!("{key} is set by oidc-bff itself and cannot be overridden"),
-            );
+            p.push("oidc.auth_params", format_args!("{key} is set by oidc-bff itself and cannot be overridden"));
         }
     }
     let mut algs = Vec::new();
@@ -452,20 +345,25 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
         }
     }
     if raw.id_token_signing_algs.is_empty() {
-        p.push(
-            "oidc.id_token_signing_algs",
-            "must list at least one algorithm",
-        );
+        p.push("oidc.id_token_signing_algs", "must list at least one algorithm");
     }
+    // RFC 7518 §3.2: an HMAC key at least as long as the hash.
+    for (alg, min) in [(Algorithm::HS256, 32), (Algorithm::HS384, 48), (Algorithm::HS512, 64)] {
+        if algs.contains(&alg) && secret.as_deref().is_some_and(|s| s.len() < min) {
+            p.push("oidc.id_token_signing_algs", format_args!("{alg:?} needs a client secret of at least {min} bytes"));
+        }
+    }
+    let max_age = match raw.auth_params.get("max_age").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            p.push("oidc.auth_params", "max_age must be a non-negative integer");
+            None
+        }
+    };
     let skew = secs("oidc.clock_skew_secs", raw.clock_skew_secs, 0, 600, p);
     let timeout = secs("oidc.http_timeout_secs", raw.http_timeout_secs, 1, 120, p);
-    let margin = secs(
-        "oidc.refresh_margin_secs",
-        raw.refresh_margin_secs,
-        0,
-        3600,
-        p,
-    );
+    let margin = secs("oidc.refresh_margin_secs", raw.refresh_margin_secs, 0, 3600, p);
     let grace = secs("oidc.refresh_grace_secs", raw.refresh_grace_secs, 0, 600, p);
     if !issuer_ok || raw.client_id.is_empty() {
         return None;
@@ -481,6 +379,7 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
         post_logout_redirect_uri,
         auth_params: raw.auth_params.into_iter().collect(),
         id_token_signing_algs: algs,
+        max_age,
         clock_skew_secs: skew,
         http_timeout: Duration::from_secs(timeout),
         refresh_margin_secs: margin,
@@ -488,24 +387,16 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
     })
 }
 
-fn session(
-    raw: RawSession,
-    server: Option<&ServerSettings>,
-    p: &mut Problems,
-) -> Option<SessionSettings> {
+fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -> Option<SessionSettings> {
     match raw.store.as_str() {
         "cookie" => {}
-        "sqlite" | "postgres" | "redis" => p.push(
-            "session.store",
-            format_args!("{} is not supported by this build yet", raw.store),
-        ),
+        "sqlite" | "postgres" | "redis" => {
+            p.push("session.store", format_args!("{} is not supported by this build yet", raw.store))
+        }
         _ => p.push("session.store", "must be cookie, sqlite, postgres or redis"),
     }
     if !raw.url.is_empty() {
-        p.push(
-            "session.url",
-            "not supported by this build yet (shared store and revocation list)",
-        );
+        p.push("session.url", "not supported by this build yet (shared store and revocation list)");
     }
     let lines: Vec<String> = match (raw.keys.is_empty(), raw.keys_file.is_empty()) {
         (false, false) => {
@@ -514,34 +405,18 @@ fn session(
         }
         (false, true) => raw.keys.clone(),
         (true, false) => read_secret_file("session.keys_file", &raw.keys_file, p)
-            .map(|s| {
-                s.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|s| s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
             .unwrap_or_default(),
         (true, true) => {
-            p.push(
-                "session.keys",
-                "required (generate one with `oidc-bff generate-key`)",
-            );
+            p.push("session.keys", "required (generate one with `oidc-bff generate-key`)");
             vec![]
         }
     };
     let mut keys = Vec::new();
     for (i, k) in lines.iter().enumerate() {
-        match STANDARD
-            .decode(k.trim())
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        {
+        match STANDARD.decode(k.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
             Some(bytes) => keys.push(KeyMaterial(bytes)),
-            None => p.push(
-                "session.keys",
-                format_args!("key #{} is not standard base64 of exactly 32 bytes", i + 1),
-            ),
+            None => p.push("session.keys", format_args!("key #{} is not standard base64 of exactly 32 bytes", i + 1)),
         }
     }
     let same_site = match raw.same_site.as_str() {
@@ -555,27 +430,12 @@ fn session(
     if !raw.secure {
         if let Some(s) = server {
             if !(s.public_url.scheme() == "http" && is_loopback_host(&s.public_url)) {
-                p.push(
-                    "session.secure",
-                    "false is allowed only with an http:// public_url on loopback",
-                );
+                p.push("session.secure", "false is allowed only with an http:// public_url on loopback");
             }
         }
     }
-    let idle = secs(
-        "session.idle_timeout_secs",
-        raw.idle_timeout_secs,
-        60,
-        30 * 86400,
-        p,
-    );
-    let absolute = secs(
-        "session.absolute_timeout_secs",
-        raw.absolute_timeout_secs,
-        60,
-        90 * 86400,
-        p,
-    );
+    let idle = secs("session.idle_timeout_secs", raw.idle_timeout_secs, 60, 30 * 86400, p);
+    let absolute = secs("session.absolute_timeout_secs", raw.absolute_timeout_secs, 60, 90 * 86400, p);
     if keys.is_empty() {
         return None;
     }
@@ -600,9 +460,5 @@ fn logging(raw: raw::RawLogging, p: &mut Problems) -> Option<LoggingSettings> {
     if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() {
         p.push("logging.level", "not a valid level or filter directive");
     }
-    Some(LoggingSettings {
-        format: format?,
-        level: raw.level,
-        access_log: raw.access_log,
-    })
+    Some(LoggingSettings { format: format?, level: raw.level, access_log: raw.access_log })
 }

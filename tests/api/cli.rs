@@ -11,14 +11,10 @@ fn bin() -> Command {
 
 #[test]
 fn generate_key_prints_base64_of_32_bytes() {
-    let out = bin()
-        .arg("generate-key")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = bin().arg("generate-key").output().unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success());
     let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &key)
-        .unwrap_or_default();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &key).unwrap_or_default();
     assert_eq!(bytes.len(), 32);
 }
 
@@ -27,11 +23,8 @@ fn check_config_reports_every_problem_with_its_key_and_exits_1() {
     let dir = std::env::temp_dir().join(format!("oidc-bff-cli-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let file = dir.join("bad.toml");
-    std::fs::write(
-        &file,
-        "[server]\npublic_url = \"ftp://x\"\n[oidc]\nclient_auth = \"magic\"\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&file, "[server]\npublic_url = \"ftp://x\"\n[oidc]\nclient_auth = \"magic\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let out = bin()
         .args(["check-config", "--config"])
         .arg(&file)
@@ -40,39 +33,20 @@ fn check_config_reports_every_problem_with_its_key_and_exits_1() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    for key in [
-        "server.public_url:",
-        "oidc.issuer: required",
-        "oidc.client_auth:",
-        "session.keys: required",
-    ] {
-        assert!(
-            err.lines().any(|l| l.starts_with(key)),
-            "{key} missing in:\n{err}"
-        );
+    for key in ["server.public_url:", "oidc.issuer: required", "oidc.client_auth:", "session.keys: required"] {
+        assert!(err.lines().any(|l| l.starts_with(key)), "{key} missing in:\n{err}");
     }
-    assert!(
-        !err.contains("oidc.client_id"),
-        "the environment supplied client_id:\n{err}"
-    );
+    assert!(!err.contains("oidc.client_id"), "the environment supplied client_id:\n{err}");
 
     let good = dir.join("good.toml");
-    std::fs::copy(
-        format!("{}/config/demo.toml", env!("CARGO_MANIFEST_DIR")),
-        &good,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(format!("{}/config/demo.toml", env!("CARGO_MANIFEST_DIR")), &good).unwrap_or_else(|e| panic!("{e}"));
     let ok = bin()
         .args(["check-config", "--config"])
         .arg(&good)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -85,17 +59,13 @@ async fn idp_down_at_boot_is_retried_and_readiness_waits_for_it() {
         l.local_addr().map(|a| a.port()).unwrap_or_default()
     };
     let issuer = format!("http://127.0.0.1:{idp_port}/ENV_ID/as");
-    let app = oidc_bff::startup::App::with_listener(settings(port, &issuer, &[]), listener)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let app =
+        oidc_bff::startup::App::with_listener(settings(port, &issuer, &[]), listener).unwrap_or_else(|e| panic!("{e}"));
     let state = app.state().clone();
     let task = tokio::spawn(app.run_until(std::future::pending()));
     let probe = reqwest::Client::new();
     let ready = |p: reqwest::Client| async move {
-        p.get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
+        p.get(format!("http://127.0.0.1:{port}/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
     };
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(ready(probe.clone()).await, 503);
@@ -128,18 +98,8 @@ async fn discovery_naming_another_issuer_stops_start_up() {
         .await;
     let listener = reserve().await;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-    let app = oidc_bff::startup::App::with_listener(settings(port, &issuer, &[]), listener)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let result = tokio::time::timeout(
-        Duration::from_secs(10),
-        app.run_until(std::future::pending()),
-    )
-    .await;
-    assert!(
-        matches!(
-            result,
-            Ok(Err(oidc_bff::startup::StartupError::Discovery(_)))
-        ),
-        "{result:?}"
-    );
+    let app =
+        oidc_bff::startup::App::with_listener(settings(port, &issuer, &[]), listener).unwrap_or_else(|e| panic!("{e}"));
+    let result = tokio::time::timeout(Duration::from_secs(10), app.run_until(std::future::pending())).await;
+    assert!(matches!(result, Ok(Err(oidc_bff::startup::StartupError::Discovery(_)))), "{result:?}");
 }

@@ -9,25 +9,15 @@ async fn session_cookie_attributes_are_host_prefixed_httponly_secure_strict() {
     let (_idp, bff) = stack(json!({}), &[]).await;
     let mut b = Browser::new(&bff);
     let cb = b.login(&bff, "alice", "/").await;
-    let line = cb
-        .set_cookies()
-        .into_iter()
-        .find(|c| c.starts_with("__Host-bff=") && !c.contains("Max-Age=0"));
+    let line = cb.set_cookies().into_iter().find(|c| c.starts_with("__Host-bff=") && !c.contains("Max-Age=0"));
     let line = line.unwrap_or_else(|| panic!("no session cookie in {:?}", cb.set_cookies()));
     let attrs: Vec<&str> = line.split(';').map(str::trim).collect();
     for a in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(attrs.contains(&a), "{a} missing in {line}");
     }
     assert!(!line.to_ascii_lowercase().contains("domain"));
-    let tx = cb
-        .set_cookies()
-        .into_iter()
-        .find(|c| c.starts_with("__Host-bff-tx."))
-        .unwrap_or_default();
-    assert!(
-        tx.contains("SameSite=Lax") && tx.contains("HttpOnly") && tx.contains("Secure"),
-        "{tx}"
-    );
+    let tx = cb.set_cookies().into_iter().find(|c| c.starts_with("__Host-bff-tx.")).unwrap_or_default();
+    assert!(tx.contains("SameSite=Lax") && tx.contains("HttpOnly") && tx.contains("Secure"), "{tx}");
 }
 
 #[tokio::test]
@@ -35,15 +25,8 @@ async fn insecure_mode_names_the_cookie_bff() {
     let (_idp, bff) = stack(json!({}), &[("BFF_SESSION__SECURE", "false")]).await;
     let mut b = Browser::new(&bff);
     let cb = b.login(&bff, "alice", "/").await;
-    let line = cb
-        .set_cookies()
-        .into_iter()
-        .find(|c| c.starts_with("bff="))
-        .unwrap_or_default();
-    assert!(
-        line.contains("HttpOnly") && line.contains("SameSite=Strict") && !line.contains("Secure"),
-        "{line}"
-    );
+    let line = cb.set_cookies().into_iter().find(|c| c.starts_with("bff=")).unwrap_or_default();
+    assert!(line.contains("HttpOnly") && line.contains("SameSite=Strict") && !line.contains("Secure"), "{line}");
     assert_eq!(b.session(&bff).await.status, 200);
 }
 
@@ -54,11 +37,7 @@ async fn eight_abandoned_logins_leave_at_most_five_transaction_cookies() {
     for _ in 0..8 {
         assert_eq!(b.get(&bff.url("/login")).await.status, 302);
     }
-    let n = b
-        .jar()
-        .keys()
-        .filter(|k| k.starts_with("__Host-bff-tx."))
-        .count();
+    let n = b.jar().keys().filter(|k| k.starts_with("__Host-bff-tx.")).count();
     assert_eq!(n, 5);
 }
 
@@ -73,19 +52,8 @@ async fn missing_x_csrf_is_403_on_every_spa_endpoint() {
         (Method::POST, "/login/end"),
         (Method::POST, "/logout"),
     ] {
-        let r = b
-            .request(
-                method.clone(),
-                &bff.url(path),
-                &[("origin", &origin)],
-                Some("{}".into()),
-            )
-            .await;
-        assert_eq!(
-            (r.status, r.json()["error"].clone()),
-            (403, json!("csrf")),
-            "{method} {path}"
-        );
+        let r = b.request(method.clone(), &bff.url(path), &[("origin", &origin)], Some("{}".into())).await;
+        assert_eq!((r.status, r.json()["error"].clone()), (403, json!("csrf")), "{method} {path}");
     }
 }
 
@@ -95,34 +63,13 @@ async fn foreign_origin_on_post_is_403() {
     let mut b = Browser::new(&bff);
     b.login(&bff, "alice", "/").await;
     for origin in ["http://evil.example", "null"] {
-        let r = b
-            .request(
-                Method::POST,
-                &bff.url("/logout"),
-                &[("x-csrf", "1"), ("origin", origin)],
-                None,
-            )
-            .await;
-        assert_eq!(
-            (r.status, r.json()["error"].clone()),
-            (403, json!("csrf")),
-            "{origin}"
-        );
+        let r = b.request(Method::POST, &bff.url("/logout"), &[("x-csrf", "1"), ("origin", origin)], None).await;
+        assert_eq!((r.status, r.json()["error"].clone()), (403, json!("csrf")), "{origin}");
     }
-    let r = b
-        .request(
-            Method::POST,
-            &bff.url("/logout"),
-            &[("x-csrf", "1"), ("sec-fetch-site", "cross-site")],
-            None,
-        )
-        .await;
+    let r =
+        b.request(Method::POST, &bff.url("/logout"), &[("x-csrf", "1"), ("sec-fetch-site", "cross-site")], None).await;
     assert_eq!(r.status, 403);
-    assert_eq!(
-        b.session(&bff).await.status,
-        200,
-        "the session survived the forged logouts"
-    );
+    assert_eq!(b.session(&bff).await.status, 200, "the session survived the forged logouts");
 }
 
 #[tokio::test]
@@ -137,14 +84,11 @@ async fn tampered_truncated_unknown_key_and_expired_cookies_are_anonymous() {
     flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
     let flipped = String::from_utf8(flipped).unwrap_or_default();
 
-    let foreign_keys =
-        oidc_bff::session::seal::Keyring::new(&[oidc_bff::settings::KeyMaterial([9; 32])]);
+    let foreign_keys = oidc_bff::session::seal::Keyring::new(&[oidc_bff::settings::KeyMaterial([9; 32])]);
     let mut session = open_session(&bff, &jar).unwrap_or_else(|| panic!("no session"));
-    let unknown_key =
-        oidc_bff::session::cookie::seal_session(&bff.state.cookies, &foreign_keys, &session);
+    let unknown_key = oidc_bff::session::cookie::seal_session(&bff.state.cookies, &foreign_keys, &session);
     session.absolute_expires_at = 1;
-    let expired =
-        oidc_bff::session::cookie::seal_session(&bff.state.cookies, &bff.state.keys, &session);
+    let expired = oidc_bff::session::cookie::seal_session(&bff.state.cookies, &bff.state.keys, &session);
 
     for (what, v) in [
         ("tampered", flipped),
@@ -158,17 +102,8 @@ async fn tampered_truncated_unknown_key_and_expired_cookies_are_anonymous() {
         j.insert("__Host-bff".into(), v);
         other.set_jar(j);
         let r = other.session(&bff).await;
-        assert_eq!(
-            (r.status, r.json()),
-            (401, json!({"authenticated": false})),
-            "{what}"
-        );
-        assert!(
-            r.set_cookies()
-                .iter()
-                .any(|c| c.starts_with("__Host-bff=;")),
-            "{what}: stale cookie not expired"
-        );
+        assert_eq!((r.status, r.json()), (401, json!({"authenticated": false})), "{what}");
+        assert!(r.set_cookies().iter().any(|c| c.starts_with("__Host-bff=;")), "{what}: stale cookie not expired");
     }
 }
 
@@ -195,21 +130,9 @@ async fn hostile_return_to_values_are_refused_with_400() {
         "\\\\evil.example",
     ];
     for h in hostile {
-        let r = b
-            .fetch(
-                Method::POST,
-                &bff.url("/login/start"),
-                Some(json!({ "return_to": h })),
-            )
-            .await;
-        assert_eq!(
-            (r.status, r.json()["error"].clone()),
-            (400, json!("invalid_return_to")),
-            "{h:?}"
-        );
-        let r = b
-            .get(&bff.url(&format!("/login?return_to={}", urlencode(h))))
-            .await;
+        let r = b.fetch(Method::POST, &bff.url("/login/start"), Some(json!({ "return_to": h }))).await;
+        assert_eq!((r.status, r.json()["error"].clone()), (400, json!("invalid_return_to")), "{h:?}");
+        let r = b.get(&bff.url(&format!("/login?return_to={}", urlencode(h)))).await;
         assert_eq!(r.status, 400, "GET /login {h:?}");
     }
 }
@@ -226,10 +149,7 @@ async fn get_logout_without_the_right_sid_changes_nothing() {
     }
     let s = b.session(&bff).await;
     assert_eq!(s.status, 200);
-    let link = s.json()["bff_logout_url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let link = s.json()["bff_logout_url"].as_str().unwrap_or_default().to_owned();
     let r = b.get(&bff.url(&link)).await;
     assert_eq!(r.status, 302);
     assert!(r.location().contains("/signoff?"), "{}", r.location());

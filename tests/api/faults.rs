@@ -11,11 +11,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const KID: &str = "test-key-1";
 
 fn rsa_key(file: &str) -> EncodingKey {
-    let pem = std::fs::read(format!(
-        "{}/tests/fixtures/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    let pem = std::fs::read(format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{e}"));
     EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -46,9 +43,8 @@ impl Fake {
             .respond_with(ResponseTemplate::new(200).set_body_json(discovery))
             .mount(&server)
             .await;
-        let mut jwk =
-            jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key("rsa.pem"), Algorithm::RS256)
-                .unwrap_or_else(|e| panic!("{e}"));
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key("rsa.pem"), Algorithm::RS256)
+            .unwrap_or_else(|e| panic!("{e}"));
         jwk.common.key_id = Some(KID.into());
         Mock::given(method("GET"))
             .and(path("/ENV/as/jwks"))
@@ -62,14 +58,7 @@ impl Fake {
         let start = browser.get(&bff.url("/login?return_to=/x")).await;
         let auth = url::Url::parse(&start.location()).unwrap_or_else(|e| panic!("{e}"));
         let q: std::collections::HashMap<_, _> = auth.query_pairs().into_owned().collect();
-        Fake {
-            server,
-            issuer,
-            bff,
-            browser,
-            state: q["state"].clone(),
-            nonce: q["nonce"].clone(),
-        }
+        Fake { server, issuer, bff, browser, state: q["state"].clone(), nonce: q["nonce"].clone() }
     }
 
     fn claims(&self) -> Value {
@@ -84,38 +73,22 @@ impl Fake {
     }
 
     fn token_response(id_token: &str) -> ResponseTemplate {
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"access_token": "at-123", "token_type": "Bearer", "expires_in": 3600, "id_token": id_token}))
+        ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "at-123", "token_type": "Bearer", "expires_in": 3600, "id_token": id_token}),
+        )
     }
 
     async fn token_answers(&self, template: ResponseTemplate) {
-        Mock::given(method("POST"))
-            .and(path("/ENV/as/token"))
-            .respond_with(template)
-            .mount(&self.server)
-            .await;
+        Mock::given(method("POST")).and(path("/ENV/as/token")).respond_with(template).mount(&self.server).await;
     }
 
     /// Present the callback; assert the status and code, and that no session was stored.
     async fn callback_fails(&mut self, status: u16, code: &str) -> Resp {
-        let url = self.bff.url(&format!(
-            "/callback?code=c0de&state={}&iss={}",
-            self.state,
-            urlencode(&self.issuer)
-        ));
+        let url = self.bff.url(&format!("/callback?code=c0de&state={}&iss={}", self.state, urlencode(&self.issuer)));
         let r = self.browser.get(&url).await;
         assert_eq!(r.status, status, "{}", r.body);
-        assert!(
-            r.body.contains(&format!("<code>{code}</code>")),
-            "expected {code}: {}",
-            r.body
-        );
-        assert!(
-            self.browser
-                .jar()
-                .keys()
-                .all(|k| !k.starts_with("__Host-bff") || k.starts_with("__Host-bff-tx."))
-        );
+        assert!(r.body.contains(&format!("<code>{code}</code>")), "expected {code}: {}", r.body);
+        assert!(self.browser.jar().keys().all(|k| !k.starts_with("__Host-bff") || k.starts_with("__Host-bff-tx.")));
         let s = self.browser.session(&self.bff).await;
         assert_eq!(s.status, 401, "nothing may be stored");
         r
@@ -127,18 +100,9 @@ async fn a_valid_token_response_logs_in() {
     let mut f = Fake::start(&[]).await;
     let t = f.sign(&f.claims(), "rsa.pem");
     f.token_answers(Fake::token_response(&t)).await;
-    let url = f.bff.url(&format!(
-        "/callback?code=c0de&state={}&iss={}",
-        f.state,
-        urlencode(&f.issuer)
-    ));
+    let url = f.bff.url(&format!("/callback?code=c0de&state={}&iss={}", f.state, urlencode(&f.issuer)));
     let r = f.browser.get(&url).await;
-    assert_eq!(
-        (r.status, r.location()),
-        (302, "/x".to_owned()),
-        "{}",
-        r.body
-    );
+    assert_eq!((r.status, r.location()), (302, "/x".to_owned()), "{}", r.body);
     assert_eq!(f.browser.session(&f.bff).await.status, 200);
 }
 
@@ -146,8 +110,7 @@ async fn a_valid_token_response_logs_in() {
 async fn token_endpoint_invalid_grant_is_token_exchange_failed() {
     let mut f = Fake::start(&[]).await;
     f.token_answers(
-        ResponseTemplate::new(400)
-            .set_body_json(json!({"error": "invalid_grant", "error_description": "<b>nope</b>"})),
+        ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant", "error_description": "<b>nope</b>"})),
     )
     .await;
     let r = f.callback_fails(400, "token_exchange_failed").await;
@@ -157,18 +120,14 @@ async fn token_endpoint_invalid_grant_is_token_exchange_failed() {
 #[tokio::test]
 async fn token_endpoint_500_is_idp_unavailable() {
     let mut f = Fake::start(&[]).await;
-    f.token_answers(ResponseTemplate::new(500).set_body_string("boom"))
-        .await;
+    f.token_answers(ResponseTemplate::new(500).set_body_string("boom")).await;
     f.callback_fails(502, "idp_unavailable").await;
 }
 
 #[tokio::test]
 async fn token_endpoint_redirect_is_idp_unavailable_and_not_followed() {
     let mut f = Fake::start(&[]).await;
-    f.token_answers(
-        ResponseTemplate::new(302).insert_header("location", "http://127.0.0.1:1/steal"),
-    )
-    .await;
+    f.token_answers(ResponseTemplate::new(302).insert_header("location", "http://127.0.0.1:1/steal")).await;
     f.callback_fails(502, "idp_unavailable").await;
 }
 
@@ -176,16 +135,14 @@ async fn token_endpoint_redirect_is_idp_unavailable_and_not_followed() {
 async fn token_endpoint_timeout_is_idp_timeout() {
     let mut f = Fake::start(&[("BFF_OIDC__HTTP_TIMEOUT_SECS", "1")]).await;
     let t = f.sign(&f.claims(), "rsa.pem");
-    f.token_answers(Fake::token_response(&t).set_delay(Duration::from_millis(2500)))
-        .await;
+    f.token_answers(Fake::token_response(&t).set_delay(Duration::from_millis(2500))).await;
     f.callback_fails(504, "idp_timeout").await;
 }
 
 #[tokio::test]
 async fn non_json_token_response_is_idp_unavailable() {
     let mut f = Fake::start(&[]).await;
-    f.token_answers(ResponseTemplate::new(200).set_body_string("<html>hello</html>"))
-        .await;
+    f.token_answers(ResponseTemplate::new(200).set_body_string("<html>hello</html>")).await;
     f.callback_fails(502, "idp_unavailable").await;
 }
 
@@ -202,11 +159,7 @@ async fn id_token_with_alg_none_is_invalid_id_token() {
     use base64::Engine;
     let mut f = Fake::start(&[]).await;
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let t = format!(
-        "{}.{}.",
-        b64(&json!({"alg": "none", "kid": KID})),
-        b64(&f.claims())
-    );
+    let t = format!("{}.{}.", b64(&json!({"alg": "none", "kid": KID})), b64(&f.claims()));
     f.token_answers(Fake::token_response(&t)).await;
     f.callback_fails(400, "invalid_id_token").await;
 }
@@ -214,15 +167,10 @@ async fn id_token_with_alg_none_is_invalid_id_token() {
 #[tokio::test]
 async fn id_token_hs256_signed_with_the_public_key_is_invalid_id_token() {
     let mut f = Fake::start(&[]).await;
-    let pem = std::fs::read(format!(
-        "{}/tests/fixtures/rsa.pem",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap_or_default();
+    let pem = std::fs::read(format!("{}/tests/fixtures/rsa.pem", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default();
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some(KID.into());
-    let t =
-        jsonwebtoken::encode(&h, &f.claims(), &EncodingKey::from_secret(&pem)).unwrap_or_default();
+    let t = jsonwebtoken::encode(&h, &f.claims(), &EncodingKey::from_secret(&pem)).unwrap_or_default();
     f.token_answers(Fake::token_response(&t)).await;
     f.callback_fails(400, "invalid_id_token").await;
 }

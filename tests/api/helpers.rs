@@ -77,8 +77,7 @@ impl Idp {
             .unwrap_or_else(|_| panic!("IdP did not become ready in 30 s"))
             .unwrap_or_else(|e| panic!("IdP stdout: {e}"))
             .unwrap_or_else(|| panic!("IdP exited before it was ready"));
-        let ready: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("IdP ready line {line:?}: {e}"));
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("IdP ready line {line:?}: {e}"));
         Idp {
             child,
             issuer: ready["issuer"].as_str().unwrap_or_default().to_owned(),
@@ -144,10 +143,7 @@ access_log = false
 {extra}
 "#
     );
-    let vars = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     Settings::from_toml_str(&toml, vars).unwrap_or_else(|e| panic!("test settings invalid: {e}"))
 }
 
@@ -184,9 +180,7 @@ impl Drop for Bff {
 
 /// Bind a random loopback port (so the IdP can register redirect URIs before the app exists).
 pub async fn reserve() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"))
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"))
 }
 
 pub async fn spawn_bff(listener: tokio::net::TcpListener, settings: Settings) -> Bff {
@@ -201,12 +195,7 @@ pub async fn spawn_bff(listener: tokio::net::TcpListener, settings: Settings) ->
             })
             .await;
     });
-    let bff = Bff {
-        addr,
-        state,
-        stop: Some(tx),
-        task: Some(task),
-    };
+    let bff = Bff { addr, state, stop: Some(tx), task: Some(task) };
     for _ in 0..200 {
         if bff.state.oidc.is_ready() {
             return bff;
@@ -245,27 +234,15 @@ impl Resp {
         self.header("location")
     }
     pub fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
     }
     pub fn set_cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .collect()
+        self.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
     }
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One browser profile: a cookie jar per origin, manual redirects, everything recorded.
@@ -285,18 +262,11 @@ impl Browser {
 
     pub fn new_for_origin(origin: &str) -> Self {
         oidc_bff::startup::install_crypto_providers();
-        Self {
-            http: client(),
-            jars: BTreeMap::new(),
-            bff_bodies: vec![],
-            bff_origin: origin.to_owned(),
-        }
+        Self { http: client(), jars: BTreeMap::new(), bff_bodies: vec![], bff_origin: origin.to_owned() }
     }
 
     fn origin_of(url: &str) -> String {
-        url::Url::parse(url)
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_default()
+        url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
     }
 
     pub fn jar(&self) -> BTreeMap<String, String> {
@@ -319,8 +289,7 @@ impl Browser {
             let Ok(c) = cookie::Cookie::parse(line.clone()) else {
                 continue;
             };
-            let expired =
-                c.max_age().is_some_and(|a| a.is_zero() || a.is_negative()) || c.value().is_empty();
+            let expired = c.max_age().is_some_and(|a| a.is_zero() || a.is_negative()) || c.value().is_empty();
             if expired {
                 jar.remove(c.name());
             } else {
@@ -369,13 +338,8 @@ impl Browser {
     /// A fetch() from the SPA: `X-CSRF: 1` and the public origin.
     pub async fn fetch(&mut self, method: reqwest::Method, url: &str, json: Option<Value>) -> Resp {
         let origin = self.bff_origin.clone();
-        let headers = [
-            ("x-csrf", "1"),
-            ("origin", origin.as_str()),
-            ("content-type", "application/json"),
-        ];
-        self.request(method, url, &headers, json.map(|j| j.to_string()))
-            .await
+        let headers = [("x-csrf", "1"), ("origin", origin.as_str()), ("content-type", "application/json")];
+        self.request(method, url, &headers, json.map(|j| j.to_string())).await
     }
 
     /// Drive the IdP from its authorization URL to the redirect back to the client: log in as
@@ -386,9 +350,7 @@ impl Browser {
             let r = self.get(&url).await;
             match r.status {
                 301..=308 => {
-                    let next = url::Url::parse(&url)
-                        .and_then(|base| base.join(&r.location()))
-                        .map(|u| u.to_string());
+                    let next = url::Url::parse(&url).and_then(|base| base.join(&r.location())).map(|u| u.to_string());
                     let next = next.unwrap_or_else(|e| panic!("bad Location: {e}"));
                     if next.starts_with(&self.bff_origin) {
                         return next;
@@ -396,17 +358,10 @@ impl Browser {
                     url = next;
                 }
                 200 if r.body.contains("name=\"login\"") => {
-                    let action = r
-                        .body
-                        .split("action=\"")
-                        .nth(1)
-                        .and_then(|s| s.split('"').next())
-                        .unwrap_or_default();
+                    let action = r.body.split("action=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default();
                     let action = action.replace("&amp;", "&");
-                    let target = url::Url::parse(&url)
-                        .and_then(|b| b.join(&action))
-                        .map(|u| u.to_string())
-                        .unwrap_or_default();
+                    let target =
+                        url::Url::parse(&url).and_then(|b| b.join(&action)).map(|u| u.to_string()).unwrap_or_default();
                     let form = format!("login={user}");
                     let r = self
                         .request(
@@ -416,12 +371,7 @@ impl Browser {
                             Some(form),
                         )
                         .await;
-                    assert!(
-                        (301..=308).contains(&r.status),
-                        "login form answered {}: {}",
-                        r.status,
-                        r.body
-                    );
+                    assert!((301..=308).contains(&r.status), "login form answered {}: {}", r.status, r.body);
                     url = url::Url::parse(&target)
                         .and_then(|b| b.join(&r.location()))
                         .map(|u| u.to_string())
@@ -435,17 +385,14 @@ impl Browser {
 
     /// Redirect-mode login: /login → IdP → /callback. Returns the callback response.
     pub async fn login(&mut self, bff: &Bff, user: &str, return_to: &str) -> Resp {
-        let start = self
-            .get(&bff.url(&format!("/login?return_to={}", urlencode(return_to))))
-            .await;
+        let start = self.get(&bff.url(&format!("/login?return_to={}", urlencode(return_to)))).await;
         assert_eq!(start.status, 302, "GET /login: {}", start.body);
         let callback = self.idp_login(&start.location(), user).await;
         self.get(&callback).await
     }
 
     pub async fn session(&mut self, bff: &Bff) -> Resp {
-        self.fetch(reqwest::Method::GET, &bff.url("/session"), None)
-            .await
+        self.fetch(reqwest::Method::GET, &bff.url("/session"), None).await
     }
 }
 
@@ -454,16 +401,10 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// Open the session cookie in a jar with the test key, to learn the real tokens.
-pub fn open_session(
-    bff: &Bff,
-    jar: &BTreeMap<String, String>,
-) -> Option<oidc_bff::session::model::Session> {
+pub fn open_session(bff: &Bff, jar: &BTreeMap<String, String>) -> Option<oidc_bff::session::model::Session> {
     let cookie: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut h = http::HeaderMap::new();
-    h.insert(
-        http::header::COOKIE,
-        http::HeaderValue::from_str(&cookie.join("; ")).ok()?,
-    );
+    h.insert(http::header::COOKIE, http::HeaderValue::from_str(&cookie.join("; ")).ok()?);
     oidc_bff::session::cookie::SessionCookie::from_headers(&bff.state.cookies, &h)
         .open(&bff.state.cookies, &bff.state.keys)
 }

@@ -7,10 +7,7 @@ use serde_json::json;
 fn assert_no_tokens(bodies: &[String], tokens: &[&str]) {
     for t in tokens.iter().filter(|t| !t.is_empty()) {
         for b in bodies {
-            assert!(
-                !b.contains(t),
-                "a token reached the browser in a response body"
-            );
+            assert!(!b.contains(t), "a token reached the browser in a response body");
         }
     }
 }
@@ -30,28 +27,11 @@ async fn redirect_mode_login_ends_in_session_with_claims_and_no_token_in_any_bod
     assert_eq!(j["claims"]["email"], "alice@example.test");
     assert!(j["expires_at"].as_i64().unwrap_or(0) > 0);
     assert!(j["session_expires_at"].as_i64().unwrap_or(0) > 0);
-    assert!(
-        j["bff_logout_url"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("/logout?sid=")
-    );
-    let session =
-        open_session(&bff, &b.jar()).unwrap_or_else(|| panic!("session cookie does not open"));
-    let rt = session
-        .refresh_token
-        .as_ref()
-        .map(|r| r.expose().to_owned())
-        .unwrap_or_default();
+    assert!(j["bff_logout_url"].as_str().unwrap_or("").starts_with("/logout?sid="));
+    let session = open_session(&bff, &b.jar()).unwrap_or_else(|| panic!("session cookie does not open"));
+    let rt = session.refresh_token.as_ref().map(|r| r.expose().to_owned()).unwrap_or_default();
     assert!(!rt.is_empty(), "the IdP issued a refresh token");
-    assert_no_tokens(
-        &b.bff_bodies,
-        &[
-            session.access_token.expose(),
-            session.id_token.expose(),
-            &rt,
-        ],
-    );
+    assert_no_tokens(&b.bff_bodies, &[session.access_token.expose(), session.id_token.expose(), &rt]);
 }
 
 async fn spa_stack() -> (Idp, Bff) {
@@ -59,11 +39,7 @@ async fn spa_stack() -> (Idp, Bff) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let idp = Idp::start(port, json!({})).await;
     let redirect = format!("http://127.0.0.1:{port}/spa/callback");
-    let bff = spawn_bff(
-        listener,
-        settings(port, &idp.issuer, &[("BFF_OIDC__REDIRECT_URI", &redirect)]),
-    )
-    .await;
+    let bff = spawn_bff(listener, settings(port, &idp.issuer, &[("BFF_OIDC__REDIRECT_URI", &redirect)])).await;
     (idp, bff)
 }
 
@@ -71,27 +47,12 @@ async fn spa_stack() -> (Idp, Bff) {
 async fn spa_mode_login_start_and_end_with_the_full_url() {
     let (_idp, bff) = spa_stack().await;
     let mut b = Browser::new(&bff);
-    let start = b
-        .fetch(
-            Method::POST,
-            &bff.url("/login/start"),
-            Some(json!({"return_to": "/inbox"})),
-        )
-        .await;
+    let start = b.fetch(Method::POST, &bff.url("/login/start"), Some(json!({"return_to": "/inbox"}))).await;
     assert_eq!(start.status, 200, "{}", start.body);
-    let auth = start.json()["authorization_url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let auth = start.json()["authorization_url"].as_str().unwrap_or_default().to_owned();
     let landed = b.idp_login(&auth, "bob").await;
     assert!(landed.contains("/spa/callback?"));
-    let end = b
-        .fetch(
-            Method::POST,
-            &bff.url("/login/end"),
-            Some(json!({"url": landed})),
-        )
-        .await;
+    let end = b.fetch(Method::POST, &bff.url("/login/end"), Some(json!({"url": landed}))).await;
     assert_eq!(end.status, 200, "{}", end.body);
     assert_eq!(end.json()["return_to"], "/inbox");
     assert_eq!(end.json()["sub"], "bob");
@@ -102,20 +63,12 @@ async fn spa_mode_login_start_and_end_with_the_full_url() {
 async fn spa_mode_login_end_with_code_and_state() {
     let (idp, bff) = spa_stack().await;
     let mut b = Browser::new(&bff);
-    let start = b
-        .fetch(Method::POST, &bff.url("/login/start"), Some(json!({})))
-        .await;
-    let auth = start.json()["authorization_url"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let landed =
-        url::Url::parse(&b.idp_login(&auth, "carol").await).unwrap_or_else(|e| panic!("{e}"));
+    let start = b.fetch(Method::POST, &bff.url("/login/start"), Some(json!({}))).await;
+    let auth = start.json()["authorization_url"].as_str().unwrap_or_default().to_owned();
+    let landed = url::Url::parse(&b.idp_login(&auth, "carol").await).unwrap_or_else(|e| panic!("{e}"));
     let q: std::collections::HashMap<_, _> = landed.query_pairs().into_owned().collect();
     let body = json!({"code": q["code"], "state": q["state"], "iss": idp.issuer});
-    let end = b
-        .fetch(Method::POST, &bff.url("/login/end"), Some(body))
-        .await;
+    let end = b.fetch(Method::POST, &bff.url("/login/end"), Some(body)).await;
     assert_eq!(end.status, 200, "{}", end.body);
     assert_eq!(end.json()["return_to"], "/");
     // A url that is not the redirect_uri is refused.
@@ -126,10 +79,7 @@ async fn spa_mode_login_end_with_code_and_state() {
             Some(json!({"url": "http://evil.example/spa/callback?code=x&state=y"})),
         )
         .await;
-    assert_eq!(
-        (bad.status, bad.json()["error"].clone()),
-        (400, json!("invalid_request"))
-    );
+    assert_eq!((bad.status, bad.json()["error"].clone()), (400, json!("invalid_request")));
 }
 
 #[tokio::test]
@@ -138,28 +88,14 @@ async fn two_logins_started_in_parallel_both_complete() {
     let mut b = Browser::new(&bff);
     let first = b.get(&bff.url("/login?return_to=/one")).await;
     let second = b.get(&bff.url("/login?return_to=/two")).await;
-    let tx_cookies = b
-        .jar()
-        .keys()
-        .filter(|k| k.starts_with("__Host-bff-tx."))
-        .count();
+    let tx_cookies = b.jar().keys().filter(|k| k.starts_with("__Host-bff-tx.")).count();
     assert_eq!(tx_cookies, 2);
     let cb2 = b.idp_login(&second.location(), "dave").await;
     let cb1 = b.idp_login(&first.location(), "dave").await;
     let r2 = b.get(&cb2).await;
     let r1 = b.get(&cb1).await;
-    assert_eq!(
-        (r2.status, r2.location()),
-        (302, "/two".to_owned()),
-        "{}",
-        r2.body
-    );
-    assert_eq!(
-        (r1.status, r1.location()),
-        (302, "/one".to_owned()),
-        "{}",
-        r1.body
-    );
+    assert_eq!((r2.status, r2.location()), (302, "/two".to_owned()), "{}", r2.body);
+    assert_eq!((r1.status, r1.location()), (302, "/one".to_owned()), "{}", r1.body);
     assert_eq!(b.session(&bff).await.status, 200);
 }
 
@@ -181,42 +117,17 @@ async fn logout_expires_cookies_revokes_at_the_idp_and_returns_the_logout_url() 
     let revocations_before = idp.events().await["revocations"].as_u64().unwrap_or(0);
     let out = b.fetch(Method::POST, &bff.url("/logout"), None).await;
     assert_eq!(out.status, 200, "{}", out.body);
-    let logout_url = url::Url::parse(out.json()["logout_url"].as_str().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        logout_url
-            .as_str()
-            .starts_with(&format!("{}/signoff", idp.issuer))
-    );
+    let logout_url = url::Url::parse(out.json()["logout_url"].as_str().unwrap_or("")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(logout_url.as_str().starts_with(&format!("{}/signoff", idp.issuer)));
     let q: std::collections::HashMap<_, _> = logout_url.query_pairs().into_owned().collect();
-    assert!(
-        q.get("id_token_hint")
-            .is_some_and(|t| t.split('.').count() == 3)
-    );
-    assert_eq!(
-        q.get("post_logout_redirect_uri").map(String::as_str),
-        Some(bff.url("/").as_str())
-    );
-    let expired: Vec<String> = out
-        .set_cookies()
-        .into_iter()
-        .filter(|c| c.contains("Max-Age=0"))
-        .collect();
+    assert!(q.get("id_token_hint").is_some_and(|t| t.split('.').count() == 3));
+    assert_eq!(q.get("post_logout_redirect_uri").map(String::as_str), Some(bff.url("/").as_str()));
+    let expired: Vec<String> = out.set_cookies().into_iter().filter(|c| c.contains("Max-Age=0")).collect();
     for name in ["__Host-bff=", "__Host-bff.0=", "__Host-bff.7="] {
-        assert!(
-            expired.iter().any(|c| c.starts_with(name)),
-            "{name} not expired"
-        );
+        assert!(expired.iter().any(|c| c.starts_with(name)), "{name} not expired");
     }
-    assert!(
-        b.jar().keys().all(|k| !k.starts_with("__Host-bff")),
-        "cookies left: {:?}",
-        b.jar().keys()
-    );
-    assert_eq!(
-        idp.events().await["revocations"].as_u64().unwrap_or(0),
-        revocations_before + 1
-    );
+    assert!(b.jar().keys().all(|k| !k.starts_with("__Host-bff")), "cookies left: {:?}", b.jar().keys());
+    assert_eq!(idp.events().await["revocations"].as_u64().unwrap_or(0), revocations_before + 1);
     assert_eq!(b.session(&bff).await.status, 401);
 }
 
@@ -252,27 +163,14 @@ async fn large_session_round_trips_as_chunks_and_logout_removes_them_all() {
     let mut b = Browser::new(&bff);
     let cb = b.login(&bff, "heidi", "/").await;
     assert_eq!(cb.status, 302, "{}", cb.body);
-    let chunks: Vec<String> = b
-        .jar()
-        .keys()
-        .filter(|k| k.starts_with("__Host-bff."))
-        .cloned()
-        .collect();
-    assert!(
-        chunks.len() >= 2,
-        "expected chunks, got {:?}",
-        b.jar().keys()
-    );
+    let chunks: Vec<String> = b.jar().keys().filter(|k| k.starts_with("__Host-bff.")).cloned().collect();
+    assert!(chunks.len() >= 2, "expected chunks, got {:?}", b.jar().keys());
     assert!(!b.jar().contains_key("__Host-bff"));
     let s = b.session(&bff).await;
     assert_eq!(s.status, 200, "{}", s.body);
     assert_eq!(s.json()["claims"]["big"].as_str().map(str::len), Some(6000));
     b.fetch(Method::POST, &bff.url("/logout"), None).await;
-    assert!(
-        b.jar().keys().all(|k| !k.starts_with("__Host-bff")),
-        "left: {:?}",
-        b.jar().keys()
-    );
+    assert!(b.jar().keys().all(|k| !k.starts_with("__Host-bff")), "left: {:?}", b.jar().keys());
 }
 
 #[tokio::test]
@@ -287,27 +185,15 @@ async fn key_rotation_old_key_opens_while_listed_second_and_not_after_removal() 
     bff.stop().await;
 
     let rotated = format!("{KEY_B},{KEY_A}");
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bff = spawn_bff(
-        listener,
-        settings(port, &idp.issuer, &[("BFF_SESSION__KEYS", &rotated)]),
-    )
-    .await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("{e}"));
+    let bff = spawn_bff(listener, settings(port, &idp.issuer, &[("BFF_SESSION__KEYS", &rotated)])).await;
     let mut b2 = Browser::new(&bff);
     b2.set_jar(jar.clone());
     assert_eq!(b2.session(&bff).await.status, 200);
     bff.stop().await;
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bff = spawn_bff(
-        listener,
-        settings(port, &idp.issuer, &[("BFF_SESSION__KEYS", KEY_B)]),
-    )
-    .await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("{e}"));
+    let bff = spawn_bff(listener, settings(port, &idp.issuer, &[("BFF_SESSION__KEYS", KEY_B)])).await;
     let mut b3 = Browser::new(&bff);
     b3.set_jar(jar);
     let s = b3.session(&bff).await;
@@ -334,12 +220,7 @@ async fn completed_state_presented_again_redirects_to_return_to_without_calling_
     assert_eq!(b.get(&cb).await.status, 302);
     let grants = idp.grants("authorization_code").await;
     let again = b.get(&cb).await;
-    assert_eq!(
-        (again.status, again.location()),
-        (302, "/back".to_owned()),
-        "{}",
-        again.body
-    );
+    assert_eq!((again.status, again.location()), (302, "/back".to_owned()), "{}", again.body);
     assert_eq!(idp.grants("authorization_code").await, grants);
 }
 
@@ -365,12 +246,7 @@ async fn unknown_state_is_invalid_state() {
     let (idp, bff) = stack(json!({}), &[]).await;
     let mut b = Browser::new(&bff);
     b.get(&bff.url("/login")).await;
-    let r = b
-        .get(&bff.url(&format!(
-            "/callback?code=abc&state=not-mine&iss={}",
-            urlencode(&idp.issuer)
-        )))
-        .await;
+    let r = b.get(&bff.url(&format!("/callback?code=abc&state=not-mine&iss={}", urlencode(&idp.issuer)))).await;
     assert_eq!(r.status, 400);
     assert!(r.body.contains("<code>invalid_state</code>"), "{}", r.body);
     assert_eq!(r.header("content-security-policy"), "default-src 'none'");
@@ -382,10 +258,7 @@ async fn iss_parameter_that_differs_from_the_issuer_is_invalid_issuer() {
     let mut b = Browser::new(&bff);
     let start = b.get(&bff.url("/login")).await;
     let cb = b.idp_login(&start.location(), "mia").await;
-    let tampered = cb.replace(
-        &urlencode(&idp.issuer),
-        &urlencode(&format!("{}/", idp.issuer)),
-    );
+    let tampered = cb.replace(&urlencode(&idp.issuer), &urlencode(&format!("{}/", idp.issuer)));
     assert_ne!(tampered, cb);
     let r = b.get(&tampered).await;
     assert_eq!(r.status, 400);
@@ -399,43 +272,20 @@ async fn idp_error_is_login_failed_and_nothing_is_reflected() {
     let mut b = Browser::new(&bff);
     let start = b.get(&bff.url("/login")).await;
     let auth = url::Url::parse(&start.location()).unwrap_or_else(|e| panic!("{e}"));
-    let state = auth
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    let state = auth.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()).unwrap_or_default();
     let iss = urlencode(&idp.issuer);
     let r = b.get(&bff.url(&format!("/callback?error=access_denied&error_description=%3Cscript%3Ealert(2)%3C%2Fscript%3E&state={state}&iss={iss}"))).await;
     assert_eq!(r.status, 400);
-    assert!(
-        r.body.contains("login_failed") && r.body.contains("access_denied"),
-        "{}",
-        r.body
-    );
-    assert!(
-        !r.body.contains("script") && !r.body.contains("alert"),
-        "{}",
-        r.body
-    );
+    assert!(r.body.contains("login_failed") && r.body.contains("access_denied"), "{}", r.body);
+    assert!(!r.body.contains("script") && !r.body.contains("alert"), "{}", r.body);
 
     let start = b.get(&bff.url("/login")).await;
     let auth = url::Url::parse(&start.location()).unwrap_or_else(|e| panic!("{e}"));
-    let state = auth
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    let r = b
-        .get(&bff.url(&format!(
-            "/callback?error=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}&iss={iss}"
-        )))
-        .await;
+    let state = auth.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()).unwrap_or_default();
+    let r =
+        b.get(&bff.url(&format!("/callback?error=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}&iss={iss}"))).await;
     assert_eq!(r.status, 400);
-    assert!(
-        !r.body.contains("script") && !r.body.contains("alert"),
-        "{}",
-        r.body
-    );
+    assert!(!r.body.contains("script") && !r.body.contains("alert"), "{}", r.body);
     assert!(r.body.contains("<code>unknown</code>"), "{}", r.body);
     assert_eq!(r.header("content-security-policy"), "default-src 'none'");
     assert_eq!(r.header("x-content-type-options"), "nosniff");

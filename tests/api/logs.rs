@@ -37,12 +37,7 @@ async fn logs_of_a_full_login_contain_no_secret() {
     let probe = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..200 {
-        if probe
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
+        if probe.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
             ready = true;
             break;
         }
@@ -50,37 +45,23 @@ async fn logs_of_a_full_login_contain_no_secret() {
     }
     assert!(ready, "binary did not become ready");
 
-    let fake = FakeBff {
-        addr: format!("127.0.0.1:{port}"),
-    };
+    let fake = FakeBff { addr: format!("127.0.0.1:{port}") };
     let mut b = fake.browser();
     let start = b.get(&format!("{base}/login")).await;
     let callback = b.idp_login(&start.location(), "alice").await;
     let code = url::Url::parse(&callback)
         .ok()
-        .and_then(|u| {
-            u.query_pairs()
-                .find(|(k, _)| k == "code")
-                .map(|(_, v)| v.into_owned())
-        })
+        .and_then(|u| u.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()))
         .unwrap_or_default();
     assert_eq!(b.get(&callback).await.status, 302);
     let jar = b.jar();
-    assert_eq!(
-        b.fetch(Method::GET, &format!("{base}/session"), None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(b.fetch(Method::GET, &format!("{base}/session"), None).await.status, 200);
     let session = oidc_bff_open(&jar);
     let out = b.fetch(Method::POST, &format!("{base}/logout"), None).await;
     assert_eq!(out.status, 200);
 
     // SIGTERM: the binary drains and exits 0.
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "exit status {status}");
     let mut logs = String::new();
@@ -90,10 +71,7 @@ async fn logs_of_a_full_login_contain_no_secret() {
     if let Some(mut o) = child.stdout.take() {
         let _ = o.read_to_string(&mut logs);
     }
-    assert!(
-        logs.contains("login completed"),
-        "logs were captured: {logs}"
-    );
+    assert!(logs.contains("login completed"), "logs were captured: {logs}");
     let mut secrets = vec![code, SECRET_BASIC.to_owned()];
     secrets.extend(jar.values().cloned());
     if let Some(s) = session {
@@ -121,20 +99,11 @@ impl FakeBff {
     }
 }
 
-fn oidc_bff_open(
-    jar: &std::collections::BTreeMap<String, String>,
-) -> Option<oidc_bff::session::model::Session> {
+fn oidc_bff_open(jar: &std::collections::BTreeMap<String, String>) -> Option<oidc_bff::session::model::Session> {
     let keys = oidc_bff::session::seal::Keyring::new(&[oidc_bff::settings::KeyMaterial(
-        <[u8; 32]>::try_from(
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, KEY_A).ok()?,
-        )
-        .ok()?,
+        <[u8; 32]>::try_from(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, KEY_A).ok()?).ok()?,
     )]);
     let value = jar.get("__Host-bff")?;
-    let plain = keys.open(
-        oidc_bff::session::seal::Purpose::Session,
-        "__Host-bff",
-        value,
-    )?;
+    let plain = keys.open(oidc_bff::session::seal::Purpose::Session, "__Host-bff", value)?;
     oidc_bff::session::model::Session::from_bytes(&plain)
 }

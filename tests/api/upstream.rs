@@ -33,9 +33,7 @@ impl Running {
 pub async fn start() -> Running {
     let upstream = Upstream::default();
     let app = Router::new().fallback(handle).with_state(upstream.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -78,15 +76,10 @@ async fn handle(State(u): State<Upstream>, req: Request) -> Response {
             axum::Json(json!({"bytes": n})).into_response()
         }
         "download" => {
-            let total: usize = query
-                .strip_prefix("bytes=")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
+            let total: usize = query.strip_prefix("bytes=").and_then(|n| n.parse().ok()).unwrap_or(0);
             let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
             let count = total / chunk.len();
-            let stream = futures_util::stream::iter(
-                (0..count).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
-            );
+            let stream = futures_util::stream::iter((0..count).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
             Response::builder()
                 .header("content-length", (count * 64 * 1024).to_string())
                 .body(Body::from_stream(stream))
@@ -115,9 +108,7 @@ async fn echo(req: Request, path: String, query: String) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(200);
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
     let out = json!({
         "method": method,
         "path": path,

@@ -39,10 +39,7 @@ fn browser_sends(lines: &[String]) -> HeaderMap {
         .filter_map(|l| l.split(';').next().map(str::to_owned))
         .collect();
     let mut h = HeaderMap::new();
-    h.insert(
-        COOKIE,
-        HeaderValue::from_str(&pairs.join("; ")).unwrap_or(HeaderValue::from_static("")),
-    );
+    h.insert(COOKIE, HeaderValue::from_str(&pairs.join("; ")).unwrap_or(HeaderValue::from_static("")));
     h
 }
 
@@ -51,16 +48,9 @@ fn small_session_is_one_cookie_and_expires_all_chunks() {
     let (n, keys) = (names(true), Keyring::new(&[KeyMaterial([7; 32])]));
     let lines = n.write_session(&seal_session(&n, &keys, &session(100)), 50);
     assert!(lines[0].starts_with("__Host-bff="));
-    assert!(
-        lines[0].contains("HttpOnly")
-            && lines[0].contains("Secure")
-            && lines[0].contains("SameSite=Strict")
-    );
+    assert!(lines[0].contains("HttpOnly") && lines[0].contains("Secure") && lines[0].contains("SameSite=Strict"));
     assert!(lines[0].contains("Path=/") && !lines[0].contains("Domain"));
-    assert_eq!(
-        lines.iter().filter(|l| l.contains("Max-Age=0")).count(),
-        MAX_CHUNKS
-    );
+    assert_eq!(lines.iter().filter(|l| l.contains("Max-Age=0")).count(), MAX_CHUNKS);
     let h = browser_sends(&lines);
     let opened = SessionCookie::from_headers(&n, &h).open(&n, &keys);
     assert_eq!(opened.map(|s| s.sub), Some("alice".to_owned()));
@@ -72,17 +62,9 @@ fn large_session_round_trips_as_chunks() {
     let lines = n.write_session(&seal_session(&n, &keys, &session(9000)), 50);
     let live: Vec<_> = lines.iter().filter(|l| !l.contains("Max-Age=0")).collect();
     assert!(live.len() >= 3 && live.iter().all(|l| l.starts_with("__Host-bff.")));
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("__Host-bff=;") && l.contains("Max-Age=0"))
-    );
+    assert!(lines.iter().any(|l| l.starts_with("__Host-bff=;") && l.contains("Max-Age=0")));
     let h = browser_sends(&lines);
-    assert!(
-        SessionCookie::from_headers(&n, &h)
-            .open(&n, &keys)
-            .is_some()
-    );
+    assert!(SessionCookie::from_headers(&n, &h).open(&n, &keys).is_some());
 }
 
 #[test]
@@ -91,26 +73,14 @@ fn mixed_forms_and_foreign_chunks_are_anonymous() {
     let a = n.write_session(&seal_session(&n, &keys, &session(9000)), 50);
     let b = n.write_session(&seal_session(&n, &keys, &session(9000)), 50);
     // Chunk 1 of another session.
-    let mut mixed: Vec<String> = a
-        .iter()
-        .filter(|l| !l.starts_with("__Host-bff.1"))
-        .cloned()
-        .collect();
+    let mut mixed: Vec<String> = a.iter().filter(|l| !l.starts_with("__Host-bff.1")).cloned().collect();
     mixed.extend(b.iter().filter(|l| l.starts_with("__Host-bff.1")).cloned());
-    assert!(
-        SessionCookie::from_headers(&n, &browser_sends(&mixed))
-            .open(&n, &keys)
-            .is_none()
-    );
+    assert!(SessionCookie::from_headers(&n, &browser_sends(&mixed)).open(&n, &keys).is_none());
     // Both the single cookie and chunks.
     let single = n.write_session(&seal_session(&n, &keys, &session(10)), 50);
     let mut both = a.clone();
     both.push(single[0].clone());
-    assert!(
-        SessionCookie::from_headers(&n, &browser_sends(&both))
-            .open(&n, &keys)
-            .is_none()
-    );
+    assert!(SessionCookie::from_headers(&n, &browser_sends(&both)).open(&n, &keys).is_none());
 }
 
 #[test]
