@@ -27,6 +27,15 @@ struct Fake {
 
 impl Fake {
     async fn start(vars: &[(&str, &str)]) -> Fake {
+        Self::start_with_jwks(vars, None).await
+    }
+
+    /// `extra_jwk`: one more key published in the JWKS.
+    async fn start_with_jwks(vars: &[(&str, &str)], extra_jwk: Option<Value>) -> Fake {
+        Self::start_full(vars, extra_jwk, "").await
+    }
+
+    async fn start_full(vars: &[(&str, &str)], extra_jwk: Option<Value>, extra_toml: &str) -> Fake {
         oidc_bff::startup::install_crypto_providers();
         let server = MockServer::start().await;
         let issuer = format!("{}/ENV/as", server.uri());
@@ -46,14 +55,16 @@ impl Fake {
         let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key("rsa.pem"), Algorithm::RS256)
             .unwrap_or_else(|e| panic!("{e}"));
         jwk.common.key_id = Some(KID.into());
+        let mut keys = vec![serde_json::to_value(&jwk).unwrap_or_default()];
+        keys.extend(extra_jwk);
         Mock::given(method("GET"))
             .and(path("/ENV/as/jwks"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": [jwk]})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": keys})))
             .mount(&server)
             .await;
         let listener = reserve().await;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-        let bff = spawn_bff(listener, settings(port, &issuer, vars)).await;
+        let bff = spawn_bff(listener, settings_with(port, &issuer, vars, extra_toml)).await;
         let mut browser = Browser::new(&bff);
         let start = browser.get(&bff.url("/login?return_to=/x")).await;
         let auth = url::Url::parse(&start.location()).unwrap_or_else(|e| panic!("{e}"));
@@ -70,6 +81,17 @@ impl Fake {
         let mut h = Header::new(Algorithm::RS256);
         h.kid = Some(KID.into());
         jsonwebtoken::encode(&h, claims, &rsa_key(key)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn sign_with(&self, claims: &Value, alg: Algorithm, kid: Option<&str>, key: &EncodingKey) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&h, claims, key).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn callback(&mut self) -> Resp {
+        let url = self.bff.url(&format!("/callback?code=c0de&state={}&iss={}", self.state, urlencode(&self.issuer)));
+        self.browser.get(&url).await
     }
 
     fn token_response(id_token: &str) -> ResponseTemplate {
@@ -221,4 +243,195 @@ async fn expired_id_token_is_invalid_id_token() {
 #[tokio::test]
 async fn several_audiences_without_azp_is_invalid_id_token() {
     refuses_claims(|c| c["aud"] = json!(["bff-basic", "other"])).await;
+}
+
+#[tokio::test]
+async fn at_hash_that_does_not_match_the_access_token_is_invalid_id_token() {
+    refuses_claims(|c| c["at_hash"] = json!("AAAAAAAAAAAAAAAAAAAAAA")).await;
+}
+
+#[tokio::test]
+async fn azp_other_than_the_client_is_invalid_id_token() {
+    refuses_claims(|c| c["azp"] = json!("someone-else")).await;
+}
+
+#[tokio::test]
+async fn iat_far_in_the_future_is_invalid_id_token() {
+    refuses_claims(|c| c["iat"] = json!(oidc_bff::state::now() + 3600)).await;
+}
+
+#[tokio::test]
+async fn id_token_without_iat_is_invalid_id_token() {
+    refuses_claims(|c| {
+        if let Some(o) = c.as_object_mut() {
+            o.remove("iat");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn id_token_without_sub_is_invalid_id_token() {
+    refuses_claims(|c| {
+        if let Some(o) = c.as_object_mut() {
+            o.remove("sub");
+        }
+    })
+    .await;
+}
+
+async fn token_body_fails(body: Value, status: u16, code: &str) {
+    let mut f = Fake::start(&[]).await;
+    f.token_answers(ResponseTemplate::new(200).set_body_json(body)).await;
+    f.callback_fails(status, code).await;
+}
+
+#[tokio::test]
+async fn token_type_other_than_bearer_is_idp_unavailable() {
+    let f = Fake::start(&[]).await;
+    let t = f.sign(&f.claims(), "rsa.pem");
+    drop(f);
+    token_body_fails(json!({"access_token": "a", "token_type": "mac", "id_token": t}), 502, "idp_unavailable").await;
+}
+
+#[tokio::test]
+async fn token_response_without_id_token_is_idp_unavailable() {
+    token_body_fails(json!({"access_token": "a", "token_type": "Bearer", "expires_in": 60}), 502, "idp_unavailable")
+        .await;
+}
+
+#[tokio::test]
+async fn non_positive_expires_in_is_idp_unavailable() {
+    token_body_fails(
+        json!({"access_token": "a", "token_type": "Bearer", "expires_in": 0, "id_token": "x.y.z"}),
+        502,
+        "idp_unavailable",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_4xx_without_an_oauth_error_is_idp_unavailable() {
+    let mut f = Fake::start(&[]).await;
+    f.token_answers(ResponseTemplate::new(401).set_body_json(json!({"message": "nope"}))).await;
+    f.callback_fails(502, "idp_unavailable").await;
+}
+
+#[tokio::test]
+async fn an_oversized_token_response_is_idp_unavailable() {
+    let mut f = Fake::start(&[]).await;
+    let huge = "x".repeat(400 * 1024);
+    f.token_answers(ResponseTemplate::new(200).set_body_json(json!({"access_token": huge, "token_type": "Bearer"})))
+        .await;
+    f.callback_fails(502, "idp_unavailable").await;
+}
+
+#[tokio::test]
+async fn missing_iss_parameter_when_discovery_requires_it_is_invalid_issuer() {
+    let mut f = Fake::start(&[]).await;
+    let url = f.bff.url(&format!("/callback?code=c0de&state={}", f.state));
+    let r = f.browser.get(&url).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("<code>invalid_issuer</code>"), "{}", r.body);
+}
+
+const LONG_SECRET: &str = "a-client-secret-of-at-least-32-bytes-for-hs256";
+
+#[tokio::test]
+async fn hs256_is_verified_with_the_client_secret_never_the_public_key() {
+    let vars = [("BFF_OIDC__ID_TOKEN_SIGNING_ALGS", "RS256,HS256"), ("BFF_OIDC__CLIENT_SECRET", LONG_SECRET)];
+    // Algorithm confusion: HMAC keyed with the IdP's public key material.
+    let mut f = Fake::start(&vars).await;
+    let jwks = reqwest::get(format!("{}/jwks", f.issuer))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let pem = std::fs::read(format!("{}/tests/fixtures/rsa.pem", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default();
+    for key in [jwks.as_bytes(), pem.as_slice()] {
+        let t = f.sign_with(&f.claims(), Algorithm::HS256, Some(KID), &EncodingKey::from_secret(key));
+        f.server.reset().await;
+        f.token_answers(Fake::token_response(&t)).await;
+        let r = f.callback().await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains("invalid_id_token"));
+        // The failed attempt spent the state; start a new login.
+        f = Fake::start(&vars).await;
+    }
+    // Signed with the client secret: accepted.
+    let t = f.sign_with(&f.claims(), Algorithm::HS256, None, &EncodingKey::from_secret(LONG_SECRET.as_bytes()));
+    f.token_answers(Fake::token_response(&t)).await;
+    let r = f.callback().await;
+    assert_eq!(r.status, 302, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_symmetric_key_in_the_jwks_is_never_used() {
+    use base64::Engine;
+    let k = b"a-shared-secret-published-by-a-hostile-jwks-endpoint!";
+    let oct = json!({"kty": "oct", "kid": "hs", "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k)});
+    let vars = [("BFF_OIDC__ID_TOKEN_SIGNING_ALGS", "RS256,HS256"), ("BFF_OIDC__CLIENT_SECRET", LONG_SECRET)];
+    let mut f = Fake::start_with_jwks(&vars, Some(oct)).await;
+    let t = f.sign_with(&f.claims(), Algorithm::HS256, Some("hs"), &EncodingKey::from_secret(k));
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn alg_that_disagrees_with_the_key_type_is_invalid_id_token() {
+    let mut f = Fake::start(&[]).await;
+    let pem = std::fs::read(format!("{}/tests/fixtures/ec.pem", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default();
+    let ec = EncodingKey::from_ec_pem(&pem).unwrap_or_else(|e| panic!("{e}"));
+    // ES256 header naming the RSA key's kid.
+    let t = f.sign_with(&f.claims(), Algorithm::ES256, Some(KID), &ec);
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetches_the_jwks_at_most_once_per_30_seconds() {
+    let mut f = Fake::start(&[]).await;
+    let jwks_fetches = |reqs: Vec<wiremock::Request>| reqs.iter().filter(|r| r.url.path() == "/ENV/as/jwks").count();
+    assert_eq!(jwks_fetches(f.server.received_requests().await.unwrap_or_default()), 1, "the start-up fetch");
+    let t = f.sign_with(&f.claims(), Algorithm::RS256, Some("unknown-1"), &rsa_key("rsa.pem"));
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+    assert_eq!(
+        jwks_fetches(f.server.received_requests().await.unwrap_or_default()),
+        2,
+        "one refetch for the unknown kid"
+    );
+    // A second unknown kid within 30 s: no new fetch.
+    let start = f.browser.get(&f.bff.url("/login")).await;
+    let q: std::collections::HashMap<_, _> =
+        url::Url::parse(&start.location()).map(|u| u.query_pairs().into_owned().collect()).unwrap_or_default();
+    f.state = q["state"].clone();
+    f.nonce = q["nonce"].clone();
+    let t = f.sign_with(&f.claims(), Algorithm::RS256, Some("unknown-2"), &rsa_key("rsa.pem"));
+    f.server.reset().await;
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+    assert_eq!(jwks_fetches(f.server.received_requests().await.unwrap_or_default()), 0, "rate-limited");
+}
+
+#[tokio::test]
+async fn max_age_requires_a_recent_auth_time() {
+    let toml = "[oidc.auth_params]\nmax_age = \"300\"\n";
+    for (auth_time, ok) in
+        [(None, false), (Some(oidc_bff::state::now() - 3600), false), (Some(oidc_bff::state::now() - 10), true)]
+    {
+        let mut f = Fake::start_full(&[], None, toml).await;
+        let mut c = f.claims();
+        if let Some(t) = auth_time {
+            c["auth_time"] = json!(t);
+        }
+        let t = f.sign(&c, "rsa.pem");
+        f.token_answers(Fake::token_response(&t)).await;
+        if ok {
+            assert_eq!(f.callback().await.status, 302);
+        } else {
+            f.callback_fails(400, "invalid_id_token").await;
+        }
+    }
 }

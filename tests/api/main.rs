@@ -6,6 +6,7 @@ mod helpers;
 
 mod cli;
 mod cookies;
+mod cors;
 mod faults;
 mod login;
 mod logs;
