@@ -11,4 +11,5 @@ mod faults;
 mod login;
 mod logs;
 mod proxy;
+mod streaming;
 mod upstream;
