@@ -19,6 +19,18 @@ fn valid_request_id(v: &HeaderValue) -> bool {
     (1..=64).contains(&b.len()) && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
 }
 
+/// A request id: a random per-process prefix and a counter. Unique, cheap (no syscall per
+/// request), and not a secret.
+fn next_request_id() -> HeaderValue {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| crate::secret::random_urlsafe(6));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix}-{n:x}")).unwrap_or(HeaderValue::from_static("none"))
+}
+
 /// Coarse route class for logs and metrics; never the raw path.
 fn route_class(state: &AppState, path: &str) -> &'static str {
     if path == "/healthz" || path == "/readyz" {
@@ -39,14 +51,18 @@ fn route_class(state: &AppState, path: &str) -> &'static str {
 /// never the cookie), and `Cache-Control: no-store` on JSON answers.
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let id = req.headers().get("x-request-id").filter(|v| valid_request_id(v)).cloned().unwrap_or_else(|| {
-        HeaderValue::from_str(&crate::secret::random_urlsafe(12)).unwrap_or(HeaderValue::from_static("none"))
-    });
+    let id = match req.headers().get("x-request-id").filter(|v| valid_request_id(v)) {
+        Some(v) => v.clone(),
+        None => next_request_id(),
+    };
     req.extensions_mut().insert(RequestId(id.clone()));
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let class = route_class(&state, &path);
-    let has_session = crate::session::cookie::SessionCookie::from_headers(&state.cookies, req.headers()).is_present();
+    // Only what the access log needs, and only when it is on.
+    let logged = state.settings.logging.access_log.then(|| {
+        let path = req.uri().path();
+        let has_session =
+            crate::session::cookie::SessionCookie::from_headers(&state.cookies, req.headers()).is_present();
+        (req.method().clone(), route_class(&state, path), path.to_owned(), has_session)
+    });
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));
     let mut resp = next.run(req).instrument(span.clone()).await;
     let headers = resp.headers_mut();
@@ -55,7 +71,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     if is_json && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if state.settings.logging.access_log {
+    if let Some((method, class, path, has_session)) = logged {
         let error = resp.extensions().get::<AppError>().map(|e| e.code.as_str()).unwrap_or("");
         span.in_scope(|| {
             tracing::info!(

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Load benchmark: oidc-bff against nginx, measured in one run on one machine (loopback only).
+#
+#   static floor    nginx serving the /session JSON from a file
+#   oidc-bff        GET /session with a valid session (real login at the test IdP)
+#   proxy floor     nginx as a plain reverse proxy to the upstream
+#   oidc-bff proxy  GET /api/x through oidc-bff (session, token added) to the same upstream
+#   upstream        the upstream (nginx) hit directly
+#
+# Servers are pinned to CPU 0, wrk to CPU 1; 32 connections, a warm-up, then DURATION seconds;
+# every response is checked to be 200; peak RSS (VmHWM) read from /proc. Bounded in time.
+# Needs: wrk, nginx (apt-get install -y wrk nginx-light), node, python3.
+# Environment: DURATION (10), WARMUP (3), CONNS (32), ACCESS_LOG (false), PROFILE (release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-3}
+CONNS=${CONNS:-32}
+ACCESS_LOG=${ACCESS_LOG:-false}
+PROFILE=${PROFILE:-release}
+for tool in wrk nginx node python3 taskset; do
+  command -v "$tool" > /dev/null || { echo "missing $tool (apt-get install -y wrk nginx-light)" >&2; exit 1; }
+done
+[ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
+if [ "$PROFILE" = release ]; then cargo build --release --quiet; BIN=target/release/oidc-bff; else cargo build --quiet; BIN=target/debug/oidc-bff; fi
+
+work=$(mktemp -d)
+chmod 755 "$work" # nginx workers run as an unprivileged user
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2> /dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); PROXY=$(free_port); STATIC=$(free_port); BFF=$(free_port)
+
+# A small JSON body, the same for every target.
+mkdir -p "$work/www/api"
+body='{"authenticated":true,"sub":"bench","claims":{"name":"Bench","email":"bench@example.test"},"expires_at":1893456000}'
+printf '%s' "$body" > "$work/www/session"
+printf '%s' "$body" > "$work/www/api/x"
+cat > "$work/nginx.conf" << NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  default_type application/json;
+  keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$UP; root $work/www; }
+  server { listen 127.0.0.1:$STATIC; root $work/www; }
+  server {
+    listen 127.0.0.1:$PROXY;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2> "$work/nginx.log" &
+pids+=($!)
+
+idp_config="{\"clients\":[{\"client_id\":\"bench\",\"client_secret\":\"bench-secret\",
+  \"token_endpoint_auth_method\":\"client_secret_basic\",\"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\"]}]}"
+IDP_CONFIG="$idp_config" taskset -c 1 node tests/idp/server.js > "$work/idp.out" 2> "$work/idp.log" &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q '"ready":true' "$work/idp.out" 2> /dev/null && break; sleep 0.1; done
+issuer=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["issuer"])' "$work/idp.out")
+
+cat > "$work/bff.toml" << TOML
+[server]
+listen = "127.0.0.1:$BFF"
+public_url = "http://127.0.0.1:$BFF"
+[oidc]
+issuer = "$issuer"
+client_id = "bench"
+client_secret = "bench-secret"
+[session]
+keys = ["$($BIN generate-key)"]
+secure = false
+[logging]
+access_log = $ACCESS_LOG
+level = "warn"
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:$UP"
+TOML
+taskset -c 0 "$BIN" serve --config "$work/bff.toml" > "$work/bff.log" 2>&1 &
+bff_pid=$!
+pids+=($bff_pid)
+for _ in $(seq 1 100); do
+  [ "$(python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$BFF/readyz').status)" 2> /dev/null)" = 200 ] && break
+  sleep 0.1
+done
+idle_rss=$(awk '/^VmRSS/ {print $2}' "/proc/$bff_pid/status")
+
+cat > "$work/count.lua" << 'LUA'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body) if status ~= 200 then bad = bad + 1 end end
+function done(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("bad") end
+  local e = summary.errors
+  total = total + e.connect + e.read + e.write + e.timeout
+  io.write(string.format("RESULT %.1f %.3f %.3f %d %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, total, summary.requests))
+end
+LUA
+
+# run NAME URL [cookie]: warm-up, then the measured run; prints "NAME rps p50 p99 bad total".
+run() {
+  local name=$1 url=$2 cookie=${3:-}
+  local args=(-t1 "-c$CONNS" --timeout 5s -s "$work/count.lua" -H "X-CSRF: 1")
+  [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
+  taskset -c 1 timeout 60 wrk "${args[@]}" "-d${WARMUP}s" "$url" > /dev/null
+  local out
+  out=$(taskset -c 1 timeout $((DURATION + 30)) wrk "${args[@]}" "-d${DURATION}s" "$url" | awk '/^RESULT/ {print $2, $3, $4, $5, $6}')
+  echo "$name $out"
+}
+# A fresh login before each oidc-bff run: a real browser stores the re-sealed cookie, wrk
+# cannot, so an old cookie would be re-sealed on every request after 60 s.
+login() { python3 bench/login.py "http://127.0.0.1:$BFF"; }
+
+results=()
+results+=("$(run static-floor "http://127.0.0.1:$STATIC/session")")
+results+=("$(run bff-session "http://127.0.0.1:$BFF/session" "$(login)")")
+results+=("$(run proxy-floor "http://127.0.0.1:$PROXY/api/x")")
+results+=("$(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")")
+results+=("$(run upstream-direct "http://127.0.0.1:$UP/api/x")")
+peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_pid/status")
+nginx_rss=$(for p in $(pgrep -f "nginx.*$work/nginx.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
+
+python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$ACCESS_LOG" "${results[@]}" << 'PY'
+import sys
+peak, idle, nginx_rss, conns, duration, access_log = sys.argv[1:7]
+rows = {}
+for line in sys.argv[7:]:
+    name, rps, p50, p99, bad, total = line.split()
+    rows[name] = dict(rps=float(rps), p50=float(p50), p99=float(p99), bad=int(bad), total=int(total))
+print(f"\n{conns} connections, {duration} s per target, access_log = {access_log}; servers on CPU 0, wrk on CPU 1\n")
+print("| target | requests/s | p50 ms | p99 ms | non-200 |")
+print("|---|---:|---:|---:|---:|")
+for name, r in rows.items():
+    print(f"| {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['bad']} of {r['total']} |")
+def ratio(a, b, k):
+    return rows[a][k] / rows[b][k] if rows[b][k] else float("nan")
+print()
+print(f"- /session vs static floor: {ratio('bff-session', 'static-floor', 'rps'):.2f}x requests/s, p99 {rows['bff-session']['p99']:.3f} ms")
+print(f"- proxy vs nginx proxy: {ratio('bff-proxy', 'proxy-floor', 'rps'):.2f}x requests/s, p99 {ratio('bff-proxy', 'proxy-floor', 'p99'):.2f}x nginx's")
+print(f"- proxy vs upstream direct: {ratio('bff-proxy', 'upstream-direct', 'rps'):.2f}x requests/s")
+print(f"- oidc-bff RSS: idle {int(idle)/1024:.1f} MiB, peak {int(peak)/1024:.1f} MiB (nginx, all processes: {int(nginx_rss)/1024:.1f} MiB)")
+bad = sum(r['bad'] for r in rows.values())
+if bad:
+    print(f"\nFAILED: {bad} responses were not 200")
+    sys.exit(1)
+PY
