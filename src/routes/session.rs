@@ -5,10 +5,11 @@ use crate::session::refresh::{self, RefreshFailure, When};
 use crate::session::{self, Loaded, cookie::append_set_cookies};
 use crate::state::{AppState, now};
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
+use base64::Engine;
 use std::io::Write;
 
 pub fn router() -> Router<AppState> {
@@ -18,16 +19,18 @@ pub fn router() -> Router<AppState> {
 /// The `/session` body, written directly: the claims are the ID token's payload bytes, which
 /// were verified at login and sealed since, so they are copied, not re-parsed.
 pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&str>) -> Vec<u8> {
-    let claims = s.claims_json();
-    let claims: &[u8] = match &claims {
-        Some(c) if c.first() == Some(&b'{') => c,
-        _ => b"{}",
-    };
-    let mut out = Vec::with_capacity(claims.len() + s.sub.len() + 256);
+    let mut out = Vec::with_capacity(s.id_token.expose().len() + s.sub.len() + 256);
     let _ = out.write_all(b"{\"authenticated\":true,\"sub\":");
     let _ = serde_json::to_writer(&mut out, &s.sub);
     let _ = out.write_all(b",\"claims\":");
-    let _ = out.write_all(claims);
+    // Decode the ID token's payload straight into the body.
+    let start = out.len();
+    let payload = s.id_token.expose().split('.').nth(1).unwrap_or("");
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_vec(payload, &mut out).is_ok();
+    if !decoded || out.get(start) != Some(&b'{') {
+        out.truncate(start);
+        out.extend_from_slice(b"{}");
+    }
     let _ = write!(
         out,
         ",\"expires_at\":{},\"session_expires_at\":{},\"bff_logout_url\":",
@@ -61,9 +64,10 @@ pub fn anonymous(state: &AppState, clear: bool, error: Option<&str>) -> Response
     r
 }
 
-async fn session_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+// Takes the whole request: the `HeaderMap` extractor would clone every header.
+async fn session_get(State(state): State<AppState>, req: Request) -> Response {
     let t = now();
-    let mut s = match session::load(&state, &headers, t) {
+    let mut s = match session::load(&state, req.headers(), t) {
         Loaded::Anonymous { stale_cookie } => return anonymous(&state, stale_cookie, None),
         Loaded::Live(s) => s,
     };

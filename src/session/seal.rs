@@ -11,8 +11,8 @@
 use crate::settings::KeyMaterial;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng, Payload};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 
@@ -91,14 +91,26 @@ impl Keyring {
         Self { keys }
     }
 
-    fn aad(kid: &[u8], purpose: Purpose, name: &str) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(1 + KID_LEN + 16 + name.len());
-        aad.push(VERSION);
-        aad.extend_from_slice(kid);
-        aad.extend_from_slice(purpose.label());
-        aad.push(0);
-        aad.extend_from_slice(name.as_bytes());
-        aad
+    /// Run `f` with the associated data for (`kid`, `purpose`, `name`), built on the stack:
+    /// this is on every request's path.
+    fn with_aad<R>(kid: &[u8], purpose: Purpose, name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+        let label = purpose.label();
+        let len = 1 + kid.len() + label.len() + 1 + name.len();
+        let mut stack = [0u8; 128];
+        let mut heap = Vec::new();
+        let buf: &mut [u8] = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap
+        };
+        buf[0] = VERSION;
+        let mut at = 1;
+        for part in [kid, label, &[0u8][..], name.as_bytes()] {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        f(buf)
     }
 
     /// Seal `plaintext` for the cookie (or cache entry) called `name`.
@@ -107,33 +119,50 @@ impl Keyring {
             return String::new();
         };
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = Self::aad(&key.kid, purpose, name);
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         out.push(VERSION);
         out.extend_from_slice(&key.kid);
         out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let cipher = &key.ciphers[purpose.index()];
         // Encryption with a valid key and in-memory buffers cannot fail.
-        match key.ciphers[purpose.index()].encrypt(&nonce, Payload { msg: plaintext, aad: &aad }) {
-            Ok(ct) => out.extend_from_slice(&ct),
+        let tag = Self::with_aad(&key.kid, purpose, name, |aad| {
+            cipher.encrypt_in_place_detached(&nonce, aad, &mut out[HEADER_LEN..])
+        });
+        match tag {
+            Ok(tag) => out.extend_from_slice(&tag),
             Err(_) => return String::new(),
         }
         URL_SAFE_NO_PAD.encode(out)
     }
 
     /// Open a sealed value; `None` for anything that is not an intact value sealed by one of
-    /// our keys for this purpose and name.
+    /// our keys for this purpose and name. Decrypts in place in the decoded buffer.
     pub fn open(&self, purpose: Purpose, name: &str, sealed: &str) -> Option<Vec<u8>> {
-        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        let mut raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
         if raw.len() < HEADER_LEN + TAG_LEN || raw[0] != VERSION {
             return None;
         }
-        let kid = &raw[1..1 + KID_LEN];
+        let mut kid = [0u8; KID_LEN];
+        kid.copy_from_slice(&raw[1..1 + KID_LEN]);
         let mut nonce = XNonce::default();
         nonce.copy_from_slice(&raw[1 + KID_LEN..HEADER_LEN]);
-        let aad = Self::aad(kid, purpose, name);
-        self.keys.iter().filter(|k| k.kid == kid).find_map(|k| {
-            k.ciphers[purpose.index()].decrypt(&nonce, Payload { msg: &raw[HEADER_LEN..], aad: &aad }).ok()
-        })
+        let end = raw.len() - TAG_LEN;
+        let mut tag = Tag::default();
+        tag.copy_from_slice(&raw[end..]);
+        let opened = Self::with_aad(&kid, purpose, name, |aad| {
+            // The tag is checked before any byte is decrypted, so a failed attempt leaves the
+            // buffer as it was for the next candidate key.
+            self.keys.iter().filter(|k| k.kid == kid).any(|k| {
+                k.ciphers[purpose.index()].decrypt_in_place_detached(&nonce, aad, &mut raw[HEADER_LEN..end], &tag).is_ok()
+            })
+        });
+        if !opened {
+            return None;
+        }
+        raw.copy_within(HEADER_LEN..end, 0);
+        raw.truncate(end - HEADER_LEN);
+        Some(raw)
     }
 }
 
