@@ -10,7 +10,11 @@
 # Servers are pinned to CPU 0, wrk to CPU 1; 32 connections, a warm-up, then DURATION seconds;
 # every response is checked to be 200; peak RSS (VmHWM) read from /proc. Bounded in time.
 # Needs: wrk, nginx (apt-get install -y wrk nginx-light), node, python3.
-# Environment: DURATION (10), WARMUP (3), CONNS (32), ACCESS_LOG (false), PROFILE (release).
+# Environment: DURATION (10), WARMUP (3), CONNS (32), ACCESS_LOG (false), PROFILE (release),
+# FEATURES (cargo features, e.g. mimalloc),
+# PERF=bff-session|bff-proxy records a flat CPU profile of oidc-bff during that target into
+# PERF_OUT (default /tmp/oidc-bff.perf) - needs linux-perf and symbols
+# (CARGO_PROFILE_RELEASE_DEBUG=line-tables-only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,14 +27,19 @@ for tool in wrk nginx node python3 taskset; do
   command -v "$tool" > /dev/null || { echo "missing $tool (apt-get install -y wrk nginx-light)" >&2; exit 1; }
 done
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
-if [ "$PROFILE" = release ]; then cargo build --release --quiet; BIN=target/release/oidc-bff; else cargo build --quiet; BIN=target/debug/oidc-bff; fi
+FEATURES=${FEATURES:-}
+if [ "$PROFILE" = release ]; then
+  cargo build --release --quiet --features "$FEATURES"; BIN=target/release/oidc-bff
+else
+  cargo build --quiet --features "$FEATURES"; BIN=target/debug/oidc-bff
+fi
 
 work=$(mktemp -d)
 chmod 755 "$work" # nginx workers run as an unprivileged user
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2> /dev/null || true
+  for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2> /dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -43,27 +52,34 @@ mkdir -p "$work/www/api"
 body='{"authenticated":true,"sub":"bench","claims":{"name":"Bench","email":"bench@example.test"},"expires_at":1893456000}'
 printf '%s' "$body" > "$work/www/session"
 printf '%s' "$body" > "$work/www/api/x"
-cat > "$work/nginx.conf" << NGINX
+# Two nginx instances: the upstream is a separate server (as in production), so the proxy
+# floor pays for talking to another process just as oidc-bff does.
+nginx_conf() { # name, server blocks
+  cat > "$work/$1.conf" << NGINX
 worker_processes 1;
 daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
+pid $work/$1.pid;
+error_log $work/$1-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   default_type application/json;
   keepalive_requests 1000000;
-  upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$UP; root $work/www; }
+  $2
+}
+NGINX
+}
+nginx_conf upstream "server { listen 127.0.0.1:$UP; root $work/www; }"
+nginx_conf floors "upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$STATIC; root $work/www; }
   server {
     listen 127.0.0.1:$PROXY;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGINX
-taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" 2> "$work/nginx.log" &
-pids+=($!)
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
+for n in upstream floors; do
+  taskset -c 0 nginx -c "$work/$n.conf" -p "$work" 2> "$work/$n.log" &
+  pids+=($!)
+done
 
 idp_config="{\"clients\":[{\"client_id\":\"bench\",\"client_secret\":\"bench-secret\",
   \"token_endpoint_auth_method\":\"client_secret_basic\",\"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\"]}]}"
@@ -120,8 +136,13 @@ run() {
   local args=(-t1 "-c$CONNS" --timeout 5s -s "$work/count.lua" -H "X-CSRF: 1")
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
   taskset -c 1 timeout 60 wrk "${args[@]}" "-d${WARMUP}s" "$url" > /dev/null
-  local out
+  local out perf_pid=
+  if [ "${PERF:-}" = "$name" ]; then
+    taskset -c 1 perf record -q -F 1999 -p "$bff_pid" -o "${PERF_OUT:-/tmp/oidc-bff.perf}" -- sleep "$DURATION" 2> /dev/null &
+    perf_pid=$!
+  fi
   out=$(taskset -c 1 timeout $((DURATION + 30)) wrk "${args[@]}" "-d${DURATION}s" "$url" | awk '/^RESULT/ {print $2, $3, $4, $5, $6}')
+  if [ -n "$perf_pid" ]; then wait "$perf_pid"; fi
   echo "$name $out"
 }
 # A fresh login before each oidc-bff run: a real browser stores the re-sealed cookie, wrk
@@ -135,7 +156,7 @@ results+=("$(run proxy-floor "http://127.0.0.1:$PROXY/api/x")")
 results+=("$(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")")
 results+=("$(run upstream-direct "http://127.0.0.1:$UP/api/x")")
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_pid/status")
-nginx_rss=$(for p in $(pgrep -f "nginx.*$work/nginx.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
+nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
 
 python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$ACCESS_LOG" "${results[@]}" << 'PY'
 import sys
@@ -155,7 +176,7 @@ print()
 print(f"- /session vs static floor: {ratio('bff-session', 'static-floor', 'rps'):.2f}x requests/s, p99 {rows['bff-session']['p99']:.3f} ms")
 print(f"- proxy vs nginx proxy: {ratio('bff-proxy', 'proxy-floor', 'rps'):.2f}x requests/s, p99 {ratio('bff-proxy', 'proxy-floor', 'p99'):.2f}x nginx's")
 print(f"- proxy vs upstream direct: {ratio('bff-proxy', 'upstream-direct', 'rps'):.2f}x requests/s")
-print(f"- oidc-bff RSS: idle {int(idle)/1024:.1f} MiB, peak {int(peak)/1024:.1f} MiB (nginx, all processes: {int(nginx_rss)/1024:.1f} MiB)")
+print(f"- oidc-bff RSS: idle {int(idle)/1024:.1f} MiB, peak {int(peak)/1024:.1f} MiB (the nginx floors instance, master + worker: {int(nginx_rss)/1024:.1f} MiB)")
 bad = sum(r['bad'] for r in rows.values())
 if bad:
     print(f"\nFAILED: {bad} responses were not 200")

@@ -6,6 +6,10 @@ use oidc_bff::startup::{App, shutdown_signal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "oidc-bff", version, about = "Backend-for-frontend OpenID Connect token proxy")]
 struct Cli {
