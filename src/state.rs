@@ -38,13 +38,13 @@ pub struct Inner {
 }
 
 impl AppState {
-    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: Settings) -> Result<Self, crate::startup::StartupError> {
         let oidc = Oidc::new(settings.oidc.clone())?;
         let keys = Keyring::new(&settings.session.keys);
         let cookies = CookieNames::new(&settings.session);
         let limiter = ExchangeLimiter::new(settings.server.exchange_rate_per_minute);
         let logout_path_prefix = format!("{}/logout?sid=", settings.server.base_path);
-        let proxy = Proxy::new(&settings)?;
+        let proxy = Proxy::new(&settings).map_err(crate::startup::StartupError::Tls)?;
         let static_files = settings
             .server
             .static_dir

@@ -14,31 +14,52 @@ use crate::state::{AppState, now};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, header};
+use http::{HeaderValue, Uri, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::{Duration, Instant};
 
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 /// The shared upstream client and the values every forwarded request carries.
-#[derive(Debug)]
+///
+/// hyper-util's pooled client (the one reqwest wraps), used directly: requests keep the
+/// browser's body stream and an `http::Uri` built from the raw path, with no URL re-parsing
+/// (which could re-normalise the path) and no per-request conversions. Measured in
+/// docs/benchmarks.md.
 pub struct Proxy {
-    client: reqwest::Client,
+    client: Client<Connector, Body>,
     proto: HeaderValue,
     host: HeaderValue,
 }
 
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Proxy")
+    }
+}
+
 impl Proxy {
-    pub fn new(settings: &Settings) -> Result<Self, reqwest::Error> {
-        let longest = settings.routes.iter().map(|r| r.timeout).max().unwrap_or(Duration::from_secs(30));
-        let client = reqwest::Client::builder()
-            // Upstream redirects go back to the browser; following them could leak the token.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            // Between two reads of a streamed body; the route timeout bounds the wait for headers.
-            .read_timeout(longest)
+    pub fn new(settings: &Settings) -> std::io::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let provider = rustls::crypto::ring::default_provider();
+        // HTTP/2 when an https upstream offers it (ALPN), else HTTP/1.1.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_platform_verifier(provider)?
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()?;
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
         let url = &settings.server.public_url;
         let host = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
@@ -52,7 +73,9 @@ impl Proxy {
     }
 }
 
-fn upstream_url(route: &Route, path: &str, query: Option<&str>) -> Option<reqwest::Url> {
+/// The upstream URI: the upstream base plus the raw path (minus the prefix when
+/// `strip_prefix`) and query, byte for byte — `http::Uri` does not normalise paths.
+fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Option<Uri> {
     let forwarded = if route.strip_prefix {
         match &path[route.prefix.len()..] {
             "" => "/",
@@ -68,11 +91,7 @@ fn upstream_url(route: &Route, path: &str, query: Option<&str>) -> Option<reqwes
         s.push('?');
         s.push_str(q);
     }
-    let url = reqwest::Url::parse(&s).ok()?;
-    // The path was checked for dot-segments and encoded separators before matching, so the
-    // parser has nothing to resolve; should it still differ, refuse rather than forward
-    // something other than what we matched.
-    url.path().ends_with(forwarded).then_some(url)
+    Uri::try_from(s).ok()
 }
 
 /// Everything not served by the BFF's own endpoints: a proxied route, else the static SPA,
@@ -146,11 +165,12 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         },
     };
 
-    let Some(url) = upstream_url(route, req.uri().path(), req.uri().query()) else {
+    let Some(uri) = upstream_uri(route, req.uri().path(), req.uri().query()) else {
         return AppError::from(ErrorCode::InvalidPath).into_response();
     };
     let peer = client_ip_and_trust(state, &req);
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let (parts, body) = req.into_parts();
+    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
     let fwd = headers::Forwarding {
         names: &state.cookies,
         peer: peer.0,
@@ -160,16 +180,12 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         bearer,
         request_id: request_id.as_ref(),
     };
-    let out_headers = headers::upstream_request(req.headers(), &fwd);
-    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
-        || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
-    let method = req.method().clone();
-    let mut builder = state.proxy.client.request(method, url).headers(out_headers);
-    if has_body {
-        builder = builder.body(reqwest::Body::wrap_stream(req.into_body().into_data_stream()));
-    }
+    let mut upstream_req = http::Request::new(body);
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers::upstream_request(&parts.headers, &fwd);
     let started = Instant::now();
-    let result = tokio::time::timeout(route.timeout, builder.send()).await;
+    let result = tokio::time::timeout(route.timeout, state.proxy.client.request(upstream_req)).await;
     metrics::histogram!("bff_upstream_duration_seconds").record(started.elapsed().as_secs_f64());
     let upstream = match result {
         Err(_) => {
@@ -177,24 +193,20 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
             metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
             return AppError::from(ErrorCode::UpstreamTimeout).into_response();
         }
-        Ok(Err(e)) if e.is_timeout() => {
-            metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
-            return AppError::from(ErrorCode::UpstreamTimeout).into_response();
-        }
         Ok(Err(e)) => {
-            tracing::warn!(route = %route.prefix, error = %e, "upstream unreachable");
+            tracing::warn!(route = %route.prefix, error = %e, connect = e.is_connect(), "upstream unreachable");
             metrics::counter!("bff_upstream_errors_total", "kind" => "unavailable").increment(1);
             return AppError::from(ErrorCode::UpstreamUnavailable).into_response();
         }
         Ok(Ok(r)) => r,
     };
-    let status = upstream.status();
-    let mut resp_headers = upstream.headers().clone();
-    headers::downstream_response(&mut resp_headers, &state.cookies, route.forward_set_cookie);
-    let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
-    *response.status_mut() = status;
-    *response.headers_mut() = resp_headers;
-    append_set_cookies(response.headers_mut(), set_cookies);
+    let (mut parts, body) = upstream.into_parts();
+    headers::downstream_response(&mut parts.headers, &state.cookies, route.forward_set_cookie);
+    append_set_cookies(&mut parts.headers, set_cookies);
+    // Only status, version-independent headers and the streamed body go back.
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = parts.headers;
     response
 }
 
