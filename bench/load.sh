@@ -149,12 +149,20 @@ run() {
 # cannot, so an old cookie would be re-sealed on every request after 60 s.
 login() { python3 bench/login.py "http://127.0.0.1:$BFF"; }
 
+TARGETS=${TARGETS:-static-floor bff-session proxy-floor bff-proxy upstream-direct}
+ctx() { awk '/ctxt_switches/ {s+=$2} END {print s+0}' "/proc/$1/status"; }
 results=()
-results+=("$(run static-floor "http://127.0.0.1:$STATIC/session")")
-results+=("$(run bff-session "http://127.0.0.1:$BFF/session" "$(login)")")
-results+=("$(run proxy-floor "http://127.0.0.1:$PROXY/api/x")")
-results+=("$(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")")
-results+=("$(run upstream-direct "http://127.0.0.1:$UP/api/x")")
+for t in $TARGETS; do
+  c0=$(ctx "$bff_pid")
+  case $t in
+    static-floor) results+=("$(run static-floor "http://127.0.0.1:$STATIC/session")") ;;
+    bff-session) results+=("$(run bff-session "http://127.0.0.1:$BFF/session" "$(login)")") ;;
+    proxy-floor) results+=("$(run proxy-floor "http://127.0.0.1:$PROXY/api/x")") ;;
+    bff-proxy) results+=("$(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")") ;;
+    upstream-direct) results+=("$(run upstream-direct "http://127.0.0.1:$UP/api/x")") ;;
+  esac
+  [ -n "${CTX:-}" ] && echo "$t: oidc-bff context switches $(( $(ctx "$bff_pid") - c0 ))" >&2
+done
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_pid/status")
 nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
 
@@ -171,11 +179,13 @@ print("|---|---:|---:|---:|---:|")
 for name, r in rows.items():
     print(f"| {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['bad']} of {r['total']} |")
 def ratio(a, b, k):
-    return rows[a][k] / rows[b][k] if rows[b][k] else float("nan")
+    return rows[a][k] / rows[b][k] if a in rows and b in rows and rows[b][k] else float("nan")
 print()
-print(f"- /session vs static floor: {ratio('bff-session', 'static-floor', 'rps'):.2f}x requests/s, p99 {rows['bff-session']['p99']:.3f} ms")
-print(f"- proxy vs nginx proxy: {ratio('bff-proxy', 'proxy-floor', 'rps'):.2f}x requests/s, p99 {ratio('bff-proxy', 'proxy-floor', 'p99'):.2f}x nginx's")
-print(f"- proxy vs upstream direct: {ratio('bff-proxy', 'upstream-direct', 'rps'):.2f}x requests/s")
+if "bff-session" in rows:
+    print(f"- /session vs static floor: {ratio('bff-session', 'static-floor', 'rps'):.2f}x requests/s, p99 {rows['bff-session']['p99']:.3f} ms")
+if "bff-proxy" in rows:
+    print(f"- proxy vs nginx proxy: {ratio('bff-proxy', 'proxy-floor', 'rps'):.2f}x requests/s, p99 {ratio('bff-proxy', 'proxy-floor', 'p99'):.2f}x nginx's")
+    print(f"- proxy vs upstream direct: {ratio('bff-proxy', 'upstream-direct', 'rps'):.2f}x requests/s")
 print(f"- oidc-bff RSS: idle {int(idle)/1024:.1f} MiB, peak {int(peak)/1024:.1f} MiB (the nginx floors instance, master + worker: {int(nginx_rss)/1024:.1f} MiB)")
 bad = sum(r['bad'] for r in rows.values())
 if bad:
