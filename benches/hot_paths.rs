@@ -14,7 +14,7 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use oidc_bff::secret::Secret;
 use oidc_bff::session::cookie::{CookieNames, SessionCookie, seal_session};
-use oidc_bff::session::model::Session;
+use oidc_bff::session::model::{LogoutToken, Session, Token};
 use oidc_bff::session::seal::Keyring;
 use oidc_bff::settings::{KeyMaterial, SameSite, SessionSettings, Settings};
 use oidc_bff::state::{AppState, now};
@@ -111,8 +111,8 @@ fn session(id_token_len: usize, t: i64) -> Session {
     Session {
         sub: SUB.to_owned(),
         sid: Some(SID.to_owned()),
-        id_token: Secret::new(id_token(id_token_len, t)),
-        access_token: Secret::new(access_token(t)),
+        id_token: Token::new(&id_token(id_token_len, t)),
+        access_token: Token::new(&access_token(t)),
         access_expires_at: t + 3600,
         access_issued_at: t,
         refresh_token: Some(Secret::new("rT3kV9qW2eX7bN1mZ5cL8pJ4hG6fD0sA-yU_iO2tR9eW4qK7xC1vB3nM6lP8jH5g")),
@@ -121,7 +121,7 @@ fn session(id_token_len: usize, t: i64) -> Session {
         absolute_expires_at: t + 28800,
         sealed_at: t,
         refreshed_from: None,
-        logout_token: Secret::new("Zq3xW8vN1mK5jH7gF2dS4aP9oI6uY0tR"),
+        logout_token: LogoutToken::random(),
     }
 }
 
@@ -162,8 +162,8 @@ fn bench_seal(c: &mut Criterion) {
     let sealed = seal_session(&names, &keys, &s);
     println!(
         "seal_session: id token {} B, access token {} B, plaintext {} B, sealed {} B",
-        s.id_token.expose().len(),
-        s.access_token.expose().len(),
+        s.id_token.compact_len(),
+        s.access_token.compact_len(),
         s.to_bytes().len(),
         sealed.len()
     );

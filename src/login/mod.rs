@@ -10,9 +10,9 @@ pub mod tx;
 use crate::error::{AppError, ErrorCode, IdpErrorCode};
 use crate::oidc::id_token::{self, Expectations, IdTokenError};
 use crate::oidc::{AuthRequest, exchange_error, token};
-use crate::secret::{Secret, random_urlsafe};
+use crate::secret::Secret;
 use crate::session::cookie::seal_session;
-use crate::session::model::Session;
+use crate::session::model::{LogoutToken, Session, Token};
 use crate::state::{AppState, now};
 use http::HeaderMap;
 use return_to::ReturnTo;
@@ -172,8 +172,8 @@ pub async fn complete(
     let session = Session {
         sub: valid.sub,
         sid: valid.sid,
-        id_token,
-        access_token: tokens.access_token,
+        id_token: Token::new(id_token.expose()),
+        access_token: Token::new(tokens.access_token.expose()),
         access_expires_at: t + tokens.expires_in,
         access_issued_at: t,
         refresh_token: tokens.refresh_token,
@@ -182,7 +182,7 @@ pub async fn complete(
         absolute_expires_at: t + s.absolute_timeout_secs as i64,
         sealed_at: t,
         refreshed_from: None,
-        logout_token: Secret::new(random_urlsafe(24)),
+        logout_token: LogoutToken::random(),
     };
     let sealed = seal_session(&state.cookies, &state.keys, &session);
     if sealed.len() > crate::session::cookie::MAX_SEALED_BYTES {

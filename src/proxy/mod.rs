@@ -157,9 +157,9 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
                 if changed || s.needs_reseal(t, state.settings.session.idle_timeout_secs) {
                     set_cookies = session::write(state, &mut s, t);
                 }
-                let mut v = String::with_capacity(7 + s.access_token.expose().len());
+                let mut v = String::with_capacity(7 + s.access_token.compact_len());
                 v.push_str("Bearer ");
-                v.push_str(s.access_token.expose());
+                s.access_token.write_compact(&mut v);
                 HeaderValue::from_str(&v).ok()
             }
         },

@@ -44,7 +44,7 @@ async fn end(state: &AppState, session: &Session) -> Option<String> {
     }
     let mut url = provider.metadata.end_session_endpoint.clone()?;
     url.query_pairs_mut()
-        .append_pair("id_token_hint", session.id_token.expose())
+        .append_pair("id_token_hint", session.id_token.compact().expose())
         .append_pair("post_logout_redirect_uri", &state.settings.oidc.post_logout_redirect_uri)
         .append_pair("client_id", &state.settings.oidc.client_id)
         .append_pair("state", &random_urlsafe(16));
@@ -83,7 +83,7 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
         return invalid();
     };
     let session = match session::load(&state, req.headers(), now()) {
-        Loaded::Live(s) if s.logout_token.ct_eq(&sid) => s,
+        Loaded::Live(s) if s.logout_token.matches(&sid) => s,
         _ => {
             tracing::warn!("GET /logout with a sid that is not this session's");
             return invalid();

@@ -9,7 +9,6 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
-use base64::Engine;
 use std::io::Write;
 
 pub fn router() -> Router<AppState> {
@@ -19,18 +18,15 @@ pub fn router() -> Router<AppState> {
 /// The `/session` body, written directly: the claims are the ID token's payload bytes, which
 /// were verified at login and sealed since, so they are copied, not re-parsed.
 pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&str>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.id_token.expose().len() + s.sub.len() + 256);
+    let claims = match s.id_token.payload() {
+        Some(c) if c.first() == Some(&b'{') => c,
+        _ => b"{}",
+    };
+    let mut out = Vec::with_capacity(claims.len() + s.sub.len() + 256);
     let _ = out.write_all(b"{\"authenticated\":true,\"sub\":");
     let _ = serde_json::to_writer(&mut out, &s.sub);
     let _ = out.write_all(b",\"claims\":");
-    // Decode the ID token's payload straight into the body.
-    let start = out.len();
-    let payload = s.id_token.expose().split('.').nth(1).unwrap_or("");
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_vec(payload, &mut out).is_ok();
-    if !decoded || out.get(start) != Some(&b'{') {
-        out.truncate(start);
-        out.extend_from_slice(b"{}");
-    }
+    let _ = out.write_all(claims);
     let _ = write!(
         out,
         ",\"expires_at\":{},\"session_expires_at\":{},\"bff_logout_url\":",
@@ -39,7 +35,7 @@ pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&
     );
     let mut logout = String::with_capacity(state.logout_path_prefix.len() + 32);
     logout.push_str(&state.logout_path_prefix);
-    logout.push_str(s.logout_token.expose());
+    s.logout_token.write_encoded(&mut logout);
     let _ = serde_json::to_writer(&mut out, &logout);
     if let Some(r) = return_to {
         let _ = out.write_all(b",\"return_to\":");

@@ -1,46 +1,137 @@
-//! What a session holds (SPEC §4). Serialized compactly (short field names) because it travels
-//! in every request's Cookie header. The ID token's claims are not stored twice: they are the
-//! payload of the stored ID token, which was verified at login and is sealed since.
+//! What a session holds (SPEC §4), and its compact binary form.
+//!
+//! The session travels in every request's Cookie header, so it is stored small (postcard, a
+//! maintained serde binary format): JWTs are kept as their three *decoded* parts — a quarter
+//! smaller than their base64url text, which the cookie's own base64 would otherwise encode a
+//! second time — and the ID token's claims are not stored twice: `/session` shows the payload
+//! of the stored ID token, which was verified at login and is sealed since.
 
-use crate::secret::Secret;
+use crate::secret::{Secret, ct_eq};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A token as stored: a JWS compact serialization as its decoded parts, or an opaque string.
+#[derive(Clone, Serialize, Deserialize)]
+pub enum Token {
+    Jws { header: Vec<u8>, payload: Vec<u8>, signature: Vec<u8> },
+    Opaque(String),
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Token {
+    /// Keep `s` as decoded JWS parts when that round-trips exactly, else as it is.
+    pub fn new(s: &str) -> Self {
+        let mut parts = s.split('.');
+        if let (Some(h), Some(p), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) {
+            let decode = |x: &str| URL_SAFE_NO_PAD.decode(x).ok().filter(|d| URL_SAFE_NO_PAD.encode(d) == x);
+            if let (Some(header), Some(payload), Some(signature)) = (decode(h), decode(p), decode(sig)) {
+                return Self::Jws { header, payload, signature };
+            }
+        }
+        Self::Opaque(s.to_owned())
+    }
+
+    /// Append the token's text form to `out`.
+    pub fn write_compact(&self, out: &mut String) {
+        match self {
+            Self::Jws { header, payload, signature } => {
+                URL_SAFE_NO_PAD.encode_string(header, out);
+                out.push('.');
+                URL_SAFE_NO_PAD.encode_string(payload, out);
+                out.push('.');
+                URL_SAFE_NO_PAD.encode_string(signature, out);
+            }
+            Self::Opaque(s) => out.push_str(s),
+        }
+    }
+
+    /// The token as sent to the IdP or an API.
+    pub fn compact(&self) -> Secret {
+        let mut s = String::with_capacity(self.compact_len());
+        self.write_compact(&mut s);
+        Secret::new(s)
+    }
+
+    pub fn compact_len(&self) -> usize {
+        let b64 = |n: usize| (n * 4).div_ceil(3);
+        match self {
+            Self::Jws { header, payload, signature } => {
+                b64(header.len()) + b64(payload.len()) + b64(signature.len()) + 2
+            }
+            Self::Opaque(s) => s.len(),
+        }
+    }
+
+    /// The JWS payload (for an ID token: its claims as the IdP signed them).
+    pub fn payload(&self) -> Option<&[u8]> {
+        match self {
+            Self::Jws { payload, .. } => Some(payload),
+            Self::Opaque(_) => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
-    #[serde(rename = "s")]
     pub sub: String,
-    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
-    #[serde(rename = "i")]
-    pub id_token: Secret,
-    #[serde(rename = "a")]
-    pub access_token: Secret,
+    pub id_token: Token,
+    pub access_token: Token,
     /// Unix seconds.
-    #[serde(rename = "ae")]
     pub access_expires_at: i64,
     /// When the current access token was obtained (for the refresh margin rule).
-    #[serde(rename = "ai")]
     pub access_issued_at: i64,
-    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<Secret>,
-    #[serde(rename = "sc", default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    #[serde(rename = "c")]
     pub created_at: i64,
-    #[serde(rename = "x")]
     pub absolute_expires_at: i64,
     /// When this copy was sealed; the idle expiry slides from here.
-    #[serde(rename = "l")]
     pub sealed_at: i64,
     /// The refresh-cache id of the refresh that produced the current tokens, so logout can
     /// delete that entry too.
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
-    pub refreshed_from: Option<String>,
+    pub refreshed_from: Option<[u8; 32]>,
     /// Random per session; `GET /logout?sid=` must present it (SPEC §5).
-    #[serde(rename = "o")]
-    pub logout_token: Secret,
+    pub logout_token: LogoutToken,
+}
+
+/// 128 random bits, shown base64url-encoded in `bff_logout_url`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LogoutToken([u8; 16]);
+
+impl fmt::Debug for LogoutToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl LogoutToken {
+    pub fn random() -> Self {
+        use chacha20poly1305::aead::OsRng;
+        use chacha20poly1305::aead::rand_core::RngCore;
+        let mut b = [0u8; 16];
+        OsRng.fill_bytes(&mut b);
+        Self(b)
+    }
+
+    pub fn write_encoded(&self, out: &mut String) {
+        URL_SAFE_NO_PAD.encode_string(self.0, out);
+    }
+
+    pub fn encoded(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// Constant-time check of a presented `sid`.
+    pub fn matches(&self, presented: &str) -> bool {
+        URL_SAFE_NO_PAD.decode(presented).is_ok_and(|d| ct_eq(&d, &self.0))
+    }
 }
 
 impl Session {
@@ -64,31 +155,52 @@ impl Session {
         now - self.sealed_at >= interval
     }
 
-    /// The ID token's claims as the JSON object the IdP signed. `None` only if the stored token
-    /// is malformed, which sealing makes impossible short of a bug.
-    pub fn claims_json(&self) -> Option<Vec<u8>> {
-        let payload = self.id_token.expose().split('.').nth(1)?;
-        URL_SAFE_NO_PAD.decode(payload).ok()
-    }
-
     /// The stored ID token's audiences, sorted (to compare with a refreshed token's).
     pub fn audience(&self) -> Vec<String> {
         #[derive(serde::Deserialize)]
         struct Aud {
             aud: Option<crate::oidc::id_token::Audience>,
         }
-        self.claims_json()
-            .and_then(|c| serde_json::from_slice::<Aud>(&c).ok())
+        self.id_token
+            .payload()
+            .and_then(|c| serde_json::from_slice::<Aud>(c).ok())
             .and_then(|a| a.aud)
             .map(crate::oidc::id_token::Audience::sorted)
             .unwrap_or_default()
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        postcard::to_allocvec(self).unwrap_or_default()
     }
 
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        serde_json::from_slice(b).ok()
+        postcard::from_bytes(b).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jws_tokens_round_trip_through_their_decoded_parts() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+        let t = Token::new(jwt);
+        assert!(matches!(t, Token::Jws { .. }));
+        assert_eq!(t.compact().expose(), jwt);
+        assert_eq!(t.compact_len(), jwt.len());
+        assert_eq!(t.payload(), Some(&br#"{"sub":"a"}"#[..]));
+        for opaque in ["abc", "a.b", "a.b.c.d", "eyJh.e30.c2ln=", "not base64!.x.y"] {
+            let t = Token::new(opaque);
+            assert_eq!(t.compact().expose(), opaque);
+        }
+    }
+
+    #[test]
+    fn logout_token_matches_only_itself() {
+        let t = LogoutToken::random();
+        assert!(t.matches(&t.encoded()));
+        assert!(!t.matches(&LogoutToken::random().encoded()));
+        assert!(!t.matches("not-base64!"));
     }
 }

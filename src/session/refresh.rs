@@ -12,7 +12,7 @@
 //!   rotating IdPs answer by revoking the whole grant).
 //! - A refreshed ID token must keep `iss`, `sub` and `aud` (OIDC Core §12.2).
 
-use super::model::Session;
+use super::model::{Session, Token};
 use crate::error::{AppError, ErrorCode};
 use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::token::{self, TokenError};
@@ -132,36 +132,26 @@ impl Refresher {
         if let Some(rt) = &session.refresh_token {
             cache.remove(&state.keys.refresh_cache_id(rt.expose()));
         }
-        if let Some(prev) = session.refreshed_from.as_deref().and_then(decode_id) {
-            cache.remove(&prev);
+        if let Some(prev) = &session.refreshed_from {
+            cache.remove(prev);
         }
     }
 }
 
-fn encode_id(id: &[u8; 32]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
-}
-
-fn decode_id(s: &str) -> Option<[u8; 32]> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?.try_into().ok()
-}
-
 fn apply(session: &mut Session, fresh: &Fresh, from: &[u8; 32]) {
-    session.access_token = fresh.access_token.clone();
+    session.access_token = Token::new(fresh.access_token.expose());
     session.access_expires_at = fresh.expires_at;
     session.access_issued_at = fresh.issued_at;
     if let Some(rt) = &fresh.refresh_token {
         session.refresh_token = Some(rt.clone());
     }
     if let Some(id) = &fresh.id_token {
-        session.id_token = id.clone();
+        session.id_token = Token::new(id.expose());
     }
     if fresh.scope.is_some() {
         session.scope = fresh.scope.clone();
     }
-    session.refreshed_from = Some(encode_id(from));
+    session.refreshed_from = Some(*from);
 }
 
 /// Bring `session`'s access token up to date. Ok(true) when it changed and must be re-sealed.

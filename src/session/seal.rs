@@ -154,7 +154,9 @@ impl Keyring {
             // The tag is checked before any byte is decrypted, so a failed attempt leaves the
             // buffer as it was for the next candidate key.
             self.keys.iter().filter(|k| k.kid == kid).any(|k| {
-                k.ciphers[purpose.index()].decrypt_in_place_detached(&nonce, aad, &mut raw[HEADER_LEN..end], &tag).is_ok()
+                k.ciphers[purpose.index()]
+                    .decrypt_in_place_detached(&nonce, aad, &mut raw[HEADER_LEN..end], &tag)
+                    .is_ok()
             })
         });
         if !opened {

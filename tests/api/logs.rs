@@ -75,10 +75,10 @@ async fn logs_of_a_full_login_contain_no_secret() {
     let mut secrets = vec![code, SECRET_BASIC.to_owned()];
     secrets.extend(jar.values().cloned());
     if let Some(s) = session {
-        secrets.push(s.access_token.expose().to_owned());
-        secrets.push(s.id_token.expose().to_owned());
+        secrets.push(s.access_token.compact().expose().to_owned());
+        secrets.push(s.id_token.compact().expose().to_owned());
         secrets.extend(s.refresh_token.map(|r| r.expose().to_owned()));
-        secrets.push(s.logout_token.expose().to_owned());
+        secrets.push(s.logout_token.encoded());
     }
     for s in secrets.iter().filter(|s| s.len() >= 8) {
         assert!(!logs.contains(s.as_str()), "a secret reached the logs");

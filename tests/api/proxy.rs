@@ -269,7 +269,7 @@ async fn twenty_concurrent_requests_share_one_refresh_and_old_cookies_reuse_it()
     }
     assert_eq!(idp.grants("refresh_token").await, 1, "exactly one refresh grant");
     assert_eq!(tokens.len(), 1, "all 20 used the one refreshed token");
-    assert!(!tokens.contains(old.access_token.expose()));
+    assert!(!tokens.contains(old.access_token.compact().expose()));
     assert_eq!(new_cookie_seen, 20, "every response carries the refreshed cookie");
     let new = open_session(&bff, &b.jar()).unwrap_or_else(|| panic!("no session"));
     let rt = |s: &oidc_bff::session::model::Session| s.refresh_token.as_ref().map(|r| r.expose().to_owned());
@@ -277,14 +277,14 @@ async fn twenty_concurrent_requests_share_one_refresh_and_old_cookies_reuse_it()
     assert_ne!(rt(&new), rt(&old), "the rotated refresh token is stored");
     // The next request uses the new token.
     let r = b.fetch(Method::GET, &bff.url("/api/next"), None).await;
-    assert_eq!(bearer(&r.json()), new.access_token.expose());
+    assert_eq!(bearer(&r.json()), new.access_token.compact().expose());
     // 10 requests still carrying the pre-refresh cookie reuse the refreshed tokens.
     for _ in 0..10 {
         let mut stale = Browser::new(&bff);
         stale.set_jar(old_jar.clone());
         let r = stale.fetch(Method::GET, &bff.url("/api/stale"), None).await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(bearer(&r.json()), new.access_token.expose());
+        assert_eq!(bearer(&r.json()), new.access_token.compact().expose());
     }
     assert_eq!(idp.grants("refresh_token").await, 1, "no further grant");
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::secret::Secret;
+use crate::session::model::{LogoutToken, Token};
 use crate::settings::KeyMaterial;
 use http::HeaderValue;
 
@@ -17,8 +18,8 @@ fn session(id_token_len: usize) -> Session {
     Session {
         sub: "alice".into(),
         sid: Some("sid-1".into()),
-        id_token: Secret::new(format!("e30.{}.sig", "a".repeat(id_token_len))),
-        access_token: Secret::new("at"),
+        id_token: Token::Opaque(format!("e30.{}.sig", "a".repeat(id_token_len))),
+        access_token: Token::new("at"),
         access_expires_at: 100,
         access_issued_at: 1,
         refresh_token: Some(Secret::new("rt")),
@@ -27,7 +28,7 @@ fn session(id_token_len: usize) -> Session {
         absolute_expires_at: 1000,
         sealed_at: 1,
         refreshed_from: None,
-        logout_token: Secret::new("lt"),
+        logout_token: LogoutToken::random(),
     }
 }
 
