@@ -67,7 +67,15 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             oidc_bff::telemetry::init(&settings.logging);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            // One usable CPU (a 1-CPU container, or pinned): a current-thread runtime avoids
+            // the cross-thread wake-ups of the work-stealing scheduler (see docs/benchmarks.md).
+            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let mut builder = if cpus == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+            };
+            let runtime = match builder.enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
