@@ -49,57 +49,65 @@ pub struct Forwarding<'a> {
     pub request_id: Option<&'a HeaderValue>,
 }
 
-/// The headers to send upstream: hop-by-hop and `Connection`-named fields, `Host`, the
-/// browser's `Authorization`, client-supplied `Forwarded`/`X-Forwarded-*`/`X-Real-IP` and our
-/// own cookies removed; `Authorization: Bearer`, `X-Forwarded-For/Proto/Host` added.
-pub fn upstream_request(incoming: &HeaderMap, f: &Forwarding<'_>) -> HeaderMap {
-    let named = connection_named(incoming);
-    let mut out = HeaderMap::with_capacity(incoming.len() + 4);
-    let mut client_xff: Option<String> = None;
-    for (name, value) in incoming {
-        let n = name.as_str();
-        if is_hop_by_hop(name, &named) || n == "host" || n == "authorization" || n == "forwarded" || n == "x-real-ip" {
-            continue;
-        }
-        if n == "x-forwarded-for" {
-            if f.peer_trusted {
-                if let Ok(v) = value.to_str() {
-                    client_xff = Some(match client_xff {
-                        Some(prev) => format!("{prev}, {v}"),
-                        None => v.to_owned(),
-                    });
-                }
+/// Turn the browser's headers into the headers to send upstream, in place: hop-by-hop and
+/// `Connection`-named fields, `Host`, the browser's `Authorization`, client-supplied
+/// `Forwarded`/`X-Forwarded-*`/`X-Real-IP` and our own cookies removed; `Authorization:
+/// Bearer`, `X-Forwarded-For/Proto/Host` and `X-Request-Id` set.
+pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let named = connection_named(headers);
+    for n in &named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(*n);
+    }
+    for n in [header::HOST, header::AUTHORIZATION, header::FORWARDED] {
+        headers.remove(n);
+    }
+    headers.remove("x-real-ip");
+    let client_chain = match headers.remove("x-forwarded-for") {
+        Some(first) if f.peer_trusted => {
+            // All X-Forwarded-For fields, in order; `remove` returned the first.
+            let mut chain = first.to_str().unwrap_or_default().to_owned();
+            for more in headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+                chain.push_str(", ");
+                chain.push_str(more);
             }
-            continue;
+            Some(chain)
         }
-        if n.starts_with("x-forwarded-") {
-            continue;
+        _ => None,
+    };
+    // `remove` takes only the first of repeated fields; drop any that remain.
+    while headers.remove("x-forwarded-for").is_some() {}
+    let forwarded: Vec<HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with("x-forwarded-")).cloned().collect();
+    for n in forwarded {
+        headers.remove(n);
+    }
+    if headers.contains_key(header::COOKIE) {
+        let kept: Vec<HeaderValue> =
+            headers.get_all(header::COOKIE).iter().filter_map(|v| strip_own_cookies(f.names, v)).collect();
+        headers.remove(header::COOKIE);
+        for v in kept {
+            headers.append(header::COOKIE, v);
         }
-        if n == "cookie" {
-            if let Some(kept) = strip_own_cookies(f.names, value) {
-                out.append(header::COOKIE, kept);
-            }
-            continue;
-        }
-        out.append(name.clone(), value.clone());
     }
     let peer = f.peer.to_string();
-    let xff = match client_xff {
+    let xff = match client_chain {
         Some(chain) => format!("{chain}, {peer}"),
         None => peer,
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        out.insert(HeaderName::from_static("x-forwarded-for"), v);
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
-    out.insert(HeaderName::from_static("x-forwarded-proto"), f.proto.clone());
-    out.insert(HeaderName::from_static("x-forwarded-host"), f.host.clone());
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), f.proto.clone());
+    headers.insert(HeaderName::from_static("x-forwarded-host"), f.host.clone());
     if let Some(id) = f.request_id {
-        out.insert(HeaderName::from_static("x-request-id"), id.clone());
+        headers.insert(HeaderName::from_static("x-request-id"), id.clone());
     }
     if let Some(b) = &f.bearer {
-        out.insert(header::AUTHORIZATION, b.clone());
+        headers.insert(header::AUTHORIZATION, b.clone());
     }
-    out
 }
 
 /// The Cookie header without this app's cookies; `None` if nothing remains.
@@ -177,7 +185,8 @@ mod tests {
             bearer: Some(HeaderValue::from_static("Bearer at")),
             request_id: None,
         };
-        let out = upstream_request(&h, &f);
+        let mut out = h.clone();
+        upstream_request(&mut out, &f);
         assert_eq!(out["cookie"], "theme=dark; lang=en");
         assert_eq!(out["authorization"], "Bearer at");
         assert_eq!(out["x-forwarded-for"], "10.0.0.7");

@@ -169,8 +169,8 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         return AppError::from(ErrorCode::InvalidPath).into_response();
     };
     let peer = client_ip_and_trust(state, &req);
-    let (parts, body) = req.into_parts();
-    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+    let (mut parts, body) = req.into_parts();
+    let request_id = parts.extensions.remove::<RequestId>().map(|r| r.0);
     let fwd = headers::Forwarding {
         names: &state.cookies,
         peer: peer.0,
@@ -180,10 +180,12 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         bearer,
         request_id: request_id.as_ref(),
     };
+    let mut upstream_headers = parts.headers;
+    headers::upstream_request(&mut upstream_headers, &fwd);
     let mut upstream_req = http::Request::new(body);
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
-    *upstream_req.headers_mut() = headers::upstream_request(&parts.headers, &fwd);
+    *upstream_req.headers_mut() = upstream_headers;
     let started = Instant::now();
     let result = tokio::time::timeout(route.timeout, state.proxy.client.request(upstream_req)).await;
     metrics::histogram!("bff_upstream_duration_seconds").record(started.elapsed().as_secs_f64());

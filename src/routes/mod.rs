@@ -33,9 +33,12 @@ pub fn router(state: AppState) -> Router {
     // Proxied routes, then the SPA's static files, then 404: all decided in one handler so
     // that the path check of SPEC §6 runs before any of them.
     app = app.fallback(crate::proxy::handle);
-    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::cors))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
-        .with_state(state)
+    // CORS only exists for `allowed_origins`; without any, the layer would do nothing but
+    // cost every request a boxed future.
+    if !state.settings.server.allowed_origins.is_empty() {
+        app = app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::cors));
+    }
+    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe)).with_state(state)
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
