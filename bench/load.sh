@@ -114,6 +114,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 idle_rss=$(awk '/^VmRSS/ {print $2}' "/proc/$bff_pid/status")
+startup=$(taskset -c 0 python3 bench/startup.py "$BIN" "$work/bff.toml" 5)
 
 cat > "$work/count.lua" << 'LUA'
 local threads = {}
@@ -166,11 +167,11 @@ done
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_pid/status")
 nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
 
-python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$ACCESS_LOG" "${results[@]}" << 'PY'
+python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$ACCESS_LOG" "$startup" "${results[@]}" << 'PY'
 import sys
-peak, idle, nginx_rss, conns, duration, access_log = sys.argv[1:7]
+peak, idle, nginx_rss, conns, duration, access_log, startup = sys.argv[1:8]
 rows = {}
-for line in sys.argv[7:]:
+for line in sys.argv[8:]:
     name, rps, p50, p99, bad, total = line.split()
     rows[name] = dict(rps=float(rps), p50=float(p50), p99=float(p99), bad=int(bad), total=int(total))
 print(f"\n{conns} connections, {duration} s per target, access_log = {access_log}; servers on CPU 0, wrk on CPU 1\n")
@@ -187,6 +188,7 @@ if "bff-proxy" in rows:
     print(f"- proxy vs nginx proxy: {ratio('bff-proxy', 'proxy-floor', 'rps'):.2f}x requests/s, p99 {ratio('bff-proxy', 'proxy-floor', 'p99'):.2f}x nginx's")
     print(f"- proxy vs upstream direct: {ratio('bff-proxy', 'upstream-direct', 'rps'):.2f}x requests/s")
 print(f"- oidc-bff RSS: idle {int(idle)/1024:.1f} MiB, peak {int(peak)/1024:.1f} MiB (the nginx floors instance, master + worker: {int(nginx_rss)/1024:.1f} MiB)")
+print(f"- {startup}")
 bad = sum(r['bad'] for r in rows.values())
 if bad:
     print(f"\nFAILED: {bad} responses were not 200")

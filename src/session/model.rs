@@ -15,7 +15,15 @@ use std::fmt;
 /// A token as stored: a JWS compact serialization as its decoded parts, or an opaque string.
 #[derive(Clone, Serialize, Deserialize)]
 pub enum Token {
-    Jws { header: Vec<u8>, payload: Vec<u8>, signature: Vec<u8> },
+    // serde_bytes: one length-prefixed copy instead of a sequence of single bytes.
+    Jws {
+        #[serde(with = "serde_bytes")]
+        header: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
     Opaque(String),
 }
 
