@@ -4,6 +4,7 @@
 // Unit tests may panic; production code may not.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod admin;
 pub mod error;
 pub mod login;
 pub mod middleware;

@@ -31,6 +31,12 @@ enum Command {
     },
     /// Print a fresh random session key (standard base64 of 32 bytes).
     GenerateKey,
+    /// Exit 0 if the oidc-bff configured by --config answers /healthz on its listen port
+    /// (for container HEALTHCHECKs in shell-less images).
+    Healthcheck {
+        #[arg(long, env = "BFF_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
@@ -53,6 +59,10 @@ fn main() -> ExitCode {
             OsRng.fill_bytes(&mut key);
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
+        }
+        Command::Healthcheck { config } => {
+            let Ok(settings) = load(&config) else { return ExitCode::from(1) };
+            healthcheck(settings.server.listen)
         }
         Command::CheckConfig { config } => match load(&config) {
             Ok(_) => {
@@ -100,4 +110,37 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// GET /healthz on the configured listen port (loopback when listening on all addresses),
+/// within 2 s.
+fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
+    let ip = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip if ip.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let url = format!("http://{}/healthz", std::net::SocketAddr::new(ip, listen.port()));
+    oidc_bff::startup::install_crypto_providers();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(_) => return ExitCode::from(1),
+    };
+    runtime.block_on(async {
+        let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build() {
+            Ok(c) => c,
+            Err(_) => return ExitCode::from(1),
+        };
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+            Ok(r) => {
+                eprintln!("{url}: HTTP {}", r.status().as_u16());
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("{url}: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }

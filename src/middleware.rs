@@ -42,7 +42,7 @@ fn route_class(state: &AppState, path: &str) -> &'static str {
         Some("/callback") | Some("/login/end") => "callback",
         Some("/session") => "session",
         Some("/logout") => "logout",
-        _ => "other",
+        _ => "proxy_or_static",
     }
 }
 
@@ -57,6 +57,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     };
     req.extensions_mut().insert(RequestId(id.clone()));
     // Only what the access log needs, and only when it is on.
+    let metered = crate::admin::enabled().then(|| route_class(&state, req.uri().path()));
     let logged = state.settings.logging.access_log.then(|| {
         let path = req.uri().path();
         let has_session =
@@ -70,6 +71,12 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let is_json = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if is_json && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if let Some(class) = metered {
+        let status = crate::admin::status_label(resp.status());
+        metrics::counter!("bff_http_requests_total", "route" => class, "status" => status).increment(1);
+        metrics::histogram!("bff_http_request_duration_seconds", "route" => class)
+            .record(start.elapsed().as_secs_f64());
     }
     if let Some((method, class, path, has_session)) = logged {
         let error = resp.extensions().get::<AppError>().map(|e| e.code.as_str()).unwrap_or("");

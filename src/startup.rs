@@ -30,6 +30,8 @@ pub enum StartupError {
 
 pub struct App {
     listener: TcpListener,
+    /// `server.admin_listen`, bound with the main listener so a bad address fails start-up.
+    admin: Option<TcpListener>,
     state: AppState,
 }
 
@@ -50,7 +52,19 @@ impl App {
     /// Use an already-bound listener (tests bind port 0 first so they know the port).
     pub fn with_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
         install_crypto_providers();
-        Ok(Self { listener, state: AppState::new(settings)? })
+        let admin = match settings.server.admin_listen {
+            Some(addr) => {
+                let std = std::net::TcpListener::bind(addr).map_err(|e| StartupError::Bind(addr, e))?;
+                std.set_nonblocking(true).map_err(|e| StartupError::Bind(addr, e))?;
+                Some(TcpListener::from_std(std).map_err(|e| StartupError::Bind(addr, e))?)
+            }
+            None => None,
+        };
+        Ok(Self { listener, admin, state: AppState::new(settings)? })
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -64,8 +78,15 @@ impl App {
     /// Serve until `shutdown` resolves (then drain for up to `shutdown_timeout_secs`) or until
     /// discovery fails fatally (issuer mismatch).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
-        let Self { listener, state } = self;
+        let Self { listener, admin, state } = self;
         let server = &state.settings.server;
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = admin.and_then(|l| crate::admin::install().map(|h| (l, h))).map(|(l, handle)| {
+            tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listener (/metrics)");
+            tokio::spawn(crate::admin::serve(l, handle, async {
+                let _ = admin_stopped.await;
+            }))
+        });
         let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<DiscoveryError>();
         // Resolves only on a fatal discovery error; a successful discovery drops the sender,
         // which must not end the server.
@@ -145,6 +166,10 @@ impl App {
             }
         }
         drop(listener);
+        let _ = admin_stop.send(());
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         tracing::info!("draining in-flight requests");
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("drained"),

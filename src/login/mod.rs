@@ -38,6 +38,7 @@ pub fn start(state: &AppState, headers: &HeaderMap, return_to: Option<&str>) -> 
     };
     let cookies = tx::start(&state.cookies, &state.keys, headers, &tx, t);
     tracing::info!("login started");
+    metrics::counter!("bff_logins_total", "result" => "started", "reason" => "").increment(1);
     Ok((url, cookies))
 }
 
@@ -74,6 +75,7 @@ pub type Failure = (AppError, Vec<String>);
 fn fail(code: impl Into<AppError>, why: &str, cookies: Vec<String>) -> Failure {
     let err = code.into();
     tracing::warn!(error = err.code.as_str(), reason = why, "login failed");
+    crate::admin::login_failed(err.code.as_str());
     (err, cookies)
 }
 
@@ -192,5 +194,7 @@ pub async fn complete(
     let return_to = tx.return_to.clone();
     set_cookies.push(tx::seal(&state.cookies, &state.keys, &name, &tx.into_done(), t));
     tracing::info!(has_refresh_token = session.refresh_token.is_some(), "login completed");
+    metrics::counter!("bff_logins_total", "result" => "completed", "reason" => "").increment(1);
+    metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
     Ok(Completed::Session { session: Box::new(session), return_to, set_cookies })
 }

@@ -82,6 +82,28 @@ async fn token_request(
     params: &[(&str, &str)],
 ) -> Result<TokenSet, TokenError> {
     let (form, auth) = authenticated_form(settings, params);
+    let grant =
+        if params.first().is_some_and(|(_, v)| *v == "refresh_token") { "refresh_token" } else { "authorization_code" };
+    let started = std::time::Instant::now();
+    let result = token_call(http, endpoint, form, auth).await;
+    metrics::histogram!("bff_idp_token_duration_seconds", "grant" => grant).record(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        let kind = match e {
+            TokenError::Refused(_) => "refused",
+            TokenError::Timeout => "timeout",
+            TokenError::Unavailable(_) => "unavailable",
+        };
+        metrics::counter!("bff_idp_token_errors_total", "grant" => grant, "kind" => kind).increment(1);
+    }
+    result
+}
+
+async fn token_call(
+    http: &IdpHttp,
+    endpoint: &Url,
+    form: String,
+    auth: Option<String>,
+) -> Result<TokenSet, TokenError> {
     let resp = http.post_form(endpoint, form, auth).await?;
     let json: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|_| TokenError::Unavailable("token endpoint answered non-JSON"))?;

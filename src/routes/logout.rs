@@ -35,6 +35,7 @@ fn clear_all(state: &AppState, headers: &HeaderMap) -> Vec<String> {
 /// logout happens regardless) and build the IdP logout URL.
 async fn end(state: &AppState, session: &Session) -> Option<String> {
     state.refresher.forget(state, session);
+    metrics::counter!("bff_sessions_ended_total", "reason" => "logout").increment(1);
     let provider = state.oidc.provider().ok()?;
     if let (Some(rt), Some(endpoint)) = (&session.refresh_token, &provider.metadata.revocation_endpoint) {
         match token::revoke(&state.oidc.http, endpoint, &state.settings.oidc, rt.expose()).await {

@@ -43,5 +43,6 @@ pub fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Loaded {
 pub fn write(state: &AppState, session: &mut Session, now: i64) -> Vec<String> {
     session.sealed_at = now;
     let sealed = cookie::seal_session(&state.cookies, &state.keys, session);
+    metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
     state.cookies.write_session(&sealed, session.absolute_expires_at - now)
 }

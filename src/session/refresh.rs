@@ -207,6 +207,7 @@ pub async fn ensure_fresh(state: &AppState, session: &mut Session, when: When) -
                 return Ok(true);
             }
             Outcome::Refused => {
+                metrics::counter!("bff_sessions_ended_total", "reason" => "refresh_refused").increment(1);
                 return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
             }
             Outcome::Temporary(code) if now() < session.access_expires_at => {

@@ -41,6 +41,8 @@ pub struct ServerSettings {
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<(IpAddr, u8)>,
     pub error_url: Option<Url>,
+    /// `/metrics` listener; `None` = no admin listener, no metrics recorder.
+    pub admin_listen: Option<SocketAddr>,
     pub static_dir: Option<PathBuf>,
     pub shutdown_timeout: Duration,
     pub max_header_bytes: usize,

@@ -87,9 +87,19 @@ fn secs(key: &str, v: u64, min: u64, max: u64, p: &mut Problems) -> u64 {
 
 fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
     let listen = raw.listen.parse::<SocketAddr>().map_err(|_| p.push("server.listen", "must be ADDRESS:PORT")).ok();
-    if !raw.admin_listen.is_empty() {
-        p.push("server.admin_listen", "not supported by this build yet");
-    }
+    let admin_listen = if raw.admin_listen.is_empty() {
+        None
+    } else {
+        let a = raw
+            .admin_listen
+            .parse::<SocketAddr>()
+            .map_err(|_| p.push("server.admin_listen", "must be ADDRESS:PORT"))
+            .ok();
+        if a.is_some() && a == listen {
+            p.push("server.admin_listen", "must differ from server.listen (metrics never share the public listener)");
+        }
+        a
+    };
     let public = if raw.public_url.is_empty() {
         p.push("server.public_url", "required");
         None
@@ -177,6 +187,7 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
         allowed_origins,
         trusted_proxies,
         error_url,
+        admin_listen,
         static_dir,
         shutdown_timeout: Duration::from_secs(shutdown),
         max_header_bytes: max_header_bytes as usize,

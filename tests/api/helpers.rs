@@ -408,3 +408,67 @@ pub fn open_session(bff: &Bff, jar: &BTreeMap<String, String>) -> Option<oidc_bf
     oidc_bff::session::cookie::SessionCookie::from_headers(&bff.state.cookies, &h)
         .open(&bff.state.cookies, &bff.state.keys)
 }
+
+/// The real binary, started with `toml` written to a temporary file; killed when dropped.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub base: String,
+    dir: PathBuf,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    l.local_addr().map(|a| a.port()).unwrap_or_default()
+}
+
+/// Start `oidc-bff serve` listening on `port`, wait for `/healthz`, capture stderr to a file.
+pub async fn spawn_binary(port: u16, toml: &str) -> Binary {
+    let dir = std::env::temp_dir().join(format!("oidc-bff-bin-{port}"));
+    let _ = std::fs::create_dir_all(&dir);
+    let config = dir.join("bff.toml");
+    std::fs::write(&config, toml).unwrap_or_else(|e| panic!("{e}"));
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap_or_else(|e| panic!("{e}"));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://127.0.0.1:{port}");
+    let probe = reqwest::Client::new();
+    for _ in 0..400 {
+        if probe.get(format!("{base}/healthz")).send().await.is_ok() {
+            return Binary { child, base, dir };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("binary did not start")
+}
+
+impl Binary {
+    /// Wait for `/readyz` (discovery and JWKS loaded).
+    pub async fn wait_ready(&self) {
+        let probe = reqwest::Client::new();
+        for _ in 0..400 {
+            if probe.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("binary did not become ready");
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+}

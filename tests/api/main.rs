@@ -10,6 +10,7 @@ mod cors;
 mod faults;
 mod login;
 mod logs;
+mod ops;
 mod proxy;
 mod streaming;
 mod upstream;
