@@ -444,11 +444,12 @@ pub async fn spawn_binary(port: u16, toml: &str) -> Binary {
         .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    let base = format!("http://127.0.0.1:{port}");
+    // From here the Drop of `Binary` kills and reaps the child, whatever happens.
+    let bin = Binary { child, base: format!("http://127.0.0.1:{port}"), dir };
     let probe = reqwest::Client::new();
     for _ in 0..400 {
-        if probe.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Binary { child, base, dir };
+        if probe.get(format!("{}/healthz", bin.base)).send().await.is_ok() {
+            return bin;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
