@@ -127,7 +127,12 @@ fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
         Err(_) => return ExitCode::from(1),
     };
     runtime.block_on(async {
-        let client = match reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build() {
+        let client = match reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
             Ok(c) => c,
             Err(_) => return ExitCode::from(1),
         };

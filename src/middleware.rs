@@ -174,7 +174,7 @@ pub fn client_ip(state: &AppState, req: &Request) -> std::net::IpAddr {
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip().to_canonical())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let trusted = &state.settings.server.trusted_proxies;
     if !trusted.iter().any(|net| in_net(peer, *net)) {

@@ -167,8 +167,11 @@ impl App {
         }
         drop(listener);
         let _ = admin_stop.send(());
-        if let Some(t) = admin_task {
-            let _ = t.await;
+        if let Some(mut t) = admin_task {
+            // axum::serve has no header timeout: a stuck scrape must not hold up shutdown.
+            if tokio::time::timeout(server.shutdown_timeout, &mut t).await.is_err() {
+                t.abort();
+            }
         }
         tracing::info!("draining in-flight requests");
         tokio::select! {

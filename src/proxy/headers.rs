@@ -31,10 +31,27 @@ fn is_hop_by_hop(name: &HeaderName, named: &[HeaderName]) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || named.contains(name)
 }
 
-/// Is `name` one of this app's cookies (session, chunks, login transactions)?
-pub fn is_own_cookie(names: &CookieNames, name: &str) -> bool {
-    name.starts_with(names.session.as_str()) || name.starts_with("__Host-bff")
+/// Is the cookie in `pair` (`name=value…`, a Cookie pair or a Set-Cookie line) one of this
+/// app's cookies (session, chunks, login transactions), or nameless? The name is the text
+/// before the first `=`, trimmed (RFC 6265bis); compared case-insensitively, since some
+/// browsers treat a nameless `=__Host-bff=…` as `__Host-bff`.
+pub fn is_own_cookie(names: &CookieNames, pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+    let starts = |p: &str| name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+    name.is_empty() || starts(&names.session) || starts("__Host-bff")
 }
+
+/// Client-IP and URL-override headers some upstream frameworks trust; the browser must not
+/// be able to set them.
+const SPOOFABLE: &[&str] = &[
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-method-override",
+];
 
 /// What the proxy adds on behalf of the client.
 pub struct Forwarding<'a> {
@@ -65,6 +82,9 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         headers.remove(n);
     }
     headers.remove("x-real-ip");
+    for n in SPOOFABLE {
+        headers.remove(*n);
+    }
     let client_chain = match headers.remove("x-forwarded-for") {
         Some(first) if f.peer_trusted => {
             // All X-Forwarded-For fields, in order; `remove` returned the first.
@@ -92,16 +112,29 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             headers.append(header::COOKIE, v);
         }
     }
-    let peer = f.peer.to_string();
+    let peer_str = f.peer.to_string();
     let xff = match client_chain {
-        Some(chain) => format!("{chain}, {peer}"),
-        None => peer,
+        Some(chain) => format!("{chain}, {peer_str}"),
+        None => peer_str.clone(),
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     headers.insert(HeaderName::from_static("x-forwarded-proto"), f.proto.clone());
     headers.insert(HeaderName::from_static("x-forwarded-host"), f.host.clone());
+    // The client's Forwarded and X-Real-IP were removed above; these are ours (RFC 7239).
+    if let Ok(v) = HeaderValue::from_str(&peer_str) {
+        headers.insert(HeaderName::from_static("x-real-ip"), v);
+    }
+    let node = if f.peer.is_ipv6() { format!("\"[{peer_str}]\"") } else { peer_str.clone() };
+    let forwarded = format!(
+        "for={node};proto={};host=\"{}\"",
+        f.proto.to_str().unwrap_or("https"),
+        f.host.to_str().unwrap_or_default()
+    );
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
     if let Some(id) = f.request_id {
         headers.insert(HeaderName::from_static("x-request-id"), id.clone());
     }
@@ -193,9 +226,11 @@ mod tests {
         assert_eq!(out["x-forwarded-host"], "app.example.com");
         assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(out["x-custom"], "kept");
-        for gone in ["forwarded", "x-real-ip", "connection", "x-secret"] {
+        for gone in ["connection", "x-secret"] {
             assert!(!out.contains_key(gone), "{gone}");
         }
+        assert_eq!(out["x-real-ip"], "10.0.0.7");
+        assert_eq!(out["forwarded"], "for=10.0.0.7;proto=https;host=\"app.example.com\"");
     }
 
     #[test]
@@ -203,6 +238,8 @@ mod tests {
         let n = names();
         let mut h = HeaderMap::new();
         h.append("set-cookie", HeaderValue::from_static("__Host-bff=evil; Path=/"));
+        h.append("set-cookie", HeaderValue::from_static("=__Host-bff=evil; Path=/"));
+        h.append("set-cookie", HeaderValue::from_static("__HOST-BFF.0=evil; Path=/"));
         h.append("set-cookie", HeaderValue::from_static("pref=1; Path=/"));
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
         h.insert("content-type", HeaderValue::from_static("text/plain"));

@@ -91,7 +91,10 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Option<Uri> {
         s.push('?');
         s.push_str(q);
     }
-    Uri::try_from(s).ok()
+    let uri = Uri::try_from(s).ok()?;
+    // `http::Uri` keeps the path as given; should it ever differ, refuse rather than forward
+    // something other than what was matched.
+    uri.path().ends_with(forwarded).then_some(uri)
 }
 
 /// Everything not served by the BFF's own endpoints: a proxied route, else the static SPA,
@@ -113,10 +116,28 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     forward(&state, route, req).await
 }
 
+/// Methods never forwarded: TRACE/TRACK would echo the added `Authorization` back to the
+/// browser; CONNECT is not a request for the upstream's resources.
+fn never_forwarded(m: &http::Method) -> bool {
+    *m == http::Method::TRACE || *m == http::Method::CONNECT || m.as_str() == "TRACK"
+}
+
+/// The response a proxied request ends with when it does not reach the upstream: the error,
+/// plus the session cookie if it was re-sealed (a refresh that rotated the refresh token must
+/// reach the browser whatever happens next).
+fn fail(e: impl Into<AppError>, set_cookies: Vec<String>) -> Response {
+    let mut r = e.into().into_response();
+    append_set_cookies(r.headers_mut(), set_cookies);
+    r
+}
+
 async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
-    if !route.methods.is_empty() && !route.methods.contains(req.method()) {
+    if never_forwarded(req.method()) || (!route.methods.is_empty() && !route.methods.contains(req.method())) {
         return AppError::from(ErrorCode::MethodNotAllowed).into_response();
     }
+    let Some(uri) = upstream_uri(route, req.uri().path(), req.uri().query()) else {
+        return AppError::from(ErrorCode::InvalidPath).into_response();
+    };
     if req.headers().contains_key(header::UPGRADE) {
         tracing::warn!("Upgrade request on a route without websocket support");
         return AppError::from(ErrorCode::WebsocketUnsupported).into_response();
@@ -160,13 +181,13 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
                 let mut v = String::with_capacity(7 + s.access_token.compact_len());
                 v.push_str("Bearer ");
                 s.access_token.write_compact(&mut v);
-                HeaderValue::from_str(&v).ok()
+                HeaderValue::from_str(&v).ok().map(|mut h| {
+                    // Never HPACK-indexed on HTTP/2 upstreams.
+                    h.set_sensitive(true);
+                    h
+                })
             }
         },
-    };
-
-    let Some(uri) = upstream_uri(route, req.uri().path(), req.uri().query()) else {
-        return AppError::from(ErrorCode::InvalidPath).into_response();
     };
     let peer = client_ip_and_trust(state, &req);
     let (mut parts, body) = req.into_parts();
@@ -193,18 +214,23 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         Err(_) => {
             tracing::warn!(route = %route.prefix, "upstream did not answer within the route timeout");
             metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
-            return AppError::from(ErrorCode::UpstreamTimeout).into_response();
+            return fail(ErrorCode::UpstreamTimeout, set_cookies);
         }
         Ok(Err(e)) => {
             tracing::warn!(route = %route.prefix, error = %e, connect = e.is_connect(), "upstream unreachable");
             metrics::counter!("bff_upstream_errors_total", "kind" => "unavailable").increment(1);
-            return AppError::from(ErrorCode::UpstreamUnavailable).into_response();
+            return fail(ErrorCode::UpstreamUnavailable, set_cookies);
         }
         Ok(Ok(r)) => r,
     };
     let (mut parts, body) = upstream.into_parts();
     headers::downstream_response(&mut parts.headers, &state.cookies, route.forward_set_cookie);
-    append_set_cookies(&mut parts.headers, set_cookies);
+    if !set_cookies.is_empty() {
+        // A response that carries the session must never be stored by a shared cache.
+        parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        parts.headers.remove(header::EXPIRES);
+        append_set_cookies(&mut parts.headers, set_cookies);
+    }
     // Only status, version-independent headers and the streamed body go back.
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = parts.status;
@@ -216,7 +242,7 @@ fn client_ip_and_trust(state: &AppState, req: &Request) -> (std::net::IpAddr, bo
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0.ip().to_canonical())
         .unwrap_or_else(|| client_ip(state, req));
     let trusted = state.settings.server.trusted_proxies.iter().any(|n| in_net(peer, *n));
     (peer, trusted)

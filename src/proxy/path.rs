@@ -1,6 +1,12 @@
 //! The path check of SPEC §6, applied before any route matching: a path that an upstream (or
-//! anything between) could resolve differently from us is refused, so that what we match is
-//! what the upstream serves. The upstream URL is then built from the raw path.
+//! anything between) could resolve or decode differently from us is refused, so that what we
+//! match is what the upstream serves. The upstream URL is then built from the raw path.
+//!
+//! Refused: dot-segments (`.`, `..`, literal or percent-encoded, any case, also with `;params`
+//! as servlet containers strip them: `..;`), encoded `/` `\` `;` `%` (double encoding), any
+//! percent-encoded unreserved character (`%61` for `a`: a second spelling of the same path
+//! that would slip past a more specific route), backslashes, NUL and control characters
+//! (literal or encoded), malformed `%`, and a path that is not UTF-8 once decoded.
 
 /// True if `path` (the raw request path, no query) is safe to match and forward.
 pub fn is_safe(path: &str) -> bool {
@@ -11,30 +17,41 @@ pub fn is_safe(path: &str) -> bool {
     if b.iter().any(|&c| c < 0x20 || c == 0x7f || c == b'\\') {
         return false;
     }
-    // Percent-encoded slash, backslash, NUL or any other control character.
-    let mut i = 0;
-    while let Some(pos) = b[i..].iter().position(|&c| c == b'%') {
-        let at = i + pos;
-        let hex = b
-            .get(at + 1..at + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(v) if v == b'/' || v == b'\\' || v < 0x20 || v == 0x7f => return false,
-            Some(_) => {}
-            // A lone or malformed `%` is ambiguous between decoders.
-            None => return false,
-        }
-        i = at + 1;
+    let no_dot_segment = |p: &str| {
+        p.split('/').all(|seg| {
+            let name = seg.split(';').next().unwrap_or(seg);
+            name != "." && name != ".."
+        })
+    };
+    // Most paths have no `%`: nothing to decode.
+    if !b.contains(&b'%') {
+        return no_dot_segment(path);
     }
-    path.split('/').all(|seg| !is_dot_segment(seg))
-}
-
-/// `.` or `..`, literally or with any of the dots percent-encoded, any case.
-fn is_dot_segment(seg: &str) -> bool {
-    let lower = seg.to_ascii_lowercase();
-    let decoded = lower.replace("%2e", ".");
-    decoded == "." || decoded == ".."
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            decoded.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let hex =
+            b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let Some(v) = hex else { return false };
+        let unreserved = v.is_ascii_alphanumeric() || b"-._~".contains(&v);
+        // `.` is unreserved but its encoded forms are dot-segment spellings: refused by the
+        // segment check below with every other spelling of them.
+        if v == b'/' || v == b'\\' || v == b';' || v == b'%' || v < 0x20 || v == 0x7f || (unreserved && v != b'.') {
+            return false;
+        }
+        decoded.push(v);
+        i += 3;
+    }
+    let Ok(decoded) = std::str::from_utf8(&decoded) else { return false };
+    if decoded.chars().any(char::is_control) {
+        return false;
+    }
+    no_dot_segment(decoded)
 }
 
 #[cfg(test)]
@@ -61,6 +78,13 @@ mod tests {
             "/api/%",
             "api/x",
             "/..",
+            "/api/..;/admin",
+            "/api/.;x/y",
+            "/api/%2e%2e%3b/admin",
+            "/api/%252e%252e/admin",
+            "/api/%61dmin",
+            "/api/%c0%ae%c0%ae/admin",
+            "/api/%c2%85",
         ] {
             assert!(!is_safe(p), "{p:?} accepted");
         }
@@ -68,9 +92,17 @@ mod tests {
 
     #[test]
     fn ordinary_paths_pass() {
-        for p in
-            ["/api", "/api/", "/api/x", "/api/a%20b", "/api/file.tar.gz", "/api/...", "/api/.well-known/x", "/api/%41"]
-        {
+        for p in [
+            "/api",
+            "/api/",
+            "/api/x",
+            "/api/a%20b",
+            "/api/file.tar.gz",
+            "/api/...",
+            "/api/.well-known/x",
+            "/api/caf%C3%A9",
+            "/api/a;v=1",
+        ] {
             assert!(is_safe(p), "{p:?} refused");
         }
     }

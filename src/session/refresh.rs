@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-const MAX_CACHE_ENTRIES: usize = 100_000;
+/// Entries are a few hundred bytes and live `refresh_grace_secs`.
+const MAX_CACHE_ENTRIES: usize = 20_000;
 
 /// Why a session could not be brought up to date.
 #[derive(Debug)]
@@ -63,23 +64,49 @@ enum Outcome {
     Temporary(ErrorCode),
 }
 
+/// A cached refresh result: the sealed new tokens, or `None` when the IdP refused the token
+/// (so replaying a dead cookie does not call the token endpoint again and again).
 struct CacheEntry {
-    sealed: Vec<u8>,
+    sealed: Option<Vec<u8>>,
     expires_at: i64,
 }
 
+enum CacheHit {
+    Fresh(Fresh),
+    Refused,
+}
+
+/// Refresh grants in flight at once on one instance; more wait their turn.
+const MAX_CONCURRENT_GRANTS: usize = 64;
+
 /// Per-instance refresh coordination. With several replicas the cache belongs in the shared
 /// store (`[session] url`), which this build does not have: see docs/operations.md.
-#[derive(Default)]
 pub struct Refresher {
     inflight: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    grants: tokio::sync::Semaphore,
+}
+
+impl Default for Refresher {
+    fn default() -> Self {
+        Self {
+            inflight: Mutex::default(),
+            cache: Mutex::default(),
+            grants: tokio::sync::Semaphore::new(MAX_CONCURRENT_GRANTS),
+        }
+    }
 }
 
 impl std::fmt::Debug for Refresher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Refresher")
     }
+}
+
+/// A poisoned lock only means another request panicked mid-update of a plain map; the map is
+/// still usable, and refusing every refresh afterwards would be worse.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub fn due(session: &Session, now: i64, margin_secs: u64) -> bool {
@@ -93,42 +120,52 @@ pub fn due(session: &Session, now: i64, margin_secs: u64) -> bool {
 }
 
 impl Refresher {
-    fn cached(&self, state: &AppState, id: &[u8; 32], rt: &str, now: i64) -> Option<Fresh> {
+    /// The cached answer for `rt`, if it is still useful to a session whose current access
+    /// token was issued at `issued_at`.
+    fn cached(&self, state: &AppState, id: &[u8; 32], rt: &str, issued_at: i64, now: i64) -> Option<CacheHit> {
         let sealed = {
-            let cache = self.cache.lock().ok()?;
+            let cache = lock(&self.cache);
             let entry = cache.get(id)?;
             if entry.expires_at <= now {
                 return None;
             }
-            entry.sealed.clone()
+            match &entry.sealed {
+                Some(s) => s.clone(),
+                None => return Some(CacheHit::Refused),
+            }
         };
-        let plain = state.keys.open_for_token(rt, &sealed)?;
-        serde_json::from_slice(&plain).ok()
+        let plain = state.keys.open_for_token(rt, id, &sealed)?;
+        let fresh: Fresh = serde_json::from_slice(&plain).ok()?;
+        // An IdP that does not rotate refresh tokens maps every refresh to the same entry:
+        // only an answer newer than what the session has, and still valid, is of use.
+        (fresh.issued_at > issued_at && fresh.expires_at > now).then_some(CacheHit::Fresh(fresh))
     }
 
-    fn store(&self, state: &AppState, id: [u8; 32], rt: &str, fresh: &Fresh, now: i64) {
-        let Ok(plain) = serde_json::to_vec(fresh) else {
-            return;
+    fn store(&self, state: &AppState, id: [u8; 32], rt: &str, fresh: Option<&Fresh>, now: i64) {
+        let sealed = match fresh {
+            Some(f) => {
+                let Some(sealed) = serde_json::to_vec(f).ok().and_then(|p| state.keys.seal_for_token(rt, &id, &p))
+                else {
+                    return;
+                };
+                Some(sealed)
+            }
+            None => None,
         };
-        let Some(sealed) = state.keys.seal_for_token(rt, &plain) else {
-            return;
-        };
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
-        };
+        let mut cache = lock(&self.cache);
         if cache.len() >= MAX_CACHE_ENTRIES {
             cache.retain(|_, e| e.expires_at > now);
+            // Still full of live entries: make room rather than refuse to cache.
+            if let Some(victim) = (cache.len() >= MAX_CACHE_ENTRIES).then(|| cache.keys().next().copied()).flatten() {
+                cache.remove(&victim);
+            }
         }
-        if cache.len() < MAX_CACHE_ENTRIES {
-            cache.insert(id, CacheEntry { sealed, expires_at: now + state.settings.oidc.refresh_grace_secs as i64 });
-        }
+        cache.insert(id, CacheEntry { sealed, expires_at: now + state.settings.oidc.refresh_grace_secs as i64 });
     }
 
     /// Drop the cache entries a session's tokens came from or led to (logout).
     pub fn forget(&self, state: &AppState, session: &Session) {
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
-        };
+        let mut cache = lock(&self.cache);
         if let Some(rt) = &session.refresh_token {
             cache.remove(&state.keys.refresh_cache_id(rt.expose()));
         }
@@ -177,21 +214,26 @@ pub async fn ensure_fresh(state: &AppState, session: &mut Session, when: When) -
         };
         let refresher = &state.refresher;
         let id = state.keys.refresh_cache_id(rt.expose());
-        if let Some(fresh) = refresher.cached(state, &id, rt.expose(), t) {
-            tracing::debug!("refreshed tokens reused from the refresh cache");
-            metrics::counter!("bff_refresh_cache_hits_total").increment(1);
-            apply(session, &fresh, &id);
-            changed = true;
-            // Served from the cache: no further refresh while that access token is unexpired.
-            if t < session.access_expires_at {
-                return Ok(true);
+        match refresher.cached(state, &id, rt.expose(), session.access_issued_at, t) {
+            Some(CacheHit::Fresh(fresh)) => {
+                tracing::debug!("refreshed tokens reused from the refresh cache");
+                metrics::counter!("bff_refresh_cache_hits_total").increment(1);
+                apply(session, &fresh, &id);
+                changed = true;
+                // Served from the cache: no further refresh while that access token is unexpired.
+                if t < session.access_expires_at {
+                    return Ok(true);
+                }
+                continue;
             }
-            continue;
+            Some(CacheHit::Refused) => {
+                tracing::info!("refresh token recently refused by the IdP; ending the session without asking again");
+                return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
+            }
+            None => {}
         }
         let shared = {
-            let Ok(mut inflight) = refresher.inflight.lock() else {
-                return Err(RefreshFailure::Temporary(ErrorCode::IdpUnavailable.into()));
-            };
+            let mut inflight = lock(&refresher.inflight);
             inflight
                 .entry(id)
                 .or_insert_with(|| {
@@ -232,14 +274,30 @@ struct Original {
     aud: Vec<String>,
 }
 
-async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Original) -> Outcome {
-    let outcome = refresh_grant(&state, &rt, &original).await;
-    let t = now();
-    if let Outcome::Refreshed(fresh) = &outcome {
-        state.refresher.store(&state, id, rt.expose(), fresh, t);
+/// Removes a refresh from the in-flight map when it ends, however it ends (even by a panic),
+/// so a session is never stuck waiting on a refresh that will not finish.
+struct InFlight {
+    state: AppState,
+    id: [u8; 32],
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.state.refresher.inflight).remove(&self.id);
     }
-    if let Ok(mut inflight) = state.refresher.inflight.lock() {
-        inflight.remove(&id);
+}
+
+async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Original) -> Outcome {
+    let _in_flight = InFlight { state: state.clone(), id };
+    let outcome = match state.refresher.grants.acquire().await {
+        Ok(_permit) => refresh_grant(&state, &rt, &original).await,
+        Err(_) => Outcome::Temporary(ErrorCode::IdpUnavailable),
+    };
+    let t = now();
+    match &outcome {
+        Outcome::Refreshed(fresh) => state.refresher.store(&state, id, rt.expose(), Some(fresh), t),
+        Outcome::Refused => state.refresher.store(&state, id, rt.expose(), None, t),
+        Outcome::Temporary(_) => {}
     }
     outcome
 }
@@ -265,6 +323,7 @@ async fn refresh_grant(state: &AppState, rt: &Secret, original: &Original) -> Ou
             return Outcome::Temporary(code);
         }
     };
+    let mut id_token_verified = true;
     if let Some(new_id) = &tokens.id_token {
         let expectations = Expectations {
             issuer: &settings.issuer,
@@ -286,8 +345,13 @@ async fn refresh_grant(state: &AppState, rt: &Secret, original: &Original) -> Ou
                 metrics::counter!("bff_refresh_total", "result" => "invalid_id_token").increment(1);
                 return Outcome::Refused;
             }
-            // The IdP's keys could not be fetched: not the session's fault.
-            Err(id_token::IdTokenError::KeysUnavailable) => return Outcome::Temporary(ErrorCode::IdpUnavailable),
+            // The IdP's keys could not be fetched. The grant succeeded and may have rotated the
+            // refresh token: keep the new tokens (losing them would spend the old refresh token
+            // again) and the old ID token.
+            Err(id_token::IdTokenError::KeysUnavailable) => {
+                tracing::warn!("refreshed ID token not verifiable (JWKS unavailable); keeping the previous ID token");
+                id_token_verified = false;
+            }
             Err(e) => {
                 tracing::warn!(reason = %e, "refreshed ID token refused; ending the session");
                 metrics::counter!("bff_refresh_total", "result" => "invalid_id_token").increment(1);
@@ -302,7 +366,7 @@ async fn refresh_grant(state: &AppState, rt: &Secret, original: &Original) -> Ou
         expires_at: started + tokens.expires_in,
         issued_at: started,
         refresh_token: tokens.refresh_token,
-        id_token: tokens.id_token,
+        id_token: tokens.id_token.filter(|_| id_token_verified),
         scope: tokens.scope,
     }))
 }

@@ -47,9 +47,11 @@ impl Purpose {
 struct KeyEntry {
     kid: [u8; KID_LEN],
     ciphers: [XChaCha20Poly1305; 3],
-    /// The refresh-cache subkey itself: it keys the HMAC of entry ids and salts the per-token
-    /// entry keys.
-    cache_key: [u8; 32],
+    /// Keys the HMAC that names refresh-cache entries.
+    cache_id_key: [u8; 32],
+    /// Keys the derivation of each entry's encryption key. Independent of `cache_id_key`, so
+    /// knowing an entry's id (its lookup key in a store) reveals nothing about its contents.
+    cache_enc_key: [u8; 32],
 }
 
 /// The configured keys, each expanded into one cipher per purpose. The first key seals.
@@ -79,12 +81,14 @@ impl Keyring {
                     let _ = hk.expand(p.label(), &mut sub);
                     XChaCha20Poly1305::new(&sub.into())
                 };
-                let mut cache_key = [0u8; 32];
-                let _ = hk.expand(b"refresh-cache-id", &mut cache_key);
+                let (mut cache_id_key, mut cache_enc_key) = ([0u8; 32], [0u8; 32]);
+                let _ = hk.expand(b"refresh-cache-id", &mut cache_id_key);
+                let _ = hk.expand(b"refresh-cache-entry-key", &mut cache_enc_key);
                 KeyEntry {
                     kid,
                     ciphers: [cipher(Purpose::Session), cipher(Purpose::Tx), cipher(Purpose::RefreshCache)],
-                    cache_key,
+                    cache_id_key,
+                    cache_enc_key,
                 }
             })
             .collect();
@@ -176,7 +180,7 @@ impl Keyring {
         let Some(key) = self.keys.first() else {
             return [0; 32];
         };
-        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&key.cache_key) else {
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&key.cache_id_key) else {
             return [0; 32];
         };
         mac.update(refresh_token.as_bytes());
@@ -185,7 +189,7 @@ impl Keyring {
 
     fn token_cipher(&self, token: &str) -> Option<XChaCha20Poly1305> {
         let key = self.keys.first()?;
-        let hk = Hkdf::<Sha256>::new(Some(&key.cache_key), token.as_bytes());
+        let hk = Hkdf::<Sha256>::new(Some(&key.cache_enc_key), token.as_bytes());
         let mut k = [0u8; 32];
         hk.expand(b"refresh-cache-entry", &mut k).ok()?;
         Some(XChaCha20Poly1305::new(&k.into()))
@@ -193,22 +197,23 @@ impl Keyring {
 
     /// Seal a refresh-cache entry under a key derived from the refresh token it answers: only
     /// a request that holds that token can read the entry (SPEC §6).
-    pub fn seal_for_token(&self, token: &str, plaintext: &[u8]) -> Option<Vec<u8>> {
+    /// `id` (the entry's name) is bound as associated data: an entry cannot be moved.
+    pub fn seal_for_token(&self, token: &str, id: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
         let cipher = self.token_cipher(token)?;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let mut out = nonce.to_vec();
-        out.extend(cipher.encrypt(&nonce, Payload { msg: plaintext, aad: b"refresh-cache" }).ok()?);
+        out.extend(cipher.encrypt(&nonce, Payload { msg: plaintext, aad: id }).ok()?);
         Some(out)
     }
 
-    pub fn open_for_token(&self, token: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    pub fn open_for_token(&self, token: &str, id: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return None;
         }
         let cipher = self.token_cipher(token)?;
         let mut nonce = XNonce::default();
         nonce.copy_from_slice(&sealed[..NONCE_LEN]);
-        cipher.decrypt(&nonce, Payload { msg: &sealed[NONCE_LEN..], aad: b"refresh-cache" }).ok()
+        cipher.decrypt(&nonce, Payload { msg: &sealed[NONCE_LEN..], aad: id }).ok()
     }
 }
 
@@ -232,9 +237,11 @@ mod tests {
     #[test]
     fn refresh_cache_entries_open_only_with_their_token() {
         let r = ring(&[1]);
-        let sealed = r.seal_for_token("rt-1", b"tokens").unwrap_or_default();
-        assert_eq!(r.open_for_token("rt-1", &sealed).as_deref(), Some(&b"tokens"[..]));
-        assert!(r.open_for_token("rt-2", &sealed).is_none());
+        let id = r.refresh_cache_id("rt-1");
+        let sealed = r.seal_for_token("rt-1", &id, b"tokens").unwrap_or_default();
+        assert_eq!(r.open_for_token("rt-1", &id, &sealed).as_deref(), Some(&b"tokens"[..]));
+        assert!(r.open_for_token("rt-2", &id, &sealed).is_none());
+        assert!(r.open_for_token("rt-1", &r.refresh_cache_id("rt-2"), &sealed).is_none());
         assert_ne!(r.refresh_cache_id("rt-1"), r.refresh_cache_id("rt-2"));
         assert_ne!(r.refresh_cache_id("rt-1"), ring(&[2]).refresh_cache_id("rt-1"));
     }

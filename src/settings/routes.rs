@@ -73,9 +73,19 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
                     && u.host().is_some()
                     && u.query().is_none()
                     && u.fragment().is_none()
-                    && u.username().is_empty() =>
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
             {
-                Some(r.upstream.trim_end_matches('/').to_owned())
+                // The parsed (normalised) form, checked to be an `http::Uri` too: what is
+                // validated here is exactly what requests are built from.
+                let base = u.as_str().trim_end_matches('/').to_owned();
+                match http::Uri::try_from(format!("{base}/")) {
+                    Ok(_) => Some(base),
+                    Err(_) => {
+                        bad("upstream", "is not a valid request URI");
+                        None
+                    }
+                }
             }
             _ => {
                 bad("upstream", "must be an http(s) URL without query, fragment or credentials");
