@@ -2,6 +2,7 @@
 //! forwarded with the session's access token, bodies streamed both ways.
 
 pub mod headers;
+mod idle;
 pub mod path;
 
 use crate::error::{AppError, ErrorCode};
@@ -203,7 +204,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     };
     let mut upstream_headers = parts.headers;
     headers::upstream_request(&mut upstream_headers, &fwd);
-    let mut upstream_req = http::Request::new(body);
+    let mut upstream_req = http::Request::new(Body::new(idle::IdleTimeout::new(body, route.timeout)));
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = upstream_headers;
@@ -232,7 +233,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         append_set_cookies(&mut parts.headers, set_cookies);
     }
     // Only status, version-independent headers and the streamed body go back.
-    let mut response = Response::new(Body::new(body));
+    let mut response = Response::new(Body::new(idle::IdleTimeout::new(body, route.timeout)));
     *response.status_mut() = parts.status;
     *response.headers_mut() = parts.headers;
     response

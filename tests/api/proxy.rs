@@ -330,3 +330,27 @@ async fn idp_down_during_refresh_is_502_and_the_session_recovers() {
     let r = b.fetch(Method::GET, &bff.url("/api/x"), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[tokio::test]
+async fn a_stalled_upstream_body_is_cut_off_after_the_route_timeout() {
+    let (_idp, bff, _up) = proxied(json!({})).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let started = std::time::Instant::now();
+    let cookie: Vec<String> = b.jar().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let r = reqwest::Client::new()
+        .get(bff.url("/api/stall"))
+        .header("x-csrf", "1")
+        .header("cookie", cookie.join("; "))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await;
+    assert!(body.is_err(), "the stalled body must not complete");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cut off after the 2 s route timeout, took {:?}",
+        started.elapsed()
+    );
+}

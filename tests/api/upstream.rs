@@ -57,6 +57,16 @@ async fn handle(State(u): State<Upstream>, req: Request) -> Response {
             .header("access-control-allow-origin", "*")
             .body(Body::from("cookies"))
             .unwrap_or_default(),
+        "stall" => {
+            // Headers and a first chunk, then nothing for 30 s.
+            let first =
+                futures_util::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"first")) });
+            let stall = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"late"))
+            });
+            Response::builder().body(Body::from_stream(first.chain(stall))).unwrap_or_default()
+        }
         "redirect" => Response::builder()
             .status(302)
             .header("location", "http://127.0.0.1:1/elsewhere")
