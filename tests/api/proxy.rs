@@ -295,13 +295,25 @@ async fn a_request_after_expiry_is_refreshed_and_the_session_endpoint_stays_trut
     let mut b = Browser::new(&bff);
     b.login(&bff, "alice", "/").await;
     let before = b.session(&bff).await.json()["expires_at"].as_i64().unwrap_or(0);
+    let old = open_session(&bff, &b.jar()).unwrap_or_else(|| panic!("no session"));
     tokio::time::sleep(Duration::from_secs(36)).await;
+    // The first proxied request after expiry refreshes, succeeds and carries the new cookie.
+    let r = b.fetch(Method::GET, &bff.url("/api/after"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.set_cookies().iter().any(|c| c.starts_with("__Host-bff=") && !c.contains("Max-Age=0")),
+        "no refreshed cookie"
+    );
+    let token = bearer(&r.json());
+    assert_ne!(token, old.access_token.compact().expose());
+    assert_eq!(introspect(&idp, &token).await["active"], true);
+    // The next request uses the new token, and /session tells the new expiry.
+    let r = b.fetch(Method::GET, &bff.url("/api/next"), None).await;
+    assert_eq!(bearer(&r.json()), token);
     let s = b.session(&bff).await;
     assert_eq!(s.status, 200, "{}", s.body);
     assert!(s.json()["expires_at"].as_i64().unwrap_or(0) > before);
-    let r = b.fetch(Method::GET, &bff.url("/api/after"), None).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(introspect(&idp, &bearer(&r.json())).await["active"], true);
+    assert_eq!(idp.grants("refresh_token").await, 1);
 }
 
 #[tokio::test]
