@@ -148,7 +148,7 @@ impl App {
                         req.extensions_mut().insert(ConnectInfo(peer));
                         tower::ServiceExt::oneshot(router.clone(), req)
                     });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {

@@ -12,12 +12,14 @@ use tokio::time::{Instant, Sleep};
 pub struct IdleTimeout<B> {
     inner: B,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed only when the body first has to wait: most small bodies never do, and pay
+    /// neither the allocation nor the timer.
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> IdleTimeout<B> {
     pub fn new(inner: B, timeout: Duration) -> Self {
-        Self { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)) }
+        Self { inner, timeout, sleep: None }
     }
 }
 
@@ -37,11 +39,16 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = Instant::now() + this.timeout;
-                this.sleep.as_mut().reset(deadline);
+                // Data arrived: the next wait starts its own idle period.
+                this.sleep = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+            Poll::Pending => match this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + this.timeout)))
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     tracing::warn!("proxied body idle for the route timeout; aborting it");
                     Poll::Ready(Some(Err(Box::new(BodyIdle))))
