@@ -11,6 +11,7 @@ mod faults;
 mod login;
 mod logs;
 mod ops;
+mod props;
 mod proxy;
 mod streaming;
 mod upstream;
