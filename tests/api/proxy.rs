@@ -366,3 +366,42 @@ async fn a_stalled_upstream_body_is_cut_off_after_the_route_timeout() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn connection_named_headers_cannot_strip_what_the_bff_adds_and_preflights_are_not_forwarded() {
+    let up = upstream::start().await;
+    let listener = reserve().await;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let idp = Idp::start(port, json!({})).await;
+    let spa = "http://127.0.0.1:1";
+    let vars = [("BFF_SERVER__ALLOWED_ORIGINS", spa)];
+    let bff = spawn_bff(listener, settings_with(port, &idp.issuer, &vars, &routes(&up.url()))).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let origin = bff.url("");
+    let r = b
+        .request(
+            Method::GET,
+            &bff.url("/api/conn"),
+            &[
+                ("x-csrf", "1"),
+                ("origin", &origin),
+                ("connection", "authorization, x-forwarded-for, x-request-id, cookie"),
+                ("x-forwarded-for", "6.6.6.6"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let echo = r.json();
+    assert!(!bearer(&echo).is_empty(), "the bearer token survived Connection: authorization");
+    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1", "spoofed X-Forwarded-For replaced");
+    assert!(echo["headers"]["x-request-id"].is_string());
+    // A CORS preflight from an allowed origin is answered by the BFF, never forwarded.
+    let hits = up.hits();
+    let pre = [("origin", spa), ("access-control-request-method", "PUT"), ("access-control-request-headers", "x-csrf")];
+    let r = b.request(Method::OPTIONS, &bff.url("/api/things"), &pre, None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), spa);
+    assert_eq!(up.hits(), hits, "the preflight reached the upstream");
+}
