@@ -435,3 +435,67 @@ async fn max_age_requires_a_recent_auth_time() {
         }
     }
 }
+
+fn public_jwk(file: &str, kid: Option<&str>) -> Value {
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa_key(file), Algorithm::RS256).unwrap_or_else(|e| panic!("{e}"));
+    jwk.common.key_id = kid.map(str::to_owned);
+    serde_json::to_value(&jwk).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn kid_absent_with_one_key_in_the_jwks_is_accepted() {
+    let mut f = Fake::start(&[]).await;
+    let t = f.sign_with(&f.claims(), Algorithm::RS256, None, &rsa_key("rsa.pem"));
+    f.token_answers(Fake::token_response(&t)).await;
+    assert_eq!(f.callback().await.status, 302);
+}
+
+#[tokio::test]
+async fn kid_absent_with_several_keys_is_accepted_only_if_one_verifies() {
+    // The JWKS holds rsa.pem (kid test-key-1) and rsa2.pem (no kid).
+    let mut f = Fake::start_with_jwks(&[], Some(public_jwk("rsa2.pem", None))).await;
+    let t = f.sign_with(&f.claims(), Algorithm::RS256, None, &rsa_key("rsa2.pem"));
+    f.token_answers(Fake::token_response(&t)).await;
+    assert_eq!(f.callback().await.status, 302);
+    // Signed by a key in neither: refused.
+    let mut g = Fake::start_with_jwks(&[], Some(public_jwk("rsa2.pem", Some("other")))).await;
+    let unknown = jsonwebtoken::EncodingKey::from_rsa_pem(&rsa_pem_unlisted()).unwrap_or_else(|e| panic!("{e}"));
+    let t = g.sign_with(&g.claims(), Algorithm::RS256, None, &unknown);
+    g.token_answers(Fake::token_response(&t)).await;
+    g.callback_fails(400, "invalid_id_token").await;
+}
+
+/// A third RSA key, published in no JWKS.
+fn rsa_pem_unlisted() -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/rsa3.pem", env!("CARGO_MANIFEST_DIR"))).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn duplicate_kids_try_every_candidate_key() {
+    let mut f = Fake::start_with_jwks(&[], Some(public_jwk("rsa2.pem", Some(KID)))).await;
+    let t = f.sign_with(&f.claims(), Algorithm::RS256, Some(KID), &rsa_key("rsa2.pem"));
+    f.token_answers(Fake::token_response(&t)).await;
+    assert_eq!(f.callback().await.status, 302);
+}
+
+#[tokio::test]
+async fn jwks_endpoint_failing_during_a_kid_miss_refetch_is_idp_unavailable() {
+    let mut f = Fake::start(&[]).await;
+    f.server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/ENV/as/jwks"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&f.server)
+        .await;
+    let t = f.sign_with(&f.claims(), Algorithm::RS256, Some("new-kid"), &rsa_key("rsa.pem"));
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(502, "idp_unavailable").await;
+}
+
+#[tokio::test]
+async fn a_10_mib_token_response_is_cut_off_as_idp_unavailable() {
+    let mut f = Fake::start(&[]).await;
+    f.token_answers(ResponseTemplate::new(200).set_body_string("x".repeat(10 * 1024 * 1024))).await;
+    f.callback_fails(502, "idp_unavailable").await;
+}

@@ -291,3 +291,14 @@ async fn idp_error_is_login_failed_and_nothing_is_reflected() {
     assert_eq!(r.header("content-security-policy"), "default-src 'none'");
     assert_eq!(r.header("x-content-type-options"), "nosniff");
 }
+
+#[tokio::test]
+async fn id_tokens_signed_with_rs256_es256_and_ps256_are_accepted() {
+    for alg in ["RS256", "ES256", "PS256"] {
+        let (_idp, bff) = stack(json!({"signingAlgs": [alg]}), &[]).await;
+        let mut b = Browser::new(&bff);
+        let cb = b.login(&bff, "alg", "/").await;
+        assert_eq!(cb.status, 302, "{alg}: {}", cb.body);
+        assert_eq!(b.session(&bff).await.status, 200, "{alg}");
+    }
+}
