@@ -50,7 +50,7 @@ fn form_encode(s: &str) -> String {
 
 /// The `Authorization` header and extra form fields for the configured client auth.
 fn client_auth(settings: &OidcSettings, form: &mut Serializer<'_, String>) -> Option<String> {
-    match settings.client_auth {
+    match &settings.client_auth {
         ClientAuth::ClientSecretBasic => {
             // RFC 6749 §2.3.1: each part form-urlencoded before base64.
             let pair = format!("{}:{}", form_encode(&settings.client_id), form_encode(settings.client_secret.expose()));
@@ -61,7 +61,33 @@ fn client_auth(settings: &OidcSettings, form: &mut Serializer<'_, String>) -> Op
             form.append_pair("client_secret", settings.client_secret.expose());
             None
         }
+        ClientAuth::PrivateKeyJwt(key) => {
+            form.append_pair("client_id", &settings.client_id);
+            form.append_pair("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+            form.append_pair("client_assertion", &client_assertion(settings, key));
+            None
+        }
     }
+}
+
+/// RFC 7523 §3 client assertion: iss = sub = client_id, aud = the issuer (one string), a fresh
+/// jti, valid 60 s.
+fn client_assertion(settings: &OidcSettings, key: &crate::settings::SigningKey) -> String {
+    let now = crate::state::now();
+    let claims = serde_json::json!({
+        "iss": settings.client_id,
+        "sub": settings.client_id,
+        "aud": settings.issuer,
+        "jti": crate::secret::random_urlsafe(16),
+        "iat": now,
+        "exp": now + 60,
+    });
+    let mut header = jsonwebtoken::Header::new(key.alg);
+    header.kid = key.kid.clone();
+    jsonwebtoken::encode(&header, &claims, &key.key).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot sign the client assertion");
+        String::new()
+    })
 }
 
 /// The form body and `Authorization` header (the serializer is not `Send`: finish it before

@@ -52,13 +52,39 @@ pub struct ServerSettings {
     pub exchange_rate_per_minute: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientAuth {
     /// RFC 6749 §2.3.1 HTTP Basic (PingOne's default).
     ClientSecretBasic,
     /// Credentials in the form body.
     ClientSecretPost,
+    /// RFC 7523 client assertion signed with our private key (SPEC §3.3).
+    PrivateKeyJwt(SigningKey),
 }
+
+/// The private key for `private_key_jwt`, loaded from `private_key_file`. Debug prints only
+/// its algorithm and key id.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub key: std::sync::Arc<jsonwebtoken::EncodingKey>,
+    /// ES256 for a P-256 key, RS256 for an RSA key.
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({:?}, kid {:?}, [redacted])", self.alg, self.kid)
+    }
+}
+
+impl PartialEq for SigningKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.alg == other.alg && self.kid == other.kid
+    }
+}
+
+impl Eq for SigningKey {}
 
 #[derive(Debug, Clone)]
 pub struct OidcSettings {

@@ -35,7 +35,7 @@ fn minimal_config_gets_spec_defaults() {
     assert_eq!(s.oidc.post_logout_redirect_uri, "https://app.example.com/");
     assert_eq!(s.oidc.scope, "openid profile email offline_access");
     assert_eq!(s.session.idle_timeout_secs, 1800);
-    assert_eq!(s.oidc.client_auth, ClientAuth::ClientSecretBasic);
+    assert!(matches!(s.oidc.client_auth, ClientAuth::ClientSecretBasic));
 }
 
 #[test]

@@ -271,19 +271,19 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
     let client_auth = match raw.client_auth.as_str() {
         "client_secret_basic" => Some(ClientAuth::ClientSecretBasic),
         "client_secret_post" => Some(ClientAuth::ClientSecretPost),
-        "private_key_jwt" => {
-            p.push("oidc.client_auth", "private_key_jwt is not supported by this build yet");
-            None
-        }
+        "private_key_jwt" => signing_key(&raw.private_key_file, &raw.private_key_id, p).map(ClientAuth::PrivateKeyJwt),
         _ => {
             p.push("oidc.client_auth", "must be client_secret_basic, client_secret_post or private_key_jwt");
             None
         }
     };
-    if !raw.private_key_file.is_empty() || !raw.private_key_id.is_empty() {
-        p.push("oidc.private_key_file", "only used with private_key_jwt, which this build does not support yet");
+    let key_jwt = raw.client_auth == "private_key_jwt";
+    if !key_jwt && (!raw.private_key_file.is_empty() || !raw.private_key_id.is_empty()) {
+        p.push("oidc.private_key_file", "only used with client_auth = \"private_key_jwt\"");
     }
     let secret = match (raw.client_secret.is_empty(), raw.client_secret_file.is_empty()) {
+        // private_key_jwt needs no secret (HS* ID tokens would, checked below).
+        (true, true) if key_jwt => Some(String::new()),
         (false, false) => {
             p.push("oidc.client_secret", "set either client_secret or client_secret_file, not both");
             None
@@ -295,7 +295,7 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
             None
         }
     };
-    if secret.as_deref() == Some("") {
+    if secret.as_deref() == Some("") && !key_jwt {
         p.push("oidc.client_secret", "must not be empty");
     }
     if !raw.scopes.iter().any(|s| s == "openid") {
@@ -396,6 +396,32 @@ fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Opti
         refresh_margin_secs: margin,
         refresh_grace_secs: grace,
     })
+}
+
+/// The `private_key_jwt` key: a PEM file holding a P-256 (ES256) or RSA (RS256) private key.
+/// ES256 is preferred: RSA signing in the pure-Rust backend carries RUSTSEC-2023-0071 (a timing
+/// side channel); see docs/security.md.
+fn signing_key(file: &str, kid: &str, p: &mut Problems) -> Option<SigningKey> {
+    if file.is_empty() {
+        p.push("oidc.private_key_file", "required for private_key_jwt");
+        return None;
+    }
+    let pem = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            p.push("oidc.private_key_file", format_args!("cannot read {file:?}: {}", e.kind()));
+            return None;
+        }
+    };
+    let kid = (!kid.is_empty()).then(|| kid.to_owned());
+    if let Ok(key) = jsonwebtoken::EncodingKey::from_ec_pem(&pem) {
+        return Some(SigningKey { key: std::sync::Arc::new(key), alg: Algorithm::ES256, kid });
+    }
+    if let Ok(key) = jsonwebtoken::EncodingKey::from_rsa_pem(&pem) {
+        return Some(SigningKey { key: std::sync::Arc::new(key), alg: Algorithm::RS256, kid });
+    }
+    p.push("oidc.private_key_file", "not a PEM P-256 (EC) or RSA private key");
+    None
 }
 
 fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -> Option<SessionSettings> {

@@ -302,3 +302,44 @@ async fn id_tokens_signed_with_rs256_es256_and_ps256_are_accepted() {
         assert_eq!(b.session(&bff).await.status, 200, "{alg}");
     }
 }
+
+#[tokio::test]
+async fn private_key_jwt_logs_in_with_rs256_and_es256_keys() {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let fixtures = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    for (file, alg) in [("rsa.pem", Algorithm::RS256), ("ec.pem", Algorithm::ES256)] {
+        let pem = std::fs::read(format!("{fixtures}/{file}")).unwrap_or_default();
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+            _ => EncodingKey::from_rsa_pem(&pem),
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap_or_else(|e| panic!("{e}"));
+        jwk.common.key_id = Some("bff-key".into());
+        let listener = reserve().await;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let client = json!({
+            "client_id": "bff-jwt",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_signing_alg": format!("{alg:?}"),
+            "jwks": {"keys": [jwk]},
+            "redirect_uris": [format!("http://127.0.0.1:{port}/callback")],
+            "post_logout_redirect_uris": [format!("http://127.0.0.1:{port}/")],
+        });
+        let idp = Idp::start(port, json!({"clients": [client]})).await;
+        let key_file = format!("{fixtures}/{file}");
+        let vars = [
+            ("BFF_OIDC__CLIENT_ID", "bff-jwt"),
+            ("BFF_OIDC__CLIENT_SECRET", ""),
+            ("BFF_OIDC__CLIENT_AUTH", "private_key_jwt"),
+            ("BFF_OIDC__PRIVATE_KEY_FILE", key_file.as_str()),
+            ("BFF_OIDC__PRIVATE_KEY_ID", "bff-key"),
+        ];
+        let bff = spawn_bff(listener, settings(port, &idp.issuer, &vars)).await;
+        let mut b = Browser::new(&bff);
+        let cb = b.login(&bff, "jwt", "/").await;
+        assert_eq!(cb.status, 302, "{alg:?}: {}", cb.body);
+        assert_eq!(b.session(&bff).await.json()["sub"], "jwt", "{alg:?}");
+        assert_eq!(idp.grants("authorization_code").await, 1);
+    }
+}
