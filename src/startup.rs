@@ -111,6 +111,7 @@ impl App {
             .timer(TokioTimer::new())
             .header_read_timeout(server.header_read_timeout)
             .max_buf_size(server.max_header_bytes.max(8192))
+            .max_headers(server.max_headers)
             .keep_alive(true);
         // HTTP/2 (h2c behind a load balancer): ping idle connections and drop those that do not
         // answer, so idle connections cannot hold `max_connections` slots forever.
@@ -152,7 +153,14 @@ impl App {
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                            // hyper answers malformed or oversized request heads itself (400,
+                            // 431) before our layers see them: log those here, once.
+                            let malformed = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse);
+                            if malformed {
+                                tracing::warn!(error = %e, "request head refused by the HTTP parser");
+                            } else {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
                         }
                         drop(permit);
                     });

@@ -46,6 +46,8 @@ pub struct ServerSettings {
     pub static_dir: Option<PathBuf>,
     pub shutdown_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Request header fields accepted (HTTP/1); more is 431.
+    pub max_headers: usize,
     pub max_connections: usize,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,

@@ -174,6 +174,7 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
     let shutdown = secs("server.shutdown_timeout_secs", raw.shutdown_timeout_secs, 0, 3600, p);
     // 8 session chunks of ~4 KB plus 5 transaction cookies must fit (SPEC §2).
     let max_header_bytes = secs("server.max_header_bytes", raw.max_header_bytes, 40_960, 1 << 20, p);
+    let max_headers = secs("server.max_headers", raw.max_headers, 32, 1000, p);
     let max_connections = secs("server.max_connections", raw.max_connections, 1, 1_000_000, p);
     let max_body_bytes = secs("server.max_body_bytes", raw.max_body_bytes, 1024, 1 << 20, p);
     let header_read = secs("server.header_read_timeout_secs", raw.header_read_timeout_secs, 1, 300, p);
@@ -191,6 +192,7 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
         static_dir,
         shutdown_timeout: Duration::from_secs(shutdown),
         max_header_bytes: max_header_bytes as usize,
+        max_headers: max_headers as usize,
         max_connections: max_connections as usize,
         max_body_bytes: max_body_bytes as usize,
         header_read_timeout: Duration::from_secs(header_read),

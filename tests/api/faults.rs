@@ -118,7 +118,7 @@ impl Fake {
 }
 
 #[tokio::test]
-async fn a_valid_token_response_logs_in() {
+async fn rp_id_token_sig_rs256_a_valid_token_logs_in() {
     let mut f = Fake::start(&[]).await;
     let t = f.sign(&f.claims(), "rsa.pem");
     f.token_answers(Fake::token_response(&t)).await;
@@ -169,7 +169,7 @@ async fn non_json_token_response_is_idp_unavailable() {
 }
 
 #[tokio::test]
-async fn id_token_with_a_bad_signature_is_invalid_id_token() {
+async fn rp_id_token_bad_sig_rs256_is_invalid_id_token() {
     let mut f = Fake::start(&[]).await;
     let t = f.sign(&f.claims(), "rsa2.pem");
     f.token_answers(Fake::token_response(&t)).await;
@@ -177,7 +177,7 @@ async fn id_token_with_a_bad_signature_is_invalid_id_token() {
 }
 
 #[tokio::test]
-async fn id_token_with_alg_none_is_invalid_id_token() {
+async fn rp_id_token_sig_none_is_invalid_id_token() {
     use base64::Engine;
     let mut f = Fake::start(&[]).await;
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
@@ -207,22 +207,22 @@ async fn refuses_claims(edit: impl Fn(&mut Value)) {
 }
 
 #[tokio::test]
-async fn id_token_with_wrong_iss_is_invalid_id_token() {
+async fn rp_id_token_issuer_mismatch_with_a_trailing_slash_is_invalid_id_token() {
     refuses_claims(|c| c["iss"] = json!(format!("{}/", c["iss"].as_str().unwrap_or("")))).await;
 }
 
 #[tokio::test]
-async fn id_token_with_wrong_aud_is_invalid_id_token() {
+async fn rp_id_token_aud_without_the_client_is_invalid_id_token() {
     refuses_claims(|c| c["aud"] = json!("someone-else")).await;
 }
 
 #[tokio::test]
-async fn id_token_with_wrong_nonce_is_invalid_id_token() {
+async fn rp_nonce_invalid_is_invalid_id_token() {
     refuses_claims(|c| c["nonce"] = json!("not-the-nonce")).await;
 }
 
 #[tokio::test]
-async fn id_token_without_nonce_is_invalid_id_token() {
+async fn rp_nonce_missing_is_invalid_id_token() {
     refuses_claims(|c| {
         if let Some(o) = c.as_object_mut() {
             o.remove("nonce");
@@ -261,7 +261,7 @@ async fn iat_far_in_the_future_is_invalid_id_token() {
 }
 
 #[tokio::test]
-async fn id_token_without_iat_is_invalid_id_token() {
+async fn rp_id_token_iat_missing_is_invalid_id_token() {
     refuses_claims(|c| {
         if let Some(o) = c.as_object_mut() {
             o.remove("iat");
@@ -271,7 +271,7 @@ async fn id_token_without_iat_is_invalid_id_token() {
 }
 
 #[tokio::test]
-async fn id_token_without_sub_is_invalid_id_token() {
+async fn rp_id_token_sub_missing_is_invalid_id_token() {
     refuses_claims(|c| {
         if let Some(o) = c.as_object_mut() {
             o.remove("sub");
@@ -444,7 +444,7 @@ fn public_jwk(file: &str, kid: Option<&str>) -> Value {
 }
 
 #[tokio::test]
-async fn kid_absent_with_one_key_in_the_jwks_is_accepted() {
+async fn rp_id_token_kid_absent_single_jwks_is_accepted() {
     let mut f = Fake::start(&[]).await;
     let t = f.sign_with(&f.claims(), Algorithm::RS256, None, &rsa_key("rsa.pem"));
     f.token_answers(Fake::token_response(&t)).await;
@@ -452,7 +452,7 @@ async fn kid_absent_with_one_key_in_the_jwks_is_accepted() {
 }
 
 #[tokio::test]
-async fn kid_absent_with_several_keys_is_accepted_only_if_one_verifies() {
+async fn rp_id_token_kid_absent_multiple_jwks_is_accepted_only_if_one_verifies() {
     // The JWKS holds rsa.pem (kid test-key-1) and rsa2.pem (no kid).
     let mut f = Fake::start_with_jwks(&[], Some(public_jwk("rsa2.pem", None))).await;
     let t = f.sign_with(&f.claims(), Algorithm::RS256, None, &rsa_key("rsa2.pem"));
@@ -498,4 +498,26 @@ async fn a_10_mib_token_response_is_cut_off_as_idp_unavailable() {
     let mut f = Fake::start(&[]).await;
     f.token_answers(ResponseTemplate::new(200).set_body_string("x".repeat(10 * 1024 * 1024))).await;
     f.callback_fails(502, "idp_unavailable").await;
+}
+
+#[tokio::test]
+async fn rp_id_token_bad_sig_es256_is_invalid_id_token() {
+    let fixtures = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let ec = |f: &str| {
+        EncodingKey::from_ec_pem(&std::fs::read(format!("{fixtures}/{f}")).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&ec("ec.pem"), Algorithm::ES256).unwrap_or_else(|e| panic!("{e}"));
+    jwk.common.key_id = Some("ec-1".into());
+    let mut f = Fake::start_with_jwks(&[], Some(serde_json::to_value(&jwk).unwrap_or_default())).await;
+    // Signed by another P-256 key under the listed kid.
+    let t = f.sign_with(&f.claims(), Algorithm::ES256, Some("ec-1"), &ec("ec2.pem"));
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(400, "invalid_id_token").await;
+    // The listed key itself verifies.
+    let mut g = Fake::start_with_jwks(&[], Some(serde_json::to_value(&jwk).unwrap_or_default())).await;
+    let t = g.sign_with(&g.claims(), Algorithm::ES256, Some("ec-1"), &ec("ec.pem"));
+    g.token_answers(Fake::token_response(&t)).await;
+    assert_eq!(g.callback().await.status, 302);
 }

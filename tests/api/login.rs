@@ -133,7 +133,7 @@ async fn logout_expires_cookies_revokes_at_the_idp_and_returns_the_logout_url() 
 }
 
 #[tokio::test]
-async fn client_secret_post_logs_in() {
+async fn rp_token_endpoint_client_secret_post_logs_in() {
     let (idp, bff) = stack(
         json!({}),
         &[
@@ -150,7 +150,7 @@ async fn client_secret_post_logs_in() {
 }
 
 #[tokio::test]
-async fn client_secret_basic_logs_in() {
+async fn rp_token_endpoint_client_secret_basic_logs_in() {
     let (idp, bff) = stack(json!({}), &[]).await;
     let mut b = Browser::new(&bff);
     assert_eq!(b.login(&bff, "grace", "/").await.status, 302);
@@ -202,7 +202,7 @@ async fn key_rotation_old_key_opens_while_listed_second_and_not_after_removal() 
 }
 
 #[tokio::test]
-async fn jwks_rotated_at_the_idp_login_still_works() {
+async fn rp_key_rotation_op_sign_key_login_still_works() {
     let (idp, bff) = stack(json!({}), &[]).await;
     let rotated = idp.control("rotate-keys").await;
     assert!(rotated["kids"].as_array().is_some_and(|k| !k.is_empty()));
@@ -304,7 +304,7 @@ async fn id_tokens_signed_with_rs256_es256_and_ps256_are_accepted() {
 }
 
 #[tokio::test]
-async fn private_key_jwt_logs_in_with_rs256_and_es256_keys() {
+async fn rp_token_endpoint_private_key_jwt_logs_in_with_rs256_and_es256_keys() {
     use jsonwebtoken::{Algorithm, EncodingKey};
     let fixtures = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
     for (file, alg) in [("rsa.pem", Algorithm::RS256), ("ec.pem", Algorithm::ES256)] {

@@ -8,6 +8,7 @@ mod cli;
 mod cookies;
 mod cors;
 mod faults;
+mod limits;
 mod login;
 mod logs;
 mod ops;

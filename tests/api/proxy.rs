@@ -405,3 +405,18 @@ async fn connection_named_headers_cannot_strip_what_the_bff_adds_and_preflights_
     assert_eq!(r.header("access-control-allow-origin"), spa);
     assert_eq!(up.hits(), hits, "the preflight reached the upstream");
 }
+
+#[tokio::test]
+async fn rp_key_rotation_op_sign_key_mid_session_refresh_verifies_with_the_new_key() {
+    let (idp, bff, _up) = proxied(short()).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    idp.control("rotate-keys").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The refresh returns an ID token signed with a kid the BFF has never seen.
+    let r = b.fetch(Method::GET, &bff.url("/api/after-rotation"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(idp.grants("refresh_token").await, 1);
+    b.absorb_set_cookies(&r);
+    assert_eq!(b.session(&bff).await.status, 200);
+}
