@@ -80,7 +80,7 @@ impl Oidc {
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IdP discovery failed; retrying");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         }

@@ -196,13 +196,13 @@ pub async fn spawn_bff(listener: tokio::net::TcpListener, settings: Settings) ->
             .await;
     });
     let bff = Bff { addr, state, stop: Some(tx), task: Some(task) };
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if bff.state.oidc.is_ready() {
             return bff;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("oidc-bff did not become ready");
+    panic!("oidc-bff did not become ready in 30 s");
 }
 
 /// The usual arrangement: the real IdP and a BFF wired to it.
@@ -459,14 +459,16 @@ pub async fn spawn_binary(port: u16, toml: &str) -> Binary {
 impl Binary {
     /// Wait for `/readyz` (discovery and JWKS loaded).
     pub async fn wait_ready(&self) {
+        // Generous: the whole suite runs in parallel on 2 cores, and discovery retries with
+        // backoff if its first attempt is starved.
         let probe = reqwest::Client::new();
-        for _ in 0..400 {
+        for _ in 0..1200 {
             if probe.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status() == 200) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("binary did not become ready");
+        panic!("binary did not become ready in 30 s:\n{}", self.stderr());
     }
 
     pub fn stderr(&self) -> String {
