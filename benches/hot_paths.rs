@@ -122,12 +122,15 @@ fn session(id_token_len: usize, t: i64) -> Session {
         sealed_at: t,
         refreshed_from: None,
         logout_token: LogoutToken::random(),
+        stored: None,
     }
 }
 
 fn names_and_keys() -> (CookieNames, Keyring) {
     let key = KeyMaterial([7; 32]);
     let names = CookieNames::new(&SessionSettings {
+        store: oidc_bff::settings::StoreKind::Cookie,
+        url: None,
         keys: vec![key.clone()],
         secure: true,
         same_site: SameSite::Strict,

@@ -58,6 +58,12 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// 502: the IdP's tokens and claims do not fit in 8 cookie chunks (~30 KB).
     SessionTooLarge,
+    /// 503: the session store (`[session] url`) did not answer in time or failed.
+    SessionStoreUnavailable,
+    /// 501: back-channel logout in cookie mode without a `[session] url` for the revocation list.
+    BackchannelUnavailable,
+    /// 400: a back-channel logout token failed validation.
+    InvalidLogoutToken,
 }
 
 impl ErrorCode {
@@ -87,6 +93,9 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::SessionTooLarge => "session_too_large",
+            Self::SessionStoreUnavailable => "session_store_unavailable",
+            Self::BackchannelUnavailable => "backchannel_unavailable",
+            Self::InvalidLogoutToken => "invalid_logout_token",
         }
     }
 
@@ -101,7 +110,8 @@ impl ErrorCode {
             | Self::InvalidIdToken
             | Self::InvalidLogoutRequest
             | Self::InvalidPath
-            | Self::WebsocketUnsupported => StatusCode::BAD_REQUEST,
+            | Self::WebsocketUnsupported
+            | Self::InvalidLogoutToken => StatusCode::BAD_REQUEST,
             Self::Unauthenticated | Self::SessionExpired => StatusCode::UNAUTHORIZED,
             Self::Csrf => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -111,7 +121,8 @@ impl ErrorCode {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::IdpUnavailable | Self::UpstreamUnavailable | Self::SessionTooLarge => StatusCode::BAD_GATEWAY,
             Self::IdpTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::SessionStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BackchannelUnavailable => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -142,6 +153,9 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "The API is unavailable.",
             Self::UpstreamTimeout => "The API did not answer in time.",
             Self::SessionTooLarge => "The identity provider's tokens are too large for a cookie session.",
+            Self::SessionStoreUnavailable => "The session store is unavailable. Try again shortly.",
+            Self::BackchannelUnavailable => "Back-channel logout needs a session store ([session] url).",
+            Self::InvalidLogoutToken => "The logout token failed validation.",
         }
     }
 }

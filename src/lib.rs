@@ -16,4 +16,5 @@ pub mod session;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! The `oidc-bff` command line (SPEC §2): `serve`, `check-config`, `generate-key`.
+//! The `oidc-bff` command line (SPEC §2): `serve`, `check-config`, `generate-key`, `migrate`,
+//! `healthcheck`.
 
 use clap::{Parser, Subcommand};
 use oidc_bff::settings::Settings;
@@ -31,6 +32,12 @@ enum Command {
     },
     /// Print a fresh random session key (standard base64 of 32 bytes).
     GenerateKey,
+    /// Apply the SQL schema (migrations/) to the `[session] url` database and exit; idempotent.
+    /// `serve` applies it too: this is for operators who apply schema separately.
+    Migrate {
+        #[arg(long, env = "BFF_CONFIG")]
+        config: PathBuf,
+    },
     /// Exit 0 if the oidc-bff configured by --config answers /healthz on its listen port
     /// (for container HEALTHCHECKs in shell-less images).
     Healthcheck {
@@ -71,6 +78,13 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Migrate { config } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            migrate(&settings)
+        }
         Command::Serve { config } => {
             let settings = match load(&config) {
                 Ok(s) => s,
@@ -110,6 +124,38 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+fn migrate(settings: &Settings) -> ExitCode {
+    let Some(url) = &settings.session.url else {
+        eprintln!("session.url: required for migrate (cookie mode without a store has no schema)");
+        return ExitCode::from(1);
+    };
+    oidc_bff::startup::install_crypto_providers();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let result = async {
+            let store = oidc_bff::store::Store::open(url)?;
+            store.ping().await?;
+            store.migrate().await
+        };
+        match result.await {
+            Ok(()) => {
+                println!("migrations applied (or already up to date)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("migrate failed: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 /// GET /healthz on the configured listen port (loopback when listening on all addresses),

@@ -26,6 +26,8 @@ pub enum StartupError {
     Tls(std::io::Error),
     #[error("{0}")]
     Discovery(#[from] DiscoveryError),
+    #[error("session store: {0}")]
+    Store(crate::store::StoreError),
 }
 
 pub struct App {
@@ -87,22 +89,28 @@ impl App {
                 let _ = admin_stopped.await;
             }))
         });
-        let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<DiscoveryError>();
-        // Resolves only on a fatal discovery error; a successful discovery drops the sender,
-        // which must not end the server.
+        let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<StartupError>(2);
+        // Resolves only on a fatal error (issuer mismatch, a schema the binary does not know);
+        // the senders going away (discovery done) must not end the server.
         let fatal_error = async move {
-            match fatal_rx.await {
-                Ok(e) => e,
-                Err(_) => std::future::pending().await,
+            match fatal_rx.recv().await {
+                Some(e) => e,
+                None => std::future::pending().await,
             }
         };
         tokio::pin!(fatal_error);
         let discovery_state = state.clone();
+        let discovery_fatal = fatal_tx.clone();
         tokio::spawn(async move {
             if let Err(e) = discovery_state.oidc.discover_with_retry().await {
-                let _ = fatal_tx.send(e);
+                let _ = discovery_fatal.send(e.into()).await;
             }
         });
+        if state.store.is_some() {
+            tokio::spawn(store_maintenance(state.clone(), fatal_tx));
+        } else {
+            drop(fatal_tx);
+        }
 
         let router = routes::router(state.clone());
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -187,9 +195,59 @@ impl App {
             () = tokio::time::sleep(server.shutdown_timeout) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
         }
         match fatal {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// The store's background work: wait for it, apply `migrations/`, then keep the revocation
+/// mirror current (cookie mode) and delete expired rows, without ever blocking a request.
+async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<StartupError>) {
+    use std::time::Duration;
+    let Some(store) = state.store.clone() else { return };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store.ping().await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "session store not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // The store answers: a migration failure now is a schema problem, not an outage.
+    if let Err(e) = store.migrate().await {
+        let _ = fatal.send(StartupError::Store(e)).await;
+        return;
+    }
+    state.store_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("session store ready (migrations applied)");
+    drop(fatal);
+    let longest = state.settings.session.absolute_timeout_secs as i64;
+    let mut last_cleanup = std::time::Instant::now() - Duration::from_secs(3600);
+    loop {
+        if let Some(rev) = &state.revocations {
+            match rev.sync(&store).await {
+                Ok(n) if n > 0 => tracing::debug!(entries = n, "revocation list refreshed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "revocation list not refreshed"),
+            }
+        }
+        if last_cleanup.elapsed() >= Duration::from_secs(60) {
+            last_cleanup = std::time::Instant::now();
+            let now = crate::state::now();
+            if let Some(rev) = &state.revocations {
+                rev.prune(now - longest);
+            }
+            match store.cleanup(now, (now - longest) * 1000).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "expired sessions and records deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "store clean-up failed; will retry"),
+            }
+        }
+        tokio::time::sleep(crate::store::revocations::POLL).await;
     }
 }
 

@@ -8,7 +8,9 @@ use crate::proxy::Proxy;
 use crate::session::cookie::CookieNames;
 use crate::session::refresh::Refresher;
 use crate::session::seal::Keyring;
-use crate::settings::Settings;
+use crate::settings::{Settings, StoreKind};
+use crate::store::Store;
+use crate::store::revocations::Revocations;
 use std::ops::Deref;
 use std::sync::Arc;
 use tower_http::services::{ServeDir, ServeFile};
@@ -35,6 +37,13 @@ pub struct Inner {
     pub static_files: Option<ServeDir<ServeFile>>,
     /// `{base_path}/logout?sid=`, prebuilt for `/session`.
     pub logout_path_prefix: String,
+    /// `[session] url`: the server-side store, or in cookie mode the shared refresh cache,
+    /// refresh locks and revocation list.
+    pub store: Option<Store>,
+    /// Cookie mode with a store: the revocation list, mirrored in memory.
+    pub revocations: Option<Revocations>,
+    /// The store answered and `migrations/` are applied.
+    pub store_ready: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -45,6 +54,11 @@ impl AppState {
         let limiter = ExchangeLimiter::new(settings.server.exchange_rate_per_minute);
         let logout_path_prefix = format!("{}/logout?sid=", settings.server.base_path);
         let proxy = Proxy::new(&settings).map_err(crate::startup::StartupError::Tls)?;
+        let store = match &settings.session.url {
+            Some(url) => Some(Store::open(url).map_err(crate::startup::StartupError::Store)?),
+            None => None,
+        };
+        let revocations = (store.is_some() && settings.session.store == StoreKind::Cookie).then(Revocations::default);
         let static_files = settings
             .server
             .static_dir
@@ -62,7 +76,19 @@ impl AppState {
             proxy,
             static_files,
             logout_path_prefix,
+            store,
+            revocations,
+            store_ready: std::sync::atomic::AtomicBool::new(false),
         })))
+    }
+
+    pub fn is_store_ready(&self) -> bool {
+        self.store.is_none() || self.store_ready.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The store that holds sessions, when sessions are server-side.
+    pub fn server_store(&self) -> Option<&Store> {
+        self.store.as_ref().filter(|_| self.settings.session.store != StoreKind::Cookie)
     }
 }
 

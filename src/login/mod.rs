@@ -11,7 +11,6 @@ use crate::error::{AppError, ErrorCode, IdpErrorCode};
 use crate::oidc::id_token::{self, Expectations, IdTokenError};
 use crate::oidc::{AuthRequest, exchange_error, token};
 use crate::secret::Secret;
-use crate::session::cookie::seal_session;
 use crate::session::model::{LogoutToken, Session, Token};
 use crate::state::{AppState, now};
 use http::HeaderMap;
@@ -171,7 +170,7 @@ pub async fn complete(
             fail(code, &e.to_string(), spent.clone())
         })?;
     let s = &state.settings.session;
-    let session = Session {
+    let mut session = Session {
         sub: valid.sub,
         sid: valid.sid,
         id_token: Token::new(id_token.expose()),
@@ -185,16 +184,15 @@ pub async fn complete(
         sealed_at: t,
         refreshed_from: None,
         logout_token: LogoutToken::random(),
+        stored: None,
     };
-    let sealed = seal_session(&state.cookies, &state.keys, &session);
-    if sealed.len() > crate::session::cookie::MAX_SEALED_BYTES {
-        return Err(fail(ErrorCode::SessionTooLarge, "sealed session above 8 cookie chunks", spent));
-    }
-    let mut set_cookies = state.cookies.write_session(&sealed, session.absolute_expires_at - t);
+    let mut set_cookies = match crate::session::create(state, &mut session, t, headers).await {
+        Ok(c) => c,
+        Err(e) => return Err(fail(e.code, "session not stored", spent)),
+    };
     let return_to = tx.return_to.clone();
     set_cookies.push(tx::seal(&state.cookies, &state.keys, &name, &tx.into_done(), t));
     tracing::info!(has_refresh_token = session.refresh_token.is_some(), "login completed");
     metrics::counter!("bff_logins_total", "result" => "completed", "reason" => "").increment(1);
-    metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
     Ok(Completed::Session { session: Box::new(session), return_to, set_cookies })
 }

@@ -147,6 +147,42 @@ fn hash_left_half(alg: Algorithm, input: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
 }
 
+/// Verify `token`'s signature with the IdP's keys (HS*: the client secret; never a symmetric
+/// JWKS entry) and decode its claims under `validation`. Shared by ID and logout tokens.
+pub(crate) async fn decode_verified<T: serde::de::DeserializeOwned>(
+    token: &str,
+    alg: Algorithm,
+    kid: Option<&str>,
+    validation: &Validation,
+    client_secret: &str,
+    jwks: &Jwks,
+    http: &IdpHttp,
+) -> Result<T, IdTokenError> {
+    let symmetric = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+    let secret_key;
+    let set;
+    let keys: Vec<&DecodingKey> = if symmetric {
+        secret_key = DecodingKey::from_secret(client_secret.as_bytes());
+        vec![&secret_key]
+    } else {
+        set = jwks.for_kid(http, kid).await.map_err(|_| IdTokenError::KeysUnavailable)?;
+        candidates(&set, alg, kid)
+    };
+    if keys.is_empty() {
+        return Err(IdTokenError::NoMatchingKey);
+    }
+    for key in keys {
+        match jsonwebtoken::decode::<T>(token, key, validation) {
+            Ok(d) => return Ok(d.claims),
+            Err(e) => match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => continue,
+                other => return Err(map_kind(other)),
+            },
+        }
+    }
+    Err(IdTokenError::InvalidSignature)
+}
+
 /// Validate `token`. `jwks` is consulted (and refetched on a kid miss) only for asymmetric
 /// algorithms.
 pub async fn validate(
@@ -167,33 +203,8 @@ pub async fn validate(
     validation.leeway = exp.clock_skew_secs;
     validation.validate_nbf = true;
 
-    let symmetric = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-    let secret_key;
-    let set;
-    let keys: Vec<&DecodingKey> = if symmetric {
-        secret_key = DecodingKey::from_secret(exp.client_secret.as_bytes());
-        vec![&secret_key]
-    } else {
-        set = jwks.for_kid(http, header.kid.as_deref()).await.map_err(|_| IdTokenError::KeysUnavailable)?;
-        candidates(&set, alg, header.kid.as_deref())
-    };
-    if keys.is_empty() {
-        return Err(IdTokenError::NoMatchingKey);
-    }
-    let mut data = None;
-    for key in keys {
-        match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-            Ok(d) => {
-                data = Some(d);
-                break;
-            }
-            Err(e) => match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => continue,
-                other => return Err(map_kind(other)),
-            },
-        }
-    }
-    let claims = data.ok_or(IdTokenError::InvalidSignature)?.claims;
+    let claims: Claims =
+        decode_verified(token, alg, header.kid.as_deref(), &validation, exp.client_secret, jwks, http).await?;
 
     let sub = claims.sub.filter(|s| !s.is_empty()).ok_or(IdTokenError::MissingSubject)?;
     let iat = claims.iat.ok_or(IdTokenError::InvalidIssuedAt)?;

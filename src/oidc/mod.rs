@@ -5,6 +5,7 @@ pub mod discovery;
 pub mod http;
 pub mod id_token;
 pub mod jwks;
+pub mod logout_token;
 pub mod token;
 
 use crate::error::{AppError, ErrorCode};

@@ -187,6 +187,8 @@ mod tests {
 
     fn names() -> CookieNames {
         CookieNames::new(&SessionSettings {
+            store: crate::settings::StoreKind::Cookie,
+            url: None,
             keys: vec![KeyMaterial([1; 32])],
             secure: true,
             same_site: SameSite::Strict,

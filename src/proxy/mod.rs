@@ -152,8 +152,9 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     let mut set_cookies = Vec::new();
     let bearer = match route.auth {
         RouteAuth::None => None,
-        auth => match session::load(state, req.headers(), t) {
-            Loaded::Anonymous { stale_cookie } => {
+        auth => match session::load(state, req.headers(), t).await {
+            Err(e) => return e.into_response(),
+            Ok(Loaded::Anonymous { stale_cookie }) => {
                 if auth == RouteAuth::Required {
                     let mut r = AppError::from(ErrorCode::Unauthenticated).into_response();
                     if stale_cookie {
@@ -166,7 +167,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
                 }
                 None
             }
-            Loaded::Live(mut s) => {
+            Ok(Loaded::Live(mut s)) => {
                 let changed = match refresh::ensure_fresh(state, &mut s, When::Due).await {
                     Ok(changed) => changed,
                     Err(RefreshFailure::Ended(e)) => {
@@ -176,9 +177,17 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
                     }
                     Err(RefreshFailure::Temporary(e)) => return e.into_response(),
                 };
-                if changed || s.needs_reseal(t, state.settings.session.idle_timeout_secs) {
-                    set_cookies = session::write(state, &mut s, t);
-                }
+                set_cookies = match session::save(state, &mut s, t, changed).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let ended = e.code == crate::error::ErrorCode::SessionExpired;
+                        let mut r = e.into_response();
+                        if ended {
+                            append_set_cookies(r.headers_mut(), state.cookies.clear_session());
+                        }
+                        return r;
+                    }
+                };
                 let mut v = String::with_capacity(7 + s.access_token.compact_len());
                 v.push_str("Bearer ");
                 s.access_token.write_compact(&mut v);

@@ -156,9 +156,10 @@ async fn login_end(State(state): State<AppState>, req: Request) -> Response {
         Ok(Completed::Session { session, return_to, set_cookies }) => {
             json_with_cookies(session_body(&state, &session, t, Some(&return_to)), set_cookies)
         }
-        Ok(Completed::AlreadyDone { return_to }) => match session::load(&state, &parts.headers, t) {
-            Loaded::Live(s) => json_with_cookies(session_body(&state, &s, t, Some(&return_to)), vec![]),
-            Loaded::Anonymous { .. } => AppError::from(ErrorCode::InvalidState).into_response(),
+        Ok(Completed::AlreadyDone { return_to }) => match session::load(&state, &parts.headers, t).await {
+            Ok(Loaded::Live(s)) => json_with_cookies(session_body(&state, &s, t, Some(&return_to)), vec![]),
+            Ok(Loaded::Anonymous { .. }) => AppError::from(ErrorCode::InvalidState).into_response(),
+            Err(e) => e.into_response(),
         },
         Err((e, cookies)) => {
             let mut r = e.into_response();

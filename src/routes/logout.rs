@@ -31,11 +31,17 @@ fn clear_all(state: &AppState, headers: &HeaderMap) -> Vec<String> {
     c
 }
 
-/// Revoke the refresh token (bounded by the IdP client's timeout; failure is logged, the local
-/// logout happens regardless) and build the IdP logout URL.
-async fn end(state: &AppState, session: &Session) -> Option<String> {
-    state.refresher.forget(state, session);
+/// End the session where it is kept (a store that cannot be reached fails the logout: the
+/// session must not outlive a logout the user saw succeed), revoke the refresh token (bounded
+/// by the IdP client's timeout; a failure is logged, the local logout stands) and build the IdP
+/// logout URL.
+async fn end(state: &AppState, session: &Session) -> Result<Option<String>, AppError> {
+    session::end(state, session).await?;
     metrics::counter!("bff_sessions_ended_total", "reason" => "logout").increment(1);
+    Ok(idp_logout(state, session).await)
+}
+
+async fn idp_logout(state: &AppState, session: &Session) -> Option<String> {
     let provider = state.oidc.provider().ok()?;
     if let (Some(rt), Some(endpoint)) = (&session.refresh_token, &provider.metadata.revocation_endpoint) {
         match token::revoke(&state.oidc.http, endpoint, &state.settings.oidc, rt.expose()).await {
@@ -53,13 +59,16 @@ async fn end(state: &AppState, session: &Session) -> Option<String> {
 }
 
 async fn logout_post(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let logout_url = match session::load(&state, &headers, now()) {
-        Loaded::Live(s) => {
-            let url = end(&state, &s).await;
-            tracing::info!("session ended by POST /logout");
-            url
-        }
-        Loaded::Anonymous { .. } => None,
+    let logout_url = match session::load(&state, &headers, now()).await {
+        Ok(Loaded::Live(s)) => match end(&state, &s).await {
+            Ok(url) => {
+                tracing::info!("session ended by POST /logout");
+                url
+            }
+            Err(e) => return e.into_response(),
+        },
+        Ok(Loaded::Anonymous { .. }) => None,
+        Err(e) => return e.into_response(),
     };
     let body = serde_json::to_vec(&serde_json::json!({ "logout_url": logout_url })).unwrap_or_default();
     let mut r = (StatusCode::OK, body).into_response();
@@ -83,14 +92,18 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
         tracing::warn!("GET /logout without sid");
         return invalid();
     };
-    let session = match session::load(&state, req.headers(), now()) {
-        Loaded::Live(s) if s.logout_token.matches(&sid) => s,
+    let session = match session::load(&state, req.headers(), now()).await {
+        Ok(Loaded::Live(s)) if s.logout_token.matches(&sid) => s,
+        Err(e) => return e.into_navigational(error_url),
         _ => {
             tracing::warn!("GET /logout with a sid that is not this session's");
             return invalid();
         }
     };
-    let target = end(&state, &session).await.unwrap_or_else(|| state.settings.oidc.post_logout_redirect_uri.clone());
+    let target = match end(&state, &session).await {
+        Ok(url) => url.unwrap_or_else(|| state.settings.oidc.post_logout_redirect_uri.clone()),
+        Err(e) => return e.into_navigational(error_url),
+    };
     tracing::info!("session ended by GET /logout");
     let mut r = StatusCode::FOUND.into_response();
     let h = r.headers_mut();

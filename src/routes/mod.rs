@@ -1,6 +1,7 @@
 //! The HTTP surface (SPEC §3, §5, §7). Each module owns a group of endpoints and exports
 //! `router()`; they are merged here.
 
+mod backchannel;
 mod body;
 mod health;
 mod login;
@@ -23,7 +24,11 @@ pub fn router(state: AppState) -> Router {
         .merge(session::router())
         .merge(logout::spa_router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::csrf));
-    let bff = Router::new().merge(spa).merge(login::navigation_router()).merge(logout::navigation_router());
+    let bff = Router::new()
+        .merge(spa)
+        .merge(login::navigation_router())
+        .merge(logout::navigation_router())
+        .merge(backchannel::router());
     let bff = if base.is_empty() { bff } else { Router::new().nest(&base, bff) };
     let mut app = Router::new()
         .route("/healthz", get(health::healthz))

@@ -63,19 +63,22 @@ pub fn anonymous(state: &AppState, clear: bool, error: Option<&str>) -> Response
 // Takes the whole request: the `HeaderMap` extractor would clone every header.
 async fn session_get(State(state): State<AppState>, req: Request) -> Response {
     let t = now();
-    let mut s = match session::load(&state, req.headers(), t) {
-        Loaded::Anonymous { stale_cookie } => return anonymous(&state, stale_cookie, None),
-        Loaded::Live(s) => s,
+    let mut s = match session::load(&state, req.headers(), t).await {
+        Ok(Loaded::Anonymous { stale_cookie }) => return anonymous(&state, stale_cookie, None),
+        Ok(Loaded::Live(s)) => s,
+        Err(e) => return e.into_response(),
     };
     let changed = match refresh::ensure_fresh(&state, &mut s, When::Expired).await {
         Ok(changed) => changed,
         Err(RefreshFailure::Ended(e)) => return anonymous(&state, true, Some(e.code.as_str())),
         Err(RefreshFailure::Temporary(e)) => return e.into_response(),
     };
-    let set_cookies = if changed || s.needs_reseal(t, state.settings.session.idle_timeout_secs) {
-        session::write(&state, &mut s, t)
-    } else {
-        Vec::new()
+    let set_cookies = match session::save(&state, &mut s, t, changed).await {
+        Ok(c) => c,
+        Err(e) if e.code == crate::error::ErrorCode::SessionExpired => {
+            return anonymous(&state, true, Some(e.code.as_str()));
+        }
+        Err(e) => return e.into_response(),
     };
     let mut r = (StatusCode::OK, session_body(&state, &s, t, None)).into_response();
     let h = r.headers_mut();

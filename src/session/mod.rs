@@ -1,11 +1,15 @@
 //! Sessions (SPEC §4): the model, its sealing, the cookie form, and the per-request steps every
-//! session-using endpoint shares (open, expire, refresh, re-seal).
+//! session-using endpoint shares (load, save, create, end). Two implementations behind these
+//! four functions: the stateless cookie (`store = "cookie"`) and the server-side stores
+//! (`server`), so handlers never ask which one is configured.
 
 pub mod cookie;
 pub mod model;
 pub mod refresh;
 pub mod seal;
+pub mod server;
 
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 use cookie::SessionCookie;
 use http::HeaderMap;
@@ -13,34 +17,94 @@ use model::Session;
 
 /// The session a request carries, if any.
 pub enum Loaded {
-    /// No session. `stale_cookie` is true when a session cookie was sent but did not open or
-    /// has expired: the response should expire it.
+    /// No session. `stale_cookie` is true when a session cookie was sent but did not open, has
+    /// expired or was revoked: the response should expire it.
     Anonymous {
         stale_cookie: bool,
     },
     Live(Box<Session>),
 }
 
-pub fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Loaded {
+/// The request's session. `Err` only when the store needed to answer is unavailable (503).
+pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loaded, AppError> {
     let found = SessionCookie::from_headers(&state.cookies, headers);
     if !found.is_present() {
-        return Loaded::Anonymous { stale_cookie: false };
+        return Ok(Loaded::Anonymous { stale_cookie: false });
     }
-    match found.open(&state.cookies, &state.keys) {
-        Some(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => Loaded::Live(Box::new(s)),
+    if let Some(store) = state.server_store() {
+        return server::load(state, store, &found, now).await;
+    }
+    let session = match found.open(&state.cookies, &state.keys) {
+        Some(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => s,
         Some(_) => {
             tracing::debug!("session cookie expired");
-            Loaded::Anonymous { stale_cookie: true }
+            return Ok(Loaded::Anonymous { stale_cookie: true });
         }
         None => {
             tracing::info!("session cookie did not open (tampered, truncated, mixed or unknown key)");
-            Loaded::Anonymous { stale_cookie: true }
+            return Ok(Loaded::Anonymous { stale_cookie: true });
+        }
+    };
+    if let Some(revocations) = &state.revocations {
+        if revocations.is_revoked(&session)? {
+            tracing::info!("session cookie revoked by a back-channel logout");
+            metrics::counter!("bff_sessions_ended_total", "reason" => "backchannel").increment(1);
+            return Ok(Loaded::Anonymous { stale_cookie: true });
         }
     }
+    Ok(Loaded::Live(Box::new(session)))
 }
 
-/// Set-Cookie lines that store `session` as sealed at `now`.
-pub fn write(state: &AppState, session: &mut Session, now: i64) -> Vec<String> {
+/// Persist what changed: new tokens (`changed`), or just the sliding idle expiry when it is due
+/// (SPEC §4: at most every min(60 s, idle/4)). Returns the Set-Cookie lines to send.
+pub async fn save(state: &AppState, s: &mut Session, now: i64, changed: bool) -> Result<Vec<String>, AppError> {
+    if s.stored.is_some() {
+        if let Some(store) = state.server_store() {
+            server::save(state, store, s, now, changed).await?;
+        }
+        return Ok(Vec::new());
+    }
+    if changed || s.needs_reseal(now, state.settings.session.idle_timeout_secs) {
+        return Ok(write_cookie(state, s, now));
+    }
+    Ok(Vec::new())
+}
+
+/// Store a session that a login just produced; the Set-Cookie lines. `headers` are the login
+/// request's: a server-side session they still carry is deleted (a new id at every login).
+pub async fn create(
+    state: &AppState,
+    session: &mut Session,
+    now: i64,
+    headers: &HeaderMap,
+) -> Result<Vec<String>, AppError> {
+    if let Some(store) = state.server_store() {
+        return server::create(state, store, session, now, headers).await;
+    }
+    session.sealed_at = now;
+    let sealed = cookie::seal_session(&state.cookies, &state.keys, session);
+    if sealed.len() > cookie::MAX_SEALED_BYTES {
+        tracing::warn!(bytes = sealed.len(), "sealed session above 8 cookie chunks");
+        return Err(ErrorCode::SessionTooLarge.into());
+    }
+    metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
+    Ok(state.cookies.write_session(&sealed, session.absolute_expires_at - now))
+}
+
+/// End a session where it is kept (server-side row, refresh-cache entries). Cookies are the
+/// caller's to expire.
+pub async fn end(state: &AppState, s: &Session) -> Result<(), AppError> {
+    if let Some(stored) = &s.stored {
+        if let Some(store) = state.server_store() {
+            store.delete_session(&stored.key).await?;
+        }
+    }
+    state.refresher.forget(state, s).await;
+    Ok(())
+}
+
+/// Set-Cookie lines that store `session` (cookie mode) as sealed at `now`.
+fn write_cookie(state: &AppState, session: &mut Session, now: i64) -> Vec<String> {
     session.sealed_at = now;
     let sealed = cookie::seal_session(&state.cookies, &state.keys, session);
     metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);

@@ -107,6 +107,22 @@ pub struct Session {
     pub refreshed_from: Option<[u8; 32]>,
     /// Random per session; `GET /logout?sid=` must present it (SPEC §5).
     pub logout_token: LogoutToken,
+    /// Where a server-side session is stored; `None` in cookie mode. Not serialized.
+    #[serde(skip)]
+    pub stored: Option<StoredRef>,
+}
+
+/// A server-side session's row: SHA-256 of the cookie's id, and the version read.
+#[derive(Clone, Default)]
+pub struct StoredRef {
+    pub key: [u8; 32],
+    pub version: i64,
+}
+
+impl fmt::Debug for StoredRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoredRef(v{})", self.version)
+    }
 }
 
 /// 128 random bits, shown base64url-encoded in `bff_logout_url`.

@@ -11,6 +11,9 @@
 //!   pre-refresh cookie reuse the new tokens instead of spending a rotated token (which
 //!   rotating IdPs answer by revoking the whole grant).
 //! - A refreshed ID token must keep `iss`, `sub` and `aud` (OIDC Core §12.2).
+//! - With a store (`[session] url`), the cache lives there, and a short lock in the store makes
+//!   one replica spend the refresh token while the others wait for its cached result: the IdP
+//!   sees one grant however many replicas a session's requests reach.
 
 use super::model::{Session, Token};
 use crate::error::{AppError, ErrorCode};
@@ -18,6 +21,7 @@ use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::token::{self, TokenError};
 use crate::secret::Secret;
 use crate::state::{AppState, now};
+use crate::store::{CacheRow, StoreError};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use serde::{Deserialize, Serialize};
@@ -79,8 +83,8 @@ enum CacheHit {
 /// Refresh grants in flight at once on one instance; more wait their turn.
 const MAX_CONCURRENT_GRANTS: usize = 64;
 
-/// Per-instance refresh coordination. With several replicas the cache belongs in the shared
-/// store (`[session] url`), which this build does not have: see docs/operations.md.
+/// Refresh coordination: single-flight on this instance; the cache in memory, or in the store
+/// when one is configured.
 pub struct Refresher {
     inflight: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
@@ -122,26 +126,43 @@ pub fn due(session: &Session, now: i64, margin_secs: u64) -> bool {
 impl Refresher {
     /// The cached answer for `rt`, if it is still useful to a session whose current access
     /// token was issued at `issued_at`.
-    fn cached(&self, state: &AppState, id: &[u8; 32], rt: &str, issued_at: i64, now: i64) -> Option<CacheHit> {
-        let sealed = {
-            let cache = lock(&self.cache);
-            let entry = cache.get(id)?;
-            if entry.expires_at <= now {
-                return None;
-            }
-            match &entry.sealed {
-                Some(s) => s.clone(),
-                None => return Some(CacheHit::Refused),
+    async fn cached(
+        &self,
+        state: &AppState,
+        id: &[u8; 32],
+        rt: &str,
+        issued_at: i64,
+        now: i64,
+    ) -> Result<Option<CacheHit>, StoreError> {
+        let sealed = match &state.store {
+            Some(store) => match store.cache_get(id, now).await? {
+                None => return Ok(None),
+                Some(CacheRow::Refused) => return Ok(Some(CacheHit::Refused)),
+                Some(CacheRow::Sealed(s)) => s,
+            },
+            None => {
+                let cache = lock(&self.cache);
+                let Some(entry) = cache.get(id).filter(|e| e.expires_at > now) else {
+                    return Ok(None);
+                };
+                match &entry.sealed {
+                    Some(s) => s.clone(),
+                    None => return Ok(Some(CacheHit::Refused)),
+                }
             }
         };
-        let plain = state.keys.open_for_token(rt, id, &sealed)?;
-        let fresh: Fresh = serde_json::from_slice(&plain).ok()?;
+        let Some(plain) = state.keys.open_for_token(rt, id, &sealed) else {
+            return Ok(None);
+        };
+        let Ok(fresh) = serde_json::from_slice::<Fresh>(&plain) else {
+            return Ok(None);
+        };
         // An IdP that does not rotate refresh tokens maps every refresh to the same entry:
         // only an answer newer than what the session has, and still valid, is of use.
-        (fresh.issued_at > issued_at && fresh.expires_at > now).then_some(CacheHit::Fresh(fresh))
+        Ok((fresh.issued_at > issued_at && fresh.expires_at > now).then_some(CacheHit::Fresh(fresh)))
     }
 
-    fn store(&self, state: &AppState, id: [u8; 32], rt: &str, fresh: Option<&Fresh>, now: i64) {
+    async fn store(&self, state: &AppState, id: [u8; 32], rt: &str, fresh: Option<&Fresh>, now: i64) {
         let sealed = match fresh {
             Some(f) => {
                 let Some(sealed) = serde_json::to_vec(f).ok().and_then(|p| state.keys.seal_for_token(rt, &id, &p))
@@ -152,6 +173,13 @@ impl Refresher {
             }
             None => None,
         };
+        let expires_at = now + state.settings.oidc.refresh_grace_secs as i64;
+        if let Some(store) = &state.store {
+            if let Err(e) = store.cache_put(&id, sealed.as_deref(), expires_at).await {
+                tracing::warn!(error = %e, "refresh result not shared through the store");
+            }
+            return;
+        }
         let mut cache = lock(&self.cache);
         if cache.len() >= MAX_CACHE_ENTRIES {
             cache.retain(|_, e| e.expires_at > now);
@@ -160,17 +188,31 @@ impl Refresher {
                 cache.remove(&victim);
             }
         }
-        cache.insert(id, CacheEntry { sealed, expires_at: now + state.settings.oidc.refresh_grace_secs as i64 });
+        cache.insert(id, CacheEntry { sealed, expires_at });
     }
 
     /// Drop the cache entries a session's tokens came from or led to (logout).
-    pub fn forget(&self, state: &AppState, session: &Session) {
-        let mut cache = lock(&self.cache);
-        if let Some(rt) = &session.refresh_token {
-            cache.remove(&state.keys.refresh_cache_id(rt.expose()));
-        }
-        if let Some(prev) = &session.refreshed_from {
-            cache.remove(prev);
+    pub async fn forget(&self, state: &AppState, session: &Session) {
+        let ids = session
+            .refresh_token
+            .as_ref()
+            .map(|rt| state.keys.refresh_cache_id(rt.expose()))
+            .into_iter()
+            .chain(session.refreshed_from);
+        match &state.store {
+            Some(store) => {
+                for id in ids {
+                    if let Err(e) = store.cache_delete(&id).await {
+                        tracing::warn!(error = %e, "refresh-cache entry not deleted");
+                    }
+                }
+            }
+            None => {
+                let mut cache = lock(&self.cache);
+                for id in ids {
+                    cache.remove(&id);
+                }
+            }
         }
     }
 }
@@ -214,7 +256,15 @@ pub async fn ensure_fresh(state: &AppState, session: &mut Session, when: When) -
         };
         let refresher = &state.refresher;
         let id = state.keys.refresh_cache_id(rt.expose());
-        match refresher.cached(state, &id, rt.expose(), session.access_issued_at, t) {
+        let hit = match refresher.cached(state, &id, rt.expose(), session.access_issued_at, t).await {
+            Ok(hit) => hit,
+            Err(e) if t < session.access_expires_at => {
+                tracing::warn!(error = %e, "refresh cache unavailable; continuing with the current access token");
+                return Ok(changed);
+            }
+            Err(e) => return Err(RefreshFailure::Temporary(e.into())),
+        };
+        match hit {
             Some(CacheHit::Fresh(fresh)) => {
                 tracing::debug!("refreshed tokens reused from the refresh cache");
                 metrics::counter!("bff_refresh_cache_hits_total").increment(1);
@@ -237,7 +287,11 @@ pub async fn ensure_fresh(state: &AppState, session: &mut Session, when: When) -
             inflight
                 .entry(id)
                 .or_insert_with(|| {
-                    let original = Original { sub: session.sub.clone(), aud: session.audience() };
+                    let original = Original {
+                        sub: session.sub.clone(),
+                        aud: session.audience(),
+                        issued_at: session.access_issued_at,
+                    };
                     let task = tokio::spawn(run_refresh(state.clone(), id, rt.clone(), original));
                     async move { task.await.unwrap_or(Outcome::Temporary(ErrorCode::IdpUnavailable)) }.boxed().shared()
                 })
@@ -272,6 +326,8 @@ pub async fn ensure_fresh(state: &AppState, session: &mut Session, when: When) -
 struct Original {
     sub: String,
     aud: Vec<String>,
+    /// When the session's current access token was issued (to judge a cached answer).
+    issued_at: i64,
 }
 
 /// Removes a refresh from the in-flight map when it ends, however it ends (even by a panic),
@@ -289,14 +345,73 @@ impl Drop for InFlight {
 
 async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Original) -> Outcome {
     let _in_flight = InFlight { state: state.clone(), id };
+    let Some(store) = state.store.clone() else {
+        return grant_and_cache(&state, id, &rt, &original).await;
+    };
+    // Across replicas: whoever takes the lock spends the token; the others wait for its answer
+    // in the shared cache. A holder that dies lets the lock expire; then someone else takes it.
+    let mut owner = [0u8; 16];
+    {
+        use chacha20poly1305::aead::OsRng;
+        use chacha20poly1305::aead::rand_core::RngCore;
+        OsRng.fill_bytes(&mut owner);
+    }
+    let http_timeout = state.settings.oidc.http_timeout;
+    let lock_ttl_ms = (2 * http_timeout.as_millis() as i64) + 5_000;
+    let deadline = tokio::time::Instant::now() + http_timeout * 3 + std::time::Duration::from_secs(5);
+    let from_cache = |hit: CacheHit| match hit {
+        CacheHit::Fresh(f) => Outcome::Refreshed(Arc::new(f)),
+        CacheHit::Refused => Outcome::Refused,
+    };
+    let mut logged_wait = false;
+    while tokio::time::Instant::now() < deadline {
+        match store.try_lock(&id, &owner, lock_ttl_ms).await {
+            Ok(true) => {
+                // Another replica may have finished between our cache check and the lock.
+                let outcome = match state.refresher.cached(&state, &id, rt.expose(), original.issued_at, now()).await {
+                    Ok(Some(hit)) => from_cache(hit),
+                    Ok(None) => grant_and_cache(&state, id, &rt, &original).await,
+                    Err(_) => Outcome::Temporary(ErrorCode::SessionStoreUnavailable),
+                };
+                if let Err(e) = store.unlock(&id, &owner).await {
+                    tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
+                }
+                return outcome;
+            }
+            Ok(false) => {
+                if !logged_wait {
+                    tracing::debug!("another replica is refreshing this session; waiting for its result");
+                    logged_wait = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                match state.refresher.cached(&state, &id, rt.expose(), original.issued_at, now()).await {
+                    Ok(Some(hit)) => {
+                        metrics::counter!("bff_refresh_cache_hits_total").increment(1);
+                        return from_cache(hit);
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Outcome::Temporary(ErrorCode::SessionStoreUnavailable),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refresh lock unavailable; not refreshing");
+                return Outcome::Temporary(ErrorCode::SessionStoreUnavailable);
+            }
+        }
+    }
+    tracing::warn!("timed out waiting for another replica's refresh");
+    Outcome::Temporary(ErrorCode::IdpTimeout)
+}
+
+async fn grant_and_cache(state: &AppState, id: [u8; 32], rt: &Secret, original: &Original) -> Outcome {
     let outcome = match state.refresher.grants.acquire().await {
-        Ok(_permit) => refresh_grant(&state, &rt, &original).await,
+        Ok(_permit) => refresh_grant(state, rt, original).await,
         Err(_) => Outcome::Temporary(ErrorCode::IdpUnavailable),
     };
     let t = now();
     match &outcome {
-        Outcome::Refreshed(fresh) => state.refresher.store(&state, id, rt.expose(), Some(fresh), t),
-        Outcome::Refused => state.refresher.store(&state, id, rt.expose(), None, t),
+        Outcome::Refreshed(fresh) => state.refresher.store(state, id, rt.expose(), Some(fresh), t).await,
+        Outcome::Refused => state.refresher.store(state, id, rt.expose(), None, t).await,
         Outcome::Temporary(_) => {}
     }
     outcome

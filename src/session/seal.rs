@@ -28,6 +28,8 @@ pub enum Purpose {
     Session,
     Tx,
     RefreshCache,
+    /// The cookie of a server-side session: only its random id.
+    SessionId,
 }
 
 impl Purpose {
@@ -36,6 +38,7 @@ impl Purpose {
             Self::Session => b"session",
             Self::Tx => b"tx",
             Self::RefreshCache => b"refresh-cache",
+            Self::SessionId => b"session-id",
         }
     }
 
@@ -46,7 +49,7 @@ impl Purpose {
 
 struct KeyEntry {
     kid: [u8; KID_LEN],
-    ciphers: [XChaCha20Poly1305; 3],
+    ciphers: [XChaCha20Poly1305; 4],
     /// Keys the HMAC that names refresh-cache entries.
     cache_id_key: [u8; 32],
     /// Keys the derivation of each entry's encryption key. Independent of `cache_id_key`, so
@@ -86,7 +89,12 @@ impl Keyring {
                 let _ = hk.expand(b"refresh-cache-entry-key", &mut cache_enc_key);
                 KeyEntry {
                     kid,
-                    ciphers: [cipher(Purpose::Session), cipher(Purpose::Tx), cipher(Purpose::RefreshCache)],
+                    ciphers: [
+                        cipher(Purpose::Session),
+                        cipher(Purpose::Tx),
+                        cipher(Purpose::RefreshCache),
+                        cipher(Purpose::SessionId),
+                    ],
                     cache_id_key,
                     cache_enc_key,
                 }

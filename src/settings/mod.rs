@@ -129,12 +129,33 @@ impl fmt::Debug for KeyMaterial {
 
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
+    pub store: StoreKind,
+    /// `[session] url`: the server-side store, or in cookie mode the shared refresh cache and
+    /// revocation list. A secret: it may carry a password.
+    pub url: Option<StoreUrl>,
     /// The first seals; every key opens.
     pub keys: Vec<KeyMaterial>,
     pub secure: bool,
     pub same_site: SameSite,
     pub idle_timeout_secs: u64,
     pub absolute_timeout_secs: u64,
+}
+
+/// Where sessions live (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Cookie,
+    Sqlite,
+    Postgres,
+    Redis,
+}
+
+/// A store URL, its backend known from its scheme.
+#[derive(Debug, Clone)]
+pub struct StoreUrl {
+    /// Never `Cookie`.
+    pub backend: StoreKind,
+    pub url: crate::secret::Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -69,6 +69,7 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("idle_timeout_secs", Kind::Int),
             ("absolute_timeout_secs", Kind::Int),
             ("url", Kind::Str),
+            ("url_file", Kind::Str),
         ],
     ),
     ("logging", &[("format", Kind::Str), ("level", Kind::Str), ("access_log", Kind::Bool)]),
@@ -190,6 +191,7 @@ pub struct RawSession {
     pub idle_timeout_secs: u64,
     pub absolute_timeout_secs: u64,
     pub url: String,
+    pub url_file: String,
 }
 
 impl Default for RawSession {
@@ -203,6 +205,7 @@ impl Default for RawSession {
             idle_timeout_secs: 1800,
             absolute_timeout_secs: 28800,
             url: String::new(),
+            url_file: String::new(),
         }
     }
 }

@@ -96,9 +96,16 @@ fn insecure_cookies_only_on_loopback_http() {
 }
 
 #[test]
-fn unsupported_features_are_refused_not_ignored() {
+fn a_server_side_store_needs_a_matching_url() {
     let toml = minimal().replace("[session]", "[session]\nstore = \"redis\"");
-    assert!(errors(&toml, vec![]).iter().any(|l| l.starts_with("session.store")));
+    assert!(errors(&toml, vec![]).iter().any(|l| l.starts_with("session.url: required")));
+    let ok = toml.replace("store = \"redis\"", "store = \"redis\"\nurl = \"redis://127.0.0.1:6379/?prefix=x:\"");
+    assert!(errors(&ok, vec![]).is_empty(), "{:?}", errors(&ok, vec![]));
+    let sqlite = minimal().replace("[session]", "[session]\nstore = \"sqlite\"\nurl = \"sqlite://s.db?mode=rwc\"");
+    assert!(errors(&sqlite, vec![]).is_empty());
+    // In cookie mode the URL is optional and may name any backend.
+    let cookie = minimal().replace("[session]", "[session]\nurl = \"postgres://u:p@db/bff\"");
+    assert!(errors(&cookie, vec![]).is_empty());
 }
 
 #[test]

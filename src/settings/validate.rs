@@ -427,16 +427,17 @@ fn signing_key(file: &str, kid: &str, p: &mut Problems) -> Option<SigningKey> {
 }
 
 fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -> Option<SessionSettings> {
-    match raw.store.as_str() {
-        "cookie" => {}
-        "sqlite" | "postgres" | "redis" => {
-            p.push("session.store", format_args!("{} is not supported by this build yet", raw.store))
+    let store = match raw.store.as_str() {
+        "cookie" => Some(StoreKind::Cookie),
+        "sqlite" => Some(StoreKind::Sqlite),
+        "postgres" => Some(StoreKind::Postgres),
+        "redis" => Some(StoreKind::Redis),
+        _ => {
+            p.push("session.store", "must be cookie, sqlite, postgres or redis");
+            None
         }
-        _ => p.push("session.store", "must be cookie, sqlite, postgres or redis"),
-    }
-    if !raw.url.is_empty() {
-        p.push("session.url", "not supported by this build yet (shared store and revocation list)");
-    }
+    };
+    let url = store_url(&raw, store, p);
     let lines: Vec<String> = match (raw.keys.is_empty(), raw.keys_file.is_empty()) {
         (false, false) => {
             p.push("session.keys", "set either keys or keys_file, not both");
@@ -479,12 +480,58 @@ fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -
         return None;
     }
     Some(SessionSettings {
+        store: store?,
+        url,
         keys,
         secure: raw.secure,
         same_site: same_site?,
         idle_timeout_secs: idle,
         absolute_timeout_secs: absolute,
     })
+}
+
+/// `[session] url` (or `url_file`): required by the server-side stores, optional in cookie
+/// mode (shared refresh cache and revocation list). Checked for syntax only: check-config
+/// never connects. Messages never quote the URL (it may hold a password).
+fn store_url(raw: &RawSession, store: Option<StoreKind>, p: &mut Problems) -> Option<StoreUrl> {
+    let text = match (raw.url.is_empty(), raw.url_file.is_empty()) {
+        (false, false) => {
+            p.push("session.url", "set either url or url_file, not both");
+            return None;
+        }
+        (false, true) => raw.url.trim().to_owned(),
+        (true, false) => read_secret_file("session.url_file", &raw.url_file, p)?.trim().to_owned(),
+        (true, true) => {
+            if matches!(store, Some(StoreKind::Sqlite | StoreKind::Postgres | StoreKind::Redis)) {
+                p.push("session.url", format_args!("required with store = \"{}\"", raw.store));
+            }
+            return None;
+        }
+    };
+    let scheme = text.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+    let backend = match scheme.as_str() {
+        "sqlite" => StoreKind::Sqlite,
+        "postgres" | "postgresql" => StoreKind::Postgres,
+        "redis" | "rediss" => StoreKind::Redis,
+        _ => {
+            p.push("session.url", "must be a sqlite://, postgres://, redis:// or rediss:// URL");
+            return None;
+        }
+    };
+    if let Some(kind) = store.filter(|k| *k != StoreKind::Cookie && *k != backend) {
+        let want = match kind {
+            StoreKind::Sqlite => "sqlite://",
+            StoreKind::Postgres => "postgres://",
+            _ => "redis:// or rediss://",
+        };
+        p.push("session.url", format_args!("must be a {want} URL for store = \"{}\"", raw.store));
+        return None;
+    }
+    if let Err(why) = crate::store::check_url(backend, &text) {
+        p.push("session.url", why);
+        return None;
+    }
+    Some(StoreUrl { backend, url: crate::secret::Secret::new(text) })
 }
 
 fn logging(raw: raw::RawLogging, p: &mut Problems) -> Option<LoggingSettings> {

@@ -197,7 +197,7 @@ pub async fn spawn_bff(listener: tokio::net::TcpListener, settings: Settings) ->
     });
     let bff = Bff { addr, state, stop: Some(tx), task: Some(task) };
     for _ in 0..1200 {
-        if bff.state.oidc.is_ready() {
+        if bff.state.oidc.is_ready() && bff.state.is_store_ready() {
             return bff;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -14,5 +14,6 @@ mod logs;
 mod ops;
 mod props;
 mod proxy;
+mod stores;
 mod streaming;
 mod upstream;

@@ -17,6 +17,8 @@ fn config() -> ProptestConfig {
 
 fn names_keys() -> (CookieNames, Keyring) {
     let s = SessionSettings {
+        store: oidc_bff::settings::StoreKind::Cookie,
+        url: None,
         keys: vec![KeyMaterial([3; 32])],
         secure: true,
         same_site: SameSite::Strict,
@@ -54,6 +56,7 @@ fn session(sub: String, id_token: String, access: String, claims_pad: usize) -> 
         sealed_at: 1,
         refreshed_from: None,
         logout_token: LogoutToken::random(),
+        stored: None,
     }
 }
 

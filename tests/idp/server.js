@@ -289,6 +289,19 @@ async function revokeRefreshTokens() {
   return revoked;
 }
 
+function signJwt(key, header, payload) {
+  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = Buffer.from(`${enc({ alg: key.alg, kid: key.kid, ...header })}.${enc(payload)}`);
+  const { kid: _kid, alg: _alg, use: _use, ...jwk } = key;
+  const pk = crypto.createPrivateKey({ key: jwk, format: 'jwk' });
+  const opts = {
+    RS256: pk,
+    PS256: { key: pk, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 },
+    ES256: { key: pk, dsaEncoding: 'ieee-p1363' },
+  }[key.alg];
+  return `${input}.${crypto.sign('sha256', input, opts).toString('base64url')}`;
+}
+
 async function control(req, res) {
   const json = (status, body) => {
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
@@ -310,6 +323,14 @@ async function control(req, res) {
     case 'DELETE /__test/outage':
       tokenOutage = false;
       return json(200, { outage: false });
+    // Sign an arbitrary JWT with the IdP's current first key (header members may be
+    // overridden): crafted logout tokens for the back-channel logout tests.
+    case 'POST /__test/sign': {
+      const chunks = [];
+      for await (const c of req) chunks.push(c);
+      const { header = {}, payload } = JSON.parse(Buffer.concat(chunks).toString() || '{}');
+      return json(200, { jwt: signJwt(keys[0], header, payload) });
+    }
     case 'GET /__test/config':
       return json(200, {
         issuer, port: server.address().port, envId, accessTokenTtl, idTokenTtl, refreshTokenTtl,

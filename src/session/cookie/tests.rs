@@ -6,6 +6,8 @@ use http::HeaderValue;
 
 fn names(secure: bool) -> CookieNames {
     CookieNames::new(&SessionSettings {
+        store: crate::settings::StoreKind::Cookie,
+        url: None,
         keys: vec![KeyMaterial([7; 32])],
         secure,
         same_site: SameSite::Strict,
@@ -29,6 +31,7 @@ fn session(id_token_len: usize) -> Session {
         sealed_at: 1,
         refreshed_from: None,
         logout_token: LogoutToken::random(),
+        stored: None,
     }
 }
 

@@ -1,0 +1,51 @@
+-- oidc-bff schema, PostgreSQL (SPEC §4, §5, §6). Applied at start-up and by `oidc-bff migrate`.
+
+-- Server-side sessions. `id` is SHA-256 of the 128-bit id the cookie carries, so a copy of
+-- this table does not yield cookies; `data` is the session sealed with the session key
+-- (XChaCha20-Poly1305, the row id bound as associated data), so it does not yield tokens.
+CREATE TABLE bff_sessions (
+    id          BYTEA PRIMARY KEY,
+    sub         TEXT NOT NULL,
+    sid         TEXT,
+    created_at  BIGINT NOT NULL,   -- unix seconds
+    last_seen   BIGINT NOT NULL,   -- idle expiry slides from here
+    expires_at  BIGINT NOT NULL,   -- the earlier of idle and absolute expiry (clean-up)
+    version     BIGINT NOT NULL,   -- compare-and-swap on token changes
+    data        TEXT NOT NULL
+);
+CREATE INDEX bff_sessions_sid ON bff_sessions (sid);
+CREATE INDEX bff_sessions_sub ON bff_sessions (sub);
+CREATE INDEX bff_sessions_expires_at ON bff_sessions (expires_at);
+
+-- Back-channel logouts in cookie mode: sessions of `value` (a sid or sub) created at or before
+-- `iat` are over. Kept until the longest session lifetime has passed.
+CREATE TABLE bff_revocations (
+    kind        TEXT NOT NULL CHECK (kind IN ('sid', 'sub')),
+    value       TEXT NOT NULL,
+    iat         BIGINT NOT NULL,
+    recorded_ms BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    PRIMARY KEY (kind, value, iat)
+);
+CREATE INDEX bff_revocations_recorded ON bff_revocations (recorded_ms);
+
+-- Logout-token ids already accepted (replay protection).
+CREATE TABLE bff_logout_jtis (
+    jti         TEXT PRIMARY KEY,
+    expires_at  BIGINT NOT NULL
+);
+
+-- Refresh results shared by replicas (SPEC §6): keyed by an HMAC of the old refresh token,
+-- sealed under a key derived from that token; NULL = the IdP refused it.
+CREATE TABLE bff_refresh_cache (
+    id          BYTEA PRIMARY KEY,
+    sealed      BYTEA,
+    expires_at  BIGINT NOT NULL
+);
+
+-- Short refresh locks: one replica spends a refresh token, the others wait for its result.
+CREATE TABLE bff_locks (
+    name        BYTEA PRIMARY KEY,
+    owner       BYTEA NOT NULL,
+    expires_ms  BIGINT NOT NULL
+);

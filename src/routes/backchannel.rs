@@ -1,0 +1,120 @@
+//! `POST {base}/backchannel-logout` (SPEC §5; OpenID Connect Back-Channel Logout 1.0): the IdP
+//! tells us a user's session ended. Exempt from `X-CSRF` and the Origin check (the caller is
+//! the IdP's server, not a browser); everything rests on the logout token's validation.
+//!
+//! Server-side stores delete the sessions of that `sid`/`sub` created at or before the token's
+//! `iat`; cookie mode records (`sid`/`sub`, `iat`) in the revocation list every replica checks.
+//! Sessions created later (the user logged in again) are untouched.
+
+use crate::error::{AppError, ErrorCode};
+use crate::oidc::logout_token::{self, Expected};
+use crate::secret::Secret;
+use crate::state::{AppState, now};
+use crate::store::{Revocation, RevocationKind, Subject, now_ms};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+/// SPEC §5: the form body is at most 16 KiB.
+const MAX_BODY: usize = 16 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/backchannel-logout", post(backchannel_logout))
+}
+
+#[derive(Deserialize)]
+struct Form {
+    logout_token: Secret,
+}
+
+fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn backchannel_logout(State(state): State<AppState>, req: Request) -> Response {
+    no_store(match handle(&state, req.into_body()).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn read_form(body: Body, deadline: std::time::Duration) -> Result<Form, AppError> {
+    let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY))
+        .await
+        .map_err(|_| AppError::from(ErrorCode::InvalidRequest))?
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            AppError::from(if too_large { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidRequest })
+        })?;
+    // serde_urlencoded refuses nothing it does not know: unknown fields are ignored, a missing
+    // logout_token is an error. The body is never logged.
+    serde_urlencoded::from_bytes(&bytes).map_err(|_| AppError::from(ErrorCode::InvalidLogoutToken))
+}
+
+async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
+    let Some(store) = state.store.as_ref() else {
+        tracing::warn!("back-channel logout received, but cookie mode has no [session] url for a revocation list");
+        return Err(ErrorCode::BackchannelUnavailable.into());
+    };
+    let form = read_form(body, state.settings.server.header_read_timeout).await.inspect_err(|e| {
+        tracing::warn!(error = e.code.as_str(), "back-channel logout request malformed");
+    })?;
+    let provider = state.oidc.provider()?;
+    let o = &state.settings.oidc;
+    let t = now();
+    let expected = Expected {
+        issuer: &o.issuer,
+        client_id: &o.client_id,
+        client_secret: o.client_secret.expose(),
+        algorithms: &o.id_token_signing_algs,
+        clock_skew_secs: o.clock_skew_secs,
+        now: t,
+    };
+    let token =
+        match logout_token::validate(form.logout_token.expose(), &expected, &provider.jwks, &state.oidc.http).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(reason = %e, "back-channel logout token refused");
+                metrics::counter!("bff_backchannel_logouts_total", "result" => "invalid").increment(1);
+                return Err(ErrorCode::InvalidLogoutToken.into());
+            }
+        };
+    // Last, so that an invalid token never uses up a jti.
+    if !store.first_use_of_jti(&token.jti, token.usable_until).await? {
+        tracing::warn!("back-channel logout token replayed (jti already seen)");
+        metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);
+        return Err(ErrorCode::InvalidLogoutToken.into());
+    }
+    let who = match (&token.sid, &token.sub) {
+        (Some(sid), sub) => Subject::Sid { sid, sub: sub.as_deref() },
+        (None, Some(sub)) => Subject::Sub(sub),
+        (None, None) => return Err(ErrorCode::InvalidLogoutToken.into()),
+    };
+    match state.server_store() {
+        Some(sessions) => {
+            let n = sessions.delete_sessions_of(who, token.iat).await?;
+            tracing::info!(sessions = n, by_sid = token.sid.is_some(), "back-channel logout: sessions deleted");
+        }
+        None => {
+            let (kind, value) = match who {
+                Subject::Sid { sid, .. } => (RevocationKind::Sid, sid),
+                Subject::Sub(sub) => (RevocationKind::Sub, sub),
+            };
+            let r = Revocation { kind, value: value.to_owned(), iat: token.iat };
+            // Kept until no session created at or before iat can still be alive.
+            let until = token.iat + state.settings.session.absolute_timeout_secs as i64 + 60;
+            store.add_revocation(&r, now_ms(), until).await?;
+            if let Some(rev) = &state.revocations {
+                rev.apply(&r);
+            }
+            tracing::info!(by_sid = token.sid.is_some(), "back-channel logout: revocation recorded");
+        }
+    }
+    metrics::counter!("bff_backchannel_logouts_total", "result" => "ok").increment(1);
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Server-side sessions (`store = "sqlite" | "postgres" | "redis"`, SPEC §4).
+//!
+//! The cookie carries only a random 128-bit id, sealed like every other value we hand the
+//! browser (so it cannot be forged, and key rotation works as in cookie mode). The store knows
+//! the session by SHA-256 of that id, and holds it sealed with the session key, the row's key
+//! bound as associated data: a copy of the database yields neither usable cookies nor tokens,
+//! and rows cannot be swapped.
+//!
+//! Token changes are written with compare-and-swap on a version, so a request that loaded the
+//! session before a refresh can never write the old (rotated-away) refresh token back; the
+//! sliding idle expiry is a separate, data-free update.
+
+use super::Loaded;
+use super::cookie::SessionCookie;
+use super::model::{Session, StoredRef};
+use super::seal::Purpose;
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+use crate::store::{NewSession, SessionRow, Store};
+use chacha20poly1305::aead::OsRng;
+use chacha20poly1305::aead::rand_core::RngCore;
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use std::fmt::Write;
+
+const ID_LEN: usize = 16;
+
+fn row_key(id: &[u8]) -> [u8; 32] {
+    Sha256::digest(id).into()
+}
+
+/// The associated data that binds a row's sealed data to its key.
+fn row_name(key: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(6 + 64);
+    s.push_str("store:");
+    for b in key {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn seal(state: &AppState, key: &[u8; 32], s: &Session) -> String {
+    state.keys.seal(Purpose::Session, &row_name(key), &s.to_bytes())
+}
+
+fn open(state: &AppState, key: &[u8; 32], row: &SessionRow) -> Option<Session> {
+    let plain = state.keys.open(Purpose::Session, &row_name(key), &row.data)?;
+    let mut s = Session::from_bytes(&plain)?;
+    s.sealed_at = row.last_seen;
+    s.stored = Some(StoredRef { key: *key, version: row.version });
+    Some(s)
+}
+
+/// The row key of the session id a request's cookie carries.
+fn cookie_key(state: &AppState, found: &SessionCookie<'_>) -> Option<[u8; 32]> {
+    let sealed = found.sealed()?;
+    let id = state.keys.open(Purpose::SessionId, &state.cookies.session, &sealed)?;
+    (id.len() == ID_LEN).then(|| row_key(&id))
+}
+
+pub async fn load(state: &AppState, store: &Store, found: &SessionCookie<'_>, now: i64) -> Result<Loaded, AppError> {
+    let Some(key) = cookie_key(state, found) else {
+        tracing::info!("session cookie did not open (tampered, truncated, mixed or unknown key)");
+        return Ok(Loaded::Anonymous { stale_cookie: true });
+    };
+    let Some(row) = store.get_session(&key, now).await? else {
+        tracing::info!("session id unknown to the store (logged out, expired or revoked)");
+        return Ok(Loaded::Anonymous { stale_cookie: true });
+    };
+    let Some(session) = open(state, &key, &row) else {
+        // Sealed under a key no longer configured, or altered in the store.
+        tracing::warn!("stored session did not open; deleting it");
+        let _ = store.delete_session(&key).await;
+        return Ok(Loaded::Anonymous { stale_cookie: true });
+    };
+    if !session.is_live(now, state.settings.session.idle_timeout_secs) {
+        tracing::debug!("stored session expired");
+        let _ = store.delete_session(&key).await;
+        return Ok(Loaded::Anonymous { stale_cookie: true });
+    }
+    Ok(Loaded::Live(Box::new(session)))
+}
+
+pub async fn save(state: &AppState, store: &Store, s: &mut Session, now: i64, changed: bool) -> Result<(), AppError> {
+    let idle = state.settings.session.idle_timeout_secs;
+    let Some(mut stored) = s.stored.clone() else {
+        return Ok(());
+    };
+    if !changed {
+        if s.needs_reseal(now, idle) {
+            s.sealed_at = now;
+            // Only the idle expiry: failing to slide it is not worth failing the request.
+            if let Err(e) = store.touch_session(&stored.key, now, s.expires_at(idle)).await {
+                tracing::warn!(error = %e, "could not slide the session's idle expiry");
+            }
+        }
+        return Ok(());
+    }
+    for _ in 0..3 {
+        s.sealed_at = now;
+        let data = seal(state, &stored.key, s);
+        if store.update_session(&stored.key, stored.version, &data, now, s.expires_at(idle)).await? {
+            stored.version += 1;
+            s.stored = Some(stored);
+            return Ok(());
+        }
+        // Another request wrote first. If it stored these tokens or newer ones, take its copy;
+        // if the row is gone, the session was ended meanwhile.
+        let Some(row) = store.get_session(&stored.key, now).await? else {
+            tracing::info!("session ended while its tokens were being refreshed");
+            return Err(ErrorCode::SessionExpired.into());
+        };
+        let Some(theirs) = open(state, &stored.key, &row) else {
+            return Err(ErrorCode::SessionExpired.into());
+        };
+        if theirs.access_issued_at >= s.access_issued_at {
+            *s = theirs;
+            return Ok(());
+        }
+        stored.version = row.version;
+    }
+    tracing::warn!("session write lost three races in a row; keeping this request's tokens unsaved");
+    Ok(())
+}
+
+pub async fn create(
+    state: &AppState,
+    store: &Store,
+    session: &mut Session,
+    now: i64,
+    headers: &HeaderMap,
+) -> Result<Vec<String>, AppError> {
+    // A login replaces whatever session this browser had (session fixation: never reuse an id).
+    if let Some(old) = cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers)) {
+        store.delete_session(&old).await?;
+    }
+    let mut id = [0u8; ID_LEN];
+    OsRng.fill_bytes(&mut id);
+    let key = row_key(&id);
+    session.sealed_at = now;
+    let data = seal(state, &key, session);
+    let idle = state.settings.session.idle_timeout_secs;
+    store
+        .insert_session(&NewSession {
+            key: &key,
+            sub: &session.sub,
+            sid: session.sid.as_deref(),
+            created_at: session.created_at,
+            last_seen: now,
+            expires_at: session.expires_at(idle),
+            data: &data,
+        })
+        .await?;
+    session.stored = Some(StoredRef { key, version: 1 });
+    let cookie = state.keys.seal(Purpose::SessionId, &state.cookies.session, &id);
+    Ok(state.cookies.write_session(&cookie, session.absolute_expires_at - now))
+}

@@ -1,0 +1,262 @@
+//! Shared state outside the process (SPEC §4–§6): server-side sessions, the cookie-mode
+//! revocation list, seen logout-token ids, the refresh cache and refresh locks, in SQLite,
+//! PostgreSQL or Redis (`[session] url`).
+//!
+//! Why not tower-sessions' session layer and stores: the layer answers a bare 500 when a store
+//! fails (SPEC §4 wants 503 `session_store_unavailable`), the stores cannot find sessions by
+//! `sid`/`sub` (back-channel logout), offer no compare-and-swap or lock (refresh-token rotation
+//! across replicas), and create their own tables outside `migrations/`. So this module talks
+//! to sqlx and redis directly, behind one small API.
+//!
+//! Every operation is bounded by [`OP_TIMEOUT`]: a store that hangs is a 503 within seconds,
+//! never a hung request. Connections are made lazily and re-made after failures, so a store
+//! that comes back needs no restart.
+
+pub mod redis;
+pub mod revocations;
+pub mod sql;
+
+use crate::error::{AppError, ErrorCode};
+use crate::settings::{StoreKind, StoreUrl};
+use std::future::Future;
+use std::time::Duration;
+
+/// The longest any one store operation may take.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the session store did not answer within {}s", OP_TIMEOUT.as_secs())]
+    Timeout,
+    /// The driver's message: sqlx and redis do not put passwords or row data in errors.
+    #[error("session store error: {0}")]
+    Backend(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "session store unavailable");
+        ErrorCode::SessionStoreUnavailable.into()
+    }
+}
+
+/// A server-side session as stored.
+pub struct SessionRow {
+    pub version: i64,
+    pub last_seen: i64,
+    /// The session, sealed (see `session::server`).
+    pub data: String,
+}
+
+/// What is written when a session is created.
+pub struct NewSession<'a> {
+    /// SHA-256 of the id the cookie carries.
+    pub key: &'a [u8; 32],
+    pub sub: &'a str,
+    pub sid: Option<&'a str>,
+    pub created_at: i64,
+    pub last_seen: i64,
+    /// The earlier of idle and absolute expiry: when the store may forget it.
+    pub expires_at: i64,
+    pub data: &'a str,
+}
+
+/// Whose sessions a back-channel logout ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// The sessions with this `sid` (and, when the token names one, this `sub`).
+    Sid { sid: &'a str, sub: Option<&'a str> },
+    /// Every session of this user.
+    Sub(&'a str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevocationKind {
+    Sid,
+    Sub,
+}
+
+impl RevocationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sid => "sid",
+            Self::Sub => "sub",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sid" => Some(Self::Sid),
+            "sub" => Some(Self::Sub),
+            _ => None,
+        }
+    }
+}
+
+/// A cookie-mode back-channel logout: sessions of `value` created at or before `iat` are over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    pub value: String,
+    pub iat: i64,
+}
+
+/// A refresh-cache entry: the sealed new tokens, or the IdP's refusal.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CacheRow {
+    Sealed(Vec<u8>),
+    Refused,
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Sql(sql::SqlStore),
+    Redis(redis::RedisStore),
+}
+
+impl std::fmt::Debug for Store {
+    // The URL may hold a password: name the backend only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sql(s) => write!(f, "Store({})", s.backend_name()),
+            Self::Redis(_) => f.write_str("Store(redis)"),
+        }
+    }
+}
+
+/// Syntax check for check-config (no connection is made).
+pub fn check_url(backend: StoreKind, url: &str) -> Result<(), &'static str> {
+    match backend {
+        StoreKind::Redis => redis::RedisStore::parse(url).map(|_| ()),
+        StoreKind::Sqlite | StoreKind::Postgres => sql::SqlStore::check(backend, url),
+        StoreKind::Cookie => Err("not a store"),
+    }
+}
+
+async fn timed<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(OP_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            metrics::counter!("bff_store_errors_total").increment(1);
+            Err(StoreError::Backend(e.to_string()))
+        }
+        Err(_) => {
+            metrics::counter!("bff_store_errors_total").increment(1);
+            Err(StoreError::Timeout)
+        }
+    }
+}
+
+/// Call the same method on whichever backend this is, bounded by `OP_TIMEOUT`.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sql(s) => timed(s.$method($($arg),*)).await,
+            Store::Redis(r) => timed(r.$method($($arg),*)).await,
+        }
+    };
+}
+
+impl Store {
+    /// Build the client for `url`. Connects lazily: nothing is dialled here.
+    pub fn open(url: &StoreUrl) -> Result<Self, StoreError> {
+        match url.backend {
+            StoreKind::Redis => Ok(Self::Redis(redis::RedisStore::open(url.url.expose())?)),
+            kind => Ok(Self::Sql(sql::SqlStore::open(kind, url.url.expose())?)),
+        }
+    }
+
+    /// Apply `migrations/` (SQL backends; Redis has no schema). Idempotent.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            // Migrations may wait on another replica's migration lock: not bounded by OP_TIMEOUT.
+            Self::Sql(s) => s.migrate().await.map_err(|e| StoreError::Backend(e.to_string())),
+            Self::Redis(_) => Ok(()),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self.ping())
+    }
+
+    pub async fn insert_session(&self, s: &NewSession<'_>) -> Result<(), StoreError> {
+        dispatch!(self.insert_session(s))
+    }
+
+    pub async fn get_session(&self, key: &[u8; 32], now: i64) -> Result<Option<SessionRow>, StoreError> {
+        dispatch!(self.get_session(key, now))
+    }
+
+    /// Replace the session's data if it is still at `version`. `Ok(false)`: another request
+    /// changed (or deleted) it first.
+    pub async fn update_session(
+        &self,
+        key: &[u8; 32],
+        version: i64,
+        data: &str,
+        last_seen: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.update_session(key, version, data, last_seen, expires_at))
+    }
+
+    /// Slide the idle expiry.
+    pub async fn touch_session(&self, key: &[u8; 32], last_seen: i64, expires_at: i64) -> Result<(), StoreError> {
+        dispatch!(self.touch_session(key, last_seen, expires_at))
+    }
+
+    pub async fn delete_session(&self, key: &[u8; 32]) -> Result<(), StoreError> {
+        dispatch!(self.delete_session(key))
+    }
+
+    /// Delete the sessions of `who` created at or before `iat`; how many were deleted.
+    pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, StoreError> {
+        dispatch!(self.delete_sessions_of(who, iat))
+    }
+
+    pub async fn add_revocation(&self, r: &Revocation, now_ms: i64, expires_at: i64) -> Result<(), StoreError> {
+        dispatch!(self.add_revocation(r, now_ms, expires_at))
+    }
+
+    /// Revocations recorded at or after `since_ms` and not yet expired.
+    pub async fn revocations_since(&self, since_ms: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {
+        dispatch!(self.revocations_since(since_ms, now))
+    }
+
+    /// Record a logout token's `jti`; `Ok(false)` if it was already recorded (a replay).
+    pub async fn first_use_of_jti(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+        dispatch!(self.first_use_of_jti(jti, expires_at))
+    }
+
+    pub async fn cache_put(&self, id: &[u8; 32], sealed: Option<&[u8]>, expires_at: i64) -> Result<(), StoreError> {
+        dispatch!(self.cache_put(id, sealed, expires_at))
+    }
+
+    pub async fn cache_get(&self, id: &[u8; 32], now: i64) -> Result<Option<CacheRow>, StoreError> {
+        dispatch!(self.cache_get(id, now))
+    }
+
+    pub async fn cache_delete(&self, id: &[u8; 32]) -> Result<(), StoreError> {
+        dispatch!(self.cache_delete(id))
+    }
+
+    /// Take the lock `name` for `ttl_ms` unless someone else holds it.
+    pub async fn try_lock(&self, name: &[u8; 32], owner: &[u8; 16], ttl_ms: i64) -> Result<bool, StoreError> {
+        dispatch!(self.try_lock(name, owner, ttl_ms))
+    }
+
+    /// Release the lock if `owner` still holds it.
+    pub async fn unlock(&self, name: &[u8; 32], owner: &[u8; 16]) -> Result<(), StoreError> {
+        dispatch!(self.unlock(name, owner))
+    }
+
+    /// Delete expired rows (SQL; Redis expires keys itself).
+    pub async fn cleanup(&self, now: i64, revocations_before_ms: i64) -> Result<u64, StoreError> {
+        dispatch!(self.cleanup(now, revocations_before_ms))
+    }
+}
+
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,314 @@
+//! Redis (≥ 7.0; standalone or a primary behind a proxy, not Cluster: the logout script
+//! touches keys it finds in an index set). Keys, under a prefix (default `bff:`, or the URL's
+//! `prefix` query parameter, which is removed before the URL reaches the driver):
+//!
+//! - `s:{hex key}` hash `sub sid created seen v data`, expiring with the session;
+//! - `sid:{sid}`, `sub:{sub}` sets of session keys (back-channel logout), expiring with the
+//!   longest-lived member;
+//! - `rev` sorted set of cookie-mode revocations `kind:iat:value`, scored by when recorded;
+//! - `jti:{jti}`, `rc:{hex id}`, `lock:{hex name}` with their own expiry.
+
+use super::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, Subject};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use std::fmt::Write;
+use std::sync::{Arc, LazyLock};
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+}
+
+static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'data', ARGV[3], 'seen', ARGV[4])
+redis.call('EXPIREAT', KEYS[1], ARGV[5])
+return 1",
+    )
+});
+
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local seen = redis.call('HGET', KEYS[1], 'seen')
+if not seen or tonumber(seen) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+return 1",
+    )
+});
+
+// KEYS[1]: the index set. ARGV: iat, session key prefix, required sub ('' = any).
+static LOGOUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local k = ARGV[2] .. id
+  local f = redis.call('HMGET', k, 'created', 'sub')
+  if not f[1] then
+    redis.call('SREM', KEYS[1], id)
+  elseif tonumber(f[1]) <= tonumber(ARGV[1]) and (ARGV[3] == '' or f[2] == ARGV[3]) then
+    redis.call('DEL', k)
+    redis.call('SREM', KEYS[1], id)
+    n = n + 1
+  end
+end
+return n",
+    )
+});
+
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
+    )
+});
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+impl RedisStore {
+    /// Split our `prefix` parameter off the URL and check the rest parses for the driver.
+    pub fn parse(url: &str) -> Result<(redis::Client, String), &'static str> {
+        let mut parsed = url::Url::parse(url).map_err(|_| "not a valid store URL")?;
+        let mut prefix = "bff:".to_owned();
+        let rest: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter_map(|(k, v)| {
+                if k == "prefix" {
+                    prefix = v.into_owned();
+                    None
+                } else {
+                    Some((k.into_owned(), v.into_owned()))
+                }
+            })
+            .collect();
+        if rest.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(rest);
+        }
+        if prefix.is_empty() || prefix.len() > 64 {
+            return Err("the prefix parameter must be 1 to 64 characters");
+        }
+        // The driver's error may quote the URL: keep our own message.
+        let client = redis::Client::open(parsed.as_str()).map_err(|_| "not a valid store URL")?;
+        Ok((client, prefix))
+    }
+
+    pub fn open(url: &str) -> Result<Self, super::StoreError> {
+        let (client, prefix) = Self::parse(url).map_err(|e| super::StoreError::Backend(e.to_owned()))?;
+        // Fail fast and let the caller answer 503; the manager reconnects in the background.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(super::OP_TIMEOUT))
+            .set_response_timeout(Some(super::OP_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(std::time::Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| super::StoreError::Backend(e.to_string()))?;
+        Ok(Self { conn, prefix: prefix.into() })
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + rest.len() + 1);
+        k.push_str(&self.prefix);
+        k.push_str(kind);
+        k.push(':');
+        k.push_str(rest);
+        k
+    }
+
+    fn session_key(&self, key: &[u8; 32]) -> String {
+        self.key("s", &hex(key))
+    }
+
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ())
+    }
+
+    pub async fn insert_session(&self, s: &NewSession<'_>) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        let id = hex(s.key);
+        let k = self.key("s", &id);
+        let mut p = redis::pipe();
+        p.atomic()
+            .hset_multiple(
+                &k,
+                &[
+                    ("sub", s.sub.to_owned()),
+                    ("sid", s.sid.unwrap_or_default().to_owned()),
+                    ("created", s.created_at.to_string()),
+                    ("seen", s.last_seen.to_string()),
+                    ("v", "1".to_owned()),
+                    ("data", s.data.to_owned()),
+                ],
+            )
+            .ignore()
+            .expire_at(&k, s.expires_at)
+            .ignore();
+        let mut index = vec![self.key("sub", s.sub)];
+        if let Some(sid) = s.sid {
+            index.push(self.key("sid", sid));
+        }
+        // An index set lives as long as its longest-lived session (NX then GT: a set without
+        // expiry counts as infinite for GT).
+        let ttl = (s.expires_at - crate::state::now()).max(1);
+        for set in &index {
+            p.sadd(set, &id).ignore();
+            p.cmd("EXPIRE").arg(set).arg(ttl).arg("NX").ignore();
+            p.cmd("EXPIRE").arg(set).arg(ttl).arg("GT").ignore();
+        }
+        p.query_async::<()>(&mut c).await
+    }
+
+    pub async fn get_session(&self, key: &[u8; 32], _now: i64) -> Result<Option<SessionRow>, redis::RedisError> {
+        let mut c = self.conn.clone();
+        let (v, seen, data): (Option<i64>, Option<i64>, Option<String>) =
+            redis::cmd("HMGET").arg(self.session_key(key)).arg("v").arg("seen").arg("data").query_async(&mut c).await?;
+        Ok(match (v, seen, data) {
+            (Some(version), Some(last_seen), Some(data)) => Some(SessionRow { version, last_seen, data }),
+            _ => None,
+        })
+    }
+
+    pub async fn update_session(
+        &self,
+        key: &[u8; 32],
+        version: i64,
+        data: &str,
+        last_seen: i64,
+        expires_at: i64,
+    ) -> Result<bool, redis::RedisError> {
+        let mut c = self.conn.clone();
+        let n: i64 = UPDATE
+            .key(self.session_key(key))
+            .arg(version)
+            .arg(version + 1)
+            .arg(data)
+            .arg(last_seen)
+            .arg(expires_at)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn touch_session(
+        &self,
+        key: &[u8; 32],
+        last_seen: i64,
+        expires_at: i64,
+    ) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        TOUCH.key(self.session_key(key)).arg(last_seen).arg(expires_at).invoke_async::<i64>(&mut c).await.map(|_| ())
+    }
+
+    pub async fn delete_session(&self, key: &[u8; 32]) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        c.del::<_, i64>(self.session_key(key)).await.map(|_| ())
+    }
+
+    pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, redis::RedisError> {
+        let mut c = self.conn.clone();
+        let (set, sub) = match who {
+            Subject::Sid { sid, sub } => (self.key("sid", sid), sub.unwrap_or("")),
+            Subject::Sub(sub) => (self.key("sub", sub), ""),
+        };
+        let session_prefix = self.key("s", "");
+        LOGOUT.key(set).arg(iat).arg(session_prefix).arg(sub).invoke_async::<u64>(&mut c).await
+    }
+
+    pub async fn add_revocation(&self, r: &Revocation, now_ms: i64, _expires_at: i64) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        let member = format!("{}:{}:{}", r.kind.as_str(), r.iat, r.value);
+        c.zadd::<_, _, _, i64>(self.key("rev", ""), member, now_ms).await.map(|_| ())
+    }
+
+    pub async fn revocations_since(&self, since_ms: i64, _now: i64) -> Result<Vec<Revocation>, redis::RedisError> {
+        let mut c = self.conn.clone();
+        let members: Vec<String> = c.zrangebyscore(self.key("rev", ""), since_ms, "+inf").await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                let mut parts = m.splitn(3, ':');
+                let kind = RevocationKind::parse(parts.next()?)?;
+                let iat = parts.next()?.parse().ok()?;
+                Some(Revocation { kind, iat, value: parts.next()?.to_owned() })
+            })
+            .collect())
+    }
+
+    pub async fn first_use_of_jti(&self, jti: &str, expires_at: i64) -> Result<bool, redis::RedisError> {
+        let mut c = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key("jti", jti))
+            .arg(1)
+            .arg("NX")
+            .arg("EXAT")
+            .arg(expires_at)
+            .query_async(&mut c)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn cache_put(
+        &self,
+        id: &[u8; 32],
+        sealed: Option<&[u8]>,
+        expires_at: i64,
+    ) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        // A sealed entry is never empty (nonce + tag): empty means "refused".
+        redis::cmd("SET")
+            .arg(self.key("rc", &hex(id)))
+            .arg(sealed.unwrap_or_default())
+            .arg("EXAT")
+            .arg(expires_at)
+            .query_async::<()>(&mut c)
+            .await
+    }
+
+    pub async fn cache_get(&self, id: &[u8; 32], _now: i64) -> Result<Option<CacheRow>, redis::RedisError> {
+        let mut c = self.conn.clone();
+        let v: Option<Vec<u8>> = c.get(self.key("rc", &hex(id))).await?;
+        Ok(v.map(|v| if v.is_empty() { CacheRow::Refused } else { CacheRow::Sealed(v) }))
+    }
+
+    pub async fn cache_delete(&self, id: &[u8; 32]) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        c.del::<_, i64>(self.key("rc", &hex(id))).await.map(|_| ())
+    }
+
+    pub async fn try_lock(&self, name: &[u8; 32], owner: &[u8; 16], ttl_ms: i64) -> Result<bool, redis::RedisError> {
+        let mut c = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key("lock", &hex(name)))
+            .arg(&owner[..])
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut c)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn unlock(&self, name: &[u8; 32], owner: &[u8; 16]) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        UNLOCK.key(self.key("lock", &hex(name))).arg(&owner[..]).invoke_async::<i64>(&mut c).await.map(|_| ())
+    }
+
+    pub async fn cleanup(&self, _now: i64, revocations_before_ms: i64) -> Result<u64, redis::RedisError> {
+        let mut c = self.conn.clone();
+        c.zrembyscore(self.key("rev", ""), "-inf", revocations_before_ms).await
+    }
+}

@@ -1,0 +1,83 @@
+//! The cookie-mode revocation list (SPEC §5), mirrored in memory so that the per-request check
+//! is two hash lookups under a read lock, never a store round trip.
+//!
+//! A background task polls the store every [`POLL`] for entries recorded since the last poll
+//! (minus an overlap, so rows committed late are not missed; applying an entry twice is
+//! harmless). If the mirror has not been refreshed for [`MAX_STALENESS_MS`], session checks
+//! fail closed with 503 `session_store_unavailable`: a revoked cookie must not open just because
+//! the store is down.
+
+use super::{Revocation, RevocationKind, Store, StoreError, now_ms};
+use crate::session::model::Session;
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+pub const POLL: Duration = Duration::from_secs(1);
+pub const MAX_STALENESS_MS: i64 = 10_000;
+/// Re-read this far back on every poll.
+const OVERLAP_MS: i64 = 30_000;
+
+#[derive(Debug, Default)]
+pub struct Revocations {
+    sid: RwLock<HashMap<String, i64>>,
+    sub: RwLock<HashMap<String, i64>>,
+    /// When the last successful poll started (unix ms); 0 = never.
+    synced_ms: AtomicI64,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Revocations {
+    /// Is `s` revoked? `Err` when the mirror is too stale to say.
+    pub fn is_revoked(&self, s: &Session) -> Result<bool, StoreError> {
+        if now_ms() - self.synced_ms.load(Ordering::Relaxed) > MAX_STALENESS_MS {
+            return Err(StoreError::Backend("revocation list not refreshed recently".into()));
+        }
+        let by_sub = read(&self.sub).get(&s.sub).is_some_and(|iat| s.created_at <= *iat);
+        let by_sid = s.sid.as_ref().is_some_and(|sid| read(&self.sid).get(sid).is_some_and(|iat| s.created_at <= *iat));
+        Ok(by_sub || by_sid)
+    }
+
+    pub fn is_fresh(&self) -> bool {
+        now_ms() - self.synced_ms.load(Ordering::Relaxed) <= MAX_STALENESS_MS
+    }
+
+    /// Apply an entry (from the store, or just recorded by this instance).
+    pub fn apply(&self, r: &Revocation) {
+        let map = match r.kind {
+            RevocationKind::Sid => &self.sid,
+            RevocationKind::Sub => &self.sub,
+        };
+        let mut m = write(map);
+        let e = m.entry(r.value.clone()).or_insert(r.iat);
+        *e = (*e).max(r.iat);
+    }
+
+    /// One poll. The first reads everything still in force.
+    pub async fn sync(&self, store: &Store) -> Result<usize, StoreError> {
+        let started = now_ms();
+        let last = self.synced_ms.load(Ordering::Relaxed);
+        let since = if last == 0 { 0 } else { last - OVERLAP_MS };
+        let entries = store.revocations_since(since, crate::state::now()).await?;
+        for r in &entries {
+            self.apply(r);
+        }
+        self.synced_ms.store(started, Ordering::Relaxed);
+        Ok(entries.len())
+    }
+
+    /// Forget entries that can no longer match a live session (older than the longest session).
+    pub fn prune(&self, oldest_live_created_at: i64) {
+        for map in [&self.sid, &self.sub] {
+            write(map).retain(|_, iat| *iat >= oldest_live_created_at);
+        }
+    }
+}

@@ -1,0 +1,741 @@
+//! Server-side sessions (SQLite, PostgreSQL, Redis), back-channel logout, the cookie-mode
+//! revocation list, refresh coordination across two instances, store outages and `migrate`
+//! (SPEC §4–§6, issue 6). PostgreSQL (127.0.0.1:5432, trust auth, database `test`) and Redis
+//! (127.0.0.1:6379) tests run where those answer and print why they are skipped where they do
+//! not; each test works in its own schema or key prefix and drops it afterwards.
+
+use crate::helpers::*;
+use crate::upstream;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+    Redis,
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// One test's private store: a SQLite file, a PostgreSQL schema or a Redis key prefix.
+struct TestStore {
+    kind: Kind,
+    name: String,
+    /// The address the BFF dials (the real server, or a relay in front of it).
+    port: u16,
+}
+
+fn unique(label: &str) -> String {
+    format!(
+        "bff_t_{label}_{}_{}",
+        std::process::id(),
+        oidc_bff::secret::random_urlsafe(6).to_lowercase().replace('-', "_")
+    )
+}
+
+async fn answers(port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", port))).await,
+        Ok(Ok(_))
+    )
+}
+
+impl TestStore {
+    /// `None` (with the reason printed) where the server does not answer on loopback.
+    async fn new(kind: Kind, label: &str) -> Option<Self> {
+        let name = unique(label);
+        match kind {
+            Kind::Sqlite => Some(Self {
+                kind,
+                name: std::env::temp_dir().join(format!("{name}.db")).display().to_string(),
+                port: 0,
+            }),
+            Kind::Postgres => {
+                if !answers(5432).await {
+                    eprintln!("SKIPPED ({label}): PostgreSQL does not answer on 127.0.0.1:5432");
+                    return None;
+                }
+                let pool = sqlx::PgPool::connect(PG_ADMIN).await.unwrap_or_else(|e| panic!("{PG_ADMIN}: {e}"));
+                sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&pool).await.unwrap_or_else(|e| panic!("{e}"));
+                pool.close().await;
+                Some(Self { kind, name, port: 5432 })
+            }
+            Kind::Redis => {
+                if !answers(6379).await {
+                    eprintln!("SKIPPED ({label}): Redis does not answer on 127.0.0.1:6379");
+                    return None;
+                }
+                Some(Self { kind, name: format!("{name}:"), port: 6379 })
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        self.url_via(self.port)
+    }
+
+    fn url_via(&self, port: u16) -> String {
+        match self.kind {
+            Kind::Sqlite => format!("sqlite://{}?mode=rwc", self.name),
+            Kind::Postgres => {
+                format!("postgres://postgres@127.0.0.1:{port}/test?options=-c%20search_path%3D{}", self.name)
+            }
+            Kind::Redis => format!("redis://127.0.0.1:{port}/?prefix={}", self.name),
+        }
+    }
+
+    fn store_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Sqlite => "sqlite",
+            Kind::Postgres => "postgres",
+            Kind::Redis => "redis",
+        }
+    }
+
+    async fn drop_all(&self) {
+        match self.kind {
+            Kind::Sqlite => {
+                for ext in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{ext}", self.name));
+                }
+            }
+            Kind::Postgres => {
+                if let Ok(pool) = sqlx::PgPool::connect(PG_ADMIN).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&pool).await;
+                    pool.close().await;
+                }
+            }
+            Kind::Redis => {
+                if let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/") {
+                    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                        let keys: Vec<String> = redis::cmd("KEYS")
+                            .arg(format!("{}*", self.name))
+                            .query_async(&mut c)
+                            .await
+                            .unwrap_or_default();
+                        if !keys.is_empty() {
+                            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many server-side sessions the store holds.
+    async fn session_count(&self) -> i64 {
+        match self.kind {
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap_or_else(|e| panic!("{e}"));
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM bff_sessions").fetch_one(&pool).await.unwrap_or(-1);
+                pool.close().await;
+                n
+            }
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url()).await.unwrap_or_else(|e| panic!("{e}"));
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM bff_sessions").fetch_one(&pool).await.unwrap_or(-1);
+                pool.close().await;
+                n
+            }
+            Kind::Redis => {
+                let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));
+                let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"));
+                let keys: Vec<String> =
+                    redis::cmd("KEYS").arg(format!("{}s:*", self.name)).query_async(&mut c).await.unwrap_or_default();
+                keys.len() as i64
+            }
+        }
+    }
+}
+
+/// A TCP relay in front of a store, to stop and restart "the store" as its clients see it
+/// without touching the shared server (fault injection only).
+struct Relay {
+    port: u16,
+    target: u16,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let relay = Self { port, target, tasks: Arc::default() };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let target = self.target;
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                tasks.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            }
+        });
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(accept);
+    }
+
+    /// The store is gone: listener closed, every connection dropped.
+    fn stop(&self) {
+        for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+
+    /// The store is back, on the same address.
+    async fn restart(&self) {
+        let mut listener = None;
+        for _ in 0..100 {
+            if let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                listener = Some(l);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.serve(listener.unwrap_or_else(|| panic!("relay port {} not re-bindable", self.port)));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn store_vars<'a>(store: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("BFF_SESSION__STORE", store), ("BFF_SESSION__URL", url)]
+}
+
+/// An IdP whose clients get back-channel logout calls at the BFF on `bff_port`.
+fn backchannel_idp(bff_port: u16, extra: Value) -> Value {
+    let origin = format!("http://127.0.0.1:{bff_port}");
+    let mut cfg = json!({
+        "clients": [{
+            "client_id": "bff-basic",
+            "client_secret": SECRET_BASIC,
+            "token_endpoint_auth_method": "client_secret_basic",
+            "redirect_uris": [format!("{origin}/callback")],
+            "post_logout_redirect_uris": [format!("{origin}/")],
+            "backchannel_logout_uri": format!("{origin}/backchannel-logout"),
+        }],
+    });
+    if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    cfg
+}
+
+async fn stack_store(idp_extra: Value, vars: &[(&str, &str)], toml: &str, backchannel: bool) -> (Idp, Bff) {
+    let listener = reserve().await;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let idp_cfg = if backchannel { backchannel_idp(port, idp_extra) } else { idp_extra };
+    let idp = Idp::start(port, idp_cfg).await;
+    let bff = spawn_bff(listener, settings_with(port, &idp.issuer, vars, toml)).await;
+    (idp, bff)
+}
+
+fn cookie_value(jar: &std::collections::BTreeMap<String, String>) -> String {
+    jar.get("__Host-bff").cloned().unwrap_or_default()
+}
+
+/// Login, /session, reload, restart, logout, stolen copies, a new id at every login.
+async fn core_flow(kind: Kind) {
+    let Some(store) = TestStore::new(kind, "core").await else { return };
+    let url = store.url();
+    let vars = store_vars(store.store_name(), &url);
+    let (idp, bff) = stack_store(json!({}), &vars, "", false).await;
+    let mut b = Browser::new(&bff);
+    let r = b.login(&bff, "ada", "/home").await;
+    assert_eq!((r.status, r.location()), (302, "/home".to_owned()), "{}", r.body);
+    let cookie = cookie_value(&b.jar());
+    assert!(!cookie.is_empty() && cookie.len() < 120, "the cookie carries only a sealed id: {} bytes", cookie.len());
+    assert!(open_session(&bff, &b.jar()).is_none(), "no session data in the cookie");
+    assert_eq!(store.session_count().await, 1);
+    let s = b.session(&bff).await;
+    assert_eq!((s.status, s.json()["sub"].clone()), (200, json!("ada")), "{}", s.body);
+    assert_eq!(s.json()["claims"]["email"], json!("ada@example.test"));
+    // The id is bound to this instance's key: a tampered id is anonymous, never a 500.
+    let mut forged = Browser::new(&bff);
+    let mut jar = b.jar();
+    let mid = cookie.len() / 2;
+    let flipped = if &cookie[mid..=mid] == "A" { "B" } else { "A" };
+    jar.insert("__Host-bff".into(), format!("{}{flipped}{}", &cookie[..mid], &cookie[mid + 1..]));
+    forged.set_jar(jar);
+    assert_eq!(forged.session(&bff).await.status, 401);
+
+    // A restarted instance (same store, same key) still knows the session.
+    let port = bff.addr.port();
+    bff.stop().await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("{e}"));
+    let bff = spawn_bff(listener, settings_with(port, &idp.issuer, &vars, "")).await;
+    assert_eq!(b.session(&bff).await.status, 200, "session survives a restart");
+
+    // A new login replaces the session (new id; the old row is deleted).
+    let before = b.jar();
+    b.login(&bff, "ada", "/").await;
+    assert_ne!(cookie_value(&b.jar()), cookie_value(&before));
+    assert_eq!(store.session_count().await, 1, "the previous session was deleted");
+    let mut old_copy = Browser::new(&bff);
+    old_copy.set_jar(before);
+    assert_eq!(old_copy.session(&bff).await.status, 401, "the pre-login id no longer opens");
+
+    // Logout deletes the row: a copy of the cookie taken before logout is dead too.
+    let copy = b.jar();
+    let out = b.fetch(Method::POST, &bff.url("/logout"), None).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(out.json()["logout_url"].as_str().is_some_and(|u| u.contains("id_token_hint=")));
+    assert_eq!(b.session(&bff).await.status, 401);
+    let mut stolen = Browser::new(&bff);
+    stolen.set_jar(copy);
+    let r = stolen.session(&bff).await;
+    assert_eq!(r.status, 401, "a stolen copy of the cookie does not outlive logout");
+    assert!(r.set_cookies().iter().any(|c| c.starts_with("__Host-bff=;")), "the dead cookie is expired");
+    assert_eq!(store.session_count().await, 0);
+    assert_eq!(idp.events().await["revocations"], json!(1), "refresh token revoked at logout");
+    // GET /logout?sid= with the session's own logout token works the same way.
+    b.login(&bff, "ada", "/").await;
+    let logout_url = b.session(&bff).await.json()["bff_logout_url"].as_str().unwrap_or_default().to_owned();
+    let r = b.get(&bff.url(&logout_url)).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(b.session(&bff).await.status, 401);
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn sqlite_store_core_flow() {
+    core_flow(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_store_core_flow() {
+    core_flow(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn redis_store_core_flow() {
+    core_flow(Kind::Redis).await;
+}
+
+/// End the user's session at the IdP (RP-initiated logout confirmed at the IdP, from the
+/// browser that holds the IdP session): the IdP then calls `/backchannel-logout` itself.
+async fn logout_at_idp(b: &mut Browser, idp: &Idp) {
+    let r = b.get(&format!("{}/signoff", idp.issuer)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let action = r.body.split("action=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_owned();
+    let xsrf = r.body.split("name=\"xsrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default();
+    let form = format!("xsrf={xsrf}&logout=yes");
+    let r =
+        b.request(Method::POST, &action, &[("content-type", "application/x-www-form-urlencoded")], Some(form)).await;
+    assert!((300..400).contains(&r.status), "IdP logout confirm answered {}: {}", r.status, r.body);
+}
+
+async fn wait_for_status(b: &mut Browser, bff: &Bff, want: u16) -> u16 {
+    let mut last = 0;
+    for _ in 0..100 {
+        last = b.clone().session(bff).await.status;
+        if last == want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+/// `store`: the store kind, or "cookie" with `url` as the revocation list.
+async fn backchannel_flow(store: TestStore, mode: &str) {
+    let url = store.url();
+    let vars = store_vars(mode, &url);
+    let (idp, bff) = stack_store(json!({}), &vars, "", true).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "bob", "/").await;
+    // A second BFF session of the same IdP session (another tab that logged in again).
+    let mut other = b.clone();
+    other.set_jar(Default::default());
+    other.login(&bff, "bob", "/").await;
+    // Someone else's session is not touched.
+    let mut carol = Browser::new(&bff);
+    carol.login(&bff, "carol", "/").await;
+    assert_eq!(b.session(&bff).await.status, 200);
+    assert_eq!(other.session(&bff).await.status, 200);
+
+    // A new login must be strictly after the logout token's iat (whole seconds).
+    logout_at_idp(&mut b, &idp).await;
+    assert_eq!(wait_for_status(&mut b, &bff, 401).await, 401, "bob's session ends after the IdP's back-channel call");
+    assert_eq!(wait_for_status(&mut other, &bff, 401).await, 401, "every session of that sid ends");
+    assert_eq!(carol.session(&bff).await.status, 200, "other users keep their sessions");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Logging in again afterwards works (the IdP asks for credentials again; any name works).
+    b.jars.remove(&b.bff_origin.clone());
+    let r = b.login(&bff, "bob", "/").await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    let s = b.session(&bff).await;
+    assert_eq!((s.status, s.json()["sub"].clone()), (200, json!("bob")), "a login after the logout is not locked out");
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_the_idp_sqlite_store() {
+    if let Some(s) = TestStore::new(Kind::Sqlite, "bcl").await {
+        backchannel_flow(s, "sqlite").await;
+    }
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_the_idp_postgres_store() {
+    if let Some(s) = TestStore::new(Kind::Postgres, "bcl").await {
+        backchannel_flow(s, "postgres").await;
+    }
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_the_idp_redis_store() {
+    if let Some(s) = TestStore::new(Kind::Redis, "bcl").await {
+        backchannel_flow(s, "redis").await;
+    }
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_the_idp_cookie_mode_revocation_list_sqlite() {
+    if let Some(s) = TestStore::new(Kind::Sqlite, "bclc").await {
+        backchannel_flow(s, "cookie").await;
+    }
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_the_idp_cookie_mode_revocation_list_postgres() {
+    if let Some(s) = TestStore::new(Kind::Postgres, "bclc").await {
+        backchannel_flow(s, "cookie").await;
+    }
+}
+
+#[tokio::test]
+async fn backchannel_logout_from_the_idp_cookie_mode_revocation_list_redis() {
+    if let Some(s) = TestStore::new(Kind::Redis, "bclc").await {
+        backchannel_flow(s, "cookie").await;
+    }
+}
+
+async fn sign(idp: &Idp, header: Value, payload: Value) -> String {
+    let r: Value = reqwest::Client::new()
+        .post(format!("{}/__test/sign", idp.origin()))
+        .json(&json!({ "header": header, "payload": payload }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    r["jwt"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn post_logout_token(bff: &Bff, body: String) -> Resp {
+    let mut b = Browser::new(bff);
+    // No X-CSRF, a foreign Origin: the IdP is not a browser, and neither check applies here.
+    b.request(
+        Method::POST,
+        &bff.url("/backchannel-logout"),
+        &[("content-type", "application/x-www-form-urlencoded"), ("origin", "https://idp.example")],
+        Some(body),
+    )
+    .await
+}
+
+fn form(token: &str) -> String {
+    format!("logout_token={}", urlencode(token))
+}
+
+#[tokio::test]
+async fn hostile_logout_tokens_are_refused_with_400() {
+    let Some(store) = TestStore::new(Kind::Sqlite, "hostile").await else { return };
+    let url = store.url();
+    let (idp, bff) = stack_store(json!({}), &store_vars("sqlite", &url), "", false).await;
+    let now = oidc_bff::state::now();
+    let event = json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
+    let good = |jti: &str| json!({ "iss": idp.issuer, "aud": "bff-basic", "iat": now, "jti": jti, "sub": "mallory", "events": event });
+    let with = |jti: &str, k: &str, v: Value| {
+        let mut p = good(jti);
+        p[k] = v;
+        p
+    };
+    let without = |jti: &str, k: &str| {
+        let mut p = good(jti);
+        p.as_object_mut().map(|o| o.remove(k));
+        p
+    };
+    let typ = json!({ "typ": "logout+jwt" });
+    let valid = sign(&idp, typ.clone(), good("j-ok")).await;
+    let r = post_logout_token(&bff, form(&valid)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), "no-store");
+
+    let mut tampered = valid.clone();
+    let last = tampered.pop().unwrap_or('A');
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let cases: Vec<(&str, String)> = vec![
+        ("replayed jti", valid.clone()),
+        ("bad signature", tampered),
+        ("wrong aud", sign(&idp, typ.clone(), with("j1", "aud", json!("someone-else"))).await),
+        ("wrong iss", sign(&idp, typ.clone(), with("j2", "iss", json!("https://evil.example"))).await),
+        ("nonce present", sign(&idp, typ.clone(), with("j3", "nonce", json!("n"))).await),
+        ("events missing", sign(&idp, typ.clone(), without("j4", "events")).await),
+        ("events without the member", sign(&idp, typ.clone(), with("j5", "events", json!({"x": {}}))).await),
+        ("neither sid nor sub", sign(&idp, typ.clone(), without("j6", "sub")).await),
+        ("jti missing", sign(&idp, typ.clone(), without("j7", "jti")).await),
+        ("iat ten minutes old", sign(&idp, typ.clone(), with("j8", "iat", json!(now - 600))).await),
+        ("iat in the future", sign(&idp, typ.clone(), with("j9", "iat", json!(now + 600))).await),
+        ("expired", sign(&idp, typ.clone(), with("j10", "exp", json!(now - 600))).await),
+        ("typ of an ID token", sign(&idp, json!({"typ": "JWT"}), good("j11")).await),
+        ("alg none", {
+            let mut parts = valid.split('.');
+            let _ = parts.next();
+            let payload = parts.next().unwrap_or_default();
+            format!("eyJhbGciOiJub25lIn0.{payload}.")
+        }),
+        ("garbage", "not-a-jwt".to_owned()),
+    ];
+    for (what, token) in cases {
+        let r = post_logout_token(&bff, form(&token)).await;
+        assert_eq!((r.status, r.json()["error"].clone()), (400, json!("invalid_logout_token")), "{what}: {}", r.body);
+    }
+    // A token refused for another reason did not use up its jti.
+    let r = post_logout_token(&bff, form(&sign(&idp, typ.clone(), good("j11")).await)).await;
+    assert_eq!(r.status, 200, "a jti is spent only by a valid token: {}", r.body);
+    // Malformed bodies.
+    let r = post_logout_token(&bff, "token=abc".into()).await;
+    assert_eq!(r.status, 400);
+    let r = post_logout_token(&bff, form(&"a".repeat(17 * 1024))).await;
+    assert_eq!((r.status, r.json()["error"].clone()), (413, json!("payload_too_large")));
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn backchannel_logout_in_cookie_mode_without_a_store_is_501() {
+    let (_idp, bff) = stack(json!({}), &[]).await;
+    let r = post_logout_token(&bff, form("x.y.z")).await;
+    assert_eq!((r.status, r.json()["error"].clone()), (501, json!("backchannel_unavailable")), "{}", r.body);
+    assert_eq!(r.header("cache-control"), "no-store");
+}
+
+/// Two instances, one store, 10 + 10 concurrent requests of one session after its access token
+/// expired, at an IdP that rotates refresh tokens and revokes on reuse: one grant, 20 answers.
+async fn two_instances_one_refresh(kind: Kind) {
+    let Some(store) = TestStore::new(kind, "pair").await else { return };
+    let url = store.url();
+    let vars = store_vars(store.store_name(), &url);
+    let up = upstream::start().await;
+    let routes = format!("[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n", up.url());
+    let short = json!({ "accessTokenTtl": 4 });
+    let (idp, a) = stack_store(short, &vars, &routes, false).await;
+    let listener = reserve().await;
+    let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();
+    let b_inst = spawn_bff(listener, settings_with(port_b, &idp.issuer, &vars, &routes)).await;
+    let mut browser = Browser::new(&a);
+    browser.login(&a, "alice", "/").await;
+    let jar = browser.jar();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let target = if i % 2 == 0 { a.url("/api/pair") } else { b_inst.url("/api/pair") };
+        let jar = jar.clone();
+        let origin = if i % 2 == 0 { a.url("") } else { b_inst.url("") };
+        tasks.push(tokio::spawn(async move {
+            let mut c = Browser::new_for_origin(&origin);
+            c.set_jar(jar);
+            c.fetch(Method::GET, &target, None).await
+        }));
+    }
+    let mut bearers = std::collections::BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        bearers.insert(r.json()["headers"]["authorization"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(idp.grants("refresh_token").await, 1, "the IdP saw exactly one refresh grant");
+    assert_eq!(bearers.len(), 1, "all 20 requests carried the one refreshed access token");
+    // The session is usable afterwards from both instances (the rotated token was stored).
+    for inst in [&a, &b_inst] {
+        let mut c = Browser::new_for_origin(&inst.url(""));
+        c.set_jar(jar.clone());
+        assert_eq!(c.session(inst).await.status, 200);
+    }
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn two_instances_sharing_postgres_spend_one_refresh_token() {
+    two_instances_one_refresh(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_spend_one_refresh_token() {
+    two_instances_one_refresh(Kind::Redis).await;
+}
+
+/// The store stops mid-run: 503 `session_store_unavailable` and a failing `/readyz` within
+/// seconds, never a 500 or a hang; it comes back and service resumes without a restart.
+async fn store_outage(kind: Kind, mode: &str) {
+    let Some(store) = TestStore::new(kind, "outage").await else { return };
+    let relay = Relay::start(store.port).await;
+    let url = store.url_via(relay.port);
+    let (_idp, bff) = stack_store(json!({}), &store_vars(mode, &url), "", false).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "dora", "/").await;
+    assert_eq!(b.session(&bff).await.status, 200);
+    let probe = reqwest::Client::new();
+    relay.stop();
+    let started = std::time::Instant::now();
+    let mut seen = (0, Value::Null);
+    while started.elapsed() < Duration::from_secs(15) {
+        let r = b.clone().session(&bff).await;
+        seen = (r.status, r.json()["error"].clone());
+        if r.status != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, (503, json!("session_store_unavailable")), "store down → 503");
+    assert!(started.elapsed() < Duration::from_secs(12), "within seconds: {:?}", started.elapsed());
+    let ready = probe.get(bff.url("/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+    assert_eq!(ready, 503, "/readyz fails while the store is down");
+    // Logging in needs the store too: a clear 503 page, not a 500.
+    relay.restart().await;
+    let mut status = 0;
+    for _ in 0..150 {
+        status = b.clone().session(&bff).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "service resumes once the store is back, without a restart");
+    let ready = probe.get(bff.url("/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+    assert_eq!(ready, 200);
+    drop(relay);
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn postgres_stopped_mid_run_is_503_then_recovers() {
+    store_outage(Kind::Postgres, "postgres").await;
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_is_503_then_recovers() {
+    store_outage(Kind::Redis, "redis").await;
+}
+
+#[tokio::test]
+async fn cookie_mode_revocation_store_stopped_fails_closed_then_recovers() {
+    store_outage(Kind::Redis, "cookie").await;
+}
+
+fn migrate_config(url: &str) -> String {
+    format!(
+        r#"
+[server]
+public_url = "https://app.example.com"
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "c"
+client_secret = "s"
+[session]
+store = "{}"
+url = "{url}"
+keys = ["{KEY_A}"]
+"#,
+        if url.starts_with("sqlite") { "sqlite" } else { "postgres" }
+    )
+}
+
+async fn migrate_twice(kind: Kind) {
+    let Some(store) = TestStore::new(kind, "migrate").await else { return };
+    let dir = std::env::temp_dir().join(unique("migrate_cfg"));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("bff.toml");
+    std::fs::write(&config, migrate_config(&store.url())).unwrap_or_else(|e| panic!("{e}"));
+    for round in 1..=2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let count = |sql: &'static str| {
+        let url = store.url();
+        async move {
+            match kind {
+                Kind::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+                    sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap_or(-1)
+                }
+                _ => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap_or_else(|e| panic!("{e}"));
+                    sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap_or(-1)
+                }
+            }
+        }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 1, "one migration, applied once");
+    assert_eq!(count("SELECT COUNT(*) FROM bff_sessions").await, 0);
+    // serve on the migrated database: start-up migration is a no-op.
+    let (_idp, bff) = stack_store(json!({}), &store_vars(store.store_name(), &store.url()), "", false).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "eve", "/").await;
+    assert_eq!(b.session(&bff).await.status, 200);
+    assert_eq!(count("SELECT COUNT(*) FROM _sqlx_migrations").await, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_sqlite() {
+    migrate_twice(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_postgres() {
+    migrate_twice(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn check_config_validates_store_settings() {
+    let bad = [
+        ("store = \"postgres\"", "session.url: required with store = \"postgres\""),
+        ("store = \"redis\"\nurl = \"postgres://x/y\"", "session.url: must be a redis:// or rediss:// URL"),
+        ("store = \"cookie\"\nurl = \"mysql://x/y\"", "session.url: must be a sqlite://"),
+        ("store = \"memcached\"", "session.store: must be cookie, sqlite, postgres or redis"),
+    ];
+    for (session, want) in bad {
+        let toml = format!(
+            "[server]\npublic_url = \"https://a.example\"\n[oidc]\nissuer = \"https://i.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nkeys = [\"{KEY_A}\"]\n{session}\n"
+        );
+        let err = oidc_bff::settings::Settings::from_toml_str(&toml, Default::default())
+            .err()
+            .map(|e| e.0.join("\n"))
+            .unwrap_or_default();
+        assert!(err.contains(want), "{session}: {err}");
+    }
+    // A password in the URL never appears in a message.
+    let toml = format!(
+        "[server]\npublic_url = \"https://a.example\"\n[oidc]\nissuer = \"https://i.example\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\nkeys = [\"{KEY_A}\"]\nstore = \"redis\"\nurl = \"redis://:hunter2@[::1\"\n"
+    );
+    let err = oidc_bff::settings::Settings::from_toml_str(&toml, Default::default())
+        .err()
+        .map(|e| e.0.join("\n"))
+        .unwrap_or_default();
+    assert!(err.contains("session.url") && !err.contains("hunter2"), "{err}");
+}
