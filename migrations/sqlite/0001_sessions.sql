@@ -29,9 +29,10 @@ CREATE TABLE bff_revocations (
 );
 CREATE INDEX bff_revocations_recorded ON bff_revocations (recorded_ms);
 
--- Logout-token ids already accepted (replay protection).
-CREATE TABLE bff_logout_jtis (
-    jti         TEXT PRIMARY KEY,
+-- Single-use values already spent, shared by replicas: `jti:` + a logout token's jti,
+-- `state:` + SHA-256 of a completed login state (SPEC §3.2, §5).
+CREATE TABLE bff_used_ids (
+    id          TEXT PRIMARY KEY,
     expires_at  INTEGER NOT NULL
 );
 

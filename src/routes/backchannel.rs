@@ -85,7 +85,7 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
             }
         };
     // Last, so that an invalid token never uses up a jti.
-    if !store.first_use_of_jti(&token.jti, token.usable_until).await? {
+    if !store.first_use(&format!("jti:{}", token.jti), token.usable_until).await? {
         tracing::warn!("back-channel logout token replayed (jti already seen)");
         metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);
         return Err(ErrorCode::InvalidLogoutToken.into());

@@ -1,6 +1,7 @@
 //! Shared state outside the process (SPEC §4–§6): server-side sessions, the cookie-mode
 //! revocation list, seen logout-token ids, the refresh cache and refresh locks, in SQLite,
-//! PostgreSQL or Redis (`[session] url`).
+//! PostgreSQL or Redis (`[session] url`), and spent single-use values (logout-token `jti`s,
+//! completed login states) so that a replay is refused by every replica.
 //!
 //! Why not tower-sessions' session layer and stores: the layer answers a bare 500 when a store
 //! fails (SPEC §4 wants 503 `session_store_unavailable`), the stores cannot find sessions by
@@ -223,9 +224,10 @@ impl Store {
         dispatch!(self.revocations_since(since_ms, now))
     }
 
-    /// Record a logout token's `jti`; `Ok(false)` if it was already recorded (a replay).
-    pub async fn first_use_of_jti(&self, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
-        dispatch!(self.first_use_of_jti(jti, expires_at))
+    /// Record a single-use value (`jti:…`, `state:…`) until `expires_at`; `Ok(false)` if it
+    /// was already recorded (a replay).
+    pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, StoreError> {
+        dispatch!(self.first_use(id, expires_at))
     }
 
     pub async fn cache_put(&self, id: &[u8; 32], sealed: Option<&[u8]>, expires_at: i64) -> Result<(), StoreError> {

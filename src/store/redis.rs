@@ -6,7 +6,8 @@
 //! - `sid:{sid}`, `sub:{sub}` sets of session keys (back-channel logout), expiring with the
 //!   longest-lived member;
 //! - `rev` sorted set of cookie-mode revocations `kind:iat:value`, scored by when recorded;
-//! - `jti:{jti}`, `rc:{hex id}`, `lock:{hex name}` with their own expiry.
+//! - `used:{id}` (spent logout-token jtis and login states), `rc:{hex id}`, `lock:{hex name}`
+//!   with their own expiry.
 
 use super::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, Subject};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -248,10 +249,10 @@ impl RedisStore {
             .collect())
     }
 
-    pub async fn first_use_of_jti(&self, jti: &str, expires_at: i64) -> Result<bool, redis::RedisError> {
+    pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, redis::RedisError> {
         let mut c = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.key("jti", jti))
+            .arg(self.key("used", id))
             .arg(1)
             .arg("NX")
             .arg("EXAT")

@@ -224,10 +224,10 @@ impl SqlStore {
         })
     }
 
-    pub async fn first_use_of_jti(&self, jti: &str, expires_at: i64) -> Result<bool, sqlx::Error> {
-        const Q: &str = "INSERT INTO bff_logout_jtis (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
+    pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, sqlx::Error> {
+        const Q: &str = "INSERT INTO bff_used_ids (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
         on_pool!(self, pool => sqlx::query(Q)
-            .bind(jti)
+            .bind(id)
             .bind(expires_at)
             .execute(pool)
             .await
@@ -299,7 +299,7 @@ impl SqlStore {
         for q in [
             "DELETE FROM bff_sessions WHERE expires_at <= $1",
             "DELETE FROM bff_revocations WHERE expires_at <= $1",
-            "DELETE FROM bff_logout_jtis WHERE expires_at <= $1",
+            "DELETE FROM bff_used_ids WHERE expires_at <= $1",
             "DELETE FROM bff_refresh_cache WHERE expires_at <= $1",
         ] {
             n += on_pool!(self, pool => sqlx::query(q).bind(now).execute(pool).await?.rows_affected());

@@ -739,3 +739,28 @@ async fn check_config_validates_store_settings() {
         .unwrap_or_default();
     assert!(err.contains("session.url") && !err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn a_login_state_completed_on_one_instance_is_refused_on_another() {
+    let Some(store) = TestStore::new(Kind::Sqlite, "state").await else { return };
+    let url = store.url();
+    let vars = store_vars("sqlite", &url);
+    let (idp, a) = stack_store(json!({}), &vars, "", false).await;
+    let listener = reserve().await;
+    let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();
+    let b_inst = spawn_bff(listener, settings_with(port_b, &idp.issuer, &vars, "")).await;
+    let mut browser = Browser::new(&a);
+    let start = browser.get(&a.url("/login?return_to=/")).await;
+    let callback = browser.idp_login(&start.location(), "frank").await;
+    let before = browser.jar();
+    assert_eq!(browser.get(&callback).await.status, 302);
+    assert_eq!(idp.grants("authorization_code").await, 1);
+    // The transaction cookie copied before completion, replayed at the other replica.
+    let mut replay = Browser::new(&b_inst);
+    replay.set_jar(before);
+    let r = replay.get(&callback.replace(&a.url(""), &b_inst.url(""))).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("invalid_state"), "{}", r.body);
+    assert_eq!(idp.grants("authorization_code").await, 1, "the replay never reached the IdP");
+    store.drop_all().await;
+}
