@@ -1,0 +1,378 @@
+// The whole stack of a browser test, all real and all on loopback: the test IdP
+// (tests/idp/server.js, oidc-provider), the oidc-bff debug binary serving the sample SPA
+// (examples/spa), the upstream echo API (examples/echo-api), a hostile page on another site,
+// and Debian's Chromium driven by playwright-core. Every process started here is killed when
+// the test process exits, whatever the outcome; every wait is bounded.
+//
+// Sites: the app is http://localhost:PORT (oidc-bff listens on 127.0.0.1); the IdP and the
+// hostile page are on http://127.0.0.1:OTHER_PORTS. Ports differ but hosts decide the site, so
+// the IdP and the hostile page are cross-site to the app, as in production, and SameSite
+// rules really apply.
+import { spawn } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import { startEcho } from '../../../examples/echo-api/echo.mjs';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const BFF_BIN = process.env.OIDC_BFF_BIN || path.join(ROOT, 'target/debug/oidc-bff');
+export const CLIENT_ID = 'browser-spa';
+export const CLIENT_SECRET = 'browser-test-secret-0123456789';
+export const USER = 'alice';
+
+const children = new Set();
+function killAll() {
+  for (const child of children) {
+    try { child.kill('SIGKILL'); } catch { /* already gone */ }
+  }
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => { killAll(); process.exit(130); });
+}
+
+/** Reject with `what` after `ms`. */
+export function within(ms, what, promise) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+export const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
+
+/** A loopback port that was free a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function tempDir() {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'oidc-bff-browser-'));
+}
+
+/** The real OpenID Provider with one confidential client for a BFF at `appOrigin`. */
+export async function startIdp({ appOrigin, accessTokenTtl } = {}) {
+  const dir = path.join(ROOT, 'tests/idp');
+  if (!fs.existsSync(path.join(dir, 'node_modules/oidc-provider'))) {
+    throw new Error('tests/idp/node_modules is missing: run `npm ci --prefix tests/idp` (scripts/test.sh does)');
+  }
+  const config = {
+    clients: [{
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+      token_endpoint_auth_method: 'client_secret_basic',
+      redirect_uris: [`${appOrigin}/callback`, `${appOrigin}/signed-in`],
+      post_logout_redirect_uris: [`${appOrigin}/`],
+    }],
+    signingAlgs: ['ES256'], // fastest start-up
+    ...(accessTokenTtl ? { accessTokenTtl } : {}),
+  };
+  const child = spawn(process.execPath, [path.join(dir, 'server.js')], {
+    env: { ...process.env, IDP_CONFIG: JSON.stringify(config) },
+    stdio: ['pipe', 'pipe', 'pipe'], // stdin stays open: the IdP exits when it closes
+  });
+  children.add(child);
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-8000); });
+  const ready = await within(30_000, 'the IdP ready line', new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)));
+    });
+    child.once('exit', (code) => reject(new Error(`the IdP exited (${code}) before it was ready:\n${stderr}`)));
+  }));
+  const origin = `http://127.0.0.1:${ready.port}`;
+  const control = async (p) => {
+    const res = await within(5000, `GET ${p}`, fetch(`${origin}/__test/${p}`));
+    return res.json();
+  };
+  return {
+    issuer: ready.issuer,
+    origin,
+    events: () => control('events'),
+    issuedTokens: () => control('issued-tokens'),
+    /** RFC 7662 introspection, authenticated as the BFF's client. */
+    async introspect(token) {
+      const res = await within(5000, 'introspection', fetch(`${ready.issuer}/introspect`, {
+        method: 'POST',
+        headers: {
+          authorization: `Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`,
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+        body: new URLSearchParams({ token }),
+      }));
+      return res.json();
+    },
+    log: () => stderr,
+    async stop() {
+      child.stdin.end();
+      child.kill('SIGTERM');
+      children.delete(child);
+    },
+  };
+}
+
+/** The oidc-bff binary on 127.0.0.1:`port`, public as http://localhost:`port`. */
+export async function startBff({ port, issuer, upstream, spaMode = false, extraOidc = '' }) {
+  if (!fs.existsSync(BFF_BIN)) {
+    throw new Error(`${BFF_BIN} is missing: build it first (cargo build), or set OIDC_BFF_BIN`);
+  }
+  const dir = tempDir();
+  const appOrigin = `http://localhost:${port}`;
+  const key = crypto.randomBytes(32).toString('base64');
+  const configFile = path.join(dir, 'bff.toml');
+  fs.writeFileSync(configFile, `
+[server]
+listen = "127.0.0.1:${port}"
+public_url = "${appOrigin}"
+static_dir = ${JSON.stringify(path.join(ROOT, 'examples/spa'))}
+shutdown_timeout_secs = 2
+
+[oidc]
+issuer = "${issuer}"
+client_id = "${CLIENT_ID}"
+client_secret = "${CLIENT_SECRET}"
+${spaMode ? `redirect_uri = "${appOrigin}/signed-in"` : ''}
+${extraOidc}
+
+[session]
+keys = ["${key}"]
+secure = false
+
+[logging]
+level = "info"
+
+[[routes]]
+prefix = "/api"
+upstream = "${upstream}"
+`);
+  const logFile = path.join(dir, 'bff.log');
+  let child;
+  let exited;
+
+  async function launch() {
+    const log = fs.openSync(logFile, 'a');
+    child = spawn(BFF_BIN, ['serve', '--config', configFile], { stdio: ['ignore', log, log], cwd: ROOT });
+    fs.closeSync(log);
+    children.add(child);
+    exited = new Promise((resolve) => { child.once('exit', (code, signal) => resolve({ code, signal })); });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`oidc-bff exited (${child.exitCode}):\n${readLog()}`);
+      try {
+        const res = await within(2000, 'readyz', fetch(`http://127.0.0.1:${port}/readyz`));
+        if (res.status === 200) return;
+      } catch { /* not listening yet */ }
+      if (Date.now() > deadline) throw new Error(`oidc-bff not ready in 30 s:\n${readLog()}`);
+      await sleep(100);
+    }
+  }
+
+  async function stop() {
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    try {
+      await within(10_000, 'oidc-bff to exit after SIGTERM', exited);
+    } catch {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    children.delete(child);
+  }
+
+  const readLog = () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').slice(-8000) : '');
+  await launch();
+  return {
+    origin: appOrigin,
+    port,
+    log: readLog,
+    stop,
+    /** SIGTERM, wait for the exit, start again with the same config and keys. */
+    async restart() {
+      await stop();
+      await launch();
+    },
+    async close() {
+      await stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A page on another site (http://127.0.0.1:PORT) that only serves an empty document. */
+export async function startHostileSite() {
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    res.end('<!doctype html><html><head><meta charset="utf-8"><title>Not your app</title></head><body><h1>A page on another site</h1></body></html>');
+  });
+  await new Promise((resolve) => { server.listen(0, '127.0.0.1', resolve); });
+  const { port } = server.address();
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    close: () => new Promise((done) => { server.closeAllConnections(); server.close(() => done()); }),
+  };
+}
+
+export async function launchChromium() {
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing (Debian package: chromium)`);
+  return within(30_000, 'Chromium to start', chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      // Nothing but loopback: pages that reach for web fonts get NXDOMAIN at once.
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
+    ],
+  }));
+}
+
+/**
+ * Everything the IdP, oidc-bff and the echo API need for one test file. `idp` and `bff`
+ * options pass through. `close()` stops it all.
+ */
+export async function startStack({ spaMode = false, accessTokenTtl, extraOidc } = {}) {
+  const port = await freePort();
+  const appOrigin = `http://localhost:${port}`;
+  const echo = await startEcho();
+  const idp = await startIdp({ appOrigin, accessTokenTtl });
+  let bff;
+  try {
+    bff = await startBff({ port, issuer: idp.issuer, upstream: echo.url, spaMode, extraOidc });
+  } catch (err) {
+    await idp.stop();
+    await echo.close();
+    throw err;
+  }
+  const browser = await launchChromium();
+  return {
+    app: appOrigin,
+    idp,
+    bff,
+    echo,
+    browser,
+    async close() {
+      await browser.close().catch(() => {});
+      await bff.close();
+      await idp.stop();
+      await echo.close();
+    },
+  };
+}
+
+/**
+ * Record every response the pages of `context` receive — URL, method, status, headers and
+ * body — to prove that no token ever reached them. The bodies are taken through the DevTools
+ * Fetch domain at the response stage, before the page gets them: reading them afterwards
+ * (Playwright's response.body()) loses any response whose page navigates away at once, such
+ * as POST /logout's. Responses pass on unchanged; each appears twice in `seen`, once with its
+ * body and once with its complete headers. Create pages with the returned `newPage()`
+ * so that recording starts before their first request. Not for CORS tests: with
+ * interception on, preflights take another path through Chromium.
+ */
+export function recordResponses(context) {
+  const seen = [];
+  const pending = new Set();
+  async function attach(page) {
+    const cdp = await context.newCDPSession(page);
+    cdp.on('Fetch.requestPaused', (ev) => {
+      const job = (async () => {
+        const status = ev.responseStatusCode ?? 0;
+        const headers = {};
+        for (const { name, value } of ev.responseHeaders ?? []) {
+          const k = name.toLowerCase();
+          headers[k] = k in headers ? `${headers[k]}\n${value}` : value;
+        }
+        let body = null;
+        if (status < 300 || status >= 400) {
+          try {
+            const r = await cdp.send('Fetch.getResponseBody', { requestId: ev.requestId });
+            body = r.base64Encoded ? Buffer.from(r.body, 'base64').toString('utf8') : r.body;
+          } catch { /* no body (HEAD, 204) */ }
+        }
+        seen.push({ url: ev.request.url, method: ev.request.method, status, headers, body });
+        await cdp.send('Fetch.continueRequest', { requestId: ev.requestId }).catch(() => {});
+      })();
+      pending.add(job);
+      job.finally(() => pending.delete(job));
+    });
+    await cdp.send('Fetch.enable', { patterns: [{ urlPattern: '*', requestStage: 'Response' }] });
+  }
+  // The Fetch domain leaves Set-Cookie out of its headers: take every response's full
+  // headers from Playwright too (they survive navigation; bodies do not).
+  context.on('response', (response) => {
+    const job = response.allHeaders().then((headers) => {
+      seen.push({ url: response.url(), method: response.request().method(), status: response.status(), headers, body: null });
+    }, () => {});
+    pending.add(job);
+    job.finally(() => pending.delete(job));
+  });
+  return {
+    seen,
+    async newPage() {
+      const page = await context.newPage();
+      await attach(page);
+      return page;
+    },
+    /** Wait (bounded) until every response seen so far is recorded. */
+    settle: () => within(10_000, 'response bodies', Promise.allSettled([...pending])),
+  };
+}
+
+/** Sign in at the IdP's login page (any user name is an account there). */
+export async function signInAtIdp(page, user = USER) {
+  const input = page.locator('input[name="login"]');
+  await input.waitFor({ timeout: 15_000 });
+  await input.fill(user);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+/** The sample SPA has finished its start-up (session read, or login completed). */
+export async function spaReady(page) {
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 });
+}
+
+/** What the app's page can read of its own storage: document.cookie and web storage. */
+export function pageStorage(page) {
+  return page.evaluate(() => {
+    const dump = (s) => Object.fromEntries(Array.from({ length: s.length }, (_, i) => [s.key(i), s.getItem(s.key(i))]));
+    return { cookie: document.cookie, local: dump(localStorage), session: dump(sessionStorage) };
+  });
+}
+
+/** fetch() from inside `page`, returning what the page's own script would see. */
+export function fetchInPage(page, url, init = {}) {
+  return page.evaluate(async ([u, i]) => {
+    try {
+      const res = await fetch(u, i);
+      let body = null;
+      try { body = await res.text(); } catch { /* opaque */ }
+      return { ok: true, status: res.status, type: res.type, body };
+    } catch (err) {
+      return { ok: false, error: String(err) };
+    }
+  }, [url, init]);
+}
