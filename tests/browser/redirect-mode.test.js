@@ -147,6 +147,30 @@ describe('redirect mode', () => {
     }
   });
 
+  it('shows the logged-out view when an API call answers 401 (the session ended in another tab)', async () => {
+    const fresh = await stack.browser.newContext();
+    try {
+      const [tab, other] = [await fresh.newPage(), await fresh.newPage()];
+      await tab.goto(stack.app);
+      await spaReady(tab);
+      await tab.click('#login');
+      await signInAtIdp(tab);
+      await tab.waitForSelector(AUTHENTICATED, { timeout: 15_000 });
+      await other.goto(stack.app);
+      await spaReady(other);
+      const out = await fetchInPage(other, '/logout', { method: 'POST', headers: { 'X-CSRF': '1' } });
+      assert.equal(out.status, 200);
+
+      const calls = stack.echo.requests.length;
+      await tab.click('#call-api');
+      await tab.waitForSelector(ANONYMOUS, { timeout: 10_000 });
+      assert.match(await tab.textContent('#notice'), /session has ended/);
+      assert.equal(stack.echo.requests.length, calls, 'nothing reached the upstream');
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it('logs out at the BFF and at the IdP: the next login asks for credentials again', async () => {
     // While the IdP session lives, a new login goes through without the login form.
     const navigations = [];
