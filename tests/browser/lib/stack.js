@@ -212,7 +212,8 @@ upstream = "${upstream}"
     },
     async close() {
       await stop();
-      fs.rmSync(dir, { recursive: true, force: true });
+      if (process.env.BROWSER_TEST_KEEP_LOGS) console.error(`oidc-bff config and log kept in ${dir}`);
+      else fs.rmSync(dir, { recursive: true, force: true });
     },
   };
 }
