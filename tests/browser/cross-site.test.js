@@ -10,9 +10,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import {
-  fetchInPage, signInAtIdp, spaReady, startHostileSite, startStack,
-} from './lib/stack.js';
+import { fetchInPage, signInAtIdp, spaReady } from './lib/browser.js';
+import { startHostileSite, startStack } from './lib/stack.js';
 
 const AUTHENTICATED = '#authenticated:not([hidden])';
 const CSRF = { 'X-CSRF': '1' };

@@ -4,9 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import {
-  USER, fetchInPage, pageStorage, recordResponses, signInAtIdp, spaReady, startStack,
-} from './lib/stack.js';
+import { fetchInPage, pageStorage, recordResponses, signInAtIdp, spaReady } from './lib/browser.js';
+import { USER, startStack } from './lib/stack.js';
 import { tokenLeaks } from './lib/tokens.js';
 
 const AUTHENTICATED = '#authenticated:not([hidden])';

@@ -5,9 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import {
-  pageStorage, recordResponses, signInAtIdp, sleep, spaReady, startStack,
-} from './lib/stack.js';
+import { pageStorage, recordResponses, signInAtIdp, spaReady } from './lib/browser.js';
+import { sleep, startStack } from './lib/stack.js';
 import { tokenLeaks } from './lib/tokens.js';
 
 const AUTHENTICATED = '#authenticated:not([hidden])';

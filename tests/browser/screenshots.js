@@ -3,7 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { ROOT, signInAtIdp, spaReady, startStack } from './lib/stack.js';
+import { signInAtIdp, spaReady } from './lib/browser.js';
+import { ROOT, startStack } from './lib/stack.js';
 
 const out = path.join(ROOT, 'docs/screenshots');
 fs.mkdirSync(out, { recursive: true });

@@ -7,7 +7,7 @@
 // Sites: the app is http://localhost:PORT (oidc-bff listens on 127.0.0.1); the IdP and the
 // hostile page are on http://127.0.0.1:OTHER_PORTS. Ports differ but hosts decide the site, so
 // the IdP and the hostile page are cross-site to the app, as in production, and SameSite
-// rules really apply.
+// rules really apply. Chromium and what tests do with pages: browser.js.
 import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -17,16 +17,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
-
 import { startEcho } from '../../../examples/echo-api/echo.mjs';
+import { launchChromium } from './browser.js';
+import { within, sleep } from './util.js';
+
+export { USER, sleep, within } from './util.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const BFF_BIN = process.env.OIDC_BFF_BIN || path.join(ROOT, 'target/debug/oidc-bff');
 export const CLIENT_ID = 'browser-spa';
 export const CLIENT_SECRET = 'browser-test-secret-0123456789';
-export const USER = 'alice';
 
 const children = new Set();
 function killAll() {
@@ -38,17 +38,6 @@ process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => { killAll(); process.exit(130); });
 }
-
-/** Reject with `what` after `ms`. */
-export function within(ms, what, promise) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-export const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 
 /** A loopback port that was free a moment ago. */
 export function freePort() {
@@ -232,25 +221,6 @@ export async function startHostileSite() {
   };
 }
 
-export async function launchChromium() {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing (Debian package: chromium)`);
-  return within(30_000, 'Chromium to start', chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // Nothing but loopback: pages that reach for web fonts get NXDOMAIN at once.
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
-    ],
-  }));
-}
-
 /**
  * Everything the IdP, oidc-bff and the echo API need for one test file. `idp` and `bff`
  * options pass through. `close()` stops it all.
@@ -282,98 +252,4 @@ export async function startStack({ spaMode = false, accessTokenTtl, extraOidc } 
       await echo.close();
     },
   };
-}
-
-/**
- * Record every response the pages of `context` receive — URL, method, status, headers and
- * body — to prove that no token ever reached them. The bodies are taken through the DevTools
- * Fetch domain at the response stage, before the page gets them: reading them afterwards
- * (Playwright's response.body()) loses any response whose page navigates away at once, such
- * as POST /logout's. Responses pass on unchanged; each appears twice in `seen`, once with its
- * body and once with its complete headers. Create pages with the returned `newPage()`
- * so that recording starts before their first request. Not for CORS tests: with
- * interception on, preflights take another path through Chromium.
- */
-export function recordResponses(context) {
-  const seen = [];
-  const pending = new Set();
-  async function attach(page) {
-    const cdp = await context.newCDPSession(page);
-    cdp.on('Fetch.requestPaused', (ev) => {
-      const job = (async () => {
-        const status = ev.responseStatusCode ?? 0;
-        const headers = {};
-        for (const { name, value } of ev.responseHeaders ?? []) {
-          const k = name.toLowerCase();
-          headers[k] = k in headers ? `${headers[k]}\n${value}` : value;
-        }
-        let body = null;
-        if (status < 300 || status >= 400) {
-          try {
-            const r = await cdp.send('Fetch.getResponseBody', { requestId: ev.requestId });
-            body = r.base64Encoded ? Buffer.from(r.body, 'base64').toString('utf8') : r.body;
-          } catch { /* no body (HEAD, 204) */ }
-        }
-        seen.push({ url: ev.request.url, method: ev.request.method, status, headers, body });
-        await cdp.send('Fetch.continueRequest', { requestId: ev.requestId }).catch(() => {});
-      })();
-      pending.add(job);
-      job.finally(() => pending.delete(job));
-    });
-    await cdp.send('Fetch.enable', { patterns: [{ urlPattern: '*', requestStage: 'Response' }] });
-  }
-  // The Fetch domain leaves Set-Cookie out of its headers: take every response's full
-  // headers from Playwright too (they survive navigation; bodies do not).
-  context.on('response', (response) => {
-    const job = response.allHeaders().then((headers) => {
-      seen.push({ url: response.url(), method: response.request().method(), status: response.status(), headers, body: null });
-    }, () => {});
-    pending.add(job);
-    job.finally(() => pending.delete(job));
-  });
-  return {
-    seen,
-    async newPage() {
-      const page = await context.newPage();
-      await attach(page);
-      return page;
-    },
-    /** Wait (bounded) until every response seen so far is recorded. */
-    settle: () => within(10_000, 'response bodies', Promise.allSettled([...pending])),
-  };
-}
-
-/** Sign in at the IdP's login page (any user name is an account there). */
-export async function signInAtIdp(page, user = USER) {
-  const input = page.locator('input[name="login"]');
-  await input.waitFor({ timeout: 15_000 });
-  await input.fill(user);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-}
-
-/** The sample SPA has finished its start-up (session read, or login completed). */
-export async function spaReady(page) {
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 });
-}
-
-/** What the app's page can read of its own storage: document.cookie and web storage. */
-export function pageStorage(page) {
-  return page.evaluate(() => {
-    const dump = (s) => Object.fromEntries(Array.from({ length: s.length }, (_, i) => [s.key(i), s.getItem(s.key(i))]));
-    return { cookie: document.cookie, local: dump(localStorage), session: dump(sessionStorage) };
-  });
-}
-
-/** fetch() from inside `page`, returning what the page's own script would see. */
-export function fetchInPage(page, url, init = {}) {
-  return page.evaluate(async ([u, i]) => {
-    try {
-      const res = await fetch(u, i);
-      let body = null;
-      try { body = await res.text(); } catch { /* opaque */ }
-      return { ok: true, status: res.status, type: res.type, body };
-    } catch (err) {
-      return { ok: false, error: String(err) };
-    }
-  }, [url, init]);
 }
