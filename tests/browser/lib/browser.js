@@ -17,6 +17,7 @@ export async function launchChromium() {
     args: [
       '--no-sandbox',
       '--disable-gpu',
+      '--disable-dev-shm-usage', // containers often have a tiny /dev/shm
       '--disable-quic',
       '--no-first-run',
       '--disable-background-networking',
