@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# README's first command: the demo IdP (tests/idp, oidc-provider) on 127.0.0.1:9000, oidc-bff
-# with config/demo.toml on 127.0.0.1:8080 serving the sample SPA (examples/spa). Ctrl-C stops
-# both. Loopback only.
+# README's first command: the demo IdP (tests/idp, oidc-provider) on 127.0.0.1:9000, the
+# upstream echo API (examples/echo-api) on 127.0.0.1:9001, and oidc-bff with config/demo.toml
+# on 127.0.0.1:8080 serving the sample SPA (examples/spa) and proxying /api to the echo API.
+# Ctrl-C stops all three. Loopback only.
+#
+# SPA-mode login (the IdP returns to the SPA page /signed-in, which posts to /login/end):
+#   BFF_OIDC__REDIRECT_URI=http://127.0.0.1:8080/signed-in scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +16,8 @@ cargo build --quiet
 
 mkdir -p .demo
 idp_config='{"port":9000,"clients":[{"client_id":"demo-spa","client_secret":"demo-secret-not-for-production",
-  "token_endpoint_auth_method":"client_secret_basic","redirect_uris":["http://127.0.0.1:8080/callback"],
+  "token_endpoint_auth_method":"client_secret_basic",
+  "redirect_uris":["http://127.0.0.1:8080/callback","http://127.0.0.1:8080/signed-in"],
   "post_logout_redirect_uris":["http://127.0.0.1:8080/"]}]}'
 
 pids=()
@@ -28,6 +33,9 @@ for _ in $(seq 1 100); do
 done
 grep -q '"ready":true' .demo/idp.out || { echo "the demo IdP did not start; see .demo/idp.log" >&2; exit 1; }
 
+node examples/echo-api/echo.mjs 9001 &
+pids+=($!)
+
 target/debug/oidc-bff serve --config config/demo.toml &
 pids+=($!)
 
@@ -39,6 +47,7 @@ cat <<MSG
 
   oidc-bff demo is running.
   Open  http://127.0.0.1:8080/  and click "Log in": any user name works at the demo IdP.
+  "Call API" goes through oidc-bff to the echo API on 127.0.0.1:9001.
   Ctrl-C stops it.
 
 MSG

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # README's test command: installs the pinned test IdP (tests/idp, npm ci from the lockfile) if
-# needed, then runs every test. PostgreSQL/Redis tests (later) skip with a printed reason where
-# those services do not answer on loopback.
+# needed, then runs every test: cargo test, then the Chromium end-to-end tests
+# (scripts/browser-test.sh, which installs Debian's chromium and tests/browser's pinned
+# playwright-core when missing, or says why it skips). PostgreSQL/Redis tests (later) skip with
+# a printed reason where those services do not answer on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,3 +11,4 @@ if [ ! -d tests/idp/node_modules/oidc-provider ]; then
   npm ci --prefix tests/idp --no-audit --no-fund
 fi
 cargo test --all-targets "$@"
+scripts/browser-test.sh

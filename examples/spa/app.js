@@ -1,45 +1,96 @@
-// The sample SPA: everything it knows about the user comes from GET /session; it never sees
-// a token. Every fetch to the BFF carries X-CSRF: 1 (SPEC §5).
-'use strict';
+// The sample SPA: everything it knows about the user comes from GET /session, and its API
+// calls go through oidc-bff, which adds the access token. It never sees a token. All calls
+// go through bff.js (X-CSRF: 1, same-origin credentials, 401 handling). Works in both login
+// modes: redirect mode (the IdP returns to the BFF's /callback) and SPA mode (the IdP returns
+// to a page of this app, which hands the URL to POST /login/end).
+import { createBff } from './bff.js';
 
-const bff = (path, init = {}) =>
-  fetch(path, { ...init, credentials: 'same-origin', headers: { 'X-CSRF': '1', ...(init.headers || {}) } });
+const $ = (id) => document.getElementById(id);
+const show = (id, on) => { $(id).hidden = !on; };
+const text = (id, value) => { $(id).textContent = value; };
 
-const show = (id, on) => { document.getElementById(id).hidden = !on; };
-const text = (id, value) => { document.getElementById(id).textContent = value; };
-const when = (unix) => new Date(unix * 1000).toLocaleString();
+let session = null;
 
-async function refresh() {
-  const res = await bff('/session');
-  if (res.status === 401) {
-    show('anonymous', true);
-    show('authenticated', false);
-    return;
-  }
-  if (!res.ok) {
-    text('error', `The BFF answered ${res.status}.`);
-    show('error', true);
-    return;
-  }
-  const s = await res.json();
-  text('name', s.claims.name || s.sub);
-  text('sub', s.sub);
-  text('expires', when(s.expires_at));
-  text('session-expires', when(s.session_expires_at));
-  text('claims', JSON.stringify(s.claims, null, 2));
-  show('anonymous', false);
-  show('authenticated', true);
+const bff = createBff({
+  // A 401 from an API call: the session ended (logged out elsewhere, refresh refused).
+  onUnauthenticated: () => render(null, 'Your session has ended. Log in again to continue.'),
+});
+
+function fail(err) {
+  text('error', err.code ? `${err.message} [${err.code}]` : String(err.message || err));
+  show('error', true);
 }
 
-document.getElementById('login').addEventListener('click', () => {
-  const here = location.pathname + location.search;
-  location.assign('/login?return_to=' + encodeURIComponent(here));
-});
+function relative(unix) {
+  const s = Math.round(unix - Date.now() / 1000);
+  if (s <= 0) return '(expired)';
+  if (s < 120) return `(in ${s} s)`;
+  if (s < 7200) return `(in ${Math.round(s / 60)} min)`;
+  return `(in ${Math.round(s / 3600)} h)`;
+}
 
-document.getElementById('logout').addEventListener('click', async () => {
-  const res = await bff('/logout', { method: 'POST' });
-  const { logout_url } = res.ok ? await res.json() : {};
-  location.assign(logout_url || '/');
-});
+function tick() {
+  if (!session) return;
+  text('expires-in', relative(session.expires_at));
+  text('session-expires-in', relative(session.session_expires_at));
+}
 
-refresh().catch((e) => { text('error', String(e)); show('error', true); });
+function render(s, notice) {
+  session = s;
+  document.body.dataset.state = s ? 'authenticated' : 'anonymous';
+  show('anonymous', !s);
+  show('authenticated', Boolean(s));
+  text('notice', notice || '');
+  show('notice', Boolean(notice));
+  if (!s) {
+    text('status', 'Not logged in');
+    return;
+  }
+  const c = s.claims || {};
+  text('status', `Logged in as ${c.name || s.sub}`);
+  text('name', c.name || c.preferred_username || s.sub);
+  text('sub', s.sub);
+  text('email', c.email || '—');
+  text('expires', new Date(s.expires_at * 1000).toLocaleString());
+  $('expires').dataset.unix = String(s.expires_at);
+  text('session-expires', new Date(s.session_expires_at * 1000).toLocaleString());
+  text('claims', JSON.stringify(c, null, 2));
+  tick();
+}
+
+async function callApi() {
+  show('error', false);
+  text('api-result', 'Calling…');
+  delete $('api-result').dataset.status;
+  const res = await bff.fetch('/api/echo?from=sample-spa');
+  if (res.status === 401) return; // onUnauthenticated has rendered the logged-out view
+  const body = await res.text();
+  let shown = body;
+  try {
+    shown = JSON.stringify(JSON.parse(body), null, 2);
+  } catch {
+    // not JSON: show it as received
+  }
+  text('api-result', `HTTP ${res.status}\n${shown}`);
+  $('api-result').classList.toggle('muted', false);
+  $('api-result').dataset.status = String(res.status);
+  // The call may have refreshed the access token: show the new expiry.
+  render(await bff.session());
+}
+
+async function start() {
+  if (bff.isLoginCallback()) {
+    // SPA mode: the IdP redirected to this page; hand its URL to the BFF.
+    render(await bff.completeLogin());
+  } else {
+    render(await bff.session());
+  }
+}
+
+$('login').addEventListener('click', () => bff.login());
+$('logout').addEventListener('click', () => bff.logout().catch(fail));
+$('call-api').addEventListener('click', () => callApi().catch(fail));
+setInterval(tick, 1000);
+start()
+  .catch((err) => { render(null); fail(err); })
+  .finally(() => { document.body.dataset.ready = 'true'; });

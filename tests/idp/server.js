@@ -105,6 +105,18 @@ const events = {
   grants: { authorization_code: 0, refresh_token: 0 }, revocations: 0, end_sessions: 0, introspections: 0,
 };
 
+// Every token the token endpoint handed out (for /__test/issued-tokens): browser tests search
+// what the page received for them. The newest 1000 of each kind.
+const issued = { access_tokens: [], refresh_tokens: [], id_tokens: [] };
+function remember(body) {
+  for (const [field, list] of [['access_token', issued.access_tokens], ['refresh_token', issued.refresh_tokens],
+    ['id_token', issued.id_tokens]]) {
+    if (typeof body?.[field] !== 'string') continue;
+    list.push(body[field]);
+    if (list.length > 1000) list.shift();
+  }
+}
+
 // ---- our interaction (replaces devInteractions) ----------------------------------------
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 function loginPage(issuer, uid, clientId, error) {
@@ -245,6 +257,7 @@ function buildProvider(issuer) {
   provider.on('grant.success', (ctx) => {
     const type = ctx.oidc.params.grant_type;
     events.grants[type] = (events.grants[type] ?? 0) + 1;
+    remember(ctx.body);
   });
   provider.on('end_session.success', () => { events.end_sessions += 1; });
   provider.on('backchannel.success', (ctx, client, sub) => {
@@ -310,6 +323,7 @@ async function control(req, res) {
   const route = `${req.method} ${req.url.split('?')[0]}`;
   switch (route) {
     case 'GET /__test/events': return json(200, events);
+    case 'GET /__test/issued-tokens': return json(200, issued);
     case 'POST /__test/rotate-keys':
       keys = await generateKeys();
       current = buildProvider(issuer);
