@@ -2,7 +2,7 @@
 # README's test command: installs the pinned test IdP (tests/idp, npm ci from the lockfile) if
 # needed, then runs every test: cargo test, then the Chromium end-to-end tests
 # (scripts/browser-test.sh, which installs Debian's chromium and tests/browser's pinned
-# playwright-core when missing, or says why it skips). PostgreSQL/Redis tests (later) skip with
+# playwright-core when missing, or says why it skips). PostgreSQL/Redis tests skip with
 # a printed reason where those services do not answer on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
