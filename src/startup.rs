@@ -227,21 +227,29 @@ async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<Sta
     drop(fatal);
     let longest = state.settings.session.absolute_timeout_secs as i64;
     let mut last_cleanup = std::time::Instant::now() - Duration::from_secs(3600);
+    let mark_ok = || state.store_ok_ms.store(crate::store::now_ms(), std::sync::atomic::Ordering::Relaxed);
+    mark_ok();
     loop {
-        if let Some(rev) = &state.revocations {
-            match rev.sync(&store).await {
-                Ok(n) if n > 0 => tracing::debug!(entries = n, "revocation list refreshed"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "revocation list not refreshed"),
-            }
+        // Each round is also the health check `/readyz` reports.
+        let round = match &state.revocations {
+            Some(rev) => rev.sync(&store).await.map(|n| {
+                if n > 0 {
+                    tracing::trace!(entries = n, "revocation list read");
+                }
+            }),
+            None => store.ping().await,
+        };
+        match round {
+            Ok(()) => mark_ok(),
+            Err(e) => tracing::warn!(error = %e, "session store did not answer the maintenance task"),
         }
         if last_cleanup.elapsed() >= Duration::from_secs(60) {
             last_cleanup = std::time::Instant::now();
             let now = crate::state::now();
             if let Some(rev) = &state.revocations {
-                rev.prune(now - longest);
+                rev.prune(now - longest - 120);
             }
-            match store.cleanup(now, (now - longest) * 1000).await {
+            match store.cleanup(now, (now - longest - 120) * 1000).await {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "expired sessions and records deleted"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "store clean-up failed; will retry"),

@@ -44,6 +44,9 @@ pub struct Inner {
     pub revocations: Option<Revocations>,
     /// The store answered and `migrations/` are applied.
     pub store_ready: std::sync::atomic::AtomicBool,
+    /// When the store last answered the maintenance task (unix ms): `/readyz` reads this
+    /// instead of dialling the store on every probe.
+    pub store_ok_ms: std::sync::atomic::AtomicI64,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             store,
             revocations,
             store_ready: std::sync::atomic::AtomicBool::new(false),
+            store_ok_ms: std::sync::atomic::AtomicI64::new(0),
         })))
     }
 

@@ -17,10 +17,12 @@ CREATE INDEX bff_sessions_sid ON bff_sessions (sid);
 CREATE INDEX bff_sessions_sub ON bff_sessions (sub);
 CREATE INDEX bff_sessions_expires_at ON bff_sessions (expires_at);
 
--- Back-channel logouts in cookie mode: sessions of `value` (a sid or sub) created at or before
--- `iat` are over. Kept until the longest session lifetime has passed.
+-- Back-channel logouts in cookie mode: `sid` ends the sessions of that IdP session; `sub`
+-- the sessions of that user created at or before `iat`; `sub-nosid` those of them that carry
+-- no sid. `recorded_ms` is the database's clock (replicas poll by it). Kept until the longest
+-- session lifetime has passed.
 CREATE TABLE bff_revocations (
-    kind        TEXT NOT NULL CHECK (kind IN ('sid', 'sub')),
+    kind        TEXT NOT NULL CHECK (kind IN ('sid', 'sub', 'sub-nosid')),
     value       TEXT NOT NULL,
     iat         INTEGER NOT NULL,
     recorded_ms INTEGER NOT NULL,

@@ -13,6 +13,8 @@ use crate::oidc::{AuthRequest, exchange_error, token};
 use crate::secret::Secret;
 use crate::session::model::{LogoutToken, Session, Token};
 use crate::state::{AppState, now};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use return_to::ReturnTo;
 use serde::Deserialize;
@@ -34,6 +36,7 @@ pub fn start(state: &AppState, headers: &HeaderMap, return_to: Option<&str>) -> 
         return_to: return_to.as_str().to_owned(),
         created_at: t,
         done: false,
+        replaces: crate::session::current_key(state, headers).map(|k| URL_SAFE_NO_PAD.encode(k)),
     };
     let cookies = tx::start(&state.cookies, &state.keys, headers, &tx, t);
     tracing::info!("login started");
@@ -206,7 +209,8 @@ pub async fn complete(
         logout_token: LogoutToken::random(),
         stored: None,
     };
-    let mut set_cookies = match crate::session::create(state, &mut session, t, headers).await {
+    let replaces = tx.replaces.as_deref().and_then(|r| URL_SAFE_NO_PAD.decode(r).ok()).and_then(|k| k.try_into().ok());
+    let mut set_cookies = match crate::session::create(state, &mut session, t, headers, replaces).await {
         Ok(c) => c,
         Err(e) => return Err(fail(e.code, "session not stored", spent)),
     };

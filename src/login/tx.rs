@@ -31,6 +31,10 @@ pub struct LoginTx {
     pub created_at: i64,
     #[serde(rename = "d", default)]
     pub done: bool,
+    /// Server-side stores: the session this browser had when the login started (its row key,
+    /// base64url), deleted when the login completes.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 impl LoginTx {
@@ -40,7 +44,7 @@ impl LoginTx {
 
     /// The marker left after completion: no secrets, only where to send a returning visitor.
     pub fn into_done(self) -> Self {
-        Self { nonce: Secret::default(), verifier: Secret::default(), done: true, ..self }
+        Self { nonce: Secret::default(), verifier: Secret::default(), done: true, replaces: None, ..self }
     }
 }
 

@@ -2,15 +2,16 @@
 //! tells us a user's session ended. Exempt from `X-CSRF` and the Origin check (the caller is
 //! the IdP's server, not a browser); everything rests on the logout token's validation.
 //!
-//! Server-side stores delete the sessions of that `sid`/`sub` created at or before the token's
-//! `iat`; cookie mode records (`sid`/`sub`, `iat`) in the revocation list every replica checks.
-//! Sessions created later (the user logged in again) are untouched.
+//! Server-side stores delete the sessions of that `sid` (an ended IdP session), or of that `sub`
+//! created at or before the token's `iat`; cookie mode records the same in the revocation list
+//! every replica checks. A user who logs in again afterwards is untouched (new IdP session, new
+//! `sid`; created after `iat`). See `store::Subject` for the exact rules.
 
 use crate::error::{AppError, ErrorCode};
 use crate::oidc::logout_token::{self, Expected};
 use crate::secret::Secret;
 use crate::state::{AppState, now};
-use crate::store::{Revocation, RevocationKind, Subject, now_ms};
+use crate::store::{Revocation, Subject};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -84,36 +85,36 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
                 return Err(ErrorCode::InvalidLogoutToken.into());
             }
         };
-    // Last, so that an invalid token never uses up a jti.
-    if !store.first_use(&format!("jti:{}", token.jti), token.usable_until).await? {
-        tracing::warn!("back-channel logout token replayed (jti already seen)");
-        metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);
-        return Err(ErrorCode::InvalidLogoutToken.into());
-    }
     let who = match (&token.sid, &token.sub) {
         (Some(sid), sub) => Subject::Sid { sid, sub: sub.as_deref() },
         (None, Some(sub)) => Subject::Sub(sub),
         (None, None) => return Err(ErrorCode::InvalidLogoutToken.into()),
     };
+    // Apply first, then spend the jti: both steps are idempotent, and a store failure between
+    // them must leave the IdP's retry able to succeed (spending the jti first would turn that
+    // retry into a "replay" and leave the sessions alive). A replay re-applies a logout that
+    // already happened, which changes nothing, and is still refused.
     match state.server_store() {
         Some(sessions) => {
             let n = sessions.delete_sessions_of(who, token.iat).await?;
             tracing::info!(sessions = n, by_sid = token.sid.is_some(), "back-channel logout: sessions deleted");
         }
         None => {
-            let (kind, value) = match who {
-                Subject::Sid { sid, .. } => (RevocationKind::Sid, sid),
-                Subject::Sub(sub) => (RevocationKind::Sub, sub),
-            };
-            let r = Revocation { kind, value: value.to_owned(), iat: token.iat };
-            // Kept until no session created at or before iat can still be alive.
-            let until = token.iat + state.settings.session.absolute_timeout_secs as i64 + 60;
-            store.add_revocation(&r, now_ms(), until).await?;
-            if let Some(rev) = &state.revocations {
-                rev.apply(&r);
+            // Kept until no session it can match is still alive.
+            let until = now().max(token.iat) + state.settings.session.absolute_timeout_secs as i64 + 120;
+            for r in Revocation::for_subject(who, token.iat) {
+                store.add_revocation(&r, until).await?;
+                if let Some(rev) = &state.revocations {
+                    rev.apply(&r);
+                }
             }
             tracing::info!(by_sid = token.sid.is_some(), "back-channel logout: revocation recorded");
         }
+    }
+    if !store.first_use(&format!("jti:{}", token.jti), token.usable_until).await? {
+        tracing::warn!("back-channel logout token replayed (jti already seen)");
+        metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);
+        return Err(ErrorCode::InvalidLogoutToken.into());
     }
     metrics::counter!("bff_backchannel_logouts_total", "result" => "ok").increment(1);
     Ok(())

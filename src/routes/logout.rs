@@ -59,16 +59,24 @@ async fn idp_logout(state: &AppState, session: &Session) -> Option<String> {
 }
 
 async fn logout_post(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // A store failure answers 503 (the server-side session may outlive this logout, and the
+    // SPA must know) but still expires this browser's cookies: on a shared computer the user
+    // walks away logged out.
+    let failed = |e: AppError| {
+        let mut r = e.into_response();
+        append_set_cookies(r.headers_mut(), clear_all(&state, &headers));
+        r
+    };
     let logout_url = match session::load(&state, &headers, now()).await {
         Ok(Loaded::Live(s)) => match end(&state, &s).await {
             Ok(url) => {
                 tracing::info!("session ended by POST /logout");
                 url
             }
-            Err(e) => return e.into_response(),
+            Err(e) => return failed(e),
         },
         Ok(Loaded::Anonymous { .. }) => None,
-        Err(e) => return e.into_response(),
+        Err(e) => return failed(e),
     };
     let body = serde_json::to_vec(&serde_json::json!({ "logout_url": logout_url })).unwrap_or_default();
     let mut r = (StatusCode::OK, body).into_response();
@@ -92,8 +100,18 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
         tracing::warn!("GET /logout without sid");
         return invalid();
     };
-    let session = match session::load(&state, req.headers(), now()).await {
+    // Only the headers are kept across the awaits below (the body is not `Sync`).
+    let (parts, _) = req.into_parts();
+    let headers = parts.headers;
+    let failed = |e: AppError| {
+        let mut r = e.into_navigational(error_url);
+        append_set_cookies(r.headers_mut(), clear_all(&state, &headers));
+        r
+    };
+    let session = match session::load(&state, &headers, now()).await {
         Ok(Loaded::Live(s)) if s.logout_token.matches(&sid) => s,
+        // The store cannot say whose session this is: the sid cannot be checked, so only
+        // report the failure (a GET /logout with a wrong sid must change nothing).
         Err(e) => return e.into_navigational(error_url),
         _ => {
             tracing::warn!("GET /logout with a sid that is not this session's");
@@ -102,7 +120,7 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
     };
     let target = match end(&state, &session).await {
         Ok(url) => url.unwrap_or_else(|| state.settings.oidc.post_logout_redirect_uri.clone()),
-        Err(e) => return e.into_navigational(error_url),
+        Err(e) => return failed(e),
     };
     tracing::info!("session ended by GET /logout");
     let mut r = StatusCode::FOUND.into_response();
@@ -111,6 +129,6 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
         HeaderValue::from_str(&state.settings.oidc.post_logout_redirect_uri).unwrap_or(HeaderValue::from_static("/"));
     h.insert(header::LOCATION, HeaderValue::from_str(&target).unwrap_or(fallback));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    append_set_cookies(h, clear_all(&state, req.headers()));
+    append_set_cookies(h, clear_all(&state, &headers));
     r
 }

@@ -70,16 +70,18 @@ pub async fn save(state: &AppState, s: &mut Session, now: i64, changed: bool) ->
     Ok(Vec::new())
 }
 
-/// Store a session that a login just produced; the Set-Cookie lines. `headers` are the login
-/// request's: a server-side session they still carry is deleted (a new id at every login).
+/// Store a session that a login just produced; the Set-Cookie lines. `headers` are the
+/// completing request's and `replaces` the session seen when the login started: server-side
+/// sessions they name are deleted (a new id at every login).
 pub async fn create(
     state: &AppState,
     session: &mut Session,
     now: i64,
     headers: &HeaderMap,
+    replaces: Option<[u8; 32]>,
 ) -> Result<Vec<String>, AppError> {
     if let Some(store) = state.server_store() {
-        return server::create(state, store, session, now, headers).await;
+        return server::create(state, store, session, now, headers, replaces).await;
     }
     session.sealed_at = now;
     let sealed = cookie::seal_session(&state.cookies, &state.keys, session);
@@ -89,6 +91,12 @@ pub async fn create(
     }
     metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
     Ok(state.cookies.write_session(&sealed, session.absolute_expires_at - now))
+}
+
+/// The server-side session a request carries (its row key), to be replaced by a login.
+pub fn current_key(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
+    state.server_store()?;
+    server::cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers))
 }
 
 /// End a session where it is kept (server-side row, refresh-cache entries). Cookies are the

@@ -162,12 +162,13 @@ impl Refresher {
         Ok((fresh.issued_at > issued_at && fresh.expires_at > now).then_some(CacheHit::Fresh(fresh)))
     }
 
-    async fn store(&self, state: &AppState, id: [u8; 32], rt: &str, fresh: Option<&Fresh>, now: i64) {
+    /// Cache a result; false when it could not be shared through the store.
+    async fn store(&self, state: &AppState, id: [u8; 32], rt: &str, fresh: Option<&Fresh>, now: i64) -> bool {
         let sealed = match fresh {
             Some(f) => {
                 let Some(sealed) = serde_json::to_vec(f).ok().and_then(|p| state.keys.seal_for_token(rt, &id, &p))
                 else {
-                    return;
+                    return false;
                 };
                 Some(sealed)
             }
@@ -177,8 +178,9 @@ impl Refresher {
         if let Some(store) = &state.store {
             if let Err(e) = store.cache_put(&id, sealed.as_deref(), expires_at).await {
                 tracing::warn!(error = %e, "refresh result not shared through the store");
+                return false;
             }
-            return;
+            return true;
         }
         let mut cache = lock(&self.cache);
         if cache.len() >= MAX_CACHE_ENTRIES {
@@ -189,6 +191,7 @@ impl Refresher {
             }
         }
         cache.insert(id, CacheEntry { sealed, expires_at });
+        true
     }
 
     /// Drop the cache entries a session's tokens came from or led to (logout).
@@ -346,7 +349,7 @@ impl Drop for InFlight {
 async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Original) -> Outcome {
     let _in_flight = InFlight { state: state.clone(), id };
     let Some(store) = state.store.clone() else {
-        return grant_and_cache(&state, id, &rt, &original).await;
+        return grant_and_cache(&state, id, &rt, &original, None).await.0;
     };
     // Across replicas: whoever takes the lock spends the token; the others wait for its answer
     // in the shared cache. A holder that dies lets the lock expire; then someone else takes it.
@@ -356,29 +359,45 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Origin
         use chacha20poly1305::aead::rand_core::RngCore;
         OsRng.fill_bytes(&mut owner);
     }
+    // The lock must outlive everything done under it: the token call and a possible JWKS
+    // refetch (each bounded by http_timeout), the cache read and write (each bounded by the
+    // store's timeout), plus margin. The grant slot is taken before the lock, so waiting for
+    // one never eats into it. Expiry is on the store's clock.
     let http_timeout = state.settings.oidc.http_timeout;
-    let lock_ttl_ms = (2 * http_timeout.as_millis() as i64) + 5_000;
-    let deadline = tokio::time::Instant::now() + http_timeout * 3 + std::time::Duration::from_secs(5);
+    let lock_ttl = http_timeout * 3 + crate::store::OP_TIMEOUT * 2 + std::time::Duration::from_secs(5);
+    let lock_ttl_ms = lock_ttl.as_millis() as i64;
+    let deadline = tokio::time::Instant::now() + lock_ttl + std::time::Duration::from_secs(5);
     let from_cache = |hit: CacheHit| match hit {
         CacheHit::Fresh(f) => Outcome::Refreshed(Arc::new(f)),
         CacheHit::Refused => Outcome::Refused,
     };
     let mut logged_wait = false;
     while tokio::time::Instant::now() < deadline {
+        // The grant slot first: the lock's lifetime must not be spent queueing for one. Only
+        // the lock holder keeps it.
+        let Ok(permit) = state.refresher.grants.acquire().await else {
+            return Outcome::Temporary(ErrorCode::IdpUnavailable);
+        };
         match store.try_lock(&id, &owner, lock_ttl_ms).await {
             Ok(true) => {
                 // Another replica may have finished between our cache check and the lock.
-                let outcome = match state.refresher.cached(&state, &id, rt.expose(), original.issued_at, now()).await {
-                    Ok(Some(hit)) => from_cache(hit),
-                    Ok(None) => grant_and_cache(&state, id, &rt, &original).await,
-                    Err(_) => Outcome::Temporary(ErrorCode::SessionStoreUnavailable),
-                };
-                if let Err(e) = store.unlock(&id, &owner).await {
-                    tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
+                let (outcome, shared) =
+                    match state.refresher.cached(&state, &id, rt.expose(), original.issued_at, now()).await {
+                        Ok(Some(hit)) => (from_cache(hit), true),
+                        Ok(None) => grant_and_cache(&state, id, &rt, &original, Some(permit)).await,
+                        Err(_) => (Outcome::Temporary(ErrorCode::SessionStoreUnavailable), true),
+                    };
+                // A result the other replicas cannot see: keep the lock until it expires, so
+                // they give up (temporary error) instead of spending the token again now.
+                if shared {
+                    if let Err(e) = store.unlock(&id, &owner).await {
+                        tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
+                    }
                 }
                 return outcome;
             }
             Ok(false) => {
+                drop(permit);
                 if !logged_wait {
                     tracing::debug!("another replica is refreshing this session; waiting for its result");
                     logged_wait = true;
@@ -403,18 +422,31 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Origin
     Outcome::Temporary(ErrorCode::IdpTimeout)
 }
 
-async fn grant_and_cache(state: &AppState, id: [u8; 32], rt: &Secret, original: &Original) -> Outcome {
-    let outcome = match state.refresher.grants.acquire().await {
-        Ok(_permit) => refresh_grant(state, rt, original).await,
-        Err(_) => Outcome::Temporary(ErrorCode::IdpUnavailable),
+/// One grant (under `permit`, or a grant slot taken here) and its caching. The flag is false
+/// when the result could not be cached for other replicas.
+async fn grant_and_cache(
+    state: &AppState,
+    id: [u8; 32],
+    rt: &Secret,
+    original: &Original,
+    permit: Option<tokio::sync::SemaphorePermit<'_>>,
+) -> (Outcome, bool) {
+    let permit = match permit {
+        Some(p) => p,
+        None => match state.refresher.grants.acquire().await {
+            Ok(p) => p,
+            Err(_) => return (Outcome::Temporary(ErrorCode::IdpUnavailable), true),
+        },
     };
+    let outcome = refresh_grant(state, rt, original).await;
+    drop(permit);
     let t = now();
-    match &outcome {
+    let shared = match &outcome {
         Outcome::Refreshed(fresh) => state.refresher.store(state, id, rt.expose(), Some(fresh), t).await,
         Outcome::Refused => state.refresher.store(state, id, rt.expose(), None, t).await,
-        Outcome::Temporary(_) => {}
-    }
-    outcome
+        Outcome::Temporary(_) => true,
+    };
+    (outcome, shared)
 }
 
 async fn refresh_grant(state: &AppState, rt: &Secret, original: &Original) -> Outcome {

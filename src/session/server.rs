@@ -52,7 +52,7 @@ fn open(state: &AppState, key: &[u8; 32], row: &SessionRow) -> Option<Session> {
 }
 
 /// The row key of the session id a request's cookie carries.
-fn cookie_key(state: &AppState, found: &SessionCookie<'_>) -> Option<[u8; 32]> {
+pub fn cookie_key(state: &AppState, found: &SessionCookie<'_>) -> Option<[u8; 32]> {
     let sealed = found.sealed()?;
     let id = state.keys.open(Purpose::SessionId, &state.cookies.session, &sealed)?;
     (id.len() == ID_LEN).then(|| row_key(&id))
@@ -129,9 +129,14 @@ pub async fn create(
     session: &mut Session,
     now: i64,
     headers: &HeaderMap,
+    replaces: Option<[u8; 32]>,
 ) -> Result<Vec<String>, AppError> {
-    // A login replaces whatever session this browser had (session fixation: never reuse an id).
-    if let Some(old) = cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers)) {
+    // A login replaces whatever session this browser had (never reuse an id; a copy of the
+    // old cookie must not outlive the new login). The callback is a cross-site navigation that
+    // does not carry a SameSite=Strict cookie: the session seen when the login started
+    // (`replaces`, from the transaction cookie) is deleted as well as any the callback carries.
+    let current = cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers));
+    for old in current.into_iter().chain(replaces.filter(|r| Some(*r) != current)) {
         store.delete_session(&old).await?;
     }
     let mut id = [0u8; ID_LEN];
@@ -148,6 +153,7 @@ pub async fn create(
             created_at: session.created_at,
             last_seen: now,
             expires_at: session.expires_at(idle),
+            absolute_expires_at: session.absolute_expires_at,
             data: &data,
         })
         .await?;

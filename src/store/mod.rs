@@ -59,22 +59,32 @@ pub struct NewSession<'a> {
     pub last_seen: i64,
     /// The earlier of idle and absolute expiry: when the store may forget it.
     pub expires_at: i64,
+    /// The latest the session can live (its lookup entries must last that long).
+    pub absolute_expires_at: i64,
     pub data: &'a str,
 }
 
 /// Whose sessions a back-channel logout ends.
 #[derive(Debug, Clone, Copy)]
 pub enum Subject<'a> {
-    /// The sessions with this `sid` (and, when the token names one, this `sub`).
+    /// Every session of this IdP session (a `sid` names one IdP session, which has ended: its
+    /// sessions end whatever their creation time, so clock skew between us and the IdP cannot
+    /// spare one) — and, when the token names the user, that user's sessions that carry no
+    /// `sid` and were created at or before `iat` (we cannot tell which IdP session those
+    /// belong to).
     Sid { sid: &'a str, sub: Option<&'a str> },
-    /// Every session of this user.
+    /// Every session of this user created at or before `iat` (a later login is not affected).
     Sub(&'a str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RevocationKind {
+    /// Sessions with this `sid`.
     Sid,
+    /// Sessions of this `sub` created at or before `iat`.
     Sub,
+    /// Sessions of this `sub` without a `sid`, created at or before `iat`.
+    SubWithoutSid,
 }
 
 impl RevocationKind {
@@ -82,6 +92,7 @@ impl RevocationKind {
         match self {
             Self::Sid => "sid",
             Self::Sub => "sub",
+            Self::SubWithoutSid => "sub-nosid",
         }
     }
 
@@ -89,17 +100,32 @@ impl RevocationKind {
         match s {
             "sid" => Some(Self::Sid),
             "sub" => Some(Self::Sub),
+            "sub-nosid" => Some(Self::SubWithoutSid),
             _ => None,
         }
     }
 }
 
-/// A cookie-mode back-channel logout: sessions of `value` created at or before `iat` are over.
+/// A cookie-mode back-channel logout, as recorded in the revocation list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     pub kind: RevocationKind,
     pub value: String,
     pub iat: i64,
+}
+
+impl Revocation {
+    /// The entries a validated logout token records.
+    pub fn for_subject(who: Subject<'_>, iat: i64) -> Vec<Self> {
+        let r = |kind, value: &str| Self { kind, value: value.to_owned(), iat };
+        match who {
+            Subject::Sid { sid, sub: Some(sub) } => {
+                vec![r(RevocationKind::Sid, sid), r(RevocationKind::SubWithoutSid, sub)]
+            }
+            Subject::Sid { sid, sub: None } => vec![r(RevocationKind::Sid, sid)],
+            Subject::Sub(sub) => vec![r(RevocationKind::Sub, sub)],
+        }
+    }
 }
 
 /// A refresh-cache entry: the sealed new tokens, or the IdP's refusal.
@@ -215,12 +241,15 @@ impl Store {
         dispatch!(self.delete_sessions_of(who, iat))
     }
 
-    pub async fn add_revocation(&self, r: &Revocation, now_ms: i64, expires_at: i64) -> Result<(), StoreError> {
-        dispatch!(self.add_revocation(r, now_ms, expires_at))
+    /// Record a revocation, stamped with the store's own clock (replicas poll by that stamp, so
+    /// their clocks never need to agree).
+    pub async fn add_revocation(&self, r: &Revocation, expires_at: i64) -> Result<(), StoreError> {
+        dispatch!(self.add_revocation(r, expires_at))
     }
 
-    /// Revocations recorded at or after `since_ms` and not yet expired.
-    pub async fn revocations_since(&self, since_ms: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {
+    /// Revocations stamped at or after `since_ms` (store clock) and not yet expired, each with
+    /// its stamp.
+    pub async fn revocations_since(&self, since_ms: i64, now: i64) -> Result<Vec<(Revocation, i64)>, StoreError> {
         dispatch!(self.revocations_since(since_ms, now))
     }
 

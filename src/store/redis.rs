@@ -42,23 +42,53 @@ return 1",
     )
 });
 
-// KEYS[1]: the index set. ARGV: iat, session key prefix, required sub ('' = any).
+// One batch of an index set (the caller walks the set with SSCAN, so no call blocks Redis for
+// long however large the set). KEYS[1]: the index set. ARGV: mode ('sid': every session;
+// 'sub': created <= iat; 'nosid': created <= iat and no sid), iat, session key prefix, required
+// sub ('' = any), then the ids. Ids whose session is gone leave the set.
 static LOGOUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local n = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local k = ARGV[2] .. id
-  local f = redis.call('HMGET', k, 'created', 'sub')
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  local k = ARGV[3] .. id
+  local f = redis.call('HMGET', k, 'created', 'sub', 'sid')
   if not f[1] then
     redis.call('SREM', KEYS[1], id)
-  elseif tonumber(f[1]) <= tonumber(ARGV[1]) and (ARGV[3] == '' or f[2] == ARGV[3]) then
-    redis.call('DEL', k)
-    redis.call('SREM', KEYS[1], id)
-    n = n + 1
+  else
+    local old = tonumber(f[1]) <= tonumber(ARGV[2])
+    local hit = (ARGV[1] == 'sid') or (ARGV[1] == 'sub' and old) or (ARGV[1] == 'nosid' and old and f[3] == '')
+    if hit and (ARGV[4] == '' or f[2] == ARGV[4]) then
+      redis.call('DEL', k)
+      redis.call('SREM', KEYS[1], id)
+      n = n + 1
+    end
   end
 end
 return n",
+    )
+});
+
+// Delete a session and its index entries. KEYS[1]: the session. ARGV: index key prefix, id.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local f = redis.call('HMGET', KEYS[1], 'sub', 'sid')
+redis.call('DEL', KEYS[1])
+if f[1] then redis.call('SREM', ARGV[1] .. 'sub:' .. f[1], ARGV[2]) end
+if f[2] and f[2] ~= '' then redis.call('SREM', ARGV[1] .. 'sid:' .. f[2], ARGV[2]) end
+return 1",
+    )
+});
+
+// A revocation stamped with Redis's own clock. KEYS[1]: the sorted set. ARGV: the member.
+static REVOKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+return 1",
     )
 });
 
@@ -162,9 +192,10 @@ impl RedisStore {
         if let Some(sid) = s.sid {
             index.push(self.key("sid", sid));
         }
-        // An index set lives as long as its longest-lived session (NX then GT: a set without
-        // expiry counts as infinite for GT).
-        let ttl = (s.expires_at - crate::state::now()).max(1);
+        // An index set lives as long as its longest-lived session can (NX then GT: a set
+        // without expiry counts as infinite for GT). The absolute expiry, not the idle one:
+        // activity slides the session's own key, never the sets.
+        let ttl = (s.absolute_expires_at - crate::state::now()).max(1);
         for set in &index {
             p.sadd(set, &id).ignore();
             p.cmd("EXPIRE").arg(set).arg(ttl).arg("NX").ignore();
@@ -216,35 +247,72 @@ impl RedisStore {
 
     pub async fn delete_session(&self, key: &[u8; 32]) -> Result<(), redis::RedisError> {
         let mut c = self.conn.clone();
-        c.del::<_, i64>(self.session_key(key)).await.map(|_| ())
+        DELETE.key(self.session_key(key)).arg(&*self.prefix).arg(hex(key)).invoke_async::<i64>(&mut c).await.map(|_| ())
+    }
+
+    /// Walk one index set in SSCAN batches, ending the sessions `mode` selects.
+    async fn logout_set(&self, set: String, mode: &str, iat: i64, sub: &str) -> Result<u64, redis::RedisError> {
+        let mut c = self.conn.clone();
+        let session_prefix = self.key("s", "");
+        let mut cursor: u64 = 0;
+        let mut n = 0;
+        loop {
+            let (next, ids): (u64, Vec<String>) =
+                redis::cmd("SSCAN").arg(&set).arg(cursor).arg("COUNT").arg(200).query_async(&mut c).await?;
+            if !ids.is_empty() {
+                let mut inv = LOGOUT.key(&set);
+                inv.arg(mode).arg(iat).arg(&session_prefix).arg(sub);
+                for id in &ids {
+                    inv.arg(id);
+                }
+                n += inv.invoke_async::<u64>(&mut c).await?;
+            }
+            if next == 0 {
+                return Ok(n);
+            }
+            cursor = next;
+        }
     }
 
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, redis::RedisError> {
-        let mut c = self.conn.clone();
-        let (set, sub) = match who {
-            Subject::Sid { sid, sub } => (self.key("sid", sid), sub.unwrap_or("")),
-            Subject::Sub(sub) => (self.key("sub", sub), ""),
-        };
-        let session_prefix = self.key("s", "");
-        LOGOUT.key(set).arg(iat).arg(session_prefix).arg(sub).invoke_async::<u64>(&mut c).await
+        match who {
+            Subject::Sid { sid, sub } => {
+                let mut n = self.logout_set(self.key("sid", sid), "sid", iat, sub.unwrap_or("")).await?;
+                if let Some(sub) = sub {
+                    n += self.logout_set(self.key("sub", sub), "nosid", iat, sub).await?;
+                }
+                Ok(n)
+            }
+            Subject::Sub(sub) => self.logout_set(self.key("sub", sub), "sub", iat, "").await,
+        }
     }
 
-    pub async fn add_revocation(&self, r: &Revocation, now_ms: i64, _expires_at: i64) -> Result<(), redis::RedisError> {
+    pub async fn add_revocation(&self, r: &Revocation, _expires_at: i64) -> Result<(), redis::RedisError> {
         let mut c = self.conn.clone();
         let member = format!("{}:{}:{}", r.kind.as_str(), r.iat, r.value);
-        c.zadd::<_, _, _, i64>(self.key("rev", ""), member, now_ms).await.map(|_| ())
+        REVOKE.key(self.key("rev", "")).arg(member).invoke_async::<i64>(&mut c).await.map(|_| ())
     }
 
-    pub async fn revocations_since(&self, since_ms: i64, _now: i64) -> Result<Vec<Revocation>, redis::RedisError> {
+    pub async fn revocations_since(
+        &self,
+        since_ms: i64,
+        _now: i64,
+    ) -> Result<Vec<(Revocation, i64)>, redis::RedisError> {
         let mut c = self.conn.clone();
-        let members: Vec<String> = c.zrangebyscore(self.key("rev", ""), since_ms, "+inf").await?;
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key("rev", ""))
+            .arg(since_ms)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .query_async(&mut c)
+            .await?;
         Ok(members
             .iter()
-            .filter_map(|m| {
+            .filter_map(|(m, score)| {
                 let mut parts = m.splitn(3, ':');
                 let kind = RevocationKind::parse(parts.next()?)?;
                 let iat = parts.next()?.parse().ok()?;
-                Some(Revocation { kind, iat, value: parts.next()?.to_owned() })
+                Some((Revocation { kind, iat, value: parts.next()?.to_owned() }, *score as i64))
             })
             .collect())
     }
@@ -308,6 +376,8 @@ impl RedisStore {
         UNLOCK.key(self.key("lock", &hex(name))).arg(&owner[..]).invoke_async::<i64>(&mut c).await.map(|_| ())
     }
 
+    /// `revocations_before_ms` is on the local clock: entries are kept the longest session
+    /// lifetime plus a minute, so clock skew of seconds does not matter here.
     pub async fn cleanup(&self, _now: i64, revocations_before_ms: i64) -> Result<u64, redis::RedisError> {
         let mut c = self.conn.clone();
         c.zrembyscore(self.key("rev", ""), "-inf", revocations_before_ms).await

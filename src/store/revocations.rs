@@ -1,9 +1,9 @@
 //! The cookie-mode revocation list (SPEC §5), mirrored in memory so that the per-request check
 //! is two hash lookups under a read lock, never a store round trip.
 //!
-//! A background task polls the store every [`POLL`] for entries recorded since the last poll
-//! (minus an overlap, so rows committed late are not missed; applying an entry twice is
-//! harmless). If the mirror has not been refreshed for [`MAX_STALENESS_MS`], session checks
+//! A background task polls the store every [`POLL`] for entries stamped (by the store's clock)
+//! since the newest stamp seen, minus an overlap so rows committed late are not missed
+//! (applying an entry twice is harmless). No replica's clock takes part. If the mirror has not been refreshed for [`MAX_STALENESS_MS`], session checks
 //! fail closed with 503 `session_store_unavailable`: a revoked cookie must not open just because
 //! the store is down.
 
@@ -23,8 +23,11 @@ const OVERLAP_MS: i64 = 30_000;
 pub struct Revocations {
     sid: RwLock<HashMap<String, i64>>,
     sub: RwLock<HashMap<String, i64>>,
-    /// When the last successful poll started (unix ms); 0 = never.
+    sub_without_sid: RwLock<HashMap<String, i64>>,
+    /// When the last successful poll started (local unix ms); 0 = never.
     synced_ms: AtomicI64,
+    /// The newest store stamp seen; 0 = nothing yet.
+    cursor_ms: AtomicI64,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -42,7 +45,11 @@ impl Revocations {
             return Err(StoreError::Backend("revocation list not refreshed recently".into()));
         }
         let by_sub = read(&self.sub).get(&s.sub).is_some_and(|iat| s.created_at <= *iat);
-        let by_sid = s.sid.as_ref().is_some_and(|sid| read(&self.sid).get(sid).is_some_and(|iat| s.created_at <= *iat));
+        // A sid names one IdP session, which has ended: whatever the creation time.
+        let by_sid = match &s.sid {
+            Some(sid) => read(&self.sid).contains_key(sid),
+            None => read(&self.sub_without_sid).get(&s.sub).is_some_and(|iat| s.created_at <= *iat),
+        };
         Ok(by_sub || by_sid)
     }
 
@@ -55,6 +62,7 @@ impl Revocations {
         let map = match r.kind {
             RevocationKind::Sid => &self.sid,
             RevocationKind::Sub => &self.sub,
+            RevocationKind::SubWithoutSid => &self.sub_without_sid,
         };
         let mut m = write(map);
         let e = m.entry(r.value.clone()).or_insert(r.iat);
@@ -64,19 +72,22 @@ impl Revocations {
     /// One poll. The first reads everything still in force.
     pub async fn sync(&self, store: &Store) -> Result<usize, StoreError> {
         let started = now_ms();
-        let last = self.synced_ms.load(Ordering::Relaxed);
-        let since = if last == 0 { 0 } else { last - OVERLAP_MS };
+        let cursor = self.cursor_ms.load(Ordering::Relaxed);
+        let since = if cursor == 0 { 0 } else { cursor - OVERLAP_MS };
         let entries = store.revocations_since(since, crate::state::now()).await?;
-        for r in &entries {
+        let mut newest = cursor;
+        for (r, stamp) in &entries {
             self.apply(r);
+            newest = newest.max(*stamp);
         }
+        self.cursor_ms.store(newest, Ordering::Relaxed);
         self.synced_ms.store(started, Ordering::Relaxed);
         Ok(entries.len())
     }
 
     /// Forget entries that can no longer match a live session (older than the longest session).
     pub fn prune(&self, oldest_live_created_at: i64) {
-        for map in [&self.sid, &self.sub] {
+        for map in [&self.sid, &self.sub, &self.sub_without_sid] {
             write(map).retain(|_, iat| *iat >= oldest_live_created_at);
         }
     }

@@ -183,11 +183,12 @@ impl SqlStore {
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, sqlx::Error> {
         let done = match who {
             Subject::Sid { sid, sub: Some(sub) } => on_pool!(self, pool => sqlx::query(
-                "DELETE FROM bff_sessions WHERE sid = $1 AND sub = $2 AND created_at <= $3")
+                "DELETE FROM bff_sessions WHERE (sid = $1 AND sub = $2) \
+                 OR (sid IS NULL AND sub = $2 AND created_at <= $3)")
                 .bind(sid).bind(sub).bind(iat).execute(pool).await?.rows_affected()),
             Subject::Sid { sid, sub: None } => on_pool!(self, pool => sqlx::query(
-                "DELETE FROM bff_sessions WHERE sid = $1 AND created_at <= $2")
-                .bind(sid).bind(iat).execute(pool).await?.rows_affected()),
+                "DELETE FROM bff_sessions WHERE sid = $1")
+                .bind(sid).execute(pool).await?.rows_affected()),
             Subject::Sub(sub) => on_pool!(self, pool => sqlx::query(
                 "DELETE FROM bff_sessions WHERE sub = $1 AND created_at <= $2")
                 .bind(sub).bind(iat).execute(pool).await?.rows_affected()),
@@ -195,29 +196,40 @@ impl SqlStore {
         Ok(done)
     }
 
-    pub async fn add_revocation(&self, r: &Revocation, now_ms: i64, expires_at: i64) -> Result<(), sqlx::Error> {
-        const Q: &str = "INSERT INTO bff_revocations (kind, value, iat, recorded_ms, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
-        on_pool!(self, pool => sqlx::query(Q)
+    /// The database's clock in unix milliseconds, as SQL (replicas' clocks may disagree).
+    fn db_now_ms(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+            Self::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+        }
+    }
+
+    pub async fn add_revocation(&self, r: &Revocation, expires_at: i64) -> Result<(), sqlx::Error> {
+        let q = format!(
+            "INSERT INTO bff_revocations (kind, value, iat, recorded_ms, expires_at) \
+             VALUES ($1, $2, $3, {}, $4) ON CONFLICT DO NOTHING",
+            self.db_now_ms()
+        );
+        on_pool!(self, pool => sqlx::query(&q)
             .bind(r.kind.as_str())
             .bind(&r.value)
             .bind(r.iat)
-            .bind(now_ms)
             .bind(expires_at)
             .execute(pool)
             .await
             .map(|_| ()))
     }
 
-    pub async fn revocations_since(&self, since_ms: i64, now: i64) -> Result<Vec<Revocation>, sqlx::Error> {
-        const Q: &str = "SELECT kind, value, iat FROM bff_revocations WHERE recorded_ms >= $1 AND expires_at > $2";
+    pub async fn revocations_since(&self, since_ms: i64, now: i64) -> Result<Vec<(Revocation, i64)>, sqlx::Error> {
+        const Q: &str =
+            "SELECT kind, value, iat, recorded_ms FROM bff_revocations WHERE recorded_ms >= $1 AND expires_at > $2";
         on_pool!(self, pool => {
             let rows = sqlx::query(Q).bind(since_ms).bind(now).fetch_all(pool).await?;
             let mut out = Vec::with_capacity(rows.len());
             for r in rows {
                 let kind: String = r.try_get(0)?;
                 if let Some(kind) = RevocationKind::parse(&kind) {
-                    out.push(Revocation { kind, value: r.try_get(1)?, iat: r.try_get(2)? });
+                    out.push((Revocation { kind, value: r.try_get(1)?, iat: r.try_get(2)? }, r.try_get(3)?));
                 }
             }
             Ok(out)
@@ -269,16 +281,18 @@ impl SqlStore {
     }
 
     pub async fn try_lock(&self, name: &[u8; 32], owner: &[u8; 16], ttl_ms: i64) -> Result<bool, sqlx::Error> {
-        // Insert, or take over a lock whose holder let it expire (crashed mid-refresh).
-        const Q: &str = "INSERT INTO bff_locks (name, owner, expires_ms) VALUES ($1, $2, $3) \
-                         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms \
-                         WHERE bff_locks.expires_ms < $4";
-        let now = super::now_ms();
-        on_pool!(self, pool => sqlx::query(Q)
+        // Insert, or take over a lock whose holder let it expire (crashed mid-refresh). Expiry
+        // is on the database's clock, so replicas' clocks need not agree.
+        let now = self.db_now_ms();
+        let q = format!(
+            "INSERT INTO bff_locks (name, owner, expires_ms) VALUES ($1, $2, {now} + $3) \
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms \
+             WHERE bff_locks.expires_ms < {now}"
+        );
+        on_pool!(self, pool => sqlx::query(&q)
             .bind(&name[..])
             .bind(&owner[..])
-            .bind(now + ttl_ms)
-            .bind(now)
+            .bind(ttl_ms)
             .execute(pool)
             .await
             .map(|r| r.rows_affected() == 1))
@@ -304,11 +318,8 @@ impl SqlStore {
         ] {
             n += on_pool!(self, pool => sqlx::query(q).bind(now).execute(pool).await?.rows_affected());
         }
-        n += on_pool!(self, pool => sqlx::query("DELETE FROM bff_locks WHERE expires_ms <= $1")
-            .bind(now.saturating_mul(1000))
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let q = format!("DELETE FROM bff_locks WHERE expires_ms <= {}", self.db_now_ms());
+        n += on_pool!(self, pool => sqlx::query(&q).execute(pool).await?.rows_affected());
         Ok(n)
     }
 }

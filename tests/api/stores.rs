@@ -283,9 +283,15 @@ async fn core_flow(kind: Kind) {
     let bff = spawn_bff(listener, settings_with(port, &idp.issuer, &vars, "")).await;
     assert_eq!(b.session(&bff).await.status, 200, "session survives a restart");
 
-    // A new login replaces the session (new id; the old row is deleted).
+    // A new login replaces the session (new id; the old row is deleted) — even though the
+    // IdP's redirect back is cross-site and so carries no SameSite=Strict session cookie.
     let before = b.jar();
-    b.login(&bff, "ada", "/").await;
+    let start = b.get(&bff.url("/login?return_to=/")).await;
+    let callback = b.idp_login(&start.location(), "ada").await;
+    let mut cross_site = b.jar();
+    cross_site.remove("__Host-bff");
+    b.set_jar(cross_site);
+    assert_eq!(b.get(&callback).await.status, 302);
     assert_ne!(cookie_value(&b.jar()), cookie_value(&before));
     assert_eq!(store.session_count().await, 1, "the previous session was deleted");
     let mut old_copy = Browser::new(&bff);
@@ -531,10 +537,12 @@ async fn backchannel_logout_in_cookie_mode_without_a_store_is_501() {
 
 /// Two instances, one store, 10 + 10 concurrent requests of one session after its access token
 /// expired, at an IdP that rotates refresh tokens and revokes on reuse: one grant, 20 answers.
-async fn two_instances_one_refresh(kind: Kind) {
+/// `mode`: the store kind (server-side sessions), or "cookie" (the store holds only the shared
+/// refresh cache and lock).
+async fn two_instances_one_refresh(kind: Kind, mode: &str) {
     let Some(store) = TestStore::new(kind, "pair").await else { return };
     let url = store.url();
-    let vars = store_vars(store.store_name(), &url);
+    let vars = store_vars(mode, &url);
     let up = upstream::start().await;
     let routes = format!("[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n", up.url());
     let short = json!({ "accessTokenTtl": 4 });
@@ -558,17 +566,25 @@ async fn two_instances_one_refresh(kind: Kind) {
         }));
     }
     let mut bearers = std::collections::BTreeSet::new();
+    let mut latest = None;
     for t in tasks {
         let r = t.await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status, 200, "{}", r.body);
         bearers.insert(r.json()["headers"]["authorization"].as_str().unwrap_or_default().to_owned());
+        latest = Some(r);
     }
     assert_eq!(idp.grants("refresh_token").await, 1, "the IdP saw exactly one refresh grant");
     assert_eq!(bearers.len(), 1, "all 20 requests carried the one refreshed access token");
-    // The session is usable afterwards from both instances (the rotated token was stored).
+    // The session is usable afterwards from both instances (server-side: the rotated token was
+    // stored; cookie mode: the refreshed cookie every response carried).
+    let mut after = Browser::new(&a);
+    after.set_jar(jar.clone());
+    if let Some(r) = &latest {
+        after.absorb_set_cookies(r);
+    }
     for inst in [&a, &b_inst] {
         let mut c = Browser::new_for_origin(&inst.url(""));
-        c.set_jar(jar.clone());
+        c.set_jar(after.jar());
         assert_eq!(c.session(inst).await.status, 200);
     }
     store.drop_all().await;
@@ -576,12 +592,98 @@ async fn two_instances_one_refresh(kind: Kind) {
 
 #[tokio::test]
 async fn two_instances_sharing_postgres_spend_one_refresh_token() {
-    two_instances_one_refresh(Kind::Postgres).await;
+    two_instances_one_refresh(Kind::Postgres, "postgres").await;
 }
 
 #[tokio::test]
 async fn two_instances_sharing_redis_spend_one_refresh_token() {
-    two_instances_one_refresh(Kind::Redis).await;
+    two_instances_one_refresh(Kind::Redis, "redis").await;
+}
+
+#[tokio::test]
+async fn two_cookie_mode_instances_sharing_a_redis_refresh_cache_spend_one_refresh_token() {
+    two_instances_one_refresh(Kind::Redis, "cookie").await;
+}
+
+#[tokio::test]
+async fn two_cookie_mode_instances_sharing_a_postgres_refresh_cache_spend_one_refresh_token() {
+    two_instances_one_refresh(Kind::Postgres, "cookie").await;
+}
+
+/// Crafted logout tokens (signed by the real IdP's key) against sessions whose ID tokens carry
+/// no `sid` (the default clients here have no back-channel logout URI).
+async fn crafted_logouts(kind: Kind, mode: &str) {
+    let Some(store) = TestStore::new(kind, "crafted").await else { return };
+    let url = store.url();
+    let (idp, bff) = stack_store(json!({}), &store_vars(mode, &url), "", false).await;
+    let event = json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
+    let token = |sub: &str, sid: Option<&str>, jti: &str| {
+        let mut p = json!({ "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::state::now(), "jti": jti, "sub": sub, "events": event });
+        if let Some(sid) = sid {
+            p["sid"] = json!(sid);
+        }
+        p
+    };
+    // sub only: that user's sessions created at or before iat end; a later login does not.
+    let mut sam = Browser::new(&bff);
+    sam.login(&bff, "sam", "/").await;
+    let mut tom = Browser::new(&bff);
+    tom.login(&bff, "tom", "/").await;
+    assert!(open_session(&bff, &sam.jar()).is_none_or(|s| s.sid.is_none()), "these ID tokens carry no sid");
+    let r = post_logout_token(&bff, form(&sign(&idp, json!({}), token("sam", None, "c1")).await)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(wait_for_status(&mut sam, &bff, 401).await, 401, "sam's session ended");
+    assert_eq!(tom.session(&bff).await.status, 200, "tom's did not");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sam.jars.remove(&sam.bff_origin.clone());
+    sam.login(&bff, "sam", "/").await;
+    assert_eq!(sam.session(&bff).await.status, 200, "a login after iat is not locked out");
+    // sid and sub, for sessions that carry no sid: that user's sessions before iat end.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r =
+        post_logout_token(&bff, form(&sign(&idp, json!({}), token("tom", Some("an-idp-session"), "c2")).await)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(wait_for_status(&mut tom, &bff, 401).await, 401, "tom's sid-less session ended");
+    assert_eq!(sam.session(&bff).await.status, 200);
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn crafted_logout_tokens_end_the_right_sessions_sqlite_store() {
+    crafted_logouts(Kind::Sqlite, "sqlite").await;
+}
+
+#[tokio::test]
+async fn crafted_logout_tokens_end_the_right_sessions_cookie_mode() {
+    crafted_logouts(Kind::Sqlite, "cookie").await;
+}
+
+#[tokio::test]
+async fn crafted_logout_tokens_end_the_right_sessions_redis_store() {
+    crafted_logouts(Kind::Redis, "redis").await;
+}
+
+#[tokio::test]
+async fn redis_index_sets_live_as_long_as_the_session_can() {
+    let Some(store) = TestStore::new(Kind::Redis, "ttl").await else { return };
+    let url = store.url();
+    let vars =
+        [("BFF_SESSION__STORE", "redis"), ("BFF_SESSION__URL", url.as_str()), ("BFF_SESSION__IDLE_TIMEOUT_SECS", "60")];
+    let (_idp, bff) = stack_store(json!({}), &vars, "", false).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "uma", "/").await;
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));
+    let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"));
+    let ttl: i64 = redis::cmd("TTL").arg(format!("{}sub:uma", store.name)).query_async(&mut c).await.unwrap_or(-3);
+    // The session's own key slides with activity; its index entry must outlive the idle
+    // timeout, or a back-channel logout after an hour of activity would find nothing.
+    assert!(ttl > 60 * 60, "index set TTL {ttl}s must reach the absolute expiry (8 h)");
+    assert_eq!(b.session(&bff).await.status, 200);
+    b.fetch(Method::POST, &bff.url("/logout"), None).await;
+    let members: i64 =
+        redis::cmd("SCARD").arg(format!("{}sub:uma", store.name)).query_async(&mut c).await.unwrap_or(-1);
+    assert_eq!(members, 0, "a deleted session leaves its index sets");
+    store.drop_all().await;
 }
 
 /// The store stops mid-run: 503 `session_store_unavailable` and a failing `/readyz` within
@@ -608,8 +710,18 @@ async fn store_outage(kind: Kind, mode: &str) {
     }
     assert_eq!(seen, (503, json!("session_store_unavailable")), "store down → 503");
     assert!(started.elapsed() < Duration::from_secs(12), "within seconds: {:?}", started.elapsed());
-    let ready = probe.get(bff.url("/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+    let ready_status =
+        || async { probe.get(bff.url("/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) };
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = ready_status().await;
+        if ready == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(ready, 503, "/readyz fails while the store is down");
+    assert!(started.elapsed() < Duration::from_secs(15), "within seconds: {:?}", started.elapsed());
     // Logging in needs the store too: a clear 503 page, not a 500.
     relay.restart().await;
     let mut status = 0;
@@ -621,8 +733,14 @@ async fn store_outage(kind: Kind, mode: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "service resumes once the store is back, without a restart");
-    let ready = probe.get(bff.url("/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
-    assert_eq!(ready, 200);
+    for _ in 0..100 {
+        ready = ready_status().await;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "/readyz recovers with the store");
     drop(relay);
     store.drop_all().await;
 }
