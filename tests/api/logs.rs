@@ -1,5 +1,5 @@
-//! The real binary's logs over a full login → session → logout never contain a token, the
-//! code, the client secret or a cookie value.
+//! The real binary's logs over a full login → session → back-channel logout → logout never
+//! contain a token, the code, the client secret, a logout token or a cookie value.
 
 use crate::helpers::*;
 use reqwest::Method;
@@ -21,8 +21,10 @@ async fn logs_of_a_full_login_contain_no_secret() {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
          [oidc]\nissuer = \"{}\"\nclient_id = \"bff-basic\"\nclient_secret = \"{SECRET_BASIC}\"\n\
-         [session]\nkeys = [\"{KEY_A}\"]\n[logging]\nformat = \"json\"\nlevel = \"trace\"\n",
-        idp.issuer
+         [session]\nkeys = [\"{KEY_A}\"]\nurl = \"sqlite://{}/revocations.db?mode=rwc\"\n\
+         [logging]\nformat = \"json\"\nlevel = \"trace\"\n",
+        idp.issuer,
+        dir.display()
     );
     std::fs::write(&config, toml).unwrap_or_else(|e| panic!("{e}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
@@ -57,6 +59,31 @@ async fn logs_of_a_full_login_contain_no_secret() {
     let jar = b.jar();
     assert_eq!(b.fetch(Method::GET, &format!("{base}/session"), None).await.status, 200);
     let session = oidc_bff_open(&jar);
+    // A back-channel logout (for another user): the logout token never reaches the logs.
+    let logout_token = {
+        let payload = json!({
+            "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::state::now(), "jti": "logs-test",
+            "sub": "someone-else", "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        });
+        let r: serde_json::Value = probe
+            .post(format!("{}/__test/sign", idp.origin()))
+            .json(&json!({ "payload": payload }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        r["jwt"].as_str().unwrap_or_default().to_owned()
+    };
+    let r = probe
+        .post(format!("{base}/backchannel-logout"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={logout_token}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
     let out = b.fetch(Method::POST, &format!("{base}/logout"), None).await;
     assert_eq!(out.status, 200);
 
@@ -72,7 +99,9 @@ async fn logs_of_a_full_login_contain_no_secret() {
         let _ = o.read_to_string(&mut logs);
     }
     assert!(logs.contains("login completed"), "logs were captured: {logs}");
-    let mut secrets = vec![code, SECRET_BASIC.to_owned()];
+    assert!(logs.contains("back-channel logout: revocation recorded"), "the back-channel logout was logged");
+    let mut secrets = vec![code, SECRET_BASIC.to_owned(), logout_token.clone()];
+    secrets.extend(logout_token.split('.').map(str::to_owned));
     secrets.extend(jar.values().cloned());
     if let Some(s) = session {
         secrets.push(s.access_token.compact().expose().to_owned());
