@@ -42,7 +42,10 @@ methods = ["GET", "HEAD"]
 
 async fn proxied(idp_extra: Value) -> (Idp, Bff, upstream::Running) {
     let up = upstream::start().await;
-    let (idp, bff) = stack_with(idp_extra, &[], &routes(&up.url())).await;
+    // A generous IdP timeout: the whole suite runs in parallel on two cores, and a refresh
+    // that times out would (correctly) fall back to the still-valid token, hiding the refresh
+    // these tests count.
+    let (idp, bff) = stack_with(idp_extra, &[("BFF_OIDC__HTTP_TIMEOUT_SECS", "10")], &routes(&up.url())).await;
     (idp, bff, up)
 }
 

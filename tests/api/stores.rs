@@ -213,8 +213,10 @@ impl Drop for Relay {
     }
 }
 
+/// With a generous IdP timeout: the suite runs in parallel on two cores, and a refresh that
+/// timed out would hide what these tests count.
 fn store_vars<'a>(store: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("BFF_SESSION__STORE", store), ("BFF_SESSION__URL", url)]
+    vec![("BFF_SESSION__STORE", store), ("BFF_SESSION__URL", url), ("BFF_OIDC__HTTP_TIMEOUT_SECS", "10")]
 }
 
 /// An IdP whose clients get back-channel logout calls at the BFF on `bff_port`.
