@@ -241,7 +241,9 @@ pub async fn validate(
             return Err(IdTokenError::InvalidAccessTokenHash);
         }
     }
-    Ok(ValidIdToken { sub, sid: claims.sid, aud: claims.aud.map(Audience::sorted).unwrap_or_default() })
+    // An empty sid is no sid (back-channel logout matches on it).
+    let sid = claims.sid.filter(|s| !s.is_empty());
+    Ok(ValidIdToken { sub, sid, aud: claims.aud.map(Audience::sorted).unwrap_or_default() })
 }
 
 fn map_kind(kind: &jsonwebtoken::errors::ErrorKind) -> IdTokenError {

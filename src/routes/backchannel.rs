@@ -85,15 +85,23 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
                 return Err(ErrorCode::InvalidLogoutToken.into());
             }
         };
+    let jti = format!("jti:{}", token.jti);
+    // A replay is refused before anything is applied (and, below, the jti is spent only after
+    // the logout was applied, so an IdP retry after a store error still succeeds).
+    if store.is_used(&jti, t).await? {
+        tracing::warn!("back-channel logout token replayed (jti already seen)");
+        metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);
+        return Err(ErrorCode::InvalidLogoutToken.into());
+    }
+    let received = t + crate::store::SID_RECEIPT_MARGIN_SECS;
     let who = match (&token.sid, &token.sub) {
-        (Some(sid), sub) => Subject::Sid { sid, sub: sub.as_deref() },
+        (Some(sid), sub) => Subject::Sid { sid, sub: sub.as_deref(), received },
         (None, Some(sub)) => Subject::Sub(sub),
         (None, None) => return Err(ErrorCode::InvalidLogoutToken.into()),
     };
     // Apply first, then spend the jti: both steps are idempotent, and a store failure between
     // them must leave the IdP's retry able to succeed (spending the jti first would turn that
-    // retry into a "replay" and leave the sessions alive). A replay re-applies a logout that
-    // already happened, which changes nothing, and is still refused.
+    // retry into a "replay" and leave the sessions alive).
     match state.server_store() {
         Some(sessions) => {
             let n = sessions.delete_sessions_of(who, token.iat).await?;
@@ -111,8 +119,8 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
             tracing::info!(by_sid = token.sid.is_some(), "back-channel logout: revocation recorded");
         }
     }
-    if !store.first_use(&format!("jti:{}", token.jti), token.usable_until).await? {
-        tracing::warn!("back-channel logout token replayed (jti already seen)");
+    if !store.first_use(&jti, token.usable_until).await? {
+        tracing::warn!("back-channel logout token replayed concurrently (jti already seen)");
         metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);
         return Err(ErrorCode::InvalidLogoutToken.into());
     }

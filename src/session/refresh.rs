@@ -366,42 +366,40 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Origin
     let http_timeout = state.settings.oidc.http_timeout;
     let lock_ttl = http_timeout * 3 + crate::store::OP_TIMEOUT * 2 + std::time::Duration::from_secs(5);
     let lock_ttl_ms = lock_ttl.as_millis() as i64;
-    let deadline = tokio::time::Instant::now() + lock_ttl + std::time::Duration::from_secs(5);
     let from_cache = |hit: CacheHit| match hit {
         CacheHit::Fresh(f) => Outcome::Refreshed(Arc::new(f)),
         CacheHit::Refused => Outcome::Refused,
     };
-    let mut logged_wait = false;
-    while tokio::time::Instant::now() < deadline {
-        // The grant slot first: the lock's lifetime must not be spent queueing for one. Only
-        // the lock holder keeps it.
-        let Ok(permit) = state.refresher.grants.acquire().await else {
-            return Outcome::Temporary(ErrorCode::IdpUnavailable);
-        };
-        match store.try_lock(&id, &owner, lock_ttl_ms).await {
-            Ok(true) => {
-                // Another replica may have finished between our cache check and the lock.
-                let (outcome, shared) =
-                    match state.refresher.cached(&state, &id, rt.expose(), original.issued_at, now()).await {
-                        Ok(Some(hit)) => (from_cache(hit), true),
-                        Ok(None) => grant_and_cache(&state, id, &rt, &original, Some(permit)).await,
-                        Err(_) => (Outcome::Temporary(ErrorCode::SessionStoreUnavailable), true),
-                    };
-                // A result the other replicas cannot see: keep the lock until it expires, so
-                // they give up (temporary error) instead of spending the token again now.
-                if shared {
-                    if let Err(e) = store.unlock(&id, &owner).await {
-                        tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
-                    }
+    // The grant slot first: the lock's lifetime must not be spent queueing for one.
+    let Ok(permit) = state.refresher.grants.acquire().await else {
+        return Outcome::Temporary(ErrorCode::IdpUnavailable);
+    };
+    match store.try_lock(&id, &owner, lock_ttl_ms).await {
+        Ok(true) => {
+            // Another replica may have finished between our cache check and the lock.
+            let (outcome, shared) =
+                match state.refresher.cached(&state, &id, rt.expose(), original.issued_at, now()).await {
+                    Ok(Some(hit)) => (from_cache(hit), true),
+                    Ok(None) => grant_and_cache(&state, id, &rt, &original, Some(permit)).await,
+                    Err(_) => (Outcome::Temporary(ErrorCode::SessionStoreUnavailable), true),
+                };
+            // A result the other replicas cannot see: keep the lock until it expires. Waiters
+            // never take over a lock they saw held (below), so none of them spends the token
+            // again; they give up with a temporary error.
+            if shared {
+                if let Err(e) = store.unlock(&id, &owner).await {
+                    tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
                 }
-                return outcome;
             }
-            Ok(false) => {
-                drop(permit);
-                if !logged_wait {
-                    tracing::debug!("another replica is refreshing this session; waiting for its result");
-                    logged_wait = true;
-                }
+            outcome
+        }
+        Ok(false) => {
+            drop(permit);
+            tracing::debug!("another replica is refreshing this session; waiting for its result");
+            // Wait at most one lock lifetime from now, which covers the holder's whole
+            // refresh; then give up rather than take the lock over and spend the token again.
+            let deadline = tokio::time::Instant::now() + lock_ttl;
+            while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 match state.refresher.cached(&state, &id, rt.expose(), original.issued_at, now()).await {
                     Ok(Some(hit)) => {
@@ -412,14 +410,14 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Origin
                     Err(_) => return Outcome::Temporary(ErrorCode::SessionStoreUnavailable),
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "refresh lock unavailable; not refreshing");
-                return Outcome::Temporary(ErrorCode::SessionStoreUnavailable);
-            }
+            tracing::warn!("timed out waiting for another replica's refresh");
+            Outcome::Temporary(ErrorCode::IdpTimeout)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "refresh lock unavailable; not refreshing");
+            Outcome::Temporary(ErrorCode::SessionStoreUnavailable)
         }
     }
-    tracing::warn!("timed out waiting for another replica's refresh");
-    Outcome::Temporary(ErrorCode::IdpTimeout)
 }
 
 /// One grant (under `permit`, or a grant slot taken here) and its caching. The flag is false

@@ -24,6 +24,8 @@ use std::time::Duration;
 
 /// The longest any one store operation may take.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// A back-channel logout may walk many sessions (in batches); the IdP waits for its answer.
+pub const LOGOUT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -64,22 +66,26 @@ pub struct NewSession<'a> {
     pub data: &'a str,
 }
 
-/// Whose sessions a back-channel logout ends.
+/// Whose sessions a back-channel logout ends, and up to when they were created.
 #[derive(Debug, Clone, Copy)]
 pub enum Subject<'a> {
-    /// Every session of this IdP session (a `sid` names one IdP session, which has ended: its
-    /// sessions end whatever their creation time, so clock skew between us and the IdP cannot
-    /// spare one) — and, when the token names the user, that user's sessions that carry no
-    /// `sid` and were created at or before `iat` (we cannot tell which IdP session those
-    /// belong to).
-    Sid { sid: &'a str, sub: Option<&'a str> },
+    /// The sessions of this IdP session created before we received the logout (`received`,
+    /// our own clock plus a few seconds: no comparison with the IdP's clock, so its skew cannot
+    /// spare a session, while an IdP that reuses a `sid` does not lock a later login out) —
+    /// and, when the token names the user, that user's sessions that carry no `sid` and were
+    /// created at or before `iat` (we cannot tell which IdP session those belong to).
+    Sid { sid: &'a str, sub: Option<&'a str>, received: i64 },
     /// Every session of this user created at or before `iat` (a later login is not affected).
     Sub(&'a str),
 }
 
+/// How much later than our receipt of a `sid` logout a session may have been created (by a
+/// replica whose clock is slightly ahead) and still end.
+pub const SID_RECEIPT_MARGIN_SECS: i64 = 5;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RevocationKind {
-    /// Sessions with this `sid`.
+    /// Sessions with this `sid` created at or before the entry's time (our receipt).
     Sid,
     /// Sessions of this `sub` created at or before `iat`.
     Sub,
@@ -106,7 +112,8 @@ impl RevocationKind {
     }
 }
 
-/// A cookie-mode back-channel logout, as recorded in the revocation list.
+/// A cookie-mode back-channel logout, as recorded in the revocation list: sessions matching
+/// `kind`/`value` created at or before `iat` (for `Sid`: our receipt time) are over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     pub kind: RevocationKind,
@@ -118,11 +125,12 @@ impl Revocation {
     /// The entries a validated logout token records.
     pub fn for_subject(who: Subject<'_>, iat: i64) -> Vec<Self> {
         let r = |kind, value: &str| Self { kind, value: value.to_owned(), iat };
+        let by_sid = |sid: &str, received| Self { kind: RevocationKind::Sid, value: sid.to_owned(), iat: received };
         match who {
-            Subject::Sid { sid, sub: Some(sub) } => {
-                vec![r(RevocationKind::Sid, sid), r(RevocationKind::SubWithoutSid, sub)]
+            Subject::Sid { sid, sub: Some(sub), received } => {
+                vec![by_sid(sid, received), r(RevocationKind::SubWithoutSid, sub)]
             }
-            Subject::Sid { sid, sub: None } => vec![r(RevocationKind::Sid, sid)],
+            Subject::Sid { sid, sub: None, received } => vec![by_sid(sid, received)],
             Subject::Sub(sub) => vec![r(RevocationKind::Sub, sub)],
         }
     }
@@ -236,9 +244,20 @@ impl Store {
         dispatch!(self.delete_session(key))
     }
 
-    /// Delete the sessions of `who` created at or before `iat`; how many were deleted.
+    /// Delete the sessions `who` names (see [`Subject`]); how many were deleted. Bounded by
+    /// [`LOGOUT_TIMEOUT`]: a user with very many sessions is walked in batches.
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, StoreError> {
-        dispatch!(self.delete_sessions_of(who, iat))
+        let f = async {
+            match self {
+                Store::Sql(s) => s.delete_sessions_of(who, iat).await.map_err(|e| e.to_string()),
+                Store::Redis(r) => r.delete_sessions_of(who, iat).await.map_err(|e| e.to_string()),
+            }
+        };
+        match tokio::time::timeout(LOGOUT_TIMEOUT, f).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(StoreError::Backend(e)),
+            Err(_) => Err(StoreError::Timeout),
+        }
     }
 
     /// Record a revocation, stamped with the store's own clock (replicas poll by that stamp, so
@@ -251,6 +270,11 @@ impl Store {
     /// its stamp.
     pub async fn revocations_since(&self, since_ms: i64, now: i64) -> Result<Vec<(Revocation, i64)>, StoreError> {
         dispatch!(self.revocations_since(since_ms, now))
+    }
+
+    /// Has this single-use value been recorded (and not yet expired)?
+    pub async fn is_used(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        dispatch!(self.is_used(id, now))
     }
 
     /// Record a single-use value (`jti:…`, `state:…`) until `expires_at`; `Ok(false)` if it

@@ -15,6 +15,9 @@ use redis::{AsyncCommands, Script};
 use std::fmt::Write;
 use std::sync::{Arc, LazyLock};
 
+/// An index set larger than this is pruned of dead ids when a session is added to it.
+const PRUNE_ABOVE: u64 = 32;
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -43,9 +46,10 @@ return 1",
 });
 
 // One batch of an index set (the caller walks the set with SSCAN, so no call blocks Redis for
-// long however large the set). KEYS[1]: the index set. ARGV: mode ('sid': every session;
-// 'sub': created <= iat; 'nosid': created <= iat and no sid), iat, session key prefix, required
-// sub ('' = any), then the ids. Ids whose session is gone leave the set.
+// long however large the set). KEYS[1]: the index set. ARGV: mode ('any': every session
+// created <= bound; 'nosid': those without a sid; 'prune': none, only forget dead ids),
+// bound, session key prefix, required sub ('' = any), then the ids. Ids whose session is gone
+// leave the set.
 static LOGOUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -58,7 +62,7 @@ for i = 5, #ARGV do
     redis.call('SREM', KEYS[1], id)
   else
     local old = tonumber(f[1]) <= tonumber(ARGV[2])
-    local hit = (ARGV[1] == 'sid') or (ARGV[1] == 'sub' and old) or (ARGV[1] == 'nosid' and old and f[3] == '')
+    local hit = (ARGV[1] == 'any' and old) or (ARGV[1] == 'nosid' and old and f[3] == '')
     if hit and (ARGV[4] == '' or f[2] == ARGV[4]) then
       redis.call('DEL', k)
       redis.call('SREM', KEYS[1], id)
@@ -195,13 +199,21 @@ impl RedisStore {
         // An index set lives as long as its longest-lived session can (NX then GT: a set
         // without expiry counts as infinite for GT). The absolute expiry, not the idle one:
         // activity slides the session's own key, never the sets.
-        let ttl = (s.absolute_expires_at - crate::state::now()).max(1);
         for set in &index {
             p.sadd(set, &id).ignore();
-            p.cmd("EXPIRE").arg(set).arg(ttl).arg("NX").ignore();
-            p.cmd("EXPIRE").arg(set).arg(ttl).arg("GT").ignore();
+            p.cmd("EXPIREAT").arg(set).arg(s.absolute_expires_at).arg("NX").ignore();
+            p.cmd("EXPIREAT").arg(set).arg(s.absolute_expires_at).arg("GT").ignore();
+            p.scard(set);
         }
-        p.query_async::<()>(&mut c).await
+        let sizes: Vec<u64> = p.query_async(&mut c).await?;
+        // Sessions that ended by expiry leave their ids behind: prune a set that has grown, so
+        // index sets stay about as large as the user's live sessions.
+        for (set, size) in index.into_iter().zip(sizes) {
+            if size > PRUNE_ABOVE {
+                self.logout_set(set, "prune", 0, "").await?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn get_session(&self, key: &[u8; 32], _now: i64) -> Result<Option<SessionRow>, redis::RedisError> {
@@ -276,14 +288,14 @@ impl RedisStore {
 
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, redis::RedisError> {
         match who {
-            Subject::Sid { sid, sub } => {
-                let mut n = self.logout_set(self.key("sid", sid), "sid", iat, sub.unwrap_or("")).await?;
+            Subject::Sid { sid, sub, received } => {
+                let mut n = self.logout_set(self.key("sid", sid), "any", received, sub.unwrap_or("")).await?;
                 if let Some(sub) = sub {
                     n += self.logout_set(self.key("sub", sub), "nosid", iat, sub).await?;
                 }
                 Ok(n)
             }
-            Subject::Sub(sub) => self.logout_set(self.key("sub", sub), "sub", iat, "").await,
+            Subject::Sub(sub) => self.logout_set(self.key("sub", sub), "any", iat, "").await,
         }
     }
 
@@ -315,6 +327,11 @@ impl RedisStore {
                 Some((Revocation { kind, iat, value: parts.next()?.to_owned() }, *score as i64))
             })
             .collect())
+    }
+
+    pub async fn is_used(&self, id: &str, _now: i64) -> Result<bool, redis::RedisError> {
+        let mut c = self.conn.clone();
+        c.exists(self.key("used", id)).await
     }
 
     pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, redis::RedisError> {

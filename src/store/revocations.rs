@@ -45,9 +45,8 @@ impl Revocations {
             return Err(StoreError::Backend("revocation list not refreshed recently".into()));
         }
         let by_sub = read(&self.sub).get(&s.sub).is_some_and(|iat| s.created_at <= *iat);
-        // A sid names one IdP session, which has ended: whatever the creation time.
         let by_sid = match &s.sid {
-            Some(sid) => read(&self.sid).contains_key(sid),
+            Some(sid) => read(&self.sid).get(sid).is_some_and(|received| s.created_at <= *received),
             None => read(&self.sub_without_sid).get(&s.sub).is_some_and(|iat| s.created_at <= *iat),
         };
         Ok(by_sub || by_sid)

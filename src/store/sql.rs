@@ -182,13 +182,13 @@ impl SqlStore {
 
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, sqlx::Error> {
         let done = match who {
-            Subject::Sid { sid, sub: Some(sub) } => on_pool!(self, pool => sqlx::query(
-                "DELETE FROM bff_sessions WHERE (sid = $1 AND sub = $2) \
+            Subject::Sid { sid, sub: Some(sub), received } => on_pool!(self, pool => sqlx::query(
+                "DELETE FROM bff_sessions WHERE (sid = $1 AND sub = $2 AND created_at <= $4) \
                  OR (sid IS NULL AND sub = $2 AND created_at <= $3)")
-                .bind(sid).bind(sub).bind(iat).execute(pool).await?.rows_affected()),
-            Subject::Sid { sid, sub: None } => on_pool!(self, pool => sqlx::query(
-                "DELETE FROM bff_sessions WHERE sid = $1")
-                .bind(sid).execute(pool).await?.rows_affected()),
+                .bind(sid).bind(sub).bind(iat).bind(received).execute(pool).await?.rows_affected()),
+            Subject::Sid { sid, sub: None, received } => on_pool!(self, pool => sqlx::query(
+                "DELETE FROM bff_sessions WHERE sid = $1 AND created_at <= $2")
+                .bind(sid).bind(received).execute(pool).await?.rows_affected()),
             Subject::Sub(sub) => on_pool!(self, pool => sqlx::query(
                 "DELETE FROM bff_sessions WHERE sub = $1 AND created_at <= $2")
                 .bind(sub).bind(iat).execute(pool).await?.rows_affected()),
@@ -234,6 +234,11 @@ impl SqlStore {
             }
             Ok(out)
         })
+    }
+
+    pub async fn is_used(&self, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+        const Q: &str = "SELECT COUNT(*) FROM bff_used_ids WHERE id = $1 AND expires_at > $2";
+        on_pool!(self, pool => sqlx::query_scalar::<_, i64>(Q).bind(id).bind(now).fetch_one(pool).await.map(|n| n > 0))
     }
 
     pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, sqlx::Error> {
