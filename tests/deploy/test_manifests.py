@@ -159,8 +159,10 @@ class Kubernetes(unittest.TestCase):
         self.assertEqual(session["keys_file"], f"{SECRETS_DIR}/session-keys")
         self.assertNotIn("client_secret", oidc, "no secret in the ConfigMap")
         self.assertNotIn("keys", session, "no session key in the ConfigMap")
-        self.assertIn(session.get("store", "cookie"), ("cookie",))
-        self.assertFalse(session.get("url"), "the shared store is not supported by this build")
+        # Cookie mode without a store in the shipped manifests (no Redis/PostgreSQL here); a
+        # store URL would belong in the Secret (it may hold a password), never the ConfigMap.
+        self.assertEqual(session.get("store", "cookie"), "cookie")
+        self.assertFalse(session.get("url"), "a store URL belongs in a Secret (url_file)")
         self.assertLess(
             server.get("shutdown_timeout_secs", 30), self.pod["terminationGracePeriodSeconds"]
         )
@@ -324,8 +326,9 @@ class Compose(unittest.TestCase):
         server, oidc, session = self.config["server"], self.config["oidc"], self.config["session"]
         self.assertEqual(server["public_url"], "http://127.0.0.1:8080")
         self.assertIs(session["secure"], False)
-        self.assertEqual(session.get("store", "cookie"), "cookie")
-        self.assertNotIn("url", session, "this build refuses [session] url")
+        self.assertEqual(session.get("store"), "redis")
+        self.assertTrue(session["url"].startswith("redis://redis:6379/"), "the compose file's Redis")
+        self.assertEqual(self.services["oidc-bff"]["depends_on"]["redis"]["condition"], "service_healthy")
         self.assertNotIn("admin_listen", server)
         mounts = self.mounts("oidc-bff")
         self.assertEqual(mounts[CONFIG_PATH][0], "./bff.toml")
