@@ -102,6 +102,20 @@ impl Idp {
         self.events().await["grants"][kind].as_u64().unwrap_or(0)
     }
 
+    /// A JWT signed with the IdP's current key (`/__test/sign`): crafted logout tokens.
+    pub async fn sign(&self, header: Value, payload: Value) -> String {
+        let r: Value = reqwest::Client::new()
+            .post(format!("{}/__test/sign", self.origin()))
+            .json(&json!({ "header": header, "payload": payload }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_default();
+        r["jwt"].as_str().unwrap_or_default().to_owned()
+    }
+
     pub async fn control(&self, path: &str) -> Value {
         self.control_method(reqwest::Method::POST, path).await
     }

@@ -65,16 +65,7 @@ async fn logs_of_a_full_login_contain_no_secret() {
             "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::state::now(), "jti": "logs-test",
             "sub": "someone-else", "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
         });
-        let r: serde_json::Value = probe
-            .post(format!("{}/__test/sign", idp.origin()))
-            .json(&json!({ "payload": payload }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
-        r["jwt"].as_str().unwrap_or_default().to_owned()
+        idp.sign(json!({}), payload).await
     };
     let r = probe
         .post(format!("{base}/backchannel-logout"))

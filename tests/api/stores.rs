@@ -437,16 +437,7 @@ async fn backchannel_logout_from_the_idp_cookie_mode_revocation_list_redis() {
 }
 
 async fn sign(idp: &Idp, header: Value, payload: Value) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}/__test/sign", idp.origin()))
-        .json(&json!({ "header": header, "payload": payload }))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
-    r["jwt"].as_str().unwrap_or_default().to_owned()
+    idp.sign(header, payload).await
 }
 
 async fn post_logout_token(bff: &Bff, body: String) -> Resp {
