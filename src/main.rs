@@ -60,10 +60,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::GenerateKey => {
             use base64::Engine;
-            use chacha20poly1305::aead::OsRng;
-            use chacha20poly1305::aead::rand_core::RngCore;
-            let mut key = [0u8; 32];
-            OsRng.fill_bytes(&mut key);
+            let key: [u8; 32] = oidc_bff::secret::random_bytes();
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
         }

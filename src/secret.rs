@@ -42,8 +42,16 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// `n` bytes from the OS CSPRNG, base64url without padding (state, nonce, PKCE verifier,
-/// logout tokens).
+/// `N` bytes from the OS CSPRNG (session ids, logout tokens, lock owners, keys).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use chacha20poly1305::aead::OsRng;
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut buf = [0u8; N];
+    OsRng.fill_bytes(&mut buf);
+    buf
+}
+
+/// `n` bytes from the OS CSPRNG, base64url without padding (state, nonce, PKCE verifier).
 pub fn random_urlsafe(n: usize) -> String {
     use base64::Engine;
     use chacha20poly1305::aead::OsRng;
@@ -51,6 +59,15 @@ pub fn random_urlsafe(n: usize) -> String {
     let mut buf = vec![0u8; n];
     OsRng.fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Lower-case hex (store keys and names; never for secrets in logs).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 #[cfg(test)]
@@ -62,6 +79,12 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{:?}", Some(&s)), "Some([redacted])");
+    }
+
+    #[test]
+    fn hex_is_two_lower_case_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab]), "000fab");
+        assert_ne!(random_bytes::<16>(), random_bytes::<16>());
     }
 
     #[test]

@@ -74,15 +74,6 @@ pub enum Completed {
 /// An error plus the Set-Cookie lines to send with it (the spent transaction is expired).
 pub type Failure = (AppError, Vec<String>);
 
-fn hex_digest(s: &str) -> String {
-    use sha2::{Digest, Sha256};
-    use std::fmt::Write;
-    Sha256::digest(s.as_bytes()).iter().fold(String::with_capacity(64), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
-}
-
 fn fail(code: impl Into<AppError>, why: &str, cookies: Vec<String>) -> Failure {
     let err = code.into();
     tracing::warn!(error = err.code.as_str(), reason = why, "login failed");
@@ -146,7 +137,7 @@ pub async fn complete(
     }
     // And on every replica, when they share a store (SPEC §3.2).
     if let Some(store) = &state.store {
-        let id = format!("state:{}", hex_digest(st));
+        let id = format!("state:{}", crate::secret::hex(&<sha2::Sha256 as sha2::Digest>::digest(st.as_bytes())));
         match store.first_use(&id, t + 2 * tx::TX_LIFETIME_SECS).await {
             Ok(true) => {}
             Ok(false) => {

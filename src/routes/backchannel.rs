@@ -45,15 +45,8 @@ async fn backchannel_logout(State(state): State<AppState>, req: Request) -> Resp
 }
 
 async fn read_form(body: Body, deadline: std::time::Duration) -> Result<Form, AppError> {
-    let bytes = tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY))
-        .await
-        .map_err(|_| AppError::from(ErrorCode::InvalidRequest))?
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            AppError::from(if too_large { ErrorCode::PayloadTooLarge } else { ErrorCode::InvalidRequest })
-        })?;
-    // serde_urlencoded refuses nothing it does not know: unknown fields are ignored, a missing
-    // logout_token is an error. The body is never logged.
+    let bytes = super::body::read_bytes(body, MAX_BODY, deadline).await?;
+    // Unknown fields are ignored; a missing logout_token is an error.
     serde_urlencoded::from_bytes(&bytes).map_err(|_| AppError::from(ErrorCode::InvalidLogoutToken))
 }
 

@@ -58,14 +58,13 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
 /// Persist what changed: new tokens (`changed`), or just the sliding idle expiry when it is due
 /// (SPEC §4: at most every min(60 s, idle/4)). Returns the Set-Cookie lines to send.
 pub async fn save(state: &AppState, s: &mut Session, now: i64, changed: bool) -> Result<Vec<String>, AppError> {
-    if s.stored.is_some() {
-        if let Some(store) = state.server_store() {
-            server::save(state, store, s, now, changed).await?;
-        }
+    if let (Some(_), Some(store)) = (&s.stored, state.server_store()) {
+        server::save(state, store, s, now, changed).await?;
         return Ok(Vec::new());
     }
     if changed || s.needs_reseal(now, state.settings.session.idle_timeout_secs) {
-        return Ok(write_cookie(state, s, now));
+        let sealed = seal_cookie(state, s, now);
+        return Ok(state.cookies.write_session(&sealed, s.absolute_expires_at - now));
     }
     Ok(Vec::new())
 }
@@ -83,13 +82,11 @@ pub async fn create(
     if let Some(store) = state.server_store() {
         return server::create(state, store, session, now, headers, replaces).await;
     }
-    session.sealed_at = now;
-    let sealed = cookie::seal_session(&state.cookies, &state.keys, session);
+    let sealed = seal_cookie(state, session, now);
     if sealed.len() > cookie::MAX_SEALED_BYTES {
         tracing::warn!(bytes = sealed.len(), "sealed session above 8 cookie chunks");
         return Err(ErrorCode::SessionTooLarge.into());
     }
-    metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
     Ok(state.cookies.write_session(&sealed, session.absolute_expires_at - now))
 }
 
@@ -111,10 +108,10 @@ pub async fn end(state: &AppState, s: &Session) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Set-Cookie lines that store `session` (cookie mode) as sealed at `now`.
-fn write_cookie(state: &AppState, session: &mut Session, now: i64) -> Vec<String> {
+/// `session` (cookie mode) sealed at `now`, as the cookie value.
+fn seal_cookie(state: &AppState, session: &mut Session, now: i64) -> String {
     session.sealed_at = now;
     let sealed = cookie::seal_session(&state.cookies, &state.keys, session);
     metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
-    state.cookies.write_session(&sealed, session.absolute_expires_at - now)
+    sealed
 }

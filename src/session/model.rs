@@ -137,11 +137,7 @@ impl fmt::Debug for LogoutToken {
 
 impl LogoutToken {
     pub fn random() -> Self {
-        use chacha20poly1305::aead::OsRng;
-        use chacha20poly1305::aead::rand_core::RngCore;
-        let mut b = [0u8; 16];
-        OsRng.fill_bytes(&mut b);
-        Self(b)
+        Self(crate::secret::random_bytes())
     }
 
     pub fn write_encoded(&self, out: &mut String) {

@@ -353,12 +353,7 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Origin
     };
     // Across replicas: whoever takes the lock spends the token; the others wait for its answer
     // in the shared cache. A holder that dies lets the lock expire; then someone else takes it.
-    let mut owner = [0u8; 16];
-    {
-        use chacha20poly1305::aead::OsRng;
-        use chacha20poly1305::aead::rand_core::RngCore;
-        OsRng.fill_bytes(&mut owner);
-    }
+    let owner: [u8; 16] = crate::secret::random_bytes();
     // The lock must outlive everything done under it: the token call and a possible JWKS
     // refetch (each bounded by http_timeout), the cache read and write (each bounded by the
     // store's timeout), plus margin. The grant slot is taken before the lock, so waiting for

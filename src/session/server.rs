@@ -17,11 +17,8 @@ use super::seal::Purpose;
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 use crate::store::{NewSession, SessionRow, Store};
-use chacha20poly1305::aead::OsRng;
-use chacha20poly1305::aead::rand_core::RngCore;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
-use std::fmt::Write;
 
 const ID_LEN: usize = 16;
 
@@ -31,12 +28,7 @@ fn row_key(id: &[u8]) -> [u8; 32] {
 
 /// The associated data that binds a row's sealed data to its key.
 fn row_name(key: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(6 + 64);
-    s.push_str("store:");
-    for b in key {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    format!("store:{}", crate::secret::hex(key))
 }
 
 fn seal(state: &AppState, key: &[u8; 32], s: &Session) -> String {
@@ -139,8 +131,7 @@ pub async fn create(
     for old in current.into_iter().chain(replaces.filter(|r| Some(*r) != current)) {
         store.delete_session(&old).await?;
     }
-    let mut id = [0u8; ID_LEN];
-    OsRng.fill_bytes(&mut id);
+    let id: [u8; ID_LEN] = crate::secret::random_bytes();
     let key = row_key(&id);
     session.sealed_at = now;
     let data = seal(state, &key, session);

@@ -29,7 +29,7 @@ pub const LOGOUT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the session store did not answer within {}s", OP_TIMEOUT.as_secs())]
+    #[error("the session store did not answer in time")]
     Timeout,
     /// The driver's message: sqlx and redis do not put passwords or row data in errors.
     #[error("session store error: {0}")]
@@ -169,7 +169,14 @@ pub fn check_url(backend: StoreKind, url: &str) -> Result<(), &'static str> {
 }
 
 async fn timed<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, StoreError> {
-    match tokio::time::timeout(OP_TIMEOUT, f).await {
+    timed_for(OP_TIMEOUT, f).await
+}
+
+async fn timed_for<T, E: std::fmt::Display>(
+    limit: Duration,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
             metrics::counter!("bff_store_errors_total").increment(1);
@@ -247,16 +254,9 @@ impl Store {
     /// Delete the sessions `who` names (see [`Subject`]); how many were deleted. Bounded by
     /// [`LOGOUT_TIMEOUT`]: a user with very many sessions is walked in batches.
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, StoreError> {
-        let f = async {
-            match self {
-                Store::Sql(s) => s.delete_sessions_of(who, iat).await.map_err(|e| e.to_string()),
-                Store::Redis(r) => r.delete_sessions_of(who, iat).await.map_err(|e| e.to_string()),
-            }
-        };
-        match tokio::time::timeout(LOGOUT_TIMEOUT, f).await {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(StoreError::Backend(e)),
-            Err(_) => Err(StoreError::Timeout),
+        match self {
+            Store::Sql(s) => timed_for(LOGOUT_TIMEOUT, s.delete_sessions_of(who, iat)).await,
+            Store::Redis(r) => timed_for(LOGOUT_TIMEOUT, r.delete_sessions_of(who, iat)).await,
         }
     }
 

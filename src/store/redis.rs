@@ -10,9 +10,9 @@
 //!   with their own expiry.
 
 use super::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, Subject};
+use crate::secret::hex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use std::fmt::Write;
 use std::sync::{Arc, LazyLock};
 
 /// An index set larger than this is pruned of dead ids when a session is added to it.
@@ -103,14 +103,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0",
     )
 });
-
-fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
 
 impl RedisStore {
     /// Split our `prefix` parameter off the URL and check the rest parses for the driver.
