@@ -139,11 +139,23 @@ run() {
   taskset -c 1 timeout 60 wrk "${args[@]}" "-d${WARMUP}s" "$url" > /dev/null
   local out perf_pid=
   if [ "${PERF:-}" = "$name" ]; then
-    taskset -c 1 perf record -q -F 1999 -p "$bff_pid" -o "${PERF_OUT:-/tmp/oidc-bff.perf}" -- sleep "$DURATION" 2> /dev/null &
+    taskset -c 1 perf record -q -F 1999 ${PERF_ARGS:-} -p "$bff_pid" -o "${PERF_OUT:-/tmp/oidc-bff.perf}" -- sleep "$DURATION" 2> /dev/null &
     perf_pid=$!
+  fi
+  local stat_pid=
+  if [ -n "${SYSCALLS:-}" ]; then
+    # Every syscall made on the servers' CPU during the run, by name (divide by requests).
+    taskset -c 1 perf stat -C 0 -e 'syscalls:sys_enter_*' -x, -o "$work/$name.syscalls" -- sleep "$DURATION" 2> /dev/null &
+    stat_pid=$!
   fi
   out=$(taskset -c 1 timeout $((DURATION + 30)) wrk "${args[@]}" "-d${DURATION}s" "$url" | awk '/^RESULT/ {print $2, $3, $4, $5, $6}')
   if [ -n "$perf_pid" ]; then wait "$perf_pid"; fi
+  if [ -n "$stat_pid" ]; then wait "$stat_pid"; fi
+  if [ -n "$stat_pid" ]; then
+    awk -F, -v n="$name" -v reqs="$(echo "$out" | awk '{print $5}')" -v d="$DURATION" \
+      '$1 >= 1 && $3 ~ /sys_enter/ {sub("syscalls:sys_enter_", "", $3); t += $1; if ($1 / reqs >= 0.01) s = s sprintf(" %s=%.2f", $3, $1 / (reqs * 1.0))}
+       END {printf "%s syscalls/request on CPU 0: %.2f:%s\n", n, t / reqs, s}' "$work/$name.syscalls" >&2
+  fi
   echo "$name $out"
 }
 # A fresh login before each oidc-bff run: a real browser stores the re-sealed cookie, wrk
@@ -153,8 +165,10 @@ login() { python3 bench/login.py "http://127.0.0.1:$BFF"; }
 TARGETS=${TARGETS:-static-floor bff-session proxy-floor bff-proxy upstream-direct}
 ctx() { awk '/ctxt_switches/ {s+=$2} END {print s+0}' "/proc/$1/status"; }
 results=()
+# Context switches of every server process on CPU 0 (oidc-bff and the nginx instances).
+servers_ctx() { local s=$(ctx "$bff_pid"); for p in $(for m in "$work"/*.pid; do pgrep -P "$(cat "$m")"; done); do s=$((s + $(ctx "$p"))); done; echo "$s"; }
 for t in $TARGETS; do
-  c0=$(ctx "$bff_pid")
+  c0=$(ctx "$bff_pid") a0=$(servers_ctx)
   case $t in
     static-floor) results+=("$(run static-floor "http://127.0.0.1:$STATIC/session")") ;;
     bff-session) results+=("$(run bff-session "http://127.0.0.1:$BFF/session" "$(login)")") ;;
@@ -162,8 +176,13 @@ for t in $TARGETS; do
     bff-proxy) results+=("$(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")") ;;
     upstream-direct) results+=("$(run upstream-direct "http://127.0.0.1:$UP/api/x")") ;;
   esac
-  [ -n "${CTX:-}" ] && echo "$t: oidc-bff context switches $(( $(ctx "$bff_pid") - c0 ))" >&2
+  [ -n "${CTX:-}" ] && echo "$t: context switches: oidc-bff $(($(ctx "$bff_pid") - c0)), all servers $(($(servers_ctx) - a0))" >&2
 done
+if [ -n "${HOLD:-}" ]; then
+  # Keep everything up for HOLD seconds (bounded) to inspect it by hand.
+  echo "holding ${HOLD}s: oidc-bff pid $bff_pid on http://127.0.0.1:$BFF, cookie: $(login)" >&2
+  sleep "$HOLD"
+fi
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_pid/status")
 nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
 
