@@ -188,14 +188,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
                         return r;
                     }
                 };
-                let mut v = String::with_capacity(7 + s.access_token.compact_len());
-                v.push_str("Bearer ");
-                s.access_token.write_compact(&mut v);
-                HeaderValue::from_str(&v).ok().map(|mut h| {
-                    // Never HPACK-indexed on HTTP/2 upstreams.
-                    h.set_sensitive(true);
-                    h
-                })
+                s.access_token.bearer()
             }
         },
     };

@@ -4,12 +4,14 @@
 //! chunks are one AEAD ciphertext, so a chunk from another session makes the whole fail.
 //! Every write expires the names it does not use, whether or not the browser sent them.
 
+use super::memo;
 use super::model::Session;
 use super::seal::{Keyring, Purpose};
 use crate::settings::{SameSite, SessionSettings};
 use cookie::Cookie;
 use http::HeaderMap;
 use http::header::{COOKIE, SET_COOKIE};
+use std::sync::Arc;
 
 pub const MAX_CHUNKS: usize = 8;
 /// Browsers keep at least 4096 bytes per cookie including its name and attributes.
@@ -156,10 +158,25 @@ impl<'a> SessionCookie<'a> {
         }
     }
 
-    pub fn open(&self, names: &CookieNames, keys: &Keyring) -> Option<Session> {
+    /// Open the session cookie, or take the session this exact value opened to earlier on this
+    /// thread (`memo`).
+    pub fn open(&self, names: &CookieNames, keys: &Keyring) -> Option<Arc<Session>> {
         let sealed = self.sealed()?;
-        let plain = keys.open(Purpose::Session, &names.session, &sealed)?;
-        Session::from_bytes(&plain)
+        if let Some(s) = memo::get(keys.id(), &names.session, &sealed) {
+            return Some(s);
+        }
+        let session = Arc::new(Self::decrypt(names, keys, &sealed)?);
+        memo::put(keys.id(), &names.session, &sealed, &session);
+        Some(session)
+    }
+
+    /// Open the session cookie without the memo: always decodes and decrypts.
+    pub fn open_uncached(&self, names: &CookieNames, keys: &Keyring) -> Option<Session> {
+        Self::decrypt(names, keys, &self.sealed()?)
+    }
+
+    fn decrypt(names: &CookieNames, keys: &Keyring, sealed: &str) -> Option<Session> {
+        Session::from_bytes(&keys.open(Purpose::Session, &names.session, sealed)?)
     }
 }
 

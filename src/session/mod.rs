@@ -4,6 +4,7 @@
 //! (`server`), so handlers never ask which one is configured.
 
 pub mod cookie;
+mod memo;
 pub mod model;
 pub mod refresh;
 pub mod seal;
@@ -14,15 +15,16 @@ use crate::state::AppState;
 use cookie::SessionCookie;
 use http::HeaderMap;
 use model::Session;
+use std::sync::Arc;
 
 /// The session a request carries, if any.
 pub enum Loaded {
     /// No session. `stale_cookie` is true when a session cookie was sent but did not open, has
     /// expired or was revoked: the response should expire it.
-    Anonymous {
-        stale_cookie: bool,
-    },
-    Live(Box<Session>),
+    Anonymous { stale_cookie: bool },
+    /// Shared with the per-thread memo in cookie mode: `Arc::make_mut` copies it only when a
+    /// request changes it (refresh, re-seal).
+    Live(Arc<Session>),
 }
 
 /// The request's session. `Err` only when the store needed to answer is unavailable (503).
@@ -52,18 +54,18 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
             return Ok(Loaded::Anonymous { stale_cookie: true });
         }
     }
-    Ok(Loaded::Live(Box::new(session)))
+    Ok(Loaded::Live(session))
 }
 
 /// Persist what changed: new tokens (`changed`), or just the sliding idle expiry when it is due
 /// (SPEC §4: at most every min(60 s, idle/4)). Returns the Set-Cookie lines to send.
-pub async fn save(state: &AppState, s: &mut Session, now: i64, changed: bool) -> Result<Vec<String>, AppError> {
+pub async fn save(state: &AppState, s: &mut Arc<Session>, now: i64, changed: bool) -> Result<Vec<String>, AppError> {
     if let (Some(_), Some(store)) = (&s.stored, state.server_store()) {
-        server::save(state, store, s, now, changed).await?;
+        server::save(state, store, Arc::make_mut(s), now, changed).await?;
         return Ok(Vec::new());
     }
     if changed || s.needs_reseal(now, state.settings.session.idle_timeout_secs) {
-        let sealed = seal_cookie(state, s, now);
+        let sealed = seal_cookie(state, Arc::make_mut(s), now);
         return Ok(state.cookies.write_session(&sealed, s.absolute_expires_at - now));
     }
     Ok(Vec::new())

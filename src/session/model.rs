@@ -9,8 +9,10 @@
 use crate::secret::{Secret, ct_eq};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A token as stored: a JWS compact serialization as its decoded parts, or an opaque string.
 #[derive(Clone, Serialize, Deserialize)]
@@ -23,8 +25,16 @@ pub enum Token {
         payload: Vec<u8>,
         #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
+        /// `Bearer <token>`, built the first time the proxy needs it. A token never changes
+        /// once built (a refresh stores a new `Token`), so neither does this.
+        #[serde(skip)]
+        bearer: OnceLock<HeaderValue>,
     },
-    Opaque(String),
+    Opaque {
+        text: String,
+        #[serde(skip)]
+        bearer: OnceLock<HeaderValue>,
+    },
 }
 
 impl fmt::Debug for Token {
@@ -40,23 +50,38 @@ impl Token {
         if let (Some(h), Some(p), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) {
             let decode = |x: &str| URL_SAFE_NO_PAD.decode(x).ok().filter(|d| URL_SAFE_NO_PAD.encode(d) == x);
             if let (Some(header), Some(payload), Some(signature)) = (decode(h), decode(p), decode(sig)) {
-                return Self::Jws { header, payload, signature };
+                return Self::Jws { header, payload, signature, bearer: OnceLock::new() };
             }
         }
-        Self::Opaque(s.to_owned())
+        Self::Opaque { text: s.to_owned(), bearer: OnceLock::new() }
+    }
+
+    /// `Authorization: Bearer <token>` for the upstream, marked sensitive (never HPACK-indexed
+    /// on HTTP/2 upstreams). Built once per token: the session memo shares it across requests.
+    pub fn bearer(&self) -> Option<HeaderValue> {
+        let (Self::Jws { bearer, .. } | Self::Opaque { bearer, .. }) = self;
+        if let Some(h) = bearer.get() {
+            return Some(h.clone());
+        }
+        let mut v = String::with_capacity(7 + self.compact_len());
+        v.push_str("Bearer ");
+        self.write_compact(&mut v);
+        let mut h = HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()?;
+        h.set_sensitive(true);
+        Some(bearer.get_or_init(|| h).clone())
     }
 
     /// Append the token's text form to `out`.
     pub fn write_compact(&self, out: &mut String) {
         match self {
-            Self::Jws { header, payload, signature } => {
+            Self::Jws { header, payload, signature, .. } => {
                 URL_SAFE_NO_PAD.encode_string(header, out);
                 out.push('.');
                 URL_SAFE_NO_PAD.encode_string(payload, out);
                 out.push('.');
                 URL_SAFE_NO_PAD.encode_string(signature, out);
             }
-            Self::Opaque(s) => out.push_str(s),
+            Self::Opaque { text, .. } => out.push_str(text),
         }
     }
 
@@ -70,10 +95,10 @@ impl Token {
     pub fn compact_len(&self) -> usize {
         let b64 = |n: usize| (n * 4).div_ceil(3);
         match self {
-            Self::Jws { header, payload, signature } => {
+            Self::Jws { header, payload, signature, .. } => {
                 b64(header.len()) + b64(payload.len()) + b64(signature.len()) + 2
             }
-            Self::Opaque(s) => s.len(),
+            Self::Opaque { text, .. } => text.len(),
         }
     }
 
@@ -81,7 +106,7 @@ impl Token {
     pub fn payload(&self) -> Option<&[u8]> {
         match self {
             Self::Jws { payload, .. } => Some(payload),
-            Self::Opaque(_) => None,
+            Self::Opaque { .. } => None,
         }
     }
 }
@@ -214,6 +239,19 @@ mod tests {
             let t = Token::new(opaque);
             assert_eq!(t.compact().expose(), opaque);
         }
+    }
+
+    #[test]
+    fn the_stored_form_is_unchanged_by_the_bearer_memo() {
+        // Cookies and store rows sealed before the memo existed must still open: an opaque
+        // token is variant 1 and its text, a JWS is variant 0 and its three byte strings.
+        assert_eq!(postcard::to_allocvec(&Token::new("abc")).ok(), Some(vec![1, 3, b'a', b'b', b'c']));
+        let jws = Token::new("e30.e30.c2ln");
+        assert_eq!(postcard::to_allocvec(&jws).ok(), Some(vec![0, 2, b'{', b'}', 2, b'{', b'}', 3, b's', b'i', b'g']));
+        assert_eq!(jws.bearer().as_ref().map(|h| h.as_bytes()), Some(&b"Bearer e30.e30.c2ln"[..]));
+        assert!(jws.bearer().is_some_and(|h| h.is_sensitive()));
+        let back: Token = postcard::from_bytes(&[1, 2, b'r', b't']).unwrap_or_else(|_| Token::new(""));
+        assert_eq!(back.compact().expose(), "rt");
     }
 
     #[test]

@@ -236,18 +236,33 @@ fn apply(session: &mut Session, fresh: &Fresh, from: &[u8; 32]) {
     session.refreshed_from = Some(*from);
 }
 
+fn needed(state: &AppState, session: &Session, when: When, t: i64) -> bool {
+    match when {
+        When::Due => due(session, t, state.settings.oidc.refresh_margin_secs),
+        When::Expired => t >= session.access_expires_at,
+    }
+}
+
 /// Bring `session`'s access token up to date. Ok(true) when it changed and must be re-sealed.
-pub async fn ensure_fresh(state: &AppState, session: &mut Session, when: When) -> Result<bool, RefreshFailure> {
+/// The session is copied out of the memo (`Arc::make_mut`) only when a refresh is needed.
+pub async fn ensure_fresh(
+    state: &AppState,
+    session: &mut std::sync::Arc<Session>,
+    when: When,
+) -> Result<bool, RefreshFailure> {
+    if !needed(state, session, when, now()) {
+        return Ok(false);
+    }
+    refresh_session(state, std::sync::Arc::make_mut(session), when).await
+}
+
+async fn refresh_session(state: &AppState, session: &mut Session, when: When) -> Result<bool, RefreshFailure> {
     let mut changed = false;
     // A cached answer may itself be stale (a chain of rotations within the grace period):
     // follow at most a few links.
     for _ in 0..3 {
         let t = now();
-        let needed = match when {
-            When::Due => due(session, t, state.settings.oidc.refresh_margin_secs),
-            When::Expired => t >= session.access_expires_at,
-        };
-        if !needed {
+        if !needed(state, session, when, t) {
             return Ok(changed);
         }
         let Some(rt) = session.refresh_token.clone() else {

@@ -60,6 +60,8 @@ struct KeyEntry {
 /// The configured keys, each expanded into one cipher per purpose. The first key seals.
 pub struct Keyring {
     keys: Vec<KeyEntry>,
+    /// Unique per keyring built in this process: what `memo` entries are bound to.
+    id: u64,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -100,7 +102,13 @@ impl Keyring {
                 }
             })
             .collect();
-        Self { keys }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self { keys, id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
+    }
+
+    /// This keyring's process-unique id (see `session::memo`).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Run `f` with the associated data for (`kid`, `purpose`, `name`), built on the stack:

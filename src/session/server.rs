@@ -70,7 +70,7 @@ pub async fn load(state: &AppState, store: &Store, found: &SessionCookie<'_>, no
         let _ = store.delete_session(&key).await;
         return Ok(Loaded::Anonymous { stale_cookie: true });
     }
-    Ok(Loaded::Live(Box::new(session)))
+    Ok(Loaded::Live(std::sync::Arc::new(session)))
 }
 
 pub async fn save(state: &AppState, store: &Store, s: &mut Session, now: i64, changed: bool) -> Result<(), AppError> {

@@ -420,7 +420,7 @@ pub fn open_session(bff: &Bff, jar: &BTreeMap<String, String>) -> Option<oidc_bf
     let mut h = http::HeaderMap::new();
     h.insert(http::header::COOKIE, http::HeaderValue::from_str(&cookie.join("; ")).ok()?);
     oidc_bff::session::cookie::SessionCookie::from_headers(&bff.state.cookies, &h)
-        .open(&bff.state.cookies, &bff.state.keys)
+        .open_uncached(&bff.state.cookies, &bff.state.keys)
 }
 
 /// The real binary, started with `toml` written to a temporary file; killed when dropped.

@@ -20,7 +20,7 @@ fn session(id_token_len: usize) -> Session {
     Session {
         sub: "alice".into(),
         sid: Some("sid-1".into()),
-        id_token: Token::Opaque(format!("e30.{}.sig", "a".repeat(id_token_len))),
+        id_token: Token::Opaque { text: format!("e30.{}.sig", "a".repeat(id_token_len)), bearer: Default::default() },
         access_token: Token::new("at"),
         access_expires_at: 100,
         access_issued_at: 1,
@@ -57,7 +57,7 @@ fn small_session_is_one_cookie_and_expires_all_chunks() {
     assert_eq!(lines.iter().filter(|l| l.contains("Max-Age=0")).count(), MAX_CHUNKS);
     let h = browser_sends(&lines);
     let opened = SessionCookie::from_headers(&n, &h).open(&n, &keys);
-    assert_eq!(opened.map(|s| s.sub), Some("alice".to_owned()));
+    assert_eq!(opened.map(|s| s.sub.clone()), Some("alice".to_owned()));
 }
 
 #[test]
