@@ -170,7 +170,10 @@ fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
         Err(_) => return ExitCode::from(1),
     };
     runtime.block_on(async {
+        // Plain HTTP to loopback: the shared TLS configuration never loads the trust roots.
+        let Ok(tls) = oidc_bff::tls::client_config() else { return ExitCode::from(1) };
         let client = match reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(std::time::Duration::from_secs(2))
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())

@@ -22,7 +22,7 @@ pub enum StartupError {
     Bind(SocketAddr, std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    #[error("cannot set up TLS for upstreams: {0}")]
+    #[error("cannot set up TLS: {0}")]
     Tls(std::io::Error),
     #[error("{0}")]
     Discovery(#[from] DiscoveryError),

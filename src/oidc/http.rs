@@ -31,8 +31,11 @@ pub struct IdpResponse {
 }
 
 impl IdpHttp {
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(timeout: Duration) -> Result<Self, crate::startup::StartupError> {
+        let tls =
+            crate::tls::client_config().map_err(|e| crate::startup::StartupError::Tls(std::io::Error::other(e)))?;
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::alpn(tls))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))

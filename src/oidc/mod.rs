@@ -39,7 +39,7 @@ impl std::fmt::Debug for Oidc {
 }
 
 impl Oidc {
-    pub fn new(settings: OidcSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: OidcSettings) -> Result<Self, crate::startup::StartupError> {
         let http = IdpHttp::new(settings.http_timeout)?;
         Ok(Self { settings, http, provider: RwLock::new(None) })
     }

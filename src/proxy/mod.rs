@@ -48,10 +48,10 @@ impl Proxy {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let provider = rustls::crypto::ring::default_provider();
+        let tls = crate::tls::client_config().map_err(std::io::Error::other)?;
         // HTTP/2 when an https upstream offers it (ALPN), else HTTP/1.1.
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_platform_verifier(provider)?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);

@@ -423,3 +423,56 @@ async fn rp_key_rotation_op_sign_key_mid_session_refresh_verifies_with_the_new_k
     b.absorb_set_cookies(&r);
     assert_eq!(b.session(&bff).await.status, 200);
 }
+
+/// A TLS listener presenting a self-signed certificate for `localhost`: counts handshakes the
+/// client aborted and whether any request bytes ever arrived.
+async fn untrusted_tls_upstream()
+-> (String, std::sync::Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicBool)>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::atomic::Ordering;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let cert =
+        CertificateDer::from_pem_file(format!("{dir}/untrusted-localhost.crt")).unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/untrusted-localhost.key")).unwrap_or_else(|e| panic!("{e}"));
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert], key))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let port = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let seen = std::sync::Arc::new((std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicBool::new(false)));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            match acceptor.accept(tcp).await {
+                Err(_) => {
+                    s.0.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(mut tls) => {
+                    let mut buf = [0u8; 1];
+                    if tls.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                        s.1.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), seen)
+}
+
+#[tokio::test]
+async fn an_upstream_certificate_the_system_does_not_trust_is_refused_before_anything_is_sent() {
+    use std::sync::atomic::Ordering;
+    let (url, seen) = untrusted_tls_upstream().await;
+    let extra = format!("[[routes]]\nprefix = \"/api\"\nupstream = \"{url}\"\n");
+    let (_idp, bff) = stack_with(json!({}), &[], &extra).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let r = b.fetch(Method::GET, &bff.url("/api/x"), None).await;
+    assert_eq!((r.status, r.json()["error"].clone()), (502, json!("upstream_unavailable")));
+    assert!(seen.0.load(Ordering::SeqCst) >= 1, "the handshake was not refused by the BFF");
+    assert!(!seen.1.load(Ordering::SeqCst), "request bytes (and the bearer token) reached an untrusted upstream");
+}
