@@ -14,7 +14,10 @@
 # FEATURES (cargo features, e.g. mimalloc),
 # PERF=bff-session|bff-proxy records a flat CPU profile of oidc-bff during that target into
 # PERF_OUT (default /tmp/oidc-bff.perf) - needs linux-perf and symbols
-# (CARGO_PROFILE_RELEASE_DEBUG=line-tables-only).
+# (CARGO_PROFILE_RELEASE_DEBUG=line-tables-only); PERF_ARGS adds perf record options
+# (e.g. --call-graph=dwarf). SYSCALLS=1 prints syscalls per request made on the servers' CPU,
+# CTX=1 the context switches of oidc-bff and of all servers. HOLD=N (at most 600) keeps the
+# stack up N seconds after the runs, printing oidc-bff's pid, URL and a session cookie.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -180,8 +183,9 @@ for t in $TARGETS; do
 done
 if [ -n "${HOLD:-}" ]; then
   # Keep everything up for HOLD seconds (bounded) to inspect it by hand.
+  # The cookie is a session of the throwaway test IdP started above, for wrk/curl by hand.
   echo "holding ${HOLD}s: oidc-bff pid $bff_pid on http://127.0.0.1:$BFF, cookie: $(login)" >&2
-  sleep "$HOLD"
+  sleep "$((HOLD < 600 ? HOLD : 600))"
 fi
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_pid/status")
 nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")

@@ -54,6 +54,10 @@ impl App {
     /// Use an already-bound listener (tests bind port 0 first so they know the port).
     pub fn with_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
         install_crypto_providers();
+        let https = |u: &str| u.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        if https(&settings.oidc.issuer) || settings.routes.iter().any(|r| https(&r.upstream)) {
+            crate::tls::preload().map_err(|e| StartupError::Tls(std::io::Error::other(e)))?;
+        }
         let admin = match settings.server.admin_listen {
             Some(addr) => {
                 let std = std::net::TcpListener::bind(addr).map_err(|e| StartupError::Bind(addr, e))?;

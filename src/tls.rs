@@ -2,8 +2,8 @@
 //! `healthcheck` command): rustls with the ring provider, server certificates verified by
 //! rustls-platform-verifier against the operating system's trust roots.
 //!
-//! The roots are read once per process, when the first certificate has to be verified, and
-//! shared by every client. Reading and parsing the system bundle (about 150 PEM certificates)
+//! The roots are read once per process — at start-up when an IdP or upstream URL is https
+//! (`preload`), else when the first certificate has to be verified — and shared by every client. Reading and parsing the system bundle (about 150 PEM certificates)
 //! was done twice at start-up before — once per HTTP client — and was the largest share of the
 //! idle process's memory (docs/benchmarks.md); a deployment that talks to nothing over TLS
 //! never pays for it. Verification itself is exactly the platform verifier's.
@@ -31,8 +31,17 @@ pub fn alpn(mut config: ClientConfig) -> ClientConfig {
     config
 }
 
+/// Load the trust roots now, failing if they cannot be loaded: start-up calls this when an
+/// IdP or upstream URL is https, so that a broken CA bundle stops the service instead of
+/// surfacing as handshake failures, and no request waits on reading it.
+pub fn preload() -> Result<(), rustls::Error> {
+    system_roots().get().map(|_| ())
+}
+
+/// ring, the one provider the binary installs; the configuration and the verifier share it.
 fn provider() -> Arc<CryptoProvider> {
-    CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
 }
 
 fn system_roots() -> Arc<SystemRoots> {

@@ -31,6 +31,7 @@ const HEAD: usize = 40;
 const TAIL: usize = 24;
 
 struct Slot {
+    keyring: u64,
     check: u64,
     sealed: Box<str>,
     session: Arc<Session>,
@@ -72,7 +73,9 @@ pub fn get(keyring: u64, name: &str, sealed: &str) -> Option<Arc<Session>> {
         let m = m.borrow();
         let check = m.check(keyring, name, sealed);
         match &m.slots[check as usize % SLOTS] {
-            Some(slot) if slot.check == check && *slot.sealed == *sealed => Some(slot.session.clone()),
+            Some(slot) if slot.check == check && slot.keyring == keyring && *slot.sealed == *sealed => {
+                Some(slot.session.clone())
+            }
             _ => None,
         }
     })
@@ -83,7 +86,22 @@ pub fn put(keyring: u64, name: &str, sealed: &str, session: &Arc<Session>) {
     MEMO.with(|m| {
         let mut m = m.borrow_mut();
         let check = m.check(keyring, name, sealed);
-        m.slots[check as usize % SLOTS] = Some(Slot { check, sealed: sealed.into(), session: session.clone() });
+        m.slots[check as usize % SLOTS] =
+            Some(Slot { keyring, check, sealed: sealed.into(), session: session.clone() });
+    });
+}
+
+/// Drop this thread's entries for `session` (seen expired or revoked, or logged out), so its
+/// tokens are not kept in memory until the slot happens to be reused. Other threads' entries
+/// (multi-threaded runtime) are dropped when reused: they only ever answer for the exact
+/// cookie, and every request re-checks expiry and revocation.
+pub fn forget(session: &Session) {
+    MEMO.with(|m| {
+        for slot in m.borrow_mut().slots.iter_mut() {
+            if slot.as_ref().is_some_and(|s| std::ptr::eq(Arc::as_ptr(&s.session), session)) {
+                *slot = None;
+            }
+        }
     });
 }
 
@@ -123,8 +141,12 @@ mod tests {
         assert!(get(1, "__Host-bff", &sealed).is_none(), "another cookie name");
         assert!(get(1, "bff", &sealed[..sealed.len() - 1]).is_none(), "truncated");
         assert!(get(1, "bff", "short").is_none());
-        put(1, "bff", "short", &session("bob"));
+        let bob = session("bob");
+        put(1, "bff", "short", &bob);
         assert_eq!(get(1, "bff", "short").map(|s| s.sub.clone()).as_deref(), Some("bob"));
+        forget(&bob);
+        assert!(get(1, "bff", "short").is_none(), "forgotten");
+        assert!(get(1, "bff", &sealed).is_some(), "others kept");
     }
 
     #[test]

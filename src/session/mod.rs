@@ -38,8 +38,9 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
     }
     let session = match found.open(&state.cookies, &state.keys) {
         Some(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => s,
-        Some(_) => {
+        Some(s) => {
             tracing::debug!("session cookie expired");
+            memo::forget(&s);
             return Ok(Loaded::Anonymous { stale_cookie: true });
         }
         None => {
@@ -50,6 +51,7 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
     if let Some(revocations) = &state.revocations {
         if revocations.is_revoked(&session)? {
             tracing::info!("session cookie revoked by a back-channel logout");
+            memo::forget(&session);
             metrics::counter!("bff_sessions_ended_total", "reason" => "backchannel").increment(1);
             return Ok(Loaded::Anonymous { stale_cookie: true });
         }
@@ -101,6 +103,7 @@ pub fn current_key(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
 /// End a session where it is kept (server-side row, refresh-cache entries). Cookies are the
 /// caller's to expire.
 pub async fn end(state: &AppState, s: &Session) -> Result<(), AppError> {
+    memo::forget(s);
     if let Some(stored) = &s.stored {
         if let Some(store) = state.server_store() {
             store.delete_session(&stored.key).await?;
