@@ -27,8 +27,25 @@ fn next_request_id() -> HeaderValue {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| crate::secret::random_urlsafe(6));
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix}-{n:x}")).unwrap_or(HeaderValue::from_static("none"))
+    let mut n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // `{prefix}-{n:x}`, written on the stack: this runs for every request.
+    let mut buf = [0u8; 32];
+    let p = prefix.len().min(buf.len() - 17);
+    buf[..p].copy_from_slice(&prefix.as_bytes()[..p]);
+    buf[p] = b'-';
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = p + 1 + digits.len() - i;
+    buf[p + 1..len].copy_from_slice(&digits[i..]);
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("none"))
 }
 
 /// Coarse route class for logs and metrics; never the raw path.
@@ -50,7 +67,7 @@ fn route_class(state: &AppState, path: &str) -> &'static str {
 /// line (method, route class, path without query, status, latency, error code, session yes/no —
 /// never the cookie), and `Cache-Control: no-store` on JSON answers.
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let start = Instant::now();
+    let start = (crate::admin::enabled() || state.settings.logging.access_log).then(Instant::now);
     let id = match req.headers().get("x-request-id").filter(|v| valid_request_id(v)) {
         Some(v) => v.clone(),
         None => next_request_id(),
@@ -75,8 +92,8 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     if let Some(class) = metered {
         let status = crate::admin::status_label(resp.status());
         metrics::counter!("bff_http_requests_total", "route" => class, "status" => status).increment(1);
-        metrics::histogram!("bff_http_request_duration_seconds", "route" => class)
-            .record(start.elapsed().as_secs_f64());
+        let seconds = start.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        metrics::histogram!("bff_http_request_duration_seconds", "route" => class).record(seconds);
     }
     if let Some((method, class, path, has_session)) = logged {
         let error = resp.extensions().get::<AppError>().map(|e| e.code.as_str()).unwrap_or("");
@@ -87,7 +104,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
                 route = class,
                 path = %path,
                 status = resp.status().as_u16(),
-                latency_us = start.elapsed().as_micros() as u64,
+                latency_us = start.map_or(0, |t| t.elapsed().as_micros() as u64),
                 error,
                 session = has_session,
             )
@@ -201,5 +218,25 @@ pub fn in_net(ip: std::net::IpAddr, (net, bits): (std::net::IpAddr, u8)) -> bool
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_prefix_dash_hex_counter_and_valid() {
+        let (a, b) = (next_request_id(), next_request_id());
+        let parse = |v: &HeaderValue| {
+            let s = v.to_str().unwrap_or_default().to_owned();
+            let (p, n) = s.rsplit_once('-').map(|(p, n)| (p.to_owned(), n.to_owned())).unwrap_or_default();
+            (p, u64::from_str_radix(&n, 16).ok())
+        };
+        let ((pa, na), (pb, nb)) = (parse(&a), parse(&b));
+        assert_eq!(pa.len(), 8);
+        assert_eq!(pa, pb);
+        assert!(na.is_some() && nb > na, "{a:?} then {b:?}");
+        assert!(valid_request_id(&a) && valid_request_id(&b));
     }
 }

@@ -71,37 +71,25 @@ pub struct Forwarding<'a> {
 /// `Forwarded`/`X-Forwarded-*`/`X-Real-IP` and our own cookies removed; `Authorization:
 /// Bearer`, `X-Forwarded-For/Proto/Host` and `X-Request-Id` set.
 pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let named = connection_named(headers);
-    for n in &named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
-    }
-    for n in [header::HOST, header::AUTHORIZATION, header::FORWARDED] {
-        headers.remove(n);
-    }
-    headers.remove("x-real-ip");
-    for n in SPOOFABLE {
-        headers.remove(*n);
-    }
-    let client_chain = match headers.remove("x-forwarded-for") {
-        Some(first) if f.peer_trusted => {
-            // All X-Forwarded-For fields, in order; `remove` returned the first.
-            let mut chain = first.to_str().unwrap_or_default().to_owned();
-            for more in headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+    // The chain a trusted proxy reported, read before the fields are dropped.
+    let client_chain = if f.peer_trusted {
+        let mut chain = String::new();
+        for v in headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()) {
+            if !chain.is_empty() {
                 chain.push_str(", ");
-                chain.push_str(more);
             }
-            Some(chain)
+            chain.push_str(v);
         }
-        _ => None,
+        (!chain.is_empty()).then_some(chain)
+    } else {
+        None
     };
-    // `remove` takes only the first of repeated fields; drop any that remain.
-    while headers.remove("x-forwarded-for").is_some() {}
-    let forwarded: Vec<HeaderName> =
-        headers.keys().filter(|k| k.as_str().starts_with("x-forwarded-")).cloned().collect();
-    for n in forwarded {
+    // One pass over the few fields a request has, rather than one lookup per name it might
+    // have; `remove` drops every field of a name.
+    let named = connection_named(headers);
+    let drop: Vec<HeaderName> =
+        headers.keys().filter(|n| is_hop_by_hop(n, &named) || browser_may_not_set(n.as_str())).cloned().collect();
+    for n in drop {
         headers.remove(n);
     }
     if headers.contains_key(header::COOKIE) {
@@ -112,27 +100,19 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             headers.append(header::COOKIE, v);
         }
     }
-    let peer_str = f.peer.to_string();
+    let peer = PeerFields::of(f);
     let xff = match client_chain {
-        Some(chain) => format!("{chain}, {peer_str}"),
-        None => peer_str.clone(),
+        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", f.peer)).ok(),
+        None => Some(peer.address.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     headers.insert(HeaderName::from_static("x-forwarded-proto"), f.proto.clone());
     headers.insert(HeaderName::from_static("x-forwarded-host"), f.host.clone());
     // The client's Forwarded and X-Real-IP were removed above; these are ours (RFC 7239).
-    if let Ok(v) = HeaderValue::from_str(&peer_str) {
-        headers.insert(HeaderName::from_static("x-real-ip"), v);
-    }
-    let node = if f.peer.is_ipv6() { format!("\"[{peer_str}]\"") } else { peer_str.clone() };
-    let forwarded = format!(
-        "for={node};proto={};host=\"{}\"",
-        f.proto.to_str().unwrap_or("https"),
-        f.host.to_str().unwrap_or_default()
-    );
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    headers.insert(HeaderName::from_static("x-real-ip"), peer.address);
+    if let Some(v) = peer.forwarded {
         headers.insert(header::FORWARDED, v);
     }
     if let Some(id) = f.request_id {
@@ -140,6 +120,63 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     }
     if let Some(b) = &f.bearer {
         headers.insert(header::AUTHORIZATION, b.clone());
+    }
+}
+
+/// Fields the browser may not send upstream, besides hop-by-hop ones: what the BFF sets itself
+/// (`Host`, `Authorization`, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`) and `SPOOFABLE`.
+fn browser_may_not_set(name: &str) -> bool {
+    matches!(name, "host" | "authorization" | "forwarded" | "x-real-ip")
+        || name.starts_with("x-forwarded-")
+        || SPOOFABLE.contains(&name)
+}
+
+/// The fields that name the client: its address, and `Forwarded` for it. The same peer sends
+/// many requests (keep-alive, a load balancer in front), so the last peer's values are kept per
+/// thread instead of formatted and allocated on every request.
+#[derive(Clone)]
+struct PeerFields {
+    peer: IpAddr,
+    proto: HeaderValue,
+    host: HeaderValue,
+    address: HeaderValue,
+    forwarded: Option<HeaderValue>,
+}
+
+impl PeerFields {
+    fn of(f: &Forwarding<'_>) -> Self {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<PeerFields>> = const { std::cell::RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some(p) if p.peer == f.peer && p.proto == f.proto && p.host == f.host => p.clone(),
+                _ => {
+                    let fresh = Self::new(f);
+                    *last = Some(fresh.clone());
+                    fresh
+                }
+            }
+        })
+    }
+
+    fn new(f: &Forwarding<'_>) -> Self {
+        let peer = f.peer.to_string();
+        let node = if f.peer.is_ipv6() { format!("\"[{peer}]\"") } else { peer.clone() };
+        let forwarded = format!(
+            "for={node};proto={};host=\"{}\"",
+            f.proto.to_str().unwrap_or("https"),
+            f.host.to_str().unwrap_or_default()
+        );
+        Self {
+            peer: f.peer,
+            proto: f.proto.clone(),
+            host: f.host.clone(),
+            // An IP address's text is always a valid field value.
+            address: HeaderValue::from_str(&peer).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_str(&forwarded).ok(),
+        }
     }
 }
 
@@ -233,6 +270,39 @@ mod tests {
         }
         assert_eq!(out["x-real-ip"], "10.0.0.7");
         assert_eq!(out["forwarded"], "for=10.0.0.7;proto=https;host=\"app.example.com\"");
+    }
+
+    #[test]
+    fn forwarding_fields_follow_the_peer_and_a_trusted_chain() {
+        let n = names();
+        let (proto, host) = (HeaderValue::from_static("https"), HeaderValue::from_static("app.example.com"));
+        let run = |peer: &str, trusted: bool, xff: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", HeaderValue::from_static(v));
+            }
+            let f = Forwarding {
+                names: &n,
+                peer: peer.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                peer_trusted: trusted,
+                proto: &proto,
+                host: &host,
+                bearer: None,
+                request_id: None,
+            };
+            upstream_request(&mut h, &f);
+            let one = |k: &str| h.get_all(k).iter().map(|v| v.to_str().unwrap_or("?").to_owned()).collect::<Vec<_>>();
+            (one("x-forwarded-for"), one("x-real-ip"), one("forwarded"))
+        };
+        let chain = run("10.0.0.1", true, &["1.1.1.1", "2.2.2.2"]);
+        assert_eq!(chain.0, ["1.1.1.1, 2.2.2.2, 10.0.0.1"]);
+        assert_eq!(chain.1, ["10.0.0.1"]);
+        // Same peer, untrusted this time: the browser's chain is dropped, the cached fields reused.
+        assert_eq!(run("10.0.0.1", false, &["6.6.6.6"]).0, ["10.0.0.1"]);
+        // Another peer right after: its own values, not the previous peer's.
+        let other = run("10.0.0.2", false, &[]);
+        assert_eq!((other.0, other.1), (vec!["10.0.0.2".to_owned()], vec!["10.0.0.2".to_owned()]));
+        assert_eq!(run("::1", false, &[]).2, ["for=\"[::1]\";proto=https;host=\"app.example.com\""]);
     }
 
     #[test]

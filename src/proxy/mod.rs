@@ -210,9 +210,11 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = upstream_headers;
-    let started = Instant::now();
+    let started = crate::admin::enabled().then(Instant::now);
     let result = tokio::time::timeout(route.timeout, state.proxy.client.request(upstream_req)).await;
-    metrics::histogram!("bff_upstream_duration_seconds").record(started.elapsed().as_secs_f64());
+    if let Some(t) = started {
+        metrics::histogram!("bff_upstream_duration_seconds").record(t.elapsed().as_secs_f64());
+    }
     let upstream = match result {
         Err(_) => {
             tracing::warn!(route = %route.prefix, "upstream did not answer within the route timeout");
