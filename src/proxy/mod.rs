@@ -107,7 +107,9 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     }
     let Some(route) = state.settings.routes.iter().find(|r| r.matches(req.uri().path())) else {
         return match &state.static_files {
-            Some(files) => match tower::ServiceExt::oneshot(files.clone(), req).await {
+            // Boxed: ServeDir's future is large, and inline it would size every proxied
+            // request's future too.
+            Some(files) => match Box::pin(tower::ServiceExt::oneshot(files.clone(), req)).await {
                 Ok(r) => r.into_response(),
                 Err(never) => match never {},
             },

@@ -34,7 +34,9 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
         return Ok(Loaded::Anonymous { stale_cookie: false });
     }
     if let Some(store) = state.server_store() {
-        return server::load(state, store, &found, now).await;
+        // Boxed: the store's futures are large, and inline they would make every request's
+        // future (cookie mode included) as large as the largest of them.
+        return Box::pin(server::load(state, store, &found, now)).await;
     }
     let session = match found.open(&state.cookies, &state.keys) {
         Some(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => s,
@@ -63,7 +65,7 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
 /// (SPEC §4: at most every min(60 s, idle/4)). Returns the Set-Cookie lines to send.
 pub async fn save(state: &AppState, s: &mut Arc<Session>, now: i64, changed: bool) -> Result<Vec<String>, AppError> {
     if let (Some(_), Some(store)) = (&s.stored, state.server_store()) {
-        server::save(state, store, Arc::make_mut(s), now, changed).await?;
+        Box::pin(server::save(state, store, Arc::make_mut(s), now, changed)).await?;
         return Ok(Vec::new());
     }
     if changed || s.needs_reseal(now, state.settings.session.idle_timeout_secs) {

@@ -253,7 +253,8 @@ pub async fn ensure_fresh(
     if !needed(state, session, when, now()) {
         return Ok(false);
     }
-    refresh_session(state, std::sync::Arc::make_mut(session), when).await
+    // Boxed: rarely taken, and large (the IdP call, the shared cache and lock).
+    Box::pin(refresh_session(state, std::sync::Arc::make_mut(session), when)).await
 }
 
 async fn refresh_session(state: &AppState, session: &mut Session, when: When) -> Result<bool, RefreshFailure> {
