@@ -17,18 +17,29 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+/// Does the `Connection` field list `name` (compared without building a `HeaderName` per token)?
+fn connection_names(headers: &HeaderMap, name: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect()
+        .any(|token| token.trim().eq_ignore_ascii_case(name))
 }
 
-fn is_hop_by_hop(name: &HeaderName, named: &[HeaderName]) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || named.contains(name)
+/// Remove every field for which `drop` is true. Requests and responses have a handful of
+/// fields and usually none to drop: one scan per removal, no list built.
+fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderMap, &str) -> bool) {
+    while let Some(name) = headers.keys().find(|n| drop(headers, n.as_str())).cloned() {
+        headers.remove(name);
+    }
+}
+
+/// Remove hop-by-hop fields — those `Connection` names (first, while it is there to be read),
+/// then the RFC 9110 §7.6.1 ones — and any field for which `also` is true.
+fn remove_hop_by_hop_and(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
+    remove_where(headers, |h, n| n != "connection" && connection_names(h, n));
+    remove_where(headers, |_, n| HOP_BY_HOP.contains(&n) || also(n));
 }
 
 /// Is the cookie in `pair` (`name=value…`, a Cookie pair or a Set-Cookie line) one of this
@@ -84,14 +95,9 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     } else {
         None
     };
-    // One pass over the few fields a request has, rather than one lookup per name it might
-    // have; `remove` drops every field of a name.
-    let named = connection_named(headers);
-    let drop: Vec<HeaderName> =
-        headers.keys().filter(|n| is_hop_by_hop(n, &named) || browser_may_not_set(n.as_str())).cloned().collect();
-    for n in drop {
-        headers.remove(n);
-    }
+    // A scan of the few fields a request has, rather than one lookup per name it might have;
+    // `remove` drops every field of a name.
+    remove_hop_by_hop_and(headers, browser_may_not_set);
     if headers.contains_key(header::COOKIE) {
         let kept: Vec<HeaderValue> =
             headers.get_all(header::COOKIE).iter().filter_map(|v| strip_own_cookies(f.names, v)).collect();
@@ -193,15 +199,7 @@ fn strip_own_cookies(names: &CookieNames, value: &HeaderValue) -> Option<HeaderV
 /// Clean an upstream response's headers in place: hop-by-hop fields, `Access-Control-*`, and
 /// `Set-Cookie` (all of it unless `forward_set_cookie`, and never one of our names).
 pub fn downstream_response(headers: &mut HeaderMap, names: &CookieNames, forward_set_cookie: bool) {
-    let named = connection_named(headers);
-    let drop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n, &named) || n.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
-    for n in drop {
-        headers.remove(n);
-    }
+    remove_hop_by_hop_and(headers, |n| n.starts_with("access-control-"));
     if !headers.contains_key(header::SET_COOKIE) {
         return;
     }
@@ -244,7 +242,8 @@ mod tests {
         h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-before", HeaderValue::from_static("1"));
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret,x-before"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("x-custom", HeaderValue::from_static("kept"));
         let (proto, host) = (HeaderValue::from_static("https"), HeaderValue::from_static("app.example.com"));
@@ -265,7 +264,7 @@ mod tests {
         assert_eq!(out["x-forwarded-host"], "app.example.com");
         assert_eq!(out["x-forwarded-proto"], "https");
         assert_eq!(out["x-custom"], "kept");
-        for gone in ["connection", "x-secret"] {
+        for gone in ["connection", "x-secret", "x-before"] {
             assert!(!out.contains_key(gone), "{gone}");
         }
         assert_eq!(out["x-real-ip"], "10.0.0.7");
