@@ -20,7 +20,6 @@ use oidc_bff::settings::{KeyMaterial, SameSite, SessionSettings, Settings};
 use oidc_bff::state::{AppState, now};
 use serde_json::{Value, json};
 use std::hint::black_box;
-use tower::ServiceExt;
 
 /// Target length of the ID token in the typical session.
 const ID_TOKEN_BYTES: usize = 1024;
@@ -224,7 +223,7 @@ fn bench_session_handler(c: &mut Criterion) {
     };
     // The timed path must be the common one: 200, no refresh, no re-seal (no Set-Cookie).
     let check = |when: &str| {
-        let resp = rt.block_on(app.clone().oneshot(request())).unwrap_or_else(|e| match e {});
+        let resp = rt.block_on(oidc_bff::routes::serve(&state, app.clone(), request()));
         assert_eq!(resp.status(), StatusCode::OK, "{when}");
         assert!(!resp.headers().contains_key(SET_COOKIE), "{when}: re-sealed");
         let body = rt.block_on(axum::body::to_bytes(resp.into_body(), usize::MAX)).expect("body reads");
@@ -235,7 +234,11 @@ fn bench_session_handler(c: &mut Criterion) {
     // Requests are built outside the timed section, as hyper would have parsed them.
     let mut g = c.benchmark_group("session_handler");
     g.bench_function("get_session", |b| {
-        b.iter_batched(request, |req| rt.block_on(app.clone().oneshot(req)), BatchSize::SmallInput)
+        b.iter_batched(
+            request,
+            |req| rt.block_on(oidc_bff::routes::serve(&state, app.clone(), req)),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
     check("after timing");

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use std::future::Future;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -63,10 +64,16 @@ fn route_class(state: &AppState, path: &str) -> &'static str {
     }
 }
 
-/// Outermost layer: request id, a span every log line of the request carries, one access-log
-/// line (method, route class, path without query, status, latency, error code, session yes/no —
-/// never the cookie), and `Cache-Control: no-store` on JSON answers.
-pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Around every request (`routes::serve`): request id, a span every log line of the request
+/// carries, one access-log line (method, route class, path without query, status, latency,
+/// error code, session yes/no — never the cookie), and `Cache-Control: no-store` on JSON
+/// answers. A plain wrapper rather than an axum layer: a layer costs every request a boxed
+/// future and a clone of the boxed inner service.
+pub async fn observe<F: Future<Output = Response>>(
+    state: &AppState,
+    mut req: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let start = (crate::admin::enabled() || state.settings.logging.access_log).then(Instant::now);
     let id = match req.headers().get("x-request-id").filter(|v| valid_request_id(v)) {
         Some(v) => v.clone(),
@@ -74,15 +81,15 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     };
     req.extensions_mut().insert(RequestId(id.clone()));
     // Only what the access log needs, and only when it is on.
-    let metered = crate::admin::enabled().then(|| route_class(&state, req.uri().path()));
+    let metered = crate::admin::enabled().then(|| route_class(state, req.uri().path()));
     let logged = state.settings.logging.access_log.then(|| {
         let path = req.uri().path();
         let has_session =
             crate::session::cookie::SessionCookie::from_headers(&state.cookies, req.headers()).is_present();
-        (req.method().clone(), route_class(&state, path), path.to_owned(), has_session)
+        (req.method().clone(), route_class(state, path), path.to_owned(), has_session)
     });
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = next(req).instrument(span.clone()).await;
     let headers = resp.headers_mut();
     headers.insert("x-request-id", id);
     let is_json = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));

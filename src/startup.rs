@@ -156,10 +156,14 @@ impl App {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let router = router.clone();
+                    let (router, state) = (router.clone(), state.clone());
                     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                         req.extensions_mut().insert(ConnectInfo(peer));
-                        tower::ServiceExt::oneshot(router.clone(), req)
+                        let (router, state) = (router.clone(), state.clone());
+                        async move {
+                            let req = req.map(axum::body::Body::new);
+                            Ok::<_, std::convert::Infallible>(routes::serve(&state, router, req).await)
+                        }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                     let conn = graceful.watch(conn);

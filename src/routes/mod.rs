@@ -43,7 +43,18 @@ pub fn router(state: AppState) -> Router {
     if !state.settings.server.allowed_origins.is_empty() {
         app = app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::cors));
     }
-    app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe)).with_state(state)
+    app.with_state(state)
+}
+
+/// Serve one request: the router, inside `middleware::observe`.
+pub async fn serve(state: &AppState, router: Router, req: axum::extract::Request) -> axum::response::Response {
+    middleware::observe(state, req, |req| async move {
+        match tower::ServiceExt::oneshot(router, req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    })
+    .await
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
