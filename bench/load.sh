@@ -10,7 +10,7 @@
 # Servers are pinned to CPU 0, wrk to CPU 1; 32 connections, a warm-up, then DURATION seconds;
 # every response is checked to be 200; peak RSS (VmHWM) read from /proc. Bounded in time.
 # Needs: wrk, nginx (apt-get install -y wrk nginx-light), node, python3.
-# Environment: DURATION (10), WARMUP (3), CONNS (32), ACCESS_LOG (false), PROFILE (release),
+# Environment: DURATION (10), WARMUP (3), CONNS (32), ROUNDS (3), ACCESS_LOG (false), PROFILE (release),
 # FEATURES (cargo features, e.g. mimalloc),
 # PERF=bff-session|bff-proxy records a flat CPU profile of oidc-bff during that target into
 # PERF_OUT (default /tmp/oidc-bff.perf) - needs linux-perf and symbols
@@ -22,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-32}
 ACCESS_LOG=${ACCESS_LOG:-false}
@@ -42,7 +43,7 @@ chmod 755 "$work" # nginx workers run as an unprivileged user
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
-  for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2> /dev/null || true; done
+  for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f" 2> /dev/null)" 2> /dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -141,12 +142,12 @@ run() {
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
   taskset -c 1 timeout 60 wrk "${args[@]}" "-d${WARMUP}s" "$url" > /dev/null
   local out perf_pid=
-  if [ "${PERF:-}" = "$name" ]; then
+  if [ "${PERF:-}" = "$name" ] && [ "$round" = 1 ]; then
     taskset -c 1 perf record -q -F 1999 ${PERF_ARGS:-} -p "$bff_pid" -o "${PERF_OUT:-/tmp/oidc-bff.perf}" -- sleep "$DURATION" 2> /dev/null &
     perf_pid=$!
   fi
   local stat_pid=
-  if [ -n "${SYSCALLS:-}" ]; then
+  if [ -n "${SYSCALLS:-}" ] && [ "$round" = 1 ]; then
     # Every syscall made on the servers' CPU during the run, by name (divide by requests).
     taskset -c 1 perf stat -C 0 -e 'syscalls:sys_enter_*' -x, -o "$work/$name.syscalls" -- sleep "$DURATION" 2> /dev/null &
     stat_pid=$!
@@ -170,16 +171,21 @@ ctx() { awk '/ctxt_switches/ {s+=$2} END {print s+0}' "/proc/$1/status"; }
 results=()
 # Context switches of every server process on CPU 0 (oidc-bff and the nginx instances).
 servers_ctx() { local s=$(ctx "$bff_pid"); for p in $(for m in "$work"/*.pid; do pgrep -P "$(cat "$m")"; done); do s=$((s + $(ctx "$p"))); done; echo "$s"; }
-for t in $TARGETS; do
-  c0=$(ctx "$bff_pid") a0=$(servers_ctx)
-  case $t in
-    static-floor) results+=("$(run static-floor "http://127.0.0.1:$STATIC/session")") ;;
-    bff-session) results+=("$(run bff-session "http://127.0.0.1:$BFF/session" "$(login)")") ;;
-    proxy-floor) results+=("$(run proxy-floor "http://127.0.0.1:$PROXY/api/x")") ;;
-    bff-proxy) results+=("$(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")") ;;
-    upstream-direct) results+=("$(run upstream-direct "http://127.0.0.1:$UP/api/x")") ;;
-  esac
-  [ -n "${CTX:-}" ] && echo "$t: context switches: oidc-bff $(($(ctx "$bff_pid") - c0)), all servers $(($(servers_ctx) - a0))" >&2
+# ROUNDS rounds of every target in turn: each oidc-bff run sits next to its floor in time, so
+# a ratio is taken between runs that saw the same machine (a shared VM's speed drifts by 10-20%
+# over minutes); the summary gives the median round.
+for round in $(seq 1 "$ROUNDS"); do
+  for t in $TARGETS; do
+    c0=$(ctx "$bff_pid") a0=$(servers_ctx)
+    case $t in
+      static-floor) results+=("$round $(run static-floor "http://127.0.0.1:$STATIC/session")") ;;
+      bff-session) results+=("$round $(run bff-session "http://127.0.0.1:$BFF/session" "$(login)")") ;;
+      proxy-floor) results+=("$round $(run proxy-floor "http://127.0.0.1:$PROXY/api/x")") ;;
+      bff-proxy) results+=("$round $(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")") ;;
+      upstream-direct) results+=("$round $(run upstream-direct "http://127.0.0.1:$UP/api/x")") ;;
+    esac
+    [ -n "${CTX:-}" ] && echo "$t: context switches: oidc-bff $(($(ctx "$bff_pid") - c0)), all servers $(($(servers_ctx) - a0))" >&2
+  done
 done
 if [ -n "${HOLD:-}" ]; then
   # Keep everything up for HOLD seconds (bounded) to inspect it by hand.
@@ -190,29 +196,38 @@ fi
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_pid/status")
 nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
 
-python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$ACCESS_LOG" "$startup" "${results[@]}" << 'PY'
-import sys
-peak, idle, nginx_rss, conns, duration, access_log, startup = sys.argv[1:8]
-rows = {}
-for line in sys.argv[8:]:
-    name, rps, p50, p99, bad, total = line.split()
-    rows[name] = dict(rps=float(rps), p50=float(p50), p99=float(p99), bad=int(bad), total=int(total))
-print(f"\n{conns} connections, {duration} s per target, access_log = {access_log}; servers on CPU 0, wrk on CPU 1\n")
+python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$ACCESS_LOG" "$startup" "$ROUNDS" "${results[@]}" << 'PY'
+import statistics, sys
+peak, idle, nginx_rss, conns, duration, access_log, startup, rounds = sys.argv[1:9]
+runs = {}  # name -> {round: row}
+for line in sys.argv[9:]:
+    rnd, name, rps, p50, p99, bad, total = line.split()
+    runs.setdefault(name, {})[int(rnd)] = dict(rps=float(rps), p50=float(p50), p99=float(p99), bad=int(bad), total=int(total))
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+print(f"\n{conns} connections, {duration} s per run, {rounds} rounds, access_log = {access_log}; servers on CPU 0, wrk on CPU 1")
+print("Each cell: median of the rounds (every round's value in brackets).\n")
 print("| target | requests/s | p50 ms | p99 ms | non-200 |")
 print("|---|---:|---:|---:|---:|")
-for name, r in rows.items():
-    print(f"| {name} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['bad']} of {r['total']} |")
-def ratio(a, b, k):
-    return rows[a][k] / rows[b][k] if a in rows and b in rows and rows[b][k] else float("nan")
+for name, rs in runs.items():
+    col = lambda k, f: f"{f.format(med([r[k] for r in rs.values()]))} ({', '.join(f.format(r[k]) for r in rs.values())})"
+    bad = sum(r["bad"] for r in rs.values()); total = sum(r["total"] for r in rs.values())
+    print(f"| {name} | {col('rps', '{:.0f}')} | {col('p50', '{:.3f}')} | {col('p99', '{:.3f}')} | {bad} of {total} |")
+def ratios(a, b, k):
+    if a not in runs or b not in runs:
+        return []
+    return [runs[a][r][k] / runs[b][r][k] for r in sorted(runs[a]) if r in runs[b] and runs[b][r][k]]
+def show(xs):
+    return f"{med(xs):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in xs)})"
 print()
-if "bff-session" in rows:
-    print(f"- /session vs static floor: {ratio('bff-session', 'static-floor', 'rps'):.2f}x requests/s, p99 {rows['bff-session']['p99']:.3f} ms")
-if "bff-proxy" in rows:
-    print(f"- proxy vs nginx proxy: {ratio('bff-proxy', 'proxy-floor', 'rps'):.2f}x requests/s, p99 {ratio('bff-proxy', 'proxy-floor', 'p99'):.2f}x nginx's")
-    print(f"- proxy vs upstream direct: {ratio('bff-proxy', 'upstream-direct', 'rps'):.2f}x requests/s")
+if "bff-session" in runs:
+    p99 = med([r["p99"] for r in runs["bff-session"].values()])
+    print(f"- /session vs static floor: {show(ratios('bff-session', 'static-floor', 'rps'))} requests/s, p99 {p99:.3f} ms")
+if "bff-proxy" in runs:
+    print(f"- proxy vs nginx proxy: {show(ratios('bff-proxy', 'proxy-floor', 'rps'))} requests/s, p99 {show(ratios('bff-proxy', 'proxy-floor', 'p99'))} nginx's")
+    print(f"- proxy vs upstream direct: {show(ratios('bff-proxy', 'upstream-direct', 'rps'))} requests/s")
 print(f"- oidc-bff RSS: idle {int(idle)/1024:.1f} MiB, peak {int(peak)/1024:.1f} MiB (the nginx floors instance, master + worker: {int(nginx_rss)/1024:.1f} MiB)")
 print(f"- {startup}")
-bad = sum(r['bad'] for r in rows.values())
+bad = sum(r["bad"] for rs in runs.values() for r in rs.values())
 if bad:
     print(f"\nFAILED: {bad} responses were not 200")
     sys.exit(1)
