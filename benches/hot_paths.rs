@@ -1,5 +1,5 @@
 //! Criterion benchmarks for the per-request hot paths (SPEC §8): sealing and opening the
-//! session cookie, and `GET /session` through the real router. Figures and how to read them
+//! session cookie, `GET /session` through the real router, and the proxy's header rewrite. Figures and how to read them
 //! live in `docs/benchmarks.md`.
 //!
 //! Token sizes follow what PingOne issues: an RS256 ID token of about 1 KB, a JWT access token
@@ -244,5 +244,86 @@ fn bench_session_handler(c: &mut Criterion) {
     check("after timing");
 }
 
-criterion_group!(benches, bench_seal, bench_open, bench_session_handler);
+/// The proxy's header rewrite both ways, on what a browser's fetch and an API's answer carry:
+/// the request with the session cookie, another cookie, `Sec-Fetch-*`, `X-CSRF`; the response
+/// with `Connection`, a CORS header and a cookie to drop.
+fn bench_proxy_headers(c: &mut Criterion) {
+    use oidc_bff::proxy::headers::{Forwarding, downstream_response, upstream_request};
+    let (names, keys) = names_and_keys();
+    let (session_headers, _) = cookie_headers(&names, &keys, &session(ID_TOKEN_BYTES, now()));
+    let session_cookie = session_headers.get(COOKIE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let mut request = HeaderMap::new();
+    for (k, v) in [
+        ("host", "app.example.com".to_owned()),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Safari/537.36"
+                .to_owned(),
+        ),
+        ("accept", "application/json".to_owned()),
+        ("accept-language", "en-GB,en;q=0.9".to_owned()),
+        ("accept-encoding", "gzip, deflate, br, zstd".to_owned()),
+        ("referer", "https://app.example.com/orders".to_owned()),
+        ("sec-fetch-site", "same-origin".to_owned()),
+        ("sec-fetch-mode", "cors".to_owned()),
+        ("sec-fetch-dest", "empty".to_owned()),
+        ("x-csrf", "1".to_owned()),
+        ("connection", "keep-alive".to_owned()),
+        ("cookie", format!("theme=dark; {session_cookie}")),
+    ] {
+        request.insert(http::HeaderName::from_static(k), HeaderValue::from_str(&v).expect("valid header value"));
+    }
+    let mut response = HeaderMap::new();
+    for (k, v) in [
+        ("content-type", "application/json"),
+        ("content-length", "117"),
+        ("date", "Thu, 26 Nov 2026 10:00:00 GMT"),
+        ("server", "nginx"),
+        ("connection", "keep-alive"),
+        ("cache-control", "private, max-age=0"),
+        ("access-control-allow-origin", "*"),
+        ("set-cookie", "__Host-bff=evil; Path=/"),
+    ] {
+        response.insert(http::HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    let (proto, host) = (HeaderValue::from_static("https"), HeaderValue::from_static("app.example.com"));
+    let bearer = session(ID_TOKEN_BYTES, now()).access_token.bearer();
+    let forwarding = || Forwarding {
+        names: &names,
+        peer: std::net::IpAddr::from([10, 0, 0, 7]),
+        peer_trusted: false,
+        proto: &proto,
+        host: &host,
+        bearer: bearer.clone(),
+        request_id: None,
+    };
+    let mut check = request.clone();
+    upstream_request(&mut check, &forwarding());
+    assert!(check.get(COOKIE).is_some_and(|v| v == "theme=dark"), "own cookie not removed");
+    assert!(check.get("authorization").is_some() && check.get("connection").is_none());
+    let mut g = c.benchmark_group("proxy_headers");
+    g.bench_function("upstream_request", |b| {
+        b.iter_batched(
+            || request.clone(),
+            |mut h| {
+                upstream_request(&mut h, &forwarding());
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("downstream_response", |b| {
+        b.iter_batched(
+            || response.clone(),
+            |mut h| {
+                downstream_response(&mut h, &names, false);
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_seal, bench_open, bench_session_handler, bench_proxy_headers);
 criterion_main!(benches);
