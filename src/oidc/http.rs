@@ -39,7 +39,11 @@ impl IdpHttp {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the 5 s keep-alive of Node's HTTP server (and of many load balancers' idle
+            // defaults): a token request is a POST, not retried once written, so it must never be
+            // sent on a connection the IdP is closing at that moment. A refresh after a quiet spell
+            // pays a new connection instead.
+            .pool_idle_timeout(Duration::from_secs(4))
             .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { client })
