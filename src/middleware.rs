@@ -28,24 +28,13 @@ fn next_request_id() -> HeaderValue {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| crate::secret::random_urlsafe(6));
-    let mut n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // `{prefix}-{n:x}`, written on the stack: this runs for every request.
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // `{prefix}-{n:x}` formatted on the stack (8 + 1 + at most 16 bytes): this runs for every
+    // request, and a `String` would be one more allocation each time.
     let mut buf = [0u8; 32];
-    let p = prefix.len().min(buf.len() - 17);
-    buf[..p].copy_from_slice(&prefix.as_bytes()[..p]);
-    buf[p] = b'-';
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[(n & 0xf) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = p + 1 + digits.len() - i;
-    buf[p + 1..len].copy_from_slice(&digits[i..]);
+    let mut out = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut out, format_args!("{prefix}-{n:x}"));
+    let len = 32 - out.len();
     HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("none"))
 }
 

@@ -23,7 +23,7 @@ pub enum StartupError {
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("cannot set up TLS: {0}")]
-    Tls(std::io::Error),
+    Tls(#[from] rustls::Error),
     #[error("{0}")]
     Discovery(#[from] DiscoveryError),
     #[error("session store: {0}")]
@@ -56,7 +56,7 @@ impl App {
         install_crypto_providers();
         let https = |u: &str| u.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         if https(&settings.oidc.issuer) || settings.routes.iter().any(|r| https(&r.upstream)) {
-            crate::tls::preload().map_err(|e| StartupError::Tls(std::io::Error::other(e)))?;
+            crate::tls::preload()?;
         }
         let admin = match settings.server.admin_listen {
             Some(addr) => {

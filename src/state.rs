@@ -56,7 +56,7 @@ impl AppState {
         let cookies = CookieNames::new(&settings.session);
         let limiter = ExchangeLimiter::new(settings.server.exchange_rate_per_minute);
         let logout_path_prefix = format!("{}/logout?sid=", settings.server.base_path);
-        let proxy = Proxy::new(&settings).map_err(crate::startup::StartupError::Tls)?;
+        let proxy = Proxy::new(&settings)?;
         let store = match &settings.session.url {
             Some(url) => Some(Store::open(url).map_err(crate::startup::StartupError::Store)?),
             None => None,

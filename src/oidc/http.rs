@@ -32,8 +32,7 @@ pub struct IdpResponse {
 
 impl IdpHttp {
     pub fn new(timeout: Duration) -> Result<Self, crate::startup::StartupError> {
-        let tls =
-            crate::tls::client_config().map_err(|e| crate::startup::StartupError::Tls(std::io::Error::other(e)))?;
+        let tls = crate::tls::client_config()?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(crate::tls::alpn(tls))
             .redirect(reqwest::redirect::Policy::none())

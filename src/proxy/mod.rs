@@ -42,13 +42,13 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(settings: &Settings) -> std::io::Result<Self> {
+    pub fn new(settings: &Settings) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = crate::tls::client_config().map_err(std::io::Error::other)?;
+        let tls = crate::tls::client_config()?;
         // HTTP/2 when an https upstream offers it (ALPN), else HTTP/1.1.
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
