@@ -6,11 +6,10 @@
 
 use crate::secret::{Secret, ct_eq};
 use crate::session::cookie::CookieNames;
-use crate::session::seal::{Keyring, Purpose};
+use crate::session::seal::{Keyring, OpenError, Purpose};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
-use http::header::COOKIE;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -56,16 +55,12 @@ pub fn tx_name(names: &CookieNames, state: &str) -> String {
 
 /// Cookies of exactly our transaction-name shape (`prefix` + 11 base64url characters), at
 /// most `MAX_SEEN`: a client cannot make us open or echo arbitrary names.
-fn tx_cookies<'h>(names: &CookieNames, headers: &'h HeaderMap) -> impl Iterator<Item = (&'h str, &'h str)> {
-    let prefix = names.tx_prefix.clone();
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+/// Read leniently as bytes (`cookie_header`): a cookie that is not ASCII does not hide them.
+fn tx_cookies<'h>(names: &'h CookieNames, headers: &'h HeaderMap) -> impl Iterator<Item = (&'h str, &'h str)> {
+    let prefix = names.tx_prefix.as_str();
+    crate::cookie_header::pairs(headers)
         .filter(move |(n, _)| {
-            n.strip_prefix(prefix.as_str()).is_some_and(|h| {
+            n.strip_prefix(prefix).is_some_and(|h| {
                 h.len() == 11 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
         })
@@ -75,10 +70,10 @@ fn tx_cookies<'h>(names: &CookieNames, headers: &'h HeaderMap) -> impl Iterator<
 /// More transaction cookies than this in one request are ignored.
 const MAX_SEEN: usize = 16;
 
-fn open(keys: &Keyring, name: &str, value: &str, now: i64) -> Option<LoginTx> {
-    let plain = keys.open(Purpose::Tx, name, value)?;
-    let tx: LoginTx = serde_json::from_slice(&plain).ok()?;
-    (now < tx.expires_at() && tx.created_at <= now + 60).then_some(tx)
+fn open(keys: &Keyring, name: &str, value: &str, now: i64) -> Result<LoginTx, OpenError> {
+    let plain = keys.open_checked(Purpose::Tx, name, value)?;
+    let tx: LoginTx = serde_json::from_slice(&plain).map_err(|_| OpenError::Invalid)?;
+    if now < tx.expires_at() && tx.created_at <= now + 60 { Ok(tx) } else { Err(OpenError::Invalid) }
 }
 
 /// The live transaction for `state`, if this browser holds one.
@@ -91,7 +86,7 @@ pub fn find(
 ) -> Option<(String, LoginTx)> {
     let name = tx_name(names, state);
     let (_, value) = tx_cookies(names, headers).find(|(n, _)| *n == name)?;
-    let tx = open(keys, &name, value, now)?;
+    let tx = open(keys, &name, value, now).ok()?;
     ct_eq(tx.state.expose().as_bytes(), state.as_bytes()).then_some((name, tx))
 }
 
@@ -111,8 +106,10 @@ pub fn start(names: &CookieNames, keys: &Keyring, headers: &HeaderMap, tx: &Logi
     let mut out = Vec::new();
     for (name, value) in tx_cookies(names, headers) {
         match open(keys, name, value, now) {
-            Some(t) => live.push((name.to_owned(), t.created_at)),
-            None => out.push(expire(names, name)),
+            Ok(t) => live.push((name.to_owned(), t.created_at)),
+            // Another replica's newer key (a rotation mid-rollout) may open it: leave it.
+            Err(OpenError::UnknownKey) => {}
+            Err(OpenError::Invalid) => out.push(expire(names, name)),
         }
     }
     live.sort_by_key(|(_, created)| std::cmp::Reverse(*created));

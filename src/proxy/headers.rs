@@ -47,8 +47,13 @@ fn remove_hop_by_hop_and(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
 /// before the first `=`, trimmed (RFC 6265bis); compared case-insensitively, since some
 /// browsers treat a nameless `=__Host-bff=…` as `__Host-bff`.
 pub fn is_own_cookie(names: &CookieNames, pair: &str) -> bool {
-    let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-    let starts = |p: &str| name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+    is_own_piece(names, pair.as_bytes())
+}
+
+/// [`is_own_cookie`] on the bytes of a `Cookie` piece, which need not be ASCII.
+fn is_own_piece(names: &CookieNames, piece: &[u8]) -> bool {
+    let name = crate::cookie_header::name_of(piece);
+    let starts = |p: &str| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes());
     name.is_empty() || starts(&names.session) || starts("__Host-bff")
 }
 
@@ -99,12 +104,7 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     // `remove` drops every field of a name.
     remove_hop_by_hop_and(headers, browser_may_not_set);
     if headers.contains_key(header::COOKIE) {
-        let kept: Vec<HeaderValue> =
-            headers.get_all(header::COOKIE).iter().filter_map(|v| strip_own_cookies(f.names, v)).collect();
-        headers.remove(header::COOKIE);
-        for v in kept {
-            headers.append(header::COOKIE, v);
-        }
+        rewrite_cookie(headers, f.names);
     }
     let peer = PeerFields::of(f);
     let xff = match client_chain {
@@ -186,14 +186,29 @@ impl PeerFields {
     }
 }
 
-/// The Cookie header without this app's cookies; `None` if nothing remains.
-fn strip_own_cookies(names: &CookieNames, value: &HeaderValue) -> Option<HeaderValue> {
-    let s = value.to_str().ok()?;
-    if !s.split(';').any(|p| is_own_cookie(names, p.trim_start())) {
-        return Some(value.clone());
+/// The browser's cookies without this app's, as one `Cookie` field: HTTP/2 crumbs joined with
+/// `; ` (RFC 9113 §8.2.3: an HTTP/1.1 upstream expects one field). Every other piece passes as
+/// the browser sent it, ASCII or not. A single field with nothing of ours is kept as it is.
+fn rewrite_cookie(headers: &mut HeaderMap, names: &CookieNames) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    let single = fields.next().filter(|_| fields.next().is_none());
+    if single.is_some_and(|v| !v.as_bytes().split(|b| *b == b';').any(|p| is_own_piece(names, p))) {
+        return;
     }
-    let kept: Vec<&str> = s.split(';').map(str::trim).filter(|p| !p.is_empty() && !is_own_cookie(names, p)).collect();
-    if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join("; ")).ok() }
+    let mut joined: Vec<u8> = Vec::new();
+    for piece in crate::cookie_header::pieces(headers).filter(|p| !is_own_piece(names, p)) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(piece);
+    }
+    headers.remove(header::COOKIE);
+    // Pieces of valid field values joined with "; " are a valid field value.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        if !v.is_empty() {
+            headers.insert(header::COOKIE, v);
+        }
+    }
 }
 
 /// Clean an upstream response's headers in place: hop-by-hop fields, `Access-Control-*`, and

@@ -6,11 +6,11 @@
 
 use super::memo;
 use super::model::Session;
-use super::seal::{Keyring, Purpose};
+use super::seal::{Keyring, OpenError, Purpose};
 use crate::settings::{SameSite, SessionSettings};
 use cookie::Cookie;
 use http::HeaderMap;
-use http::header::{COOKIE, SET_COOKIE};
+use http::header::SET_COOKIE;
 use std::sync::Arc;
 
 pub const MAX_CHUNKS: usize = 8;
@@ -107,27 +107,57 @@ impl CookieNames {
 pub struct SessionCookie<'a> {
     single: Option<&'a str>,
     chunks: [Option<&'a str>; MAX_CHUNKS],
+    /// A session-cookie name occurred more than once (SPEC §4: the request is anonymous).
+    duplicated: bool,
+}
+
+/// Why the session cookie a request carries gave no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unopened {
+    /// No session cookie.
+    Absent,
+    /// A session-cookie name occurred more than once: anonymous, whichever copy would open.
+    /// Not expired: a response can only expire the copy at `Path=/`, not a planted one.
+    Duplicated,
+    /// Sealed under a key this instance does not have (another replica's, mid key rotation):
+    /// anonymous here, but not expired, since that replica may open it (SPEC §4).
+    UnknownKey,
+    /// Tampered, truncated, mixed chunks, both forms, or sealed for something else: expire it.
+    Invalid,
+}
+
+impl Unopened {
+    /// Should the response expire the session cookie?
+    pub fn expire(self) -> bool {
+        self == Self::Invalid
+    }
+
+    fn from_seal(e: OpenError) -> Self {
+        match e {
+            OpenError::UnknownKey => Self::UnknownKey,
+            OpenError::Invalid => Self::Invalid,
+        }
+    }
 }
 
 impl<'a> SessionCookie<'a> {
-    /// Collect our session cookie(s) from all `Cookie` headers without allocating per cookie.
+    /// Collect our session cookie(s) from all `Cookie` fields (HTTP/2 crumbs included), read
+    /// leniently as bytes (`cookie_header`), without allocating.
     pub fn from_headers(names: &CookieNames, headers: &'a HeaderMap) -> Self {
         let mut found = Self::default();
-        for value in headers.get_all(COOKIE) {
-            let Ok(s) = value.to_str() else { continue };
-            for pair in s.split(';') {
-                let Some((name, value)) = pair.trim().split_once('=') else {
-                    continue;
-                };
-                if name == names.session {
-                    found.single = Some(value);
-                } else if let Some(suffix) = name.strip_prefix(names.session.as_str()).and_then(|r| r.strip_prefix('.'))
-                {
-                    if let [d @ b'0'..=b'7'] = suffix.as_bytes() {
-                        found.chunks[usize::from(d - b'0')] = Some(value);
-                    }
+        for (name, value) in crate::cookie_header::pairs(headers) {
+            let slot = if name == names.session {
+                &mut found.single
+            } else if let Some(suffix) = name.strip_prefix(names.session.as_str()).and_then(|r| r.strip_prefix('.')) {
+                match suffix.as_bytes() {
+                    [d @ b'0'..=b'7'] => &mut found.chunks[usize::from(d - b'0')],
+                    _ => continue,
                 }
-            }
+            } else {
+                continue;
+            };
+            found.duplicated |= slot.is_some();
+            *slot = Some(value);
         }
         found
     }
@@ -136,47 +166,57 @@ impl<'a> SessionCookie<'a> {
         self.single.is_some() || self.chunks[0].is_some()
     }
 
-    /// The sealed value, reassembled. A request carrying both forms is anonymous.
-    pub fn sealed(&self) -> Option<std::borrow::Cow<'a, str>> {
+    /// The sealed value, reassembled. A name sent twice, or both forms at once, is refused.
+    pub fn sealed(&self) -> Result<std::borrow::Cow<'a, str>, Unopened> {
+        if self.duplicated {
+            return Err(Unopened::Duplicated);
+        }
         match (self.single, self.chunks[0]) {
-            (Some(_), Some(_)) => None,
-            (Some(v), None) if !v.is_empty() => Some(std::borrow::Cow::Borrowed(v)),
+            (Some(_), Some(_)) => Err(Unopened::Invalid),
+            (Some(v), None) if !v.is_empty() => Ok(std::borrow::Cow::Borrowed(v)),
             (None, Some(first)) => {
-                let (count, head) = first.split_once('.')?;
-                let count: usize = count.parse().ok()?;
+                let (count, head) = first.split_once('.').ok_or(Unopened::Invalid)?;
+                let count: usize = count.parse().map_err(|_| Unopened::Invalid)?;
                 if !(2..=MAX_CHUNKS).contains(&count) {
-                    return None;
+                    return Err(Unopened::Invalid);
                 }
                 let mut joined = String::with_capacity(count * CHUNK_BYTES);
                 joined.push_str(head);
                 for c in &self.chunks[1..count] {
-                    joined.push_str((*c)?);
+                    joined.push_str(c.ok_or(Unopened::Invalid)?);
                 }
-                Some(std::borrow::Cow::Owned(joined))
+                Ok(std::borrow::Cow::Owned(joined))
             }
-            _ => None,
+            (None, None) => Err(Unopened::Absent),
+            (Some(_), None) => Err(Unopened::Invalid),
         }
     }
 
     /// Open the session cookie, or take the session this exact value opened to earlier on this
     /// thread (`memo`).
-    pub fn open(&self, names: &CookieNames, keys: &Keyring) -> Option<Arc<Session>> {
+    pub fn open(&self, names: &CookieNames, keys: &Keyring) -> Result<Arc<Session>, Unopened> {
         let sealed = self.sealed()?;
         if let Some(s) = memo::get(keys.id(), &names.session, &sealed) {
-            return Some(s);
+            return Ok(s);
         }
         let session = Arc::new(Self::decrypt(names, keys, &sealed)?);
         memo::put(keys.id(), &names.session, &sealed, &session);
-        Some(session)
+        Ok(session)
     }
 
     /// Open the session cookie without the memo: always decodes and decrypts.
     pub fn open_uncached(&self, names: &CookieNames, keys: &Keyring) -> Option<Session> {
-        Self::decrypt(names, keys, &self.sealed()?)
+        Self::decrypt(names, keys, &self.sealed().ok()?).ok()
     }
 
-    fn decrypt(names: &CookieNames, keys: &Keyring, sealed: &str) -> Option<Session> {
-        Session::from_bytes(&keys.open(Purpose::Session, &names.session, sealed)?)
+    fn decrypt(names: &CookieNames, keys: &Keyring, sealed: &str) -> Result<Session, Unopened> {
+        let plain = keys.open_checked(Purpose::Session, &names.session, sealed).map_err(Unopened::from_seal)?;
+        Session::from_bytes(&plain).ok_or(Unopened::Invalid)
+    }
+
+    /// The payload of a sealed value under `purpose` (a server-side session's id).
+    pub fn open_as(&self, names: &CookieNames, keys: &Keyring, purpose: Purpose) -> Result<Vec<u8>, Unopened> {
+        keys.open_checked(purpose, &names.session, &self.sealed()?).map_err(Unopened::from_seal)
     }
 }
 

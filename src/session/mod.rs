@@ -39,16 +39,13 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
         return Box::pin(server::load(state, store, &found, now)).await;
     }
     let session = match found.open(&state.cookies, &state.keys) {
-        Some(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => s,
-        Some(s) => {
+        Ok(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => s,
+        Ok(s) => {
             tracing::debug!("session cookie expired");
             memo::forget(&s);
             return Ok(Loaded::Anonymous { stale_cookie: true });
         }
-        None => {
-            tracing::info!("session cookie did not open (tampered, truncated, mixed or unknown key)");
-            return Ok(Loaded::Anonymous { stale_cookie: true });
-        }
+        Err(why) => return Ok(unopened(why)),
     };
     if let Some(revocations) = &state.revocations {
         if revocations.is_revoked(&session)? {
@@ -59,6 +56,23 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
         }
     }
     Ok(Loaded::Live(session))
+}
+
+/// The anonymous outcome of a session cookie that gave no session, logged once here.
+fn unopened(why: cookie::Unopened) -> Loaded {
+    match why {
+        cookie::Unopened::Duplicated => {
+            tracing::warn!("a session cookie name was sent more than once; treating the request as anonymous")
+        }
+        cookie::Unopened::UnknownKey => {
+            tracing::info!("session cookie sealed under a key this instance does not have; not expiring it")
+        }
+        cookie::Unopened::Invalid => {
+            tracing::info!("session cookie did not open (tampered, truncated or mixed)")
+        }
+        cookie::Unopened::Absent => {}
+    }
+    Loaded::Anonymous { stale_cookie: why.expire() }
 }
 
 /// Persist what changed: new tokens (`changed`), or just the sliding idle expiry when it is due
@@ -99,7 +113,7 @@ pub async fn create(
 /// The server-side session a request carries (its row key), to be replaced by a login.
 pub fn current_key(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
     state.server_store()?;
-    server::cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers))
+    server::cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers)).ok()
 }
 
 /// End a session where it is kept (server-side row, refresh-cache entries). Cookies are the

@@ -22,6 +22,16 @@ const NONCE_LEN: usize = 24;
 const HEADER_LEN: usize = 1 + KID_LEN + NONCE_LEN;
 const TAG_LEN: usize = 16;
 
+/// Why a sealed value did not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// Sealed under a key id this instance does not have: another replica may have it (a key
+    /// rotation mid-rollout), so the value is not ours to expire.
+    UnknownKey,
+    /// Malformed, truncated, tampered, moved to another name or purpose, or not ours at all.
+    Invalid,
+}
+
 /// What a sealed value is for; each purpose has its own subkey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -157,14 +167,24 @@ impl Keyring {
     }
 
     /// Open a sealed value; `None` for anything that is not an intact value sealed by one of
-    /// our keys for this purpose and name. Decrypts in place in the decoded buffer.
+    /// our keys for this purpose and name.
     pub fn open(&self, purpose: Purpose, name: &str, sealed: &str) -> Option<Vec<u8>> {
-        let mut raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        self.open_checked(purpose, name, sealed).ok()
+    }
+
+    /// Open a sealed value, telling a key id this keyring does not have (another replica's
+    /// newer key, mid-rollout: SPEC §4) from a value that fails under a key we have. Decrypts in
+    /// place in the decoded buffer.
+    pub fn open_checked(&self, purpose: Purpose, name: &str, sealed: &str) -> Result<Vec<u8>, OpenError> {
+        let mut raw = URL_SAFE_NO_PAD.decode(sealed).map_err(|_| OpenError::Invalid)?;
         if raw.len() < HEADER_LEN + TAG_LEN || raw[0] != VERSION {
-            return None;
+            return Err(OpenError::Invalid);
         }
         let mut kid = [0u8; KID_LEN];
         kid.copy_from_slice(&raw[1..1 + KID_LEN]);
+        if !self.keys.iter().any(|k| k.kid == kid) {
+            return Err(OpenError::UnknownKey);
+        }
         let mut nonce = XNonce::default();
         nonce.copy_from_slice(&raw[1 + KID_LEN..HEADER_LEN]);
         let end = raw.len() - TAG_LEN;
@@ -180,11 +200,11 @@ impl Keyring {
             })
         });
         if !opened {
-            return None;
+            return Err(OpenError::Invalid);
         }
         raw.copy_within(HEADER_LEN..end, 0);
         raw.truncate(end - HEADER_LEN);
-        Some(raw)
+        Ok(raw)
     }
 }
 
@@ -268,6 +288,8 @@ mod tests {
         let sealed = old.seal(Purpose::Session, "n", b"x");
         assert!(ring(&[2, 1]).open(Purpose::Session, "n", &sealed).is_some());
         assert!(ring(&[2]).open(Purpose::Session, "n", &sealed).is_none());
+        assert_eq!(ring(&[2]).open_checked(Purpose::Session, "n", &sealed), Err(OpenError::UnknownKey));
+        assert_eq!(ring(&[2, 1]).open_checked(Purpose::Session, "other", &sealed), Err(OpenError::Invalid));
     }
 
     #[test]

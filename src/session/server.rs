@@ -11,9 +11,9 @@
 //! sliding idle expiry is a separate, data-free update.
 
 use super::Loaded;
-use super::cookie::SessionCookie;
+use super::cookie::{SessionCookie, Unopened};
 use super::model::{Session, StoredRef};
-use super::seal::Purpose;
+use super::seal::{OpenError, Purpose};
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 use crate::store::{NewSession, SessionRow, Store};
@@ -35,35 +35,45 @@ fn seal(state: &AppState, key: &[u8; 32], s: &Session) -> String {
     state.keys.seal(Purpose::Session, &row_name(key), &s.to_bytes())
 }
 
-fn open(state: &AppState, key: &[u8; 32], row: &SessionRow) -> Option<Session> {
-    let plain = state.keys.open(Purpose::Session, &row_name(key), &row.data)?;
-    let mut s = Session::from_bytes(&plain)?;
+fn open(state: &AppState, key: &[u8; 32], row: &SessionRow) -> Result<Session, OpenError> {
+    let plain = state.keys.open_checked(Purpose::Session, &row_name(key), &row.data)?;
+    let mut s = Session::from_bytes(&plain).ok_or(OpenError::Invalid)?;
     s.sealed_at = row.last_seen;
     s.stored = Some(StoredRef { key: *key, version: row.version });
-    Some(s)
+    Ok(s)
 }
 
 /// The row key of the session id a request's cookie carries.
-pub fn cookie_key(state: &AppState, found: &SessionCookie<'_>) -> Option<[u8; 32]> {
-    let sealed = found.sealed()?;
-    let id = state.keys.open(Purpose::SessionId, &state.cookies.session, &sealed)?;
-    (id.len() == ID_LEN).then(|| row_key(&id))
+pub fn cookie_key(state: &AppState, found: &SessionCookie<'_>) -> Result<[u8; 32], Unopened> {
+    let id = found.open_as(&state.cookies, &state.keys, Purpose::SessionId)?;
+    if id.len() != ID_LEN {
+        return Err(Unopened::Invalid);
+    }
+    Ok(row_key(&id))
 }
 
 pub async fn load(state: &AppState, store: &Store, found: &SessionCookie<'_>, now: i64) -> Result<Loaded, AppError> {
-    let Some(key) = cookie_key(state, found) else {
-        tracing::info!("session cookie did not open (tampered, truncated, mixed or unknown key)");
-        return Ok(Loaded::Anonymous { stale_cookie: true });
+    let key = match cookie_key(state, found) {
+        Ok(key) => key,
+        Err(why) => return Ok(super::unopened(why)),
     };
     let Some(row) = store.get_session(&key, now).await? else {
         tracing::info!("session id unknown to the store (logged out, expired or revoked)");
         return Ok(Loaded::Anonymous { stale_cookie: true });
     };
-    let Some(session) = open(state, &key, &row) else {
-        // Sealed under a key no longer configured, or altered in the store.
-        tracing::warn!("stored session did not open; deleting it");
-        let _ = store.delete_session(&key).await;
-        return Ok(Loaded::Anonymous { stale_cookie: true });
+    let session = match open(state, &key, &row) {
+        Ok(s) => s,
+        // Written by a replica with a key this one does not have yet (a rotation mid-rollout):
+        // that replica can still read it, so it is neither deleted nor expired.
+        Err(OpenError::UnknownKey) => {
+            tracing::info!("stored session sealed under a key this instance does not have; leaving it");
+            return Ok(Loaded::Anonymous { stale_cookie: false });
+        }
+        Err(OpenError::Invalid) => {
+            tracing::warn!("stored session did not open; deleting it");
+            let _ = store.delete_session(&key).await;
+            return Ok(Loaded::Anonymous { stale_cookie: true });
+        }
     };
     if !session.is_live(now, state.settings.session.idle_timeout_secs) {
         tracing::debug!("stored session expired");
@@ -102,7 +112,7 @@ pub async fn save(state: &AppState, store: &Store, s: &mut Session, now: i64, ch
             tracing::info!("session ended while its tokens were being refreshed");
             return Err(ErrorCode::SessionExpired.into());
         };
-        let Some(theirs) = open(state, &stored.key, &row) else {
+        let Ok(theirs) = open(state, &stored.key, &row) else {
             return Err(ErrorCode::SessionExpired.into());
         };
         if theirs.access_issued_at >= s.access_issued_at {
@@ -127,7 +137,7 @@ pub async fn create(
     // old cookie must not outlive the new login). The callback is a cross-site navigation that
     // does not carry a SameSite=Strict cookie: the session seen when the login started
     // (`replaces`, from the transaction cookie) is deleted as well as any the callback carries.
-    let current = cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers));
+    let current = cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers)).ok();
     for old in current.into_iter().chain(replaces.filter(|r| Some(*r) != current)) {
         store.delete_session(&old).await?;
     }

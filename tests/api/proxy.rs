@@ -476,3 +476,33 @@ async fn an_upstream_certificate_the_system_does_not_trust_is_refused_before_any
     assert!(seen.0.load(Ordering::SeqCst) >= 1, "the handshake was not refused by the BFF");
     assert!(!seen.1.load(Ordering::SeqCst), "request bytes (and the bearer token) reached an untrusted upstream");
 }
+
+/// An HTTP/2 client may split `Cookie` into crumbs (RFC 9113 §8.2.3); an HTTP/1.1 upstream
+/// must receive them joined with `; ` into one field, without the BFF's cookies (SPEC §6).
+#[tokio::test]
+async fn http2_cookie_crumbs_reach_an_http1_upstream_as_one_cookie_field() {
+    use http_body_util::BodyExt;
+    let (_idp, bff, _up) = proxied(json!({})).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let session: Vec<String> = b.jar().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let tcp = tokio::net::TcpStream::connect(bff.addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap_or_else(|e| panic!("h2c handshake: {e}"));
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/api/crumbs", bff.addr))
+        .header("x-csrf", "1")
+        .header("cookie", "a=1")
+        .header("cookie", session.join("; "))
+        .header("cookie", "b=2; c=3")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resp = send.send_request(req).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap_or_else(|e| panic!("{e}")).to_bytes();
+    let echo: Value = serde_json::from_slice(&body).unwrap_or_default();
+    assert!(!bearer(&echo).is_empty(), "the crumbs carried the session: {echo}");
+    assert_eq!(echo["headers"]["cookie"], "a=1; b=2; c=3", "one Cookie field: {echo}");
+}

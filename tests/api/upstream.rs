@@ -103,7 +103,8 @@ async fn echo(req: Request, path: String, query: String) -> Response {
     let method = req.method().to_string();
     let mut headers = Map::new();
     for (k, v) in req.headers() {
-        let v = Value::String(v.to_str().unwrap_or("<binary>").to_owned());
+        // Bytes as sent (a cookie need not be ASCII).
+        let v = Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned());
         match headers.get_mut(k.as_str()) {
             Some(Value::Array(a)) => a.push(v),
             Some(prev) => *prev = Value::Array(vec![prev.clone(), v]),

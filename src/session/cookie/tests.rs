@@ -3,6 +3,7 @@ use crate::secret::Secret;
 use crate::session::model::{LogoutToken, Token};
 use crate::settings::KeyMaterial;
 use http::HeaderValue;
+use http::header::COOKIE;
 
 fn names(secure: bool) -> CookieNames {
     CookieNames::new(&SessionSettings {
@@ -57,7 +58,7 @@ fn small_session_is_one_cookie_and_expires_all_chunks() {
     assert_eq!(lines.iter().filter(|l| l.contains("Max-Age=0")).count(), MAX_CHUNKS);
     let h = browser_sends(&lines);
     let opened = SessionCookie::from_headers(&n, &h).open(&n, &keys);
-    assert_eq!(opened.map(|s| s.sub.clone()), Some("alice".to_owned()));
+    assert_eq!(opened.map(|s| s.sub.clone()), Ok("alice".to_owned()));
 }
 
 #[test]
@@ -68,7 +69,7 @@ fn large_session_round_trips_as_chunks() {
     assert!(live.len() >= 3 && live.iter().all(|l| l.starts_with("__Host-bff.")));
     assert!(lines.iter().any(|l| l.starts_with("__Host-bff=;") && l.contains("Max-Age=0")));
     let h = browser_sends(&lines);
-    assert!(SessionCookie::from_headers(&n, &h).open(&n, &keys).is_some());
+    assert!(SessionCookie::from_headers(&n, &h).open(&n, &keys).is_ok());
 }
 
 #[test]
@@ -79,12 +80,29 @@ fn mixed_forms_and_foreign_chunks_are_anonymous() {
     // Chunk 1 of another session.
     let mut mixed: Vec<String> = a.iter().filter(|l| !l.starts_with("__Host-bff.1")).cloned().collect();
     mixed.extend(b.iter().filter(|l| l.starts_with("__Host-bff.1")).cloned());
-    assert!(SessionCookie::from_headers(&n, &browser_sends(&mixed)).open(&n, &keys).is_none());
+    assert_eq!(SessionCookie::from_headers(&n, &browser_sends(&mixed)).open(&n, &keys).err(), Some(Unopened::Invalid));
     // Both the single cookie and chunks.
     let single = n.write_session(&seal_session(&n, &keys, &session(10)), 50);
     let mut both = a.clone();
     both.push(single[0].clone());
-    assert!(SessionCookie::from_headers(&n, &browser_sends(&both)).open(&n, &keys).is_none());
+    assert_eq!(SessionCookie::from_headers(&n, &browser_sends(&both)).open(&n, &keys).err(), Some(Unopened::Invalid));
+}
+
+#[test]
+fn a_chunk_name_sent_twice_or_an_unknown_key_is_not_expired() {
+    let (n, keys) = (names(true), Keyring::new(&[KeyMaterial([7; 32])]));
+    let lines = n.write_session(&seal_session(&n, &keys, &session(9000)), 50);
+    let mut h = browser_sends(&lines);
+    let chunk0 = lines.iter().find(|l| l.starts_with("__Host-bff.0=")).and_then(|l| l.split(';').next());
+    h.append(COOKIE, HeaderValue::from_str(chunk0.unwrap_or_default()).unwrap_or(HeaderValue::from_static("")));
+    let dup = SessionCookie::from_headers(&n, &h).open(&n, &keys).err();
+    assert_eq!(dup, Some(Unopened::Duplicated));
+    assert!(dup.is_some_and(|d| !d.expire()));
+    let newer = Keyring::new(&[KeyMaterial([8; 32]), KeyMaterial([7; 32])]);
+    let single = n.write_session(&seal_session(&n, &newer, &session(10)), 50);
+    let unknown = SessionCookie::from_headers(&n, &browser_sends(&single)).open(&n, &keys).err();
+    assert_eq!(unknown, Some(Unopened::UnknownKey));
+    assert!(unknown.is_some_and(|u| !u.expire()));
 }
 
 #[test]
