@@ -4,17 +4,27 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+/// Clients counted separately per window: about 3.3 MB at most (docs/security.md).
 const MAX_TRACKED: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Window {
+    minute: i64,
+    counts: HashMap<IpAddr, u32>,
+    /// Clients first seen once `counts` is full share this one count: a flood of addresses
+    /// cannot turn the limit off (the limiter fails closed for newcomers, not open).
+    overflow: u32,
+}
 
 #[derive(Debug)]
 pub struct ExchangeLimiter {
     per_minute: u32,
-    window: Mutex<(i64, HashMap<IpAddr, u32>)>,
+    window: Mutex<Window>,
 }
 
 impl ExchangeLimiter {
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute, window: Mutex::new((0, HashMap::new())) }
+        Self { per_minute, window: Mutex::new(Window::default()) }
     }
 
     /// True if `ip` may exchange a code now. IPv6 clients are counted per /64 (one host owns
@@ -33,15 +43,36 @@ impl ExchangeLimiter {
         };
         let Ok(mut w) = self.window.lock() else { return false };
         let minute = now / 60;
-        if w.0 != minute {
-            *w = (minute, HashMap::new());
+        if w.minute != minute {
+            *w = Window { minute, ..Window::default() };
         }
-        if w.1.len() >= MAX_TRACKED && !w.1.contains_key(&key) {
-            // Bounded memory; the global cap on exchanges in flight still applies.
-            return true;
-        }
-        let n = w.1.entry(key).or_insert(0);
-        *n += 1;
+        let n = if w.counts.len() >= MAX_TRACKED && !w.counts.contains_key(&key) {
+            &mut w.overflow
+        } else {
+            w.counts.entry(key).or_insert(0)
+        };
+        *n = n.saturating_add(1);
         *n <= self.per_minute
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_at_its_key_bound_shares_one_overflow_bucket_instead_of_failing_open() {
+        let l = ExchangeLimiter::new(2);
+        for i in 0..MAX_TRACKED as u32 {
+            assert!(l.allow(IpAddr::from(i.to_be_bytes()), 60));
+        }
+        // Unknown clients beyond the bound share one bucket of `per_minute`.
+        let fresh = |i: u32| IpAddr::from((0xC000_0000 + i).to_be_bytes());
+        assert!(l.allow(fresh(1), 60));
+        assert!(l.allow(fresh(2), 60));
+        assert!(!l.allow(fresh(3), 60), "a full limiter let an unknown client through");
+        // Tracked clients keep their own count; the next window starts empty.
+        assert!(l.allow(IpAddr::from(7u32.to_be_bytes()), 60));
+        assert!(l.allow(fresh(3), 120));
     }
 }

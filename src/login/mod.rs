@@ -124,9 +124,16 @@ pub async fn complete(
     let Some(code) = params.code.filter(|c| !c.is_empty()) else {
         return Err(fail(ErrorCode::InvalidRequest, "no code parameter", spent));
     };
+    // Both limits first, and a 429 expires nothing and burns nothing (SPEC §5): the same
+    // callback succeeds once there is room.
     if !state.limiter.allow(peer, t) {
         return Err(fail(ErrorCode::RateLimited, "exchange rate limit", vec![]));
     }
+    // Bound the token-endpoint calls in flight, so a flood of junk callbacks cannot pile up
+    // requests at the IdP under our client credentials.
+    let Ok(_permit) = state.exchanges.try_acquire() else {
+        return Err(fail(ErrorCode::RateLimited, "too many code exchanges in flight", vec![]));
+    };
     // Burn the state before calling the IdP: a concurrent replay must not exchange twice.
     if !state.completed.insert(st, t) {
         return Err(fail(
@@ -146,11 +153,6 @@ pub async fn complete(
             Err(e) => return Err(fail(AppError::from(e), "session store unavailable", vec![])),
         }
     }
-    // Bound the token-endpoint calls in flight, so a flood of junk callbacks cannot pile up
-    // requests at the IdP under our client credentials.
-    let Ok(_permit) = state.exchanges.try_acquire() else {
-        return Err(fail(ErrorCode::RateLimited, "too many code exchanges in flight", spent));
-    };
     let settings = &state.settings.oidc;
     let tokens = token::exchange_code(
         &state.oidc.http,

@@ -343,3 +343,25 @@ async fn rp_token_endpoint_private_key_jwt_logs_in_with_rs256_and_es256_keys() {
         assert_eq!(idp.grants("authorization_code").await, 1);
     }
 }
+
+/// The in-flight cap on code exchanges answers 429 before anything is spent: the transaction
+/// cookie is not expired and the state not burnt, so the same callback succeeds once there is
+/// room (SPEC §5: a 429 spends nothing).
+#[tokio::test]
+async fn a_429_for_code_exchanges_in_flight_spends_nothing() {
+    let (idp, bff) = stack(json!({}), &[]).await;
+    let mut b = Browser::new(&bff);
+    let start = b.get(&bff.url("/login?return_to=/after")).await;
+    let callback = b.idp_login(&start.location(), "alice").await;
+    let all = oidc_bff::state::MAX_CONCURRENT_EXCHANGES as u32;
+    let held = bff.state.exchanges.try_acquire_many(all).unwrap_or_else(|e| panic!("{e}"));
+    let r = b.get(&callback).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("rate_limited"), "{}", r.body);
+    assert!(r.set_cookies().is_empty(), "a 429 expired something: {:?}", r.set_cookies());
+    assert_eq!(idp.grants("authorization_code").await, 0, "the IdP was not called");
+    drop(held);
+    let r = b.get(&callback).await;
+    assert_eq!((r.status, r.location()), (302, "/after".to_owned()), "{}", r.body);
+    assert_eq!(b.session(&bff).await.json()["sub"], "alice");
+}
