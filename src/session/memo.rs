@@ -96,9 +96,15 @@ pub fn put(keyring: u64, name: &str, sealed: &str, session: &Arc<Session>) {
 /// (multi-threaded runtime) are dropped when reused: they only ever answer for the exact
 /// cookie, and every request re-checks expiry and revocation.
 pub fn forget(session: &Session) {
+    forget_address(std::ptr::from_ref(session) as usize);
+}
+
+/// [`forget`] by the address of the memoised session (only compared, never dereferenced): what
+/// a request that copied the session out of the memo (`Arc::make_mut`) still knows of it.
+pub fn forget_address(address: usize) {
     MEMO.with(|m| {
         for slot in m.borrow_mut().slots.iter_mut() {
-            if slot.as_ref().is_some_and(|s| std::ptr::eq(Arc::as_ptr(&s.session), session)) {
+            if slot.as_ref().is_some_and(|s| Arc::as_ptr(&s.session) as usize == address) {
                 *slot = None;
             }
         }

@@ -245,16 +245,20 @@ fn needed(state: &AppState, session: &Session, when: When, t: i64) -> bool {
 
 /// Bring `session`'s access token up to date. Ok(true) when it changed and must be re-sealed.
 /// The session is copied out of the memo (`Arc::make_mut`) only when a refresh is needed.
-pub async fn ensure_fresh(
-    state: &AppState,
-    session: &mut std::sync::Arc<Session>,
-    when: When,
-) -> Result<bool, RefreshFailure> {
+pub async fn ensure_fresh(state: &AppState, session: &mut Arc<Session>, when: When) -> Result<bool, RefreshFailure> {
     if !needed(state, session, when, now()) {
         return Ok(false);
     }
+    // `make_mut` copies a session the memo shares; the memo's copy is known by its address
+    // (an integer, so that no raw pointer is held across the await).
+    let memoised = Arc::as_ptr(session) as usize;
     // Boxed: rarely taken, and large (the IdP call, the shared cache and lock).
-    Box::pin(refresh_session(state, std::sync::Arc::make_mut(session), when)).await
+    let result = Box::pin(refresh_session(state, Arc::make_mut(session), when)).await;
+    if let Err(RefreshFailure::Ended(_)) = &result {
+        // Over: its tokens leave the memo now, not when the slot happens to be reused.
+        super::memo::forget_address(memoised);
+    }
+    result
 }
 
 async fn refresh_session(state: &AppState, session: &mut Session, when: When) -> Result<bool, RefreshFailure> {
@@ -301,6 +305,8 @@ async fn refresh_session(state: &AppState, session: &mut Session, when: When) ->
             }
             None => {}
         }
+        #[cfg(test)]
+        tests::after_cache_miss().await;
         let shared = {
             let mut inflight = lock(&refresher.inflight);
             inflight
@@ -364,7 +370,17 @@ impl Drop for InFlight {
 
 async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Original) -> Outcome {
     let _in_flight = InFlight { state: state.clone(), id };
+    let from_cache = |hit: CacheHit| match hit {
+        CacheHit::Fresh(f) => Outcome::Refreshed(Arc::new(f)),
+        CacheHit::Refused => Outcome::Refused,
+    };
     let Some(store) = state.store.clone() else {
+        // The caller's cache check and this in-flight slot are not one atomic step: a refresh
+        // of the same token may have finished (cached, then left the map) in between. Its
+        // result is in the cache now, since it is cached before the slot is freed.
+        if let Ok(Some(hit)) = state.refresher.cached(&state, &id, rt.expose(), original.issued_at, now()).await {
+            return from_cache(hit);
+        }
         return grant_and_cache(&state, id, &rt, &original, None).await.0;
     };
     // Across replicas: whoever takes the lock spends the token; the others wait for its answer
@@ -377,10 +393,6 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Origin
     let http_timeout = state.settings.oidc.http_timeout;
     let lock_ttl = http_timeout * 3 + crate::store::OP_TIMEOUT * 2 + std::time::Duration::from_secs(5);
     let lock_ttl_ms = lock_ttl.as_millis() as i64;
-    let from_cache = |hit: CacheHit| match hit {
-        CacheHit::Fresh(f) => Outcome::Refreshed(Arc::new(f)),
-        CacheHit::Refused => Outcome::Refused,
-    };
     // The grant slot first: the lock's lifetime must not be spent queueing for one.
     let Ok(permit) = state.refresher.grants.acquire().await else {
         return Outcome::Temporary(ErrorCode::IdpUnavailable);
@@ -526,3 +538,6 @@ async fn refresh_grant(state: &AppState, rt: &Secret, original: &Original) -> Ou
         scope: tokens.scope,
     }))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+//! Refresh coordination on one instance, against a wiremock token endpoint: interleavings the
+//! integration tests cannot time (a test hook pauses a request at a chosen point).
+
+use super::*;
+use crate::session::cookie::SessionCookie;
+use crate::session::model::LogoutToken;
+use crate::settings::Settings;
+use http::{HeaderMap, HeaderValue};
+use std::sync::Arc;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
+
+/// Where a request pauses: it says it arrived, then waits to be let go.
+#[derive(Default)]
+pub(super) struct Gate {
+    reached: tokio::sync::Notify,
+    resume: tokio::sync::Notify,
+}
+
+tokio::task_local! {
+    static AFTER_CACHE_MISS: Arc<Gate>;
+}
+
+/// Called by `refresh_session` between its cache check and taking the in-flight slot.
+pub(super) async fn after_cache_miss() {
+    if let Ok(gate) = AFTER_CACHE_MISS.try_with(Arc::clone) {
+        gate.reached.notify_one();
+        gate.resume.notified().await;
+    }
+}
+
+/// An AppState whose IdP is `server` (discovery, an empty JWKS, no store).
+async fn state_with(server: &MockServer) -> AppState {
+    crate::startup::install_crypto_providers();
+    let issuer = server.uri();
+    let discovery = serde_json::json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+    });
+    Mock::given(method("GET"))
+        .and(path("/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(discovery))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"keys": []})))
+        .mount(server)
+        .await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:1\"\n\
+         [oidc]\nissuer = \"{issuer}\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+         [session]\nkeys = [\"{KEY}\"]\n"
+    );
+    let settings = Settings::from_toml_str(&toml, vec![]).unwrap_or_else(|e| panic!("{e}"));
+    let state = AppState::new(settings).unwrap_or_else(|e| panic!("{e}"));
+    state.oidc.load().await.unwrap_or_else(|e| panic!("{e}"));
+    state
+}
+
+/// A session whose access token has expired, holding refresh token `rt`.
+fn expired_session(rt: &str) -> Session {
+    let t = now();
+    Session {
+        sub: "alice".into(),
+        sid: None,
+        id_token: Token::new("e30.e30.c2ln"),
+        access_token: Token::new("at-1"),
+        access_expires_at: t - 10,
+        access_issued_at: t - 310,
+        refresh_token: Some(Secret::new(rt)),
+        scope: None,
+        created_at: t - 310,
+        absolute_expires_at: t + 3600,
+        sealed_at: t,
+        refreshed_from: None,
+        logout_token: LogoutToken::random(),
+        stored: None,
+    }
+}
+
+fn granted(at: &str, rt: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "access_token": at, "token_type": "Bearer", "expires_in": 300, "refresh_token": rt,
+    }))
+}
+
+/// Request B misses the cache, then request A refreshes and leaves the in-flight map before B
+/// takes it: B must find A's result in the cache, not spend the (now rotated) token again.
+#[tokio::test]
+async fn in_memory_single_flight_rechecks_the_cache_after_taking_the_in_flight_slot() {
+    let server = MockServer::start().await;
+    let state = state_with(&server).await;
+    Mock::given(method("POST")).and(path("/token")).respond_with(granted("at-2", "rt-2")).mount(&server).await;
+    let gate = Arc::new(Gate::default());
+    let (state_b, session) = (state.clone(), expired_session("rt-1"));
+    let mut b_session = Arc::new(session.clone());
+    let b = tokio::spawn(AFTER_CACHE_MISS.scope(gate.clone(), async move {
+        let changed = ensure_fresh(&state_b, &mut b_session, When::Expired).await;
+        (changed.is_ok(), b_session)
+    }));
+    gate.reached.notified().await;
+    let mut a_session = Arc::new(session);
+    assert!(matches!(ensure_fresh(&state, &mut a_session, When::Expired).await, Ok(true)));
+    gate.resume.notify_one();
+    let (ok, b_session) = b.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(ok);
+    let grants = server.received_requests().await.unwrap_or_default();
+    assert_eq!(grants.iter().filter(|r| r.url.path() == "/token").count(), 1, "the refresh token was spent twice");
+    assert_eq!(b_session.access_token.compact().expose(), "at-2");
+}
+
+/// A session ended by a refused refresh leaves the opened-cookie memo at once (its tokens are
+/// not kept in memory until the slot is reused).
+#[tokio::test]
+async fn a_session_ended_by_a_refused_refresh_is_dropped_from_the_memo() {
+    let server = MockServer::start().await;
+    let state = state_with(&server).await;
+    let refused = ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": "invalid_grant"}));
+    Mock::given(method("POST")).and(path("/token")).respond_with(refused).mount(&server).await;
+    let sealed = crate::session::cookie::seal_session(&state.cookies, &state.keys, &expired_session("rt-dead"));
+    let mut headers = HeaderMap::new();
+    let cookie = format!("{}={sealed}", state.cookies.session);
+    headers.insert(http::header::COOKIE, HeaderValue::from_str(&cookie).unwrap_or_else(|e| panic!("{e}")));
+    let found = SessionCookie::from_headers(&state.cookies, &headers);
+    let mut s = found.open(&state.cookies, &state.keys).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(crate::session::memo::get(state.keys.id(), &state.cookies.session, &sealed).is_some(), "memoised");
+    let ended = ensure_fresh(&state, &mut s, When::Expired).await;
+    assert!(matches!(ended, Err(RefreshFailure::Ended(_))));
+    assert!(
+        crate::session::memo::get(state.keys.id(), &state.cookies.session, &sealed).is_none(),
+        "the ended session is still in the memo"
+    );
+}
