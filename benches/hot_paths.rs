@@ -135,6 +135,7 @@ fn names_and_keys() -> (CookieNames, Keyring) {
         same_site: SameSite::Strict,
         idle_timeout_secs: 1800,
         absolute_timeout_secs: 28800,
+        cache_max_bytes: 16 << 20,
     });
     (names, Keyring::new(&[key]))
 }

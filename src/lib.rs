@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cookie_header;
 pub mod error;
 pub mod login;
+pub mod memory;
 pub mod middleware;
 pub mod oidc;
 pub mod proxy;

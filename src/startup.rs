@@ -110,11 +110,13 @@ impl App {
                 let _ = discovery_fatal.send(e.into()).await;
             }
         });
-        if state.store.is_some() {
+        let sweeper = if state.store.is_some() {
             tokio::spawn(store_maintenance(state.clone(), fatal_tx));
+            None
         } else {
             drop(fatal_tx);
-        }
+            Some(tokio::spawn(refresh_cache_sweeper(state.clone())))
+        };
 
         let router = routes::router(state.clone());
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -190,6 +192,9 @@ impl App {
             }
         }
         drop(listener);
+        if let Some(s) = sweeper {
+            s.abort();
+        }
         let _ = admin_stop.send(());
         if let Some(mut t) = admin_task {
             // axum::serve has no header timeout: a stuck scrape must not hold up shutdown.
@@ -264,6 +269,23 @@ async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<Sta
             }
         }
         tokio::time::sleep(crate::store::revocations::POLL).await;
+    }
+}
+
+/// Without a store, the refresh cache is in memory: expire its entries on a timer as well as on
+/// every insert, so the last burst's tokens do not stay in memory until the next refresh, and
+/// give the freed pages back to the OS once a few MiB have been freed.
+async fn refresh_cache_sweeper(state: AppState) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+    const TRIM_AFTER_BYTES: usize = 2 << 20;
+    let mut freed_since_trim = 0;
+    loop {
+        tokio::time::sleep(EVERY).await;
+        freed_since_trim += state.refresher.sweep(crate::state::now());
+        if freed_since_trim >= TRIM_AFTER_BYTES {
+            freed_since_trim = 0;
+            crate::memory::release_free_memory().await;
+        }
     }
 }
 

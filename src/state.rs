@@ -55,6 +55,7 @@ impl AppState {
         let keys = Keyring::new(&settings.session.keys);
         let cookies = CookieNames::new(&settings.session);
         let limiter = ExchangeLimiter::new(settings.server.exchange_rate_per_minute);
+        let refresher = Refresher::new(settings.session.cache_max_bytes);
         let logout_path_prefix = format!("{}/logout?sid=", settings.server.base_path);
         let proxy = Proxy::new(&settings)?;
         let store = match &settings.session.url {
@@ -74,7 +75,7 @@ impl AppState {
             cookies,
             completed: CompletedStates::default(),
             limiter,
-            refresher: Refresher::default(),
+            refresher,
             exchanges: tokio::sync::Semaphore::new(MAX_CONCURRENT_EXCHANGES),
             proxy,
             static_files,

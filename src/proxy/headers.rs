@@ -244,6 +244,7 @@ mod tests {
             same_site: SameSite::Strict,
             idle_timeout_secs: 60,
             absolute_timeout_secs: 60,
+            cache_max_bytes: 16 << 20,
         })
     }
 

@@ -24,12 +24,10 @@ use crate::state::{AppState, now};
 use crate::store::{CacheRow, StoreError};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use memory_cache::MemoryCache;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-/// Entries are a few hundred bytes and live `refresh_grace_secs`.
-const MAX_CACHE_ENTRIES: usize = 20_000;
 
 /// Why a session could not be brought up to date.
 #[derive(Debug)]
@@ -68,13 +66,6 @@ enum Outcome {
     Temporary(ErrorCode),
 }
 
-/// A cached refresh result: the sealed new tokens, or `None` when the IdP refused the token
-/// (so replaying a dead cookie does not call the token endpoint again and again).
-struct CacheEntry {
-    sealed: Option<Vec<u8>>,
-    expires_at: i64,
-}
-
 enum CacheHit {
     Fresh(Fresh),
     Refused,
@@ -87,17 +78,28 @@ const MAX_CONCURRENT_GRANTS: usize = 64;
 /// when one is configured.
 pub struct Refresher {
     inflight: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
-    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    /// Used only without a store (`[session] url`), which then holds the cache instead.
+    cache: Mutex<MemoryCache>,
     grants: tokio::sync::Semaphore,
 }
 
-impl Default for Refresher {
-    fn default() -> Self {
+impl Refresher {
+    /// `cache_max_bytes`: the bound of the in-memory cache (`[session] cache_max_bytes`).
+    pub fn new(cache_max_bytes: usize) -> Self {
         Self {
             inflight: Mutex::default(),
-            cache: Mutex::default(),
+            cache: Mutex::new(MemoryCache::new(cache_max_bytes)),
             grants: tokio::sync::Semaphore::new(MAX_CONCURRENT_GRANTS),
         }
+    }
+
+    /// Drop expired in-memory entries (the periodic sweep: without it, the last entries of a
+    /// burst would stay until the next refresh). The bytes given back.
+    pub fn sweep(&self, now: i64) -> usize {
+        let mut cache = lock(&self.cache);
+        let freed = cache.expire(now);
+        metrics::gauge!("bff_refresh_cache_bytes").set(cache.bytes() as f64);
+        freed
     }
 }
 
@@ -142,7 +144,7 @@ impl Refresher {
             },
             None => {
                 let cache = lock(&self.cache);
-                let Some(entry) = cache.get(id).filter(|e| e.expires_at > now) else {
+                let Some(entry) = cache.get(id, now) else {
                     return Ok(None);
                 };
                 match &entry.sealed {
@@ -182,15 +184,10 @@ impl Refresher {
             }
             return true;
         }
-        let mut cache = lock(&self.cache);
-        if cache.len() >= MAX_CACHE_ENTRIES {
-            cache.retain(|_, e| e.expires_at > now);
-            // Still full of live entries: make room rather than refuse to cache.
-            if let Some(victim) = (cache.len() >= MAX_CACHE_ENTRIES).then(|| cache.keys().next().copied()).flatten() {
-                cache.remove(&victim);
-            }
+        let evicted = lock(&self.cache).insert(id, sealed, expires_at, now);
+        if evicted > 0 {
+            metrics::counter!("bff_refresh_cache_evictions_total").increment(evicted as u64);
         }
-        cache.insert(id, CacheEntry { sealed, expires_at });
         true
     }
 
@@ -539,5 +536,6 @@ async fn refresh_grant(state: &AppState, rt: &Secret, original: &Original) -> Ou
     }))
 }
 
+mod memory_cache;
 #[cfg(test)]
 mod tests;

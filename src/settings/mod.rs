@@ -139,6 +139,8 @@ pub struct SessionSettings {
     pub same_site: SameSite,
     pub idle_timeout_secs: u64,
     pub absolute_timeout_secs: u64,
+    /// Bound of the in-memory refresh cache (bytes, entries and their bookkeeping).
+    pub cache_max_bytes: usize,
 }
 
 /// Where sessions live (SPEC §4).

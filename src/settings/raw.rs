@@ -70,6 +70,7 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("absolute_timeout_secs", Kind::Int),
             ("url", Kind::Str),
             ("url_file", Kind::Str),
+            ("cache_max_bytes", Kind::Int),
         ],
     ),
     ("logging", &[("format", Kind::Str), ("level", Kind::Str), ("access_log", Kind::Bool)]),
@@ -192,6 +193,7 @@ pub struct RawSession {
     pub absolute_timeout_secs: u64,
     pub url: String,
     pub url_file: String,
+    pub cache_max_bytes: u64,
 }
 
 impl Default for RawSession {
@@ -206,6 +208,7 @@ impl Default for RawSession {
             absolute_timeout_secs: 28800,
             url: String::new(),
             url_file: String::new(),
+            cache_max_bytes: 16 * 1024 * 1024,
         }
     }
 }

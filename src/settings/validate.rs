@@ -476,6 +476,7 @@ fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -
     }
     let idle = secs("session.idle_timeout_secs", raw.idle_timeout_secs, 60, 30 * 86400, p);
     let absolute = secs("session.absolute_timeout_secs", raw.absolute_timeout_secs, 60, 90 * 86400, p);
+    let cache_max_bytes = secs("session.cache_max_bytes", raw.cache_max_bytes, 65_536, 1 << 30, p);
     if keys.is_empty() {
         return None;
     }
@@ -487,6 +488,7 @@ fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -
         same_site: same_site?,
         idle_timeout_secs: idle,
         absolute_timeout_secs: absolute,
+        cache_max_bytes: cache_max_bytes as usize,
     })
 }
 

@@ -14,6 +14,7 @@ fn names(secure: bool) -> CookieNames {
         same_site: SameSite::Strict,
         idle_timeout_secs: 1800,
         absolute_timeout_secs: 28800,
+        cache_max_bytes: 16 << 20,
     })
 }
 

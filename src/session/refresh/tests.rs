@@ -136,3 +136,44 @@ async fn a_session_ended_by_a_refused_refresh_is_dropped_from_the_memo() {
         "the ended session is still in the memo"
     );
 }
+
+/// (entries, sealed bytes) of the in-memory refresh cache.
+fn memory_cache(r: &Refresher) -> (usize, usize) {
+    let cache = lock(&r.cache);
+    (cache.len(), cache.bytes())
+}
+
+fn fresh_of(bytes: usize, t: i64) -> Fresh {
+    Fresh {
+        access_token: Secret::new("a".repeat(bytes)),
+        expires_at: t + 300,
+        issued_at: t,
+        refresh_token: Some(Secret::new("r".repeat(bytes))),
+        id_token: None,
+        scope: None,
+    }
+}
+
+/// PingOne-sized tokens (3 KB each) refreshed faster than the grace period lets entries expire:
+/// the in-memory cache stays within `[session] cache_max_bytes` (default 16 MiB), and entries
+/// expire in order on every insert, not only once some count is reached.
+#[tokio::test]
+async fn in_memory_refresh_cache_is_bounded_by_bytes_and_expires_in_order() {
+    let server = MockServer::start().await;
+    let state = state_with(&server).await;
+    let t = now();
+    let fresh = fresh_of(3 * 1024, t);
+    for i in 0..4000u32 {
+        let rt = format!("rt-{i}");
+        let id = state.keys.refresh_cache_id(&rt);
+        assert!(state.refresher.store(&state, id, &rt, Some(&fresh), t).await);
+    }
+    let (entries, bytes) = memory_cache(&state.refresher);
+    assert!(bytes <= 16 * 1024 * 1024, "{entries} entries hold {bytes} bytes");
+    assert!(entries > 1000, "the bound evicts only what it must: {entries} left");
+    // One grace period later, the next insert finds every older entry expired.
+    let later = t + state.settings.oidc.refresh_grace_secs as i64 + 1;
+    let id = state.keys.refresh_cache_id("rt-late");
+    assert!(state.refresher.store(&state, id, "rt-late", Some(&fresh_of(10, later)), later).await);
+    assert_eq!(memory_cache(&state.refresher).0, 1, "expired entries were kept");
+}
