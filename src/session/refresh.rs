@@ -71,6 +71,9 @@ enum CacheHit {
     Refused,
 }
 
+/// Cached answers followed for one request (each link is one rotation within the grace period).
+const MAX_CHAIN_LINKS: usize = 8;
+
 /// Refresh grants in flight at once on one instance; more wait their turn.
 const MAX_CONCURRENT_GRANTS: usize = 64;
 
@@ -260,15 +263,16 @@ pub async fn ensure_fresh(state: &AppState, session: &mut Arc<Session>, when: Wh
 
 async fn refresh_session(state: &AppState, session: &mut Session, when: When) -> Result<bool, RefreshFailure> {
     let mut changed = false;
-    // A cached answer may itself be stale (a chain of rotations within the grace period):
-    // follow at most a few links.
-    for _ in 0..3 {
+    // A cached answer may itself have been refreshed since (several rotations within the grace
+    // period): follow the chain to its newest link, so that an old cookie is never answered with
+    // a refresh token that was rotated away — the browser would store it and spend it later.
+    for _ in 0..MAX_CHAIN_LINKS {
         let t = now();
-        if !needed(state, session, when, t) {
-            return Ok(changed);
+        if !changed && !needed(state, session, when, t) {
+            return Ok(false);
         }
         let Some(rt) = session.refresh_token.clone() else {
-            if t < session.access_expires_at {
+            if changed || t < session.access_expires_at {
                 return Ok(changed);
             }
             tracing::info!("access token expired and the session has no refresh token; ending it");
@@ -278,7 +282,7 @@ async fn refresh_session(state: &AppState, session: &mut Session, when: When) ->
         let id = state.keys.refresh_cache_id(rt.expose());
         let hit = match refresher.cached(state, &id, rt.expose(), session.access_issued_at, t).await {
             Ok(hit) => hit,
-            Err(e) if t < session.access_expires_at => {
+            Err(e) if changed || t < session.access_expires_at => {
                 tracing::warn!(error = %e, "refresh cache unavailable; continuing with the current access token");
                 return Ok(changed);
             }
@@ -290,15 +294,16 @@ async fn refresh_session(state: &AppState, session: &mut Session, when: When) ->
                 metrics::counter!("bff_refresh_cache_hits_total").increment(1);
                 apply(session, &fresh, &id);
                 changed = true;
-                // Served from the cache: no further refresh while that access token is unexpired.
-                if t < session.access_expires_at {
-                    return Ok(true);
-                }
                 continue;
             }
             Some(CacheHit::Refused) => {
                 tracing::info!("refresh token recently refused by the IdP; ending the session without asking again");
                 return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
+            }
+            // The newest link: served from the cache, it triggers no further refresh while its
+            // access token is unexpired (SPEC §6.1); an expired one is refreshed below.
+            None if changed && (t < session.access_expires_at || !needed(state, session, when, t)) => {
+                return Ok(true);
             }
             None => {}
         }

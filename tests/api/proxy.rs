@@ -506,3 +506,39 @@ async fn http2_cookie_crumbs_reach_an_http1_upstream_as_one_cookie_field() {
     assert!(!bearer(&echo).is_empty(), "the crumbs carried the session: {echo}");
     assert_eq!(echo["headers"]["cookie"], "a=1; b=2; c=3", "one Cookie field: {echo}");
 }
+
+/// A request still carrying the login's cookie arrives after two rotations, while both cached
+/// answers live (a slow request sent before the first refresh): it must be answered with the
+/// newest tokens, never handed the first refresh's (by then rotated-away) refresh token, which
+/// the browser would store and later spend — and the IdP would then revoke the whole grant.
+#[tokio::test]
+async fn an_old_cookie_after_two_rotations_within_the_grace_period_never_spends_a_dead_refresh_token() {
+    let up = upstream::start().await;
+    let vars = [("BFF_OIDC__HTTP_TIMEOUT_SECS", "10"), ("BFF_OIDC__REFRESH_GRACE_SECS", "12")];
+    let (idp, bff) = stack_with(short(), &vars, &routes(&up.url())).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let first = b.jar();
+    // 35 s tokens and a 30 s margin: due 5 s after each refresh.
+    for n in 1..=2 {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let r = b.fetch(Method::GET, &bff.url("/api/rotate"), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(idp.grants("refresh_token").await, n, "refresh {n}");
+    }
+    let newest = open_session(&bff, &b.jar()).unwrap_or_else(|| panic!("no session"));
+    let rt = |s: &oidc_bff::session::model::Session| s.refresh_token.as_ref().map(|r| r.expose().to_owned());
+    let mut late = Browser::new(&bff);
+    late.set_jar(first);
+    let r = late.fetch(Method::GET, &bff.url("/api/late"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(bearer(&r.json()), newest.access_token.compact().expose(), "the newest access token");
+    let given = open_session(&bff, &late.jar()).unwrap_or_else(|| panic!("no cookie set"));
+    assert_eq!(rt(&given), rt(&newest), "the old cookie was given a rotated-away refresh token");
+    assert_eq!(idp.grants("refresh_token").await, 2, "no grant for the old cookie");
+    // Once every cached answer has expired, the cookie it was given still refreshes.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let r = late.fetch(Method::GET, &bff.url("/api/after"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(idp.grants("refresh_token").await, 3);
+}
