@@ -6,16 +6,19 @@
 //! - Concurrent requests of one session on this instance share one refresh: the refresh runs
 //!   in its own task (a browser aborting the request that started it cannot cancel it and
 //!   leave a rotated token half-spent), and every waiter receives its outcome.
-//! - The result is cached for `refresh_grace_secs`, keyed by an HMAC of the *old* refresh
-//!   token and sealed under a key derived from it, so requests that still carry the
-//!   pre-refresh cookie reuse the new tokens instead of spending a rotated token (which
-//!   rotating IdPs answer by revoking the whole grant).
+//! - The result is cached for `refresh_grace_secs`, keyed by a labelled SHA-256 of the *old*
+//!   refresh token and sealed under a key derived from it (`seal::shared_id`, SPEC §4: never
+//!   from a session key, so replicas mid key rotation share it), so requests that still carry
+//!   the pre-refresh cookie reuse the new tokens instead of spending a rotated token (which
+//!   rotating IdPs answer by revoking the whole grant). An old cookie follows the chain of
+//!   cached answers to the newest.
 //! - A refreshed ID token must keep `iss`, `sub` and `aud` (OIDC Core §12.2).
 //! - With a store (`[session] url`), the cache lives there, and a short lock in the store makes
 //!   one replica spend the refresh token while the others wait for its cached result: the IdP
 //!   sees one grant however many replicas a session's requests reach.
 
 use super::model::{Session, Token};
+use super::seal::{SharedLabel, open_shared, seal_shared, shared_id};
 use crate::error::{AppError, ErrorCode};
 use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::token::{self, TokenError};
@@ -156,7 +159,7 @@ impl Refresher {
                 }
             }
         };
-        let Some(plain) = state.keys.open_for_token(rt, id, &sealed) else {
+        let Some(plain) = open_shared(SharedLabel::RefreshCache, rt, id, &sealed) else {
             return Ok(None);
         };
         let Ok(fresh) = serde_json::from_slice::<Fresh>(&plain) else {
@@ -171,7 +174,8 @@ impl Refresher {
     async fn store(&self, state: &AppState, id: [u8; 32], rt: &str, fresh: Option<&Fresh>, now: i64) -> bool {
         let sealed = match fresh {
             Some(f) => {
-                let Some(sealed) = serde_json::to_vec(f).ok().and_then(|p| state.keys.seal_for_token(rt, &id, &p))
+                let Some(sealed) =
+                    serde_json::to_vec(f).ok().and_then(|p| seal_shared(SharedLabel::RefreshCache, rt, &id, &p))
                 else {
                     return false;
                 };
@@ -199,7 +203,7 @@ impl Refresher {
         let ids = session
             .refresh_token
             .as_ref()
-            .map(|rt| state.keys.refresh_cache_id(rt.expose()))
+            .map(|rt| shared_id(SharedLabel::RefreshCache, rt.expose()))
             .into_iter()
             .chain(session.refreshed_from);
         match &state.store {
@@ -279,7 +283,7 @@ async fn refresh_session(state: &AppState, session: &mut Session, when: When) ->
             return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
         };
         let refresher = &state.refresher;
-        let id = state.keys.refresh_cache_id(rt.expose());
+        let id = shared_id(SharedLabel::RefreshCache, rt.expose());
         let hit = match refresher.cached(state, &id, rt.expose(), session.access_issued_at, t).await {
             Ok(hit) => hit,
             Err(e) if changed || t < session.access_expires_at => {

@@ -7,6 +7,10 @@
 //! The key id is the first 4 bytes of SHA-256 over the key, never its list position, so keys
 //! can be reordered. The associated data binds the version, key id, purpose and the cookie's
 //! name: a value moved to another cookie name does not open.
+//!
+//! Entries replicas share (the refresh cache) are not sealed with a session key at all: their
+//! ids and keys come from the secret they answer (`shared_id`, `seal_shared`), so a key
+//! rotation caught mid-rollout never splits them (SPEC §4).
 
 use crate::settings::KeyMaterial;
 use base64::Engine;
@@ -37,7 +41,6 @@ pub enum OpenError {
 pub enum Purpose {
     Session,
     Tx,
-    RefreshCache,
     /// The cookie of a server-side session: only its random id.
     SessionId,
 }
@@ -47,7 +50,6 @@ impl Purpose {
         match self {
             Self::Session => b"session",
             Self::Tx => b"tx",
-            Self::RefreshCache => b"refresh-cache",
             Self::SessionId => b"session-id",
         }
     }
@@ -59,12 +61,7 @@ impl Purpose {
 
 struct KeyEntry {
     kid: [u8; KID_LEN],
-    ciphers: [XChaCha20Poly1305; 4],
-    /// Keys the HMAC that names refresh-cache entries.
-    cache_id_key: [u8; 32],
-    /// Keys the derivation of each entry's encryption key. Independent of `cache_id_key`, so
-    /// knowing an entry's id (its lookup key in a store) reveals nothing about its contents.
-    cache_enc_key: [u8; 32],
+    ciphers: [XChaCha20Poly1305; 3],
 }
 
 /// The configured keys, each expanded into one cipher per purpose. The first key seals.
@@ -96,20 +93,7 @@ impl Keyring {
                     let _ = hk.expand(p.label(), &mut sub);
                     XChaCha20Poly1305::new(&sub.into())
                 };
-                let (mut cache_id_key, mut cache_enc_key) = ([0u8; 32], [0u8; 32]);
-                let _ = hk.expand(b"refresh-cache-id", &mut cache_id_key);
-                let _ = hk.expand(b"refresh-cache-entry-key", &mut cache_enc_key);
-                KeyEntry {
-                    kid,
-                    ciphers: [
-                        cipher(Purpose::Session),
-                        cipher(Purpose::Tx),
-                        cipher(Purpose::RefreshCache),
-                        cipher(Purpose::SessionId),
-                    ],
-                    cache_id_key,
-                    cache_enc_key,
-                }
+                KeyEntry { kid, ciphers: [cipher(Purpose::Session), cipher(Purpose::Tx), cipher(Purpose::SessionId)] }
             })
             .collect();
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -208,49 +192,66 @@ impl Keyring {
     }
 }
 
-impl Keyring {
-    /// The refresh-cache id of a refresh token: HMAC-SHA256 under the first key's cache subkey,
-    /// so ids reveal nothing about tokens and cannot be computed without the key.
-    pub fn refresh_cache_id(&self, refresh_token: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let Some(key) = self.keys.first() else {
-            return [0; 32];
-        };
-        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&key.cache_id_key) else {
-            return [0; 32];
-        };
-        mac.update(refresh_token.as_bytes());
-        mac.finalize().into_bytes().into()
-    }
+/// What a shared id or entry key is for (SPEC §4): each its own label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedLabel {
+    /// The refresh-cache entry (and refresh lock) of a refresh token.
+    RefreshCache,
+}
 
-    fn token_cipher(&self, token: &str) -> Option<XChaCha20Poly1305> {
-        let key = self.keys.first()?;
-        let hk = Hkdf::<Sha256>::new(Some(&key.cache_enc_key), token.as_bytes());
-        let mut k = [0u8; 32];
-        hk.expand(b"refresh-cache-entry", &mut k).ok()?;
-        Some(XChaCha20Poly1305::new(&k.into()))
-    }
-
-    /// Seal a refresh-cache entry under a key derived from the refresh token it answers: only
-    /// a request that holds that token can read the entry (SPEC §6).
-    /// `id` (the entry's name) is bound as associated data: an entry cannot be moved.
-    pub fn seal_for_token(&self, token: &str, id: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
-        let cipher = self.token_cipher(token)?;
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let mut out = nonce.to_vec();
-        out.extend(cipher.encrypt(&nonce, Payload { msg: plaintext, aad: id }).ok()?);
-        Some(out)
-    }
-
-    pub fn open_for_token(&self, token: &str, id: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < NONCE_LEN + TAG_LEN {
-            return None;
+impl SharedLabel {
+    fn id_label(self) -> &'static [u8] {
+        match self {
+            Self::RefreshCache => b"oidc-bff/v1/refresh-cache-id",
         }
-        let cipher = self.token_cipher(token)?;
-        let mut nonce = XNonce::default();
-        nonce.copy_from_slice(&sealed[..NONCE_LEN]);
-        cipher.decrypt(&nonce, Payload { msg: &sealed[NONCE_LEN..], aad: id }).ok()
     }
+
+    fn key_label(self) -> &'static [u8] {
+        match self {
+            Self::RefreshCache => b"oidc-bff/v1/refresh-cache-entry-key",
+        }
+    }
+}
+
+/// The id replicas share for what `secret` names (a refresh token's cache entry and lock): a
+/// labelled SHA-256 of a secret every replica sees alike, never derived from a session key, so
+/// that replicas holding different keys mid-rotation (SPEC §4) still meet at one entry and one
+/// lock, and never both spend one refresh token. It reveals nothing of the secret (a token of
+/// at least 128 random bits), and opens nothing: entries are sealed under another label.
+pub fn shared_id(label: SharedLabel, secret: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(label.id_label());
+    h.update([0]);
+    h.update(secret.as_bytes());
+    h.finalize().into()
+}
+
+fn shared_cipher(label: SharedLabel, secret: &str) -> Option<XChaCha20Poly1305> {
+    let hk = Hkdf::<Sha256>::new(Some(b"oidc-bff/v1"), secret.as_bytes());
+    let mut k = [0u8; 32];
+    hk.expand(label.key_label(), &mut k).ok()?;
+    Some(XChaCha20Poly1305::new(&k.into()))
+}
+
+/// Seal a shared entry under a key derived (HKDF) from `secret` and the label: only a request
+/// that holds the secret can read it, on any replica, whatever session keys it has. `id` (the
+/// entry's name) is bound as associated data: an entry cannot be moved.
+pub fn seal_shared(label: SharedLabel, secret: &str, id: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
+    let cipher = shared_cipher(label, secret)?;
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let mut out = nonce.to_vec();
+    out.extend(cipher.encrypt(&nonce, Payload { msg: plaintext, aad: id }).ok()?);
+    Some(out)
+}
+
+pub fn open_shared(label: SharedLabel, secret: &str, id: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let cipher = shared_cipher(label, secret)?;
+    let mut nonce = XNonce::default();
+    nonce.copy_from_slice(&sealed[..NONCE_LEN]);
+    cipher.decrypt(&nonce, Payload { msg: &sealed[NONCE_LEN..], aad: id }).ok()
 }
 
 #[cfg(test)]
@@ -271,15 +272,16 @@ mod tests {
     }
 
     #[test]
-    fn refresh_cache_entries_open_only_with_their_token() {
-        let r = ring(&[1]);
-        let id = r.refresh_cache_id("rt-1");
-        let sealed = r.seal_for_token("rt-1", &id, b"tokens").unwrap_or_default();
-        assert_eq!(r.open_for_token("rt-1", &id, &sealed).as_deref(), Some(&b"tokens"[..]));
-        assert!(r.open_for_token("rt-2", &id, &sealed).is_none());
-        assert!(r.open_for_token("rt-1", &r.refresh_cache_id("rt-2"), &sealed).is_none());
-        assert_ne!(r.refresh_cache_id("rt-1"), r.refresh_cache_id("rt-2"));
-        assert_ne!(r.refresh_cache_id("rt-1"), ring(&[2]).refresh_cache_id("rt-1"));
+    fn shared_entries_open_only_with_their_secret_and_ids_do_not_depend_on_keys() {
+        let label = SharedLabel::RefreshCache;
+        let id = shared_id(label, "rt-1");
+        let sealed = seal_shared(label, "rt-1", &id, b"tokens").unwrap_or_default();
+        assert_eq!(open_shared(label, "rt-1", &id, &sealed).as_deref(), Some(&b"tokens"[..]));
+        assert!(open_shared(label, "rt-2", &id, &sealed).is_none());
+        assert!(open_shared(label, "rt-1", &shared_id(label, "rt-2"), &sealed).is_none());
+        assert_ne!(shared_id(label, "rt-1"), shared_id(label, "rt-2"));
+        // Not the plain SHA-256 of the token, which anyone could link to it.
+        assert_ne!(shared_id(label, "rt-1"), <[u8; 32]>::from(Sha256::digest(b"rt-1")));
     }
 
     #[test]

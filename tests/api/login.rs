@@ -365,3 +365,51 @@ async fn a_429_for_code_exchanges_in_flight_spends_nothing() {
     assert_eq!((r.status, r.location()), (302, "/after".to_owned()), "{}", r.body);
     assert_eq!(b.session(&bff).await.json()["sub"], "alice");
 }
+
+/// Mid-rollout of a key rotation, a replica that does not have the new key yet receives a cookie
+/// sealed under it: the request is anonymous there, but the cookie is not expired (the next
+/// request may reach a replica that has the key), and the login transaction cookies started
+/// there survive too (SPEC §4). A cookie that fails under a key it has is still expired.
+#[tokio::test]
+async fn a_replica_without_the_new_key_does_not_log_users_out_during_a_rotation_rollout() {
+    let listener = reserve().await;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let idp = Idp::start(port, json!({})).await;
+    let rotated = format!("{KEY_B},{KEY_A}");
+    let new = spawn_bff(listener, settings(port, &idp.issuer, &[("BFF_SESSION__KEYS", &rotated)])).await;
+    let old_listener = reserve().await;
+    let old_port = old_listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let old = spawn_bff(old_listener, settings(old_port, &idp.issuer, &[])).await;
+    let mut b = Browser::new(&new);
+    b.login(&new, "ivan", "/").await;
+    let started = b.get(&new.url("/login")).await;
+    assert_eq!(started.status, 302);
+    let jar = b.jar();
+    assert!(jar.keys().any(|k| k.starts_with("__Host-bff-tx.")), "a login transaction is pending");
+    let mut at_old = Browser::new(&old);
+    at_old.set_jar(jar.clone());
+    let s = at_old.session(&old).await;
+    assert_eq!((s.status, s.json()), (401, json!({"authenticated": false})));
+    assert!(s.set_cookies().is_empty(), "the old replica expired a cookie it cannot open: {:?}", s.set_cookies());
+    let r = at_old.get(&old.url("/login")).await;
+    assert_eq!(r.status, 302);
+    let expired: Vec<_> = r.set_cookies().into_iter().filter(|c| c.contains("Max-Age=0")).collect();
+    assert!(expired.is_empty(), "the old replica expired transaction cookies it cannot open: {expired:?}");
+    let mut back = Browser::new(&new);
+    back.set_jar(jar.clone());
+    assert_eq!(back.session(&new).await.status, 200, "the session lives on at a replica with the key");
+    // Tampered under a key the old replica has: expired as before.
+    let mut tampered = jar;
+    let s = open_session(&new, &tampered).unwrap_or_else(|| panic!("no session"));
+    let mut sealed = oidc_bff::session::cookie::seal_session(&old.state.cookies, &old.state.keys, &s).into_bytes();
+    let last = sealed.len() - 2;
+    sealed[last] = if sealed[last] == b'A' { b'B' } else { b'A' };
+    tampered.insert("__Host-bff".into(), String::from_utf8(sealed).unwrap_or_default());
+    at_old.set_jar(tampered);
+    let s = at_old.session(&old).await;
+    assert_eq!(s.status, 401);
+    assert!(
+        s.set_cookies().iter().any(|c| c.starts_with("__Host-bff=;")),
+        "a cookie failing under a known key is expired"
+    );
+}

@@ -533,16 +533,26 @@ async fn backchannel_logout_in_cookie_mode_without_a_store_is_501() {
 /// `mode`: the store kind (server-side sessions), or "cookie" (the store holds only the shared
 /// refresh cache and lock).
 async fn two_instances_one_refresh(kind: Kind, mode: &str) {
+    two_instances_one_refresh_with_keys(kind, mode, [KEY_A, KEY_A]).await;
+}
+
+/// As [`two_instances_one_refresh`], the instances configured with `keys` (comma-separated
+/// `[session] keys`, the first seals): a key rotation caught mid-rollout.
+async fn two_instances_one_refresh_with_keys(kind: Kind, mode: &str, keys: [&str; 2]) {
     let Some(store) = TestStore::new(kind, "pair").await else { return };
     let url = store.url();
-    let vars = store_vars(mode, &url);
+    let with_keys = |k| {
+        let mut v = store_vars(mode, &url);
+        v.push(("BFF_SESSION__KEYS", k));
+        v
+    };
     let up = upstream::start().await;
     let routes = format!("[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n", up.url());
     let short = json!({ "accessTokenTtl": 4 });
-    let (idp, a) = stack_store(short, &vars, &routes, false).await;
+    let (idp, a) = stack_store(short, &with_keys(keys[0]), &routes, false).await;
     let listener = reserve().await;
     let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();
-    let b_inst = spawn_bff(listener, settings_with(port_b, &idp.issuer, &vars, &routes)).await;
+    let b_inst = spawn_bff(listener, settings_with(port_b, &idp.issuer, &with_keys(keys[1]), &routes)).await;
     let mut browser = Browser::new(&a);
     browser.login(&a, "alice", "/").await;
     let jar = browser.jar();
@@ -596,6 +606,24 @@ async fn two_instances_sharing_redis_spend_one_refresh_token() {
 #[tokio::test]
 async fn two_cookie_mode_instances_sharing_a_redis_refresh_cache_spend_one_refresh_token() {
     two_instances_one_refresh(Kind::Redis, "cookie").await;
+}
+
+/// Key rotation is two-phase (SPEC §4): first the new key is added second everywhere, then moved
+/// first. Replicas caught between steps of either phase share refresh coordination: its ids and
+/// locks come from the refresh token, never from the key that seals.
+#[tokio::test]
+async fn key_rotation_rollout_in_either_phase_never_splits_refresh_coordination_redis() {
+    let (phase1_old, phase1_new) = (KEY_A.to_owned(), format!("{KEY_A},{KEY_B}"));
+    let (phase2_old, phase2_new) = (format!("{KEY_A},{KEY_B}"), format!("{KEY_B},{KEY_A}"));
+    two_instances_one_refresh_with_keys(Kind::Redis, "cookie", [&phase1_old, &phase1_new]).await;
+    two_instances_one_refresh_with_keys(Kind::Redis, "cookie", [&phase2_old, &phase2_new]).await;
+}
+
+#[tokio::test]
+async fn key_rotation_rollout_in_either_phase_never_splits_refresh_coordination_postgres() {
+    let (phase2_old, phase2_new) = (format!("{KEY_A},{KEY_B}"), format!("{KEY_B},{KEY_A}"));
+    two_instances_one_refresh_with_keys(Kind::Postgres, "postgres", [&phase2_old, &phase2_new]).await;
+    two_instances_one_refresh_with_keys(Kind::Postgres, "cookie", [&phase2_old, &phase2_new]).await;
 }
 
 #[tokio::test]

@@ -165,7 +165,7 @@ async fn in_memory_refresh_cache_is_bounded_by_bytes_and_expires_in_order() {
     let fresh = fresh_of(3 * 1024, t);
     for i in 0..4000u32 {
         let rt = format!("rt-{i}");
-        let id = state.keys.refresh_cache_id(&rt);
+        let id = shared_id(SharedLabel::RefreshCache, &rt);
         assert!(state.refresher.store(&state, id, &rt, Some(&fresh), t).await);
     }
     let (entries, bytes) = memory_cache(&state.refresher);
@@ -173,7 +173,7 @@ async fn in_memory_refresh_cache_is_bounded_by_bytes_and_expires_in_order() {
     assert!(entries > 1000, "the bound evicts only what it must: {entries} left");
     // One grace period later, the next insert finds every older entry expired.
     let later = t + state.settings.oidc.refresh_grace_secs as i64 + 1;
-    let id = state.keys.refresh_cache_id("rt-late");
+    let id = shared_id(SharedLabel::RefreshCache, "rt-late");
     assert!(state.refresher.store(&state, id, "rt-late", Some(&fresh_of(10, later)), later).await);
     assert_eq!(memory_cache(&state.refresher).0, 1, "expired entries were kept");
 }
