@@ -11,6 +11,7 @@ pub mod login;
 pub mod memory;
 pub mod middleware;
 pub mod oidc;
+pub mod path_reading;
 pub mod proxy;
 pub mod routes;
 pub mod secret;

@@ -33,6 +33,7 @@ pub struct Proxy {
     client: Client<Connector, Body>,
     proto: HeaderValue,
     host: HeaderValue,
+    paths: path::PathRules,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -66,7 +67,9 @@ impl Proxy {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
+        let endpoints = crate::settings::reserved_paths(&settings.server.base_path);
         Ok(Self {
+            paths: path::PathRules::new(&settings.routes, &endpoints),
             client,
             proto: HeaderValue::from_str(url.scheme()).unwrap_or(HeaderValue::from_static("https")),
             host: HeaderValue::from_str(&host).unwrap_or(HeaderValue::from_static("")),
@@ -101,11 +104,14 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Option<Uri> {
 /// Everything not served by the BFF's own endpoints: a proxied route, else the static SPA,
 /// else 404.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
-    if !path::is_safe(req.uri().path()) {
-        tracing::warn!("path refused before routing");
-        return AppError::from(ErrorCode::InvalidPath).into_response();
-    }
-    let Some(route) = state.settings.routes.iter().find(|r| r.matches(req.uri().path())) else {
+    let route = match state.proxy.paths.select(&state.settings.routes, req.uri().path()) {
+        Ok(route) => route,
+        Err(_) => {
+            tracing::warn!("path refused before routing");
+            return AppError::from(ErrorCode::InvalidPath).into_response();
+        }
+    };
+    let Some(route) = route else {
         return match &state.static_files {
             // Boxed: ServeDir's future is large, and inline it would size every proxied
             // request's future too.

@@ -47,6 +47,7 @@ fn valid_prefix(p: &str) -> bool {
         && !p.contains("//")
         && p.split('/').skip(1).all(|seg| seg != "." && seg != "..")
         && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        && crate::path_reading::lenient(p).is_ok()
 }
 
 /// Validate the routes; `reserved` are the BFF's own paths, which routes may not overlap.
@@ -61,8 +62,12 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
                 "must look like \"/api\": starts with /, no trailing slash, no dot segments, letters digits - _ . ~ /",
             );
         }
+        // Compared in their lenient readings (SPEC §6): a route `/Session` would be refused on
+        // every request that spells the BFF's own `/session`, so it is refused here.
+        let reading = crate::path_reading::lenient(&r.prefix).map(|p| p.to_ascii_lowercase()).unwrap_or_default();
         let overlaps = reserved.iter().any(|res| {
-            res == &r.prefix || res.starts_with(&format!("{}/", r.prefix)) || r.prefix.starts_with(&format!("{res}/"))
+            let res = res.to_ascii_lowercase();
+            res == reading || res.starts_with(&format!("{reading}/")) || reading.starts_with(&format!("{res}/"))
         });
         if overlaps {
             bad("prefix", "overlaps an endpoint of the BFF itself");
@@ -134,8 +139,14 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
         }
     }
     for (i, a) in routes.iter().enumerate() {
+        let reading = |p: &str| crate::path_reading::lenient(p).map(|r| r.to_ascii_lowercase()).ok();
         if routes[..i].iter().any(|b| b.prefix == a.prefix) {
             problems.push(format!("routes: prefix {:?} is declared twice", a.prefix));
+        } else if let Some(b) = routes[..i].iter().find(|b| reading(&b.prefix) == reading(&a.prefix)) {
+            problems.push(format!(
+                "routes: prefixes {:?} and {:?} read the same to a lenient upstream (case, trailing dots)",
+                b.prefix, a.prefix
+            ));
         }
     }
     // Longest prefix first, so the first match wins.

@@ -130,3 +130,18 @@ fn routes_are_validated_and_sorted_longest_first() {
     assert!(e.iter().any(|l| l.starts_with("routes[1].csrf")), "{e:?}");
     assert!(e.iter().any(|l| l.starts_with("routes[2].prefix")), "{e:?}");
 }
+
+#[test]
+fn route_prefixes_that_read_the_same_to_a_lenient_upstream_are_refused() {
+    let toml = format!(
+        "{}\n[[routes]]\nprefix = \"/api\"\nupstream = \"http://a\"\n[[routes]]\nprefix = \"/API\"\nupstream = \"http://b\"\n\
+         [[routes]]\nprefix = \"/v1.\"\nupstream = \"http://c\"\n[[routes]]\nprefix = \"/v1\"\nupstream = \"http://d\"\n\
+         [[routes]]\nprefix = \"/Session\"\nupstream = \"http://e\"\n[[routes]]\nprefix = \"/x/...\"\nupstream = \"http://f\"\n",
+        minimal()
+    );
+    let e = errors(&toml, vec![]);
+    assert!(e.iter().any(|l| l.contains("\"/api\" and \"/API\"") || l.contains("\"/API\" and \"/api\"")), "{e:?}");
+    assert!(e.iter().any(|l| l.contains("\"/v1.\"") && l.contains("read the same")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("routes[4].prefix: overlaps")), "{e:?}");
+    assert!(e.iter().any(|l| l.starts_with("routes[5].prefix: must look like")), "{e:?}");
+}

@@ -542,3 +542,64 @@ async fn an_old_cookie_after_two_rotations_within_the_grace_period_never_spends_
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(idp.grants("refresh_token").await, 3);
 }
+
+async fn raw_request(bff: &Bff, method: &str, target: &str, cookie: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(bff.addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let origin = bff.url("");
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {}\r\nX-CSRF: 1\r\nOrigin: {origin}\r\nCookie: {cookie}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n",
+        bff.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), text)
+}
+
+/// A path whose lenient reading (how nginx, Tomcat, Spring or IIS upstreams may read it: decoded,
+/// `;params` dropped, trailing dots and spaces stripped, NFKC, case-folded, empty segments
+/// collapsed) selects another route than its literal reading is refused: a second spelling of
+/// `/api/admin` (GET only) cannot reach it through `/api` (SPEC §6).
+#[tokio::test]
+async fn second_spellings_of_a_more_specific_route_are_invalid_path() {
+    let up = upstream::start().await;
+    let extra = format!(
+        "[[routes]]\nprefix = \"/api\"\nupstream = \"{0}\"\n\n[[routes]]\nprefix = \"/api/admin\"\nupstream = \"{0}\"\nmethods = [\"GET\"]\n",
+        up.url()
+    );
+    let (_idp, bff) = stack_with(json!({}), &[], &extra).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let cookie: Vec<String> = b.jar().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let cookie = cookie.join("; ");
+    for target in [
+        "/api//admin/x",
+        "/api/admin;x/y",
+        "/api/ADMIN/x",
+        "/api/Admin",
+        "/api/public/..;/admin",
+        "/api/public/.;/admin",
+        "/api/public/..%20/admin",
+        "/api/%61dmin",
+        "/api/admin%20/x",
+        "/api/admin./x",
+        "/api/%EF%BD%81dmin",
+        "/api/%EF%BC%8E%EF%BC%8E/admin",
+        "/api/x/%EF%BC%8E%EF%BC%8E/%EF%BC%8E%EF%BC%8E/admin",
+        "/api/%2561dmin",
+        "/API/admin",
+    ] {
+        let (status, text) = raw_request(&bff, "DELETE", target, &cookie).await;
+        assert_eq!(status, 400, "DELETE {target}: {text}");
+        assert!(text.contains("invalid_path"), "DELETE {target}: {text}");
+    }
+    assert_eq!(up.hits(), 0, "a second spelling reached the upstream");
+    // The literal spellings behave as configured; other paths under /api pass.
+    assert_eq!(raw_request(&bff, "DELETE", "/api/admin/x", &cookie).await.0, 405);
+    assert_eq!(raw_request(&bff, "GET", "/api/admin/x", &cookie).await.0, 200);
+    assert_eq!(raw_request(&bff, "DELETE", "/api/orders/1", &cookie).await.0, 200);
+    assert_eq!(raw_request(&bff, "DELETE", "/api/a%20b;v=1", &cookie).await.0, 200);
+    assert_eq!(up.hits(), 3);
+}
