@@ -230,6 +230,59 @@ pub fn downstream_response(headers: &mut HeaderMap, names: &CookieNames, forward
     }
 }
 
+/// `Cache-Control` directives, split on commas outside quoted strings (`private="a, b"`).
+fn directives(value: &str) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    value
+        .split(move |c| {
+            if c == '"' {
+                quoted = !quoted;
+            }
+            c == ',' && !quoted
+        })
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+}
+
+/// The answer to a request that carried a session (SPEC §6): a shared cache in front of the BFF
+/// sees only a cookie, not the `Authorization` that RFC 9111 §3.5 protects, so the answer gets
+/// `Cache-Control: private` and `Vary: Cookie` — unless the upstream already said an unqualified
+/// `private` or `no-store`. `public`, `s-maxage` and a qualified `private="…"` (which lets a
+/// shared cache store the rest) are removed; other directives (`max-age`…) stay.
+pub fn private_to_shared_caches(headers: &mut HeaderMap) {
+    let mut kept = String::new();
+    let mut any = false;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        any = true;
+        let Ok(value) = value.to_str() else { continue };
+        for d in directives(value) {
+            let name = d.split('=').next().unwrap_or(d).trim();
+            let unqualified = !d.contains('=');
+            if name.eq_ignore_ascii_case("no-store") || (name.eq_ignore_ascii_case("private") && unqualified) {
+                return;
+            }
+            if name.eq_ignore_ascii_case("public")
+                || name.eq_ignore_ascii_case("s-maxage")
+                || name.eq_ignore_ascii_case("private")
+            {
+                continue;
+            }
+            kept.push_str(", ");
+            kept.push_str(d);
+        }
+    }
+    let value = if !any || kept.is_empty() {
+        HeaderValue::from_static("private")
+    } else {
+        HeaderValue::from_str(&format!("private{kept}")).unwrap_or(HeaderValue::from_static("private"))
+    };
+    headers.insert(header::CACHE_CONTROL, value);
+    let varies = headers.get_all(header::VARY).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+    if !varies.map(str::trim).any(|v| v == "*" || v.eq_ignore_ascii_case("cookie")) {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +371,31 @@ mod tests {
         let other = run("10.0.0.2", false, &[]);
         assert_eq!((other.0, other.1), (vec!["10.0.0.2".to_owned()], vec!["10.0.0.2".to_owned()]));
         assert_eq!(run("::1", false, &[]).2, ["for=\"[::1]\";proto=https;host=\"app.example.com\""]);
+    }
+
+    #[test]
+    fn answers_to_sessions_are_private_unless_the_upstream_said_so() {
+        let run = |cc: &[&'static str], vary: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            for v in cc {
+                h.append(header::CACHE_CONTROL, HeaderValue::from_static(v));
+            }
+            if let Some(v) = vary {
+                h.insert(header::VARY, HeaderValue::from_static(v));
+            }
+            private_to_shared_caches(&mut h);
+            let all =
+                |n| h.get_all(n).iter().map(|v| v.to_str().unwrap_or("?").to_owned()).collect::<Vec<_>>().join("|");
+            (all(header::CACHE_CONTROL), all(header::VARY))
+        };
+        assert_eq!(run(&[], None), ("private".into(), "Cookie".into()));
+        assert_eq!(
+            run(&["public", "max-age=9, s-maxage=99"], Some("Accept")),
+            ("private, max-age=9".into(), "Accept|Cookie".into())
+        );
+        assert_eq!(run(&["private=\"a, b\", no-cache"], Some("cookie")), ("private, no-cache".into(), "cookie".into()));
+        assert_eq!(run(&["max-age=1, NO-STORE"], None), ("max-age=1, NO-STORE".into(), String::new()));
+        assert_eq!(run(&["private"], Some("*")), ("private".into(), "*".into()));
     }
 
     #[test]

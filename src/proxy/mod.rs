@@ -158,6 +158,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     }
     let t = now();
     let mut set_cookies = Vec::new();
+    let mut had_session = false;
     let bearer = match route.auth {
         RouteAuth::None => None,
         auth => match session::load(state, req.headers(), t).await {
@@ -196,6 +197,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
                         return r;
                     }
                 };
+                had_session = true;
                 s.access_token.bearer()
             }
         },
@@ -238,6 +240,9 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     };
     let (mut parts, body) = upstream.into_parts();
     headers::downstream_response(&mut parts.headers, &state.cookies, route.forward_set_cookie);
+    if had_session {
+        headers::private_to_shared_caches(&mut parts.headers);
+    }
     if !set_cookies.is_empty() {
         // A response that carries the session must never be stored by a shared cache.
         parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));

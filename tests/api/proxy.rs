@@ -603,3 +603,41 @@ async fn second_spellings_of_a_more_specific_route_are_invalid_path() {
     assert_eq!(raw_request(&bff, "DELETE", "/api/a%20b;v=1", &cookie).await.0, 200);
     assert_eq!(up.hits(), 3);
 }
+
+/// A shared cache in front of the BFF sees a cookie, not the `Authorization` that RFC 9111
+/// §3.5 protects: answers to requests that carried a session are made private unless the
+/// upstream already said `private` or `no-store` (SPEC §6).
+#[tokio::test]
+async fn authenticated_answers_are_never_stored_by_a_shared_cache() {
+    let (_idp, bff, _up) = proxied(json!({})).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "alice", "/").await;
+    let origin = bff.url("");
+    let mut ask = async |b: &mut Browser, path: &str, upstream_says: Option<&str>| {
+        let mut h = vec![("x-csrf", "1"), ("origin", origin.as_str())];
+        if let Some(cc) = upstream_says {
+            h.push(("x-echo-cache-control", cc));
+        }
+        let r = b.request(Method::GET, &bff.url(path), &h, None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let vary: Vec<String> =
+            r.headers.get_all("vary").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
+        (r.header("cache-control"), vary.join(", ").to_ascii_lowercase())
+    };
+    let directives = |cc: &str| cc.split(',').map(|d| d.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+    let (cc, vary) = ask(&mut b, "/api/public-ish", Some("public, max-age=60, s-maxage=300")).await;
+    let d = directives(&cc);
+    assert!(d.contains(&"private".to_owned()) && d.contains(&"max-age=60".to_owned()), "{cc}");
+    assert!(!d.iter().any(|x| x == "public" || x.starts_with("s-maxage")), "{cc}");
+    assert!(vary.contains("cookie"), "Vary: {vary}");
+    let (cc, vary) = ask(&mut b, "/api/silent", None).await;
+    assert_eq!((directives(&cc), vary.contains("cookie")), (vec!["private".to_owned()], true), "{cc}");
+    let (cc, _) = ask(&mut b, "/api/qualified", Some("private=\"set-cookie, x-a\", max-age=30")).await;
+    assert_eq!(directives(&cc), ["private", "max-age=30"], "{cc}");
+    assert_eq!(ask(&mut b, "/api/ns", Some("no-store")).await.0, "no-store");
+    assert_eq!(ask(&mut b, "/api/p", Some("Private, max-age=5")).await.0, "Private, max-age=5");
+    // Without a session the upstream's own caching stands.
+    let mut anon = Browser::new(&bff);
+    let (cc, vary) = ask(&mut anon, "/public/x", Some("public, max-age=60")).await;
+    assert_eq!((cc.as_str(), vary.contains("cookie")), ("public, max-age=60", false));
+}

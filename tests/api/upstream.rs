@@ -119,6 +119,7 @@ async fn echo(req: Request, path: String, query: String) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(200);
+    let cache_control = req.headers().get("x-echo-cache-control").cloned();
     let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
     let out = json!({
         "method": method,
@@ -127,10 +128,14 @@ async fn echo(req: Request, path: String, query: String) -> Response {
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
-    Response::builder()
+    let mut r = Response::builder()
         .status(status)
         .header("content-type", "application/json")
         .header("x-upstream", "echo")
         .body(Body::from(out.to_string()))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if let Some(cc) = cache_control {
+        r.headers_mut().insert("cache-control", cc);
+    }
+    r
 }
