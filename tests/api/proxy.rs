@@ -613,7 +613,7 @@ async fn authenticated_answers_are_never_stored_by_a_shared_cache() {
     let mut b = Browser::new(&bff);
     b.login(&bff, "alice", "/").await;
     let origin = bff.url("");
-    let mut ask = async |b: &mut Browser, path: &str, upstream_says: Option<&str>| {
+    let ask = async |b: &mut Browser, path: &str, upstream_says: Option<&str>| {
         let mut h = vec![("x-csrf", "1"), ("origin", origin.as_str())];
         if let Some(cc) = upstream_says {
             h.push(("x-echo-cache-control", cc));
