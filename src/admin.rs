@@ -73,11 +73,14 @@ pub fn login_failed(code: &'static str) {
     metrics::counter!("bff_logins_total", "result" => "failed", "reason" => code).increment(1);
 }
 
-/// Serve `/metrics` (and `/healthz`) on `listener` until `shutdown`.
+/// Serve `/metrics` (and `/healthz`) on `listener` until `shutdown`, with the public listener's
+/// header limits and timeout, HTTP/1 only, at most 64 connections (`listener::Limits`, SPEC §7).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
+    limits: crate::listener::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
 ) {
     use axum::routing::get;
     let app = axum::Router::new()
@@ -89,7 +92,14 @@ pub async fn serve(
             }),
         )
         .route("/healthz", get(|| async { "ok" }));
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "admin listener failed");
-    }
+    let serve_one = move |req: http::Request<axum::body::Body>, _peer| {
+        let app = app.clone();
+        async move {
+            match tower::ServiceExt::oneshot(app, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    };
+    crate::listener::serve(listener, limits, serve_one, shutdown, drain).await;
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cookie_header;
 pub mod error;
+pub mod listener;
 pub mod login;
 pub mod memory;
 pub mod middleware;

@@ -1,20 +1,16 @@
-//! Building and running the server: our own accept loop on hyper-util (axum::serve exposes no
-//! header-size, header-read-timeout or connection-cap settings), discovery in the background,
-//! and a graceful drain on shutdown (SPEC §7).
+//! Building and running the server: the listeners (`listener`: limits, idle connections,
+//! drain), discovery and the store's upkeep in the background, and a graceful drain on
+//! shutdown (SPEC §7).
 
+use crate::listener::Limits;
 use crate::oidc::discovery::DiscoveryError;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -86,12 +82,22 @@ impl App {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
         let Self { listener, admin, state } = self;
         let server = &state.settings.server;
+        let limits = Limits {
+            header_read_timeout: server.header_read_timeout,
+            max_header_bytes: server.max_header_bytes,
+            max_headers: server.max_headers,
+            max_connections: server.max_connections,
+            http2: true,
+        };
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_limits =
+            Limits { max_connections: crate::listener::ADMIN_MAX_CONNECTIONS, http2: false, ..limits.clone() };
         let admin_task = admin.and_then(|l| crate::admin::install().map(|h| (l, h))).map(|(l, handle)| {
             tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listener (/metrics)");
-            tokio::spawn(crate::admin::serve(l, handle, async {
+            let stopped = async {
                 let _ = admin_stopped.await;
-            }))
+            };
+            tokio::spawn(crate::admin::serve(l, handle, admin_limits, stopped, server.shutdown_timeout))
         });
         let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<StartupError>(2);
         // Resolves only on a fatal error (issuer mismatch, a schema the binary does not know);
@@ -102,7 +108,6 @@ impl App {
                 None => std::future::pending().await,
             }
         };
-        tokio::pin!(fatal_error);
         let discovery_state = state.clone();
         let discovery_fatal = fatal_tx.clone();
         tokio::spawn(async move {
@@ -119,95 +124,38 @@ impl App {
         };
 
         let router = routes::router(state.clone());
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
-            .max_buf_size(server.max_header_bytes.max(8192))
-            .max_headers(server.max_headers)
-            .keep_alive(true);
-        // HTTP/2 (h2c behind a load balancer): ping idle connections and drop those that do not
-        // answer, so idle connections cannot hold `max_connections` slots forever.
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(server.max_header_bytes as u32)
-            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
-            .keep_alive_timeout(server.header_read_timeout);
-        let graceful = GracefulShutdown::new();
-        let permits = Arc::new(Semaphore::new(server.max_connections));
+        let handler = {
+            let state = state.clone();
+            move |mut req: http::Request<axum::body::Body>, peer: SocketAddr| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let (router, state) = (router.clone(), state.clone());
+                async move { routes::serve(&state, router, req).await }
+            }
+        };
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "oidc-bff listening");
-
-        tokio::pin!(shutdown);
-        let mut fatal = None;
-        loop {
+        let fatal = std::sync::OnceLock::new();
+        let stop = async {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        tracing::warn!("max_connections reached; closing a new connection");
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let (router, state) = (router.clone(), state.clone());
-                    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(ConnectInfo(peer));
-                        let (router, state) = (router.clone(), state.clone());
-                        async move {
-                            let req = req.map(axum::body::Body::new);
-                            Ok::<_, std::convert::Infallible>(routes::serve(&state, router, req).await)
-                        }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            // hyper answers malformed or oversized request heads itself (400,
-                            // 431) before our layers see them: log those here, once.
-                            let malformed = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse);
-                            if malformed {
-                                tracing::warn!(error = %e, "request head refused by the HTTP parser");
-                            } else {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                        }
-                        drop(permit);
-                    });
-                }
-                () = &mut shutdown => break,
-                e = &mut fatal_error => {
+                () = shutdown => tracing::info!("draining in-flight requests"),
+                e = fatal_error => {
                     tracing::error!(error = %e, "fatal: stopping");
-                    fatal = Some(e);
-                    break;
+                    let _ = fatal.set(e);
                 }
             }
-        }
-        drop(listener);
+        };
+        crate::listener::serve(listener, limits, handler, stop, server.shutdown_timeout).await;
         if let Some(s) = sweeper {
             s.abort();
         }
         let _ = admin_stop.send(());
         if let Some(mut t) = admin_task {
-            // axum::serve has no header timeout: a stuck scrape must not hold up shutdown.
+            // The admin listener drains like the public one; a stuck scrape must not hold up the exit.
             if tokio::time::timeout(server.shutdown_timeout, &mut t).await.is_err() {
                 t.abort();
             }
         }
-        tracing::info!("draining in-flight requests");
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("drained"),
-            () = tokio::time::sleep(server.shutdown_timeout) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
-        }
-        match fatal {
+        tracing::info!("stopped");
+        match fatal.into_inner() {
             Some(e) => Err(e),
             None => Ok(()),
         }

@@ -445,6 +445,7 @@ pub fn free_port() -> u16 {
 
 /// Start `oidc-bff serve` listening on `port`, wait for `/healthz`, capture stderr to a file.
 pub async fn spawn_binary(port: u16, toml: &str) -> Binary {
+    oidc_bff::startup::install_crypto_providers();
     let dir = std::env::temp_dir().join(format!("oidc-bff-bin-{port}"));
     let _ = std::fs::create_dir_all(&dir);
     let config = dir.join("bff.toml");
