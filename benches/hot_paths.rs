@@ -293,6 +293,7 @@ fn bench_proxy_headers(c: &mut Criterion) {
         names: &names,
         peer: std::net::IpAddr::from([10, 0, 0, 7]),
         peer_trusted: false,
+        client: std::net::IpAddr::from([10, 0, 0, 7]),
         proto: &proto,
         host: &host,
         bearer: bearer.clone(),

@@ -74,6 +74,9 @@ pub struct Forwarding<'a> {
     pub names: &'a CookieNames,
     pub peer: IpAddr,
     pub peer_trusted: bool,
+    /// The client: `peer`, or behind a trusted proxy the first address of its chain, read from
+    /// the right, that is not a trusted proxy. `X-Real-IP` and `Forwarded` name it.
+    pub client: IpAddr,
     /// "https" or "http", from `public_url`.
     pub proto: &'a HeaderValue,
     /// host[:port] from `public_url`.
@@ -106,19 +109,21 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     if headers.contains_key(header::COOKIE) {
         rewrite_cookie(headers, f.names);
     }
-    let peer = PeerFields::of(f);
+    let client = PeerFields::of(f);
     let xff = match client_chain {
         Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", f.peer)).ok(),
-        None => Some(peer.address.clone()),
+        None if f.client == f.peer => Some(client.address.clone()),
+        None => HeaderValue::from_str(&f.peer.to_string()).ok(),
     };
     if let Some(v) = xff {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     headers.insert(HeaderName::from_static("x-forwarded-proto"), f.proto.clone());
     headers.insert(HeaderName::from_static("x-forwarded-host"), f.host.clone());
-    // The client's Forwarded and X-Real-IP were removed above; these are ours (RFC 7239).
-    headers.insert(HeaderName::from_static("x-real-ip"), peer.address);
-    if let Some(v) = peer.forwarded {
+    // The browser's Forwarded and X-Real-IP were removed above; these are ours (RFC 7239),
+    // naming the same client as X-Forwarded-For's first trusted hop.
+    headers.insert(HeaderName::from_static("x-real-ip"), client.address);
+    if let Some(v) = client.forwarded {
         headers.insert(header::FORWARDED, v);
     }
     if let Some(id) = f.request_id {
@@ -137,12 +142,12 @@ fn browser_may_not_set(name: &str) -> bool {
         || SPOOFABLE.contains(&name)
 }
 
-/// The fields that name the client: its address, and `Forwarded` for it. The same peer sends
-/// many requests (keep-alive, a load balancer in front), so the last peer's values are kept per
-/// thread instead of formatted and allocated on every request.
+/// The fields that name the client: its address, and `Forwarded` for it. The same client sends
+/// many requests (keep-alive), so the last client's values are kept per thread instead of
+/// formatted and allocated on every request.
 #[derive(Clone)]
 struct PeerFields {
-    peer: IpAddr,
+    client: IpAddr,
     proto: HeaderValue,
     host: HeaderValue,
     address: HeaderValue,
@@ -157,7 +162,7 @@ impl PeerFields {
         LAST.with(|last| {
             let mut last = last.borrow_mut();
             match &*last {
-                Some(p) if p.peer == f.peer && p.proto == f.proto && p.host == f.host => p.clone(),
+                Some(p) if p.client == f.client && p.proto == f.proto && p.host == f.host => p.clone(),
                 _ => {
                     let fresh = Self::new(f);
                     *last = Some(fresh.clone());
@@ -168,15 +173,15 @@ impl PeerFields {
     }
 
     fn new(f: &Forwarding<'_>) -> Self {
-        let peer = f.peer.to_string();
-        let node = if f.peer.is_ipv6() { format!("\"[{peer}]\"") } else { peer.clone() };
+        let peer = f.client.to_string();
+        let node = if f.client.is_ipv6() { format!("\"[{peer}]\"") } else { peer.clone() };
         let forwarded = format!(
             "for={node};proto={};host=\"{}\"",
             f.proto.to_str().unwrap_or("https"),
             f.host.to_str().unwrap_or_default()
         );
         Self {
-            peer: f.peer,
+            client: f.client,
             proto: f.proto.clone(),
             host: f.host.clone(),
             // An IP address's text is always a valid field value.
@@ -320,6 +325,7 @@ mod tests {
             names: &n,
             peer: "10.0.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
             peer_trusted: false,
+            client: "10.0.0.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
             proto: &proto,
             host: &host,
             bearer: Some(HeaderValue::from_static("Bearer at")),
@@ -344,7 +350,10 @@ mod tests {
     fn forwarding_fields_follow_the_peer_and_a_trusted_chain() {
         let n = names();
         let (proto, host) = (HeaderValue::from_static("https"), HeaderValue::from_static("app.example.com"));
+        // The client as `middleware::client_ip` finds it: the peer, or behind a trusted peer the
+        // last address of the chain (no trusted proxies in it here).
         let run = |peer: &str, trusted: bool, xff: &[&'static str]| {
+            let client = if trusted { xff.last().copied().unwrap_or(peer) } else { peer };
             let mut h = HeaderMap::new();
             for v in xff {
                 h.append("x-forwarded-for", HeaderValue::from_static(v));
@@ -353,6 +362,7 @@ mod tests {
                 names: &n,
                 peer: peer.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
                 peer_trusted: trusted,
+                client: client.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
                 proto: &proto,
                 host: &host,
                 bearer: None,
@@ -364,7 +374,8 @@ mod tests {
         };
         let chain = run("10.0.0.1", true, &["1.1.1.1", "2.2.2.2"]);
         assert_eq!(chain.0, ["1.1.1.1, 2.2.2.2, 10.0.0.1"]);
-        assert_eq!(chain.1, ["10.0.0.1"]);
+        assert_eq!(chain.1, ["2.2.2.2"], "X-Real-IP names the client, not the trusted proxy");
+        assert_eq!(chain.2, ["for=2.2.2.2;proto=https;host=\"app.example.com\""]);
         // Same peer, untrusted this time: the browser's chain is dropped, the cached fields reused.
         assert_eq!(run("10.0.0.1", false, &["6.6.6.6"]).0, ["10.0.0.1"]);
         // Another peer right after: its own values, not the previous peer's.

@@ -203,12 +203,15 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         },
     };
     let peer = client_ip_and_trust(state, &req);
+    // Behind a trusted proxy, the client is the first untrusted address of its chain.
+    let client = if peer.1 { client_ip(state, &req) } else { peer.0 };
     let (mut parts, body) = req.into_parts();
     let request_id = parts.extensions.remove::<RequestId>().map(|r| r.0);
     let fwd = headers::Forwarding {
         names: &state.cookies,
         peer: peer.0,
         peer_trusted: peer.1,
+        client,
         proto: &state.proxy.proto,
         host: &state.proxy.host,
         bearer,

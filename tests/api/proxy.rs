@@ -641,3 +641,30 @@ async fn authenticated_answers_are_never_stored_by_a_shared_cache() {
     let (cc, vary) = ask(&mut anon, "/public/x", Some("public, max-age=60")).await;
     assert_eq!((cc.as_str(), vary.contains("cookie")), ("public, max-age=60", false));
 }
+
+/// Behind a trusted proxy, `X-Real-IP` and `Forwarded` name the client (the first address of
+/// `X-Forwarded-For`, read from the right, that is not a trusted proxy), as `X-Forwarded-For`'s
+/// chain does — not the balancer's own address (SPEC §6).
+#[tokio::test]
+async fn behind_a_trusted_proxy_x_real_ip_and_forwarded_name_the_client() {
+    let up = upstream::start().await;
+    let vars = [("BFF_SERVER__TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8")];
+    let (_idp, bff) = stack_with(json!({}), &vars, &routes(&up.url())).await;
+    let mut b = Browser::new(&bff);
+    let r = b
+        .request(
+            Method::GET,
+            &bff.url("/public/who"),
+            &[("x-csrf", "1"), ("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.1.2.3")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-for"], "6.6.6.6, 203.0.113.9, 10.1.2.3, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "203.0.113.9", "{h}");
+    assert_eq!(h["forwarded"], format!("for=203.0.113.9;proto=http;host=\"{}\"", bff.addr));
+    // Without a chain, the peer itself is the client.
+    let r = b.request(Method::GET, &bff.url("/public/who"), &[("x-csrf", "1")], None).await;
+    assert_eq!(r.json()["headers"]["x-real-ip"], "127.0.0.1");
+}
