@@ -374,6 +374,13 @@ impl Drop for InFlight {
     }
 }
 
+/// How long a replica's refresh lock lives: the token call and a possible JWKS refetch (each
+/// bounded by `http_timeout_secs`), plus the cache read and write (each bounded by the store's
+/// timeout), plus 5 s of margin — 3 × `http_timeout_secs` + 9 s. docs/operations.md says so.
+pub fn lock_ttl(http_timeout: std::time::Duration) -> std::time::Duration {
+    http_timeout * 3 + crate::store::OP_TIMEOUT * 2 + std::time::Duration::from_secs(5)
+}
+
 async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Original) -> Outcome {
     let _in_flight = InFlight { state: state.clone(), id };
     let from_cache = |hit: CacheHit| match hit {
@@ -397,7 +404,7 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Origin
     // store's timeout), plus margin. The grant slot is taken before the lock, so waiting for
     // one never eats into it. Expiry is on the store's clock.
     let http_timeout = state.settings.oidc.http_timeout;
-    let lock_ttl = http_timeout * 3 + crate::store::OP_TIMEOUT * 2 + std::time::Duration::from_secs(5);
+    let lock_ttl = lock_ttl(http_timeout);
     let lock_ttl_ms = lock_ttl.as_millis() as i64;
     // The grant slot first: the lock's lifetime must not be spent queueing for one.
     let Ok(permit) = state.refresher.grants.acquire().await else {

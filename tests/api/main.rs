@@ -7,6 +7,7 @@ mod helpers;
 mod cli;
 mod cookies;
 mod cors;
+mod docs;
 mod faults;
 mod limits;
 mod login;
