@@ -126,10 +126,12 @@ with open("deploy/kubernetes/configmap.yaml", encoding="utf-8") as f:
 open(sys.argv[1], "w", encoding="utf-8").write(toml)
 PY
   printf 'validate-deploy-client-secret\n' > "$work/bin/client-secret"
+  printf 'rediss://:validate-deploy@redis.example.internal:6379/0?prefix=bff:\n' > "$work/bin/session-url"
   k8s_config() {
     "$binary" generate-key > "$work/bin/session-keys" &&
       BFF_OIDC__CLIENT_SECRET_FILE="$work/bin/client-secret" \
         BFF_SESSION__KEYS_FILE="$work/bin/session-keys" \
+        BFF_SESSION__URL_FILE="$work/bin/session-url" \
         "$binary" check-config --config "$work/bin/k8s.toml"
   }
   step "$binary check-config: the ConfigMap's bff.toml" k8s_config

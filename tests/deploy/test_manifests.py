@@ -141,7 +141,10 @@ class Kubernetes(unittest.TestCase):
         self.assertIs(mount.get("readOnly"), True)
         self.assertEqual(volume["secret"]["secretName"], "oidc-bff")
         items = {i["key"]: i["path"] for i in volume["secret"].get("items", [])}
-        self.assertEqual(items, {"client-secret": "client-secret", "session-keys": "session-keys"})
+        self.assertEqual(
+            items,
+            {"client-secret": "client-secret", "session-keys": "session-keys", "session-url": "session-url"},
+        )
         mode = volume["secret"].get("defaultMode", 0o644)
         self.assertEqual(mode & 0o007, 0, "secret files are not world-readable")
         if not mode & 0o004:
@@ -159,13 +162,22 @@ class Kubernetes(unittest.TestCase):
         self.assertEqual(session["keys_file"], f"{SECRETS_DIR}/session-keys")
         self.assertNotIn("client_secret", oidc, "no secret in the ConfigMap")
         self.assertNotIn("keys", session, "no session key in the ConfigMap")
-        # Cookie mode without a store in the shipped manifests (no Redis/PostgreSQL here); a
-        # store URL would belong in the Secret (it may hold a password), never the ConfigMap.
+        # Cookie sessions; the store URL comes from the Secret (it may hold a password), never
+        # the ConfigMap.
         self.assertEqual(session.get("store", "cookie"), "cookie")
         self.assertFalse(session.get("url"), "a store URL belongs in a Secret (url_file)")
         self.assertLess(
             server.get("shutdown_timeout_secs", 30), self.pod["terminationGracePeriodSeconds"]
         )
+
+    def test_replicas_share_a_store(self):
+        # Several replicas against an IdP that rotates refresh tokens must share the refresh
+        # cache and lock (docs/operations.md): the example may not run 2+ replicas without one.
+        session = self.config["session"]
+        hpa = self.objs["HorizontalPodAutoscaler"]
+        replicas = max(self.deployment["spec"]["replicas"], hpa["spec"]["minReplicas"])
+        if replicas > 1:
+            self.assertEqual(session.get("url_file"), f"{SECRETS_DIR}/session-url")
 
     def test_ports_and_prometheus(self):
         ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
@@ -209,7 +221,7 @@ class Kubernetes(unittest.TestCase):
         secret = load_yaml_docs(K8S / "secret.example.yaml")[0]
         self.assertEqual((secret["kind"], secret["metadata"]["name"]), ("Secret", "oidc-bff"))
         data = secret.get("stringData", {})
-        self.assertEqual(set(data), {"client-secret", "session-keys"})
+        self.assertEqual(set(data), {"client-secret", "session-keys", "session-url"})
         for key, value in data.items():
             with self.subTest(key=key):
                 self.assertIn("REPLACE", value, "placeholders only, never real values")
