@@ -7,7 +7,10 @@ use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 use url::Url;
 
-const MAX_LEN: usize = 2048;
+/// The longest `return_to` accepted, as the transaction cookie stores it (JSON: a `"` takes two
+/// bytes there): 2 KiB, so that 5 transaction cookies fit beside a full session (SPEC §4) and
+/// each stays under a browser's 4 KiB per cookie.
+pub const MAX_LEN: usize = 2048;
 
 /// A validated `return_to`, kept exactly as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +22,7 @@ impl ReturnTo {
             None | Some("") => return Ok(Self("/".to_owned())),
             Some(r) => r,
         };
-        if raw.len() > MAX_LEN {
+        if raw.len() + raw.bytes().filter(|b| *b == b'"').count() > MAX_LEN {
             return Err(refuse("too long"));
         }
         // It ends up in a Location header as given: visible ASCII only (browsers
@@ -123,5 +126,14 @@ mod tests {
             assert_eq!(parse(ok).map(|r| r.0), Ok(ok.to_owned()));
         }
         assert_eq!(ReturnTo::parse(None, &[]).map(|r| r.0), Ok("/".to_owned()));
+    }
+
+    #[test]
+    fn length_is_measured_as_the_transaction_cookie_stores_it() {
+        assert!(parse(&format!("/{}", "a".repeat(MAX_LEN - 1))).is_ok());
+        assert!(parse(&format!("/{}", "a".repeat(MAX_LEN))).is_err());
+        // A `"` takes two bytes in the transaction's JSON.
+        assert!(parse(&format!("/{}", "\"".repeat(MAX_LEN / 2 - 1))).is_ok());
+        assert!(parse(&format!("/{}", "\"".repeat(MAX_LEN / 2))).is_err());
     }
 }

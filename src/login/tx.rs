@@ -126,3 +126,60 @@ pub fn start(names: &CookieNames, keys: &Keyring, headers: &HeaderMap, tx: &Logi
 pub fn expire_all(names: &CookieNames, headers: &HeaderMap) -> Vec<String> {
     tx_cookies(names, headers).map(|(n, _)| expire(names, n)).collect()
 }
+
+/// The longest `Cookie` header this BFF can make a browser send (SPEC §4): 8 session chunks
+/// holding the largest sealed session, and 5 live transaction cookies, each with the longest
+/// `return_to` and the session id a server-side store records. `server.max_header_bytes` must
+/// be at least this plus the rest of a request head (`settings::MIN_MAX_HEADER_BYTES`).
+pub fn largest_cookie_header(names: &CookieNames) -> usize {
+    use crate::session::cookie::{CHUNK_BYTES, MAX_CHUNKS, MAX_SEALED_BYTES};
+    let keys = Keyring::new(&[crate::settings::KeyMaterial([0; 32])]);
+    let longest = "/".to_owned() + &"a".repeat(super::return_to::MAX_LEN - 1);
+    let tx = LoginTx {
+        state: Secret::new(crate::secret::random_urlsafe(32)),
+        nonce: Secret::new(crate::secret::random_urlsafe(32)),
+        verifier: Secret::new(crate::secret::random_urlsafe(32)),
+        return_to: longest,
+        created_at: i64::MAX,
+        done: false,
+        replaces: Some(URL_SAFE_NO_PAD.encode([0xffu8; 32])),
+    };
+    let name = tx_name(names, tx.state.expose());
+    let tx_value = keys.seal(Purpose::Tx, &name, &serde_json::to_vec(&tx).unwrap_or_default()).len();
+    // `name=value` pairs joined with "; ".
+    let pair = |name: usize, value: usize| name + 1 + value + 2;
+    // Chunk 0 carries the count ("8.") before its piece.
+    let chunks = pair(names.chunks[0].len(), MAX_SEALED_BYTES.min(CHUNK_BYTES) + 2)
+        + (1..MAX_CHUNKS).map(|i| pair(names.chunks[i].len(), CHUNK_BYTES)).sum::<usize>();
+    chunks + MAX_LIVE * pair(name.len(), tx_value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_accepted_max_header_bytes_holds_the_largest_cookie_header() {
+        for secure in [true, false] {
+            let names = CookieNames::new(&crate::settings::SessionSettings {
+                store: crate::settings::StoreKind::Cookie,
+                url: None,
+                keys: vec![crate::settings::KeyMaterial([1; 32])],
+                secure,
+                same_site: crate::settings::SameSite::Strict,
+                idle_timeout_secs: 60,
+                absolute_timeout_secs: 60,
+                cache_max_bytes: 1 << 20,
+            });
+            let cookie = largest_cookie_header(&names);
+            eprintln!("largest Cookie header (secure = {secure}): {cookie} bytes");
+            // The request line (a 2 KiB path), `Cookie: ` and a browser's other fields.
+            let rest_of_head = 8 * 1024;
+            assert!(
+                cookie + rest_of_head <= crate::settings::MIN_MAX_HEADER_BYTES,
+                "{cookie} bytes of Cookie header do not fit in {}",
+                crate::settings::MIN_MAX_HEADER_BYTES
+            );
+        }
+    }
+}

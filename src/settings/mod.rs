@@ -8,7 +8,7 @@ pub mod raw;
 pub mod routes;
 mod validate;
 
-pub use validate::{is_loopback_host as validate_is_loopback, reserved_paths, validate};
+pub use validate::{MIN_MAX_HEADER_BYTES, is_loopback_host as validate_is_loopback, reserved_paths, validate};
 
 use crate::secret::Secret;
 use jsonwebtoken::Algorithm;

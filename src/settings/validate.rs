@@ -20,6 +20,12 @@ const RESERVED_AUTH_PARAMS: &[&str] = &[
     "request_uri",
 ];
 
+/// The smallest `server.max_header_bytes` accepted: the longest `Cookie` header the BFF can
+/// make a browser send (8 session chunks and 5 transaction cookies with a 2 KiB `return_to`,
+/// SPEC §4: `login::tx::largest_cookie_header`, ~46 KiB) plus 8 KiB for the request line and a
+/// browser's other fields. A unit test holds the two together.
+pub const MIN_MAX_HEADER_BYTES: usize = 56 * 1024;
+
 struct Problems(Vec<String>);
 
 impl Problems {
@@ -172,8 +178,8 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
         None
     };
     let shutdown = secs("server.shutdown_timeout_secs", raw.shutdown_timeout_secs, 0, 3600, p);
-    // 8 session chunks of ~4 KB plus 5 transaction cookies must fit (SPEC §2).
-    let max_header_bytes = secs("server.max_header_bytes", raw.max_header_bytes, 40_960, 1 << 20, p);
+    let max_header_bytes =
+        secs("server.max_header_bytes", raw.max_header_bytes, MIN_MAX_HEADER_BYTES as u64, 1 << 20, p);
     let max_headers = secs("server.max_headers", raw.max_headers, 32, 1000, p);
     let max_connections = secs("server.max_connections", raw.max_connections, 1, 1_000_000, p);
     let max_body_bytes = secs("server.max_body_bytes", raw.max_body_bytes, 1024, 1 << 20, p);

@@ -236,3 +236,57 @@ async fn a_session_cookie_sent_twice_is_anonymous() {
         .await;
     assert_eq!(r.status, 401, "two Cookie fields naming the session cookie twice");
 }
+
+/// SPEC §4's worst case — 8 full session chunks and 5 live login transactions, each with a 2 KiB
+/// `return_to` — is a request head the smallest `max_header_bytes` check-config accepts still
+/// reads (no 431), with a browser's usual fields beside it.
+#[tokio::test]
+async fn the_largest_cookie_header_fits_the_smallest_accepted_max_header_bytes() {
+    let refused = oidc_bff::settings::Settings::from_toml_str(
+        &format!(
+            "[server]\npublic_url = \"http://127.0.0.1:1\"\nmax_header_bytes = 1\n[oidc]\nissuer = \"http://127.0.0.1:1/as\"\n\
+             client_id = \"c\"\nclient_secret = \"s\"\n[session]\nkeys = [\"{KEY_A}\"]\n"
+        ),
+        vec![],
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    let smallest: String = refused
+        .lines()
+        .find_map(|l| l.strip_prefix("server.max_header_bytes: must be between "))
+        .unwrap_or_else(|| panic!("{refused}"))
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let (_idp, bff) = stack(json!({}), &[("BFF_SERVER__MAX_HEADER_BYTES", &smallest)]).await;
+    let mut b = Browser::new(&bff);
+    let longest = format!("/{}", "a".repeat(2047));
+    for _ in 0..5 {
+        let r = b.get(&bff.url(&format!("/login?return_to={longest}"))).await;
+        assert_eq!(r.status, 302, "{}", r.body);
+    }
+    let mut jar = b.jar();
+    assert_eq!(jar.keys().filter(|k| k.starts_with("__Host-bff-tx.")).count(), 5);
+    let chunk = "A".repeat(3800);
+    jar.insert("__Host-bff.0".into(), format!("8.{chunk}"));
+    for i in 1..8 {
+        jar.insert(format!("__Host-bff.{i}"), chunk.clone());
+    }
+    b.set_jar(jar);
+    let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+    let headers = [
+        ("x-csrf", "1"),
+        ("user-agent", ua),
+        ("accept", "application/json, text/plain, */*"),
+        ("accept-language", "en-GB,en-US;q=0.9,en;q=0.8,de;q=0.7"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("referer", "http://127.0.0.1/some/page/of/the/spa?with=a&query=string"),
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-dest", "empty"),
+    ];
+    let r = b.request(Method::GET, &bff.url("/session"), &headers, None).await;
+    assert_ne!(r.status, 431, "the worst-case Cookie header was refused at max_header_bytes = {smallest}");
+    assert_eq!(r.status, 401, "the made-up chunks do not open: {}", r.body);
+}
