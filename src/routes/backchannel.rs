@@ -3,8 +3,8 @@
 //! the IdP's server, not a browser); everything rests on the logout token's validation.
 //!
 //! Server-side stores delete the sessions of that `sid` (an ended IdP session), or of that `sub`
-//! created at or before the token's `iat`; cookie mode records the same in the revocation list
-//! every replica checks. A user who logs in again afterwards is untouched (new IdP session, new
+//! created by the token's `iat` (plus the clock skew, at most our receipt); cookie mode records
+//! the same in the revocation list every replica checks. A user who logs in again afterwards is untouched (new IdP session, new
 //! `sid`; created after `iat`). See `store::Subject` for the exact rules.
 
 use crate::error::{AppError, ErrorCode};
@@ -87,6 +87,11 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
         return Err(ErrorCode::InvalidLogoutToken.into());
     }
     let received = t + crate::store::SID_RECEIPT_MARGIN_SECS;
+    // The rules by `sub` end sessions created up to the logout. The IdP stamps `iat` with its
+    // own clock: behind ours by up to `clock_skew_secs`, a session created before the logout
+    // would look newer than it and survive. So allow the skew — but never past our receipt,
+    // so that a login after the logout is not ended by it.
+    let created_by = token.iat.saturating_add(o.clock_skew_secs as i64).min(t);
     let who = match (&token.sid, &token.sub) {
         (Some(sid), sub) => Subject::Sid { sid, sub: sub.as_deref(), received },
         (None, Some(sub)) => Subject::Sub(sub),
@@ -97,13 +102,13 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
     // retry into a "replay" and leave the sessions alive).
     match state.server_store() {
         Some(sessions) => {
-            let n = sessions.delete_sessions_of(who, token.iat).await?;
+            let n = sessions.delete_sessions_of(who, created_by).await?;
             tracing::info!(sessions = n, by_sid = token.sid.is_some(), "back-channel logout: sessions deleted");
         }
         None => {
             // Kept until no session it can match is still alive.
             let until = now().max(token.iat) + state.settings.session.absolute_timeout_secs as i64 + 120;
-            for r in Revocation::for_subject(who, token.iat) {
+            for r in Revocation::for_subject(who, created_by) {
                 store.add_revocation(&r, until).await?;
                 if let Some(rev) = &state.revocations {
                     rev.apply(&r);

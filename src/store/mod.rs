@@ -73,9 +73,11 @@ pub enum Subject<'a> {
     /// our own clock plus a few seconds: no comparison with the IdP's clock, so its skew cannot
     /// spare a session, while an IdP that reuses a `sid` does not lock a later login out) —
     /// and, when the token names the user, that user's sessions that carry no `sid` and were
-    /// created at or before `iat` (we cannot tell which IdP session those belong to).
+    /// created by the token's `iat` plus the clock skew, at the latest by our receipt (we cannot
+    /// tell which IdP session those belong to).
     Sid { sid: &'a str, sub: Option<&'a str>, received: i64 },
-    /// Every session of this user created at or before `iat` (a later login is not affected).
+    /// Every session of this user created by the token's `iat` plus the clock skew, at the
+    /// latest by our receipt (a later login is not affected).
     Sub(&'a str),
 }
 
@@ -87,9 +89,10 @@ pub const SID_RECEIPT_MARGIN_SECS: i64 = 5;
 pub enum RevocationKind {
     /// Sessions with this `sid` created at or before the entry's time (our receipt).
     Sid,
-    /// Sessions of this `sub` created at or before `iat`.
+    /// Sessions of this `sub` created at or before the entry's time (`iat` plus the clock
+    /// skew, at most our receipt).
     Sub,
-    /// Sessions of this `sub` without a `sid`, created at or before `iat`.
+    /// Sessions of this `sub` without a `sid`, created at or before the entry's time.
     SubWithoutSid,
 }
 

@@ -521,3 +521,54 @@ async fn rp_id_token_bad_sig_es256_is_invalid_id_token() {
     g.token_answers(Fake::token_response(&t)).await;
     assert_eq!(g.callback().await.status, 302);
 }
+
+/// An ID token whose base64url parts do not round-trip (padding, non-zero trailing bits, the
+/// standard alphabet) cannot be stored as its decoded parts; the session would keep it as text
+/// and lose its claims. Proven harmless: such a token is refused at login (invalid_id_token,
+/// nothing stored), so no session ever holds one. A canonical token with the same claims logs in.
+#[tokio::test]
+async fn an_id_token_that_does_not_round_trip_base64url_is_refused_and_nothing_is_stored() {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    type Spelling = fn(&[u8]) -> String;
+    let spellings: [(&str, Spelling); 4] = [
+        ("canonical", |b| URL_SAFE_NO_PAD.encode(b)),
+        ("padded", |b| URL_SAFE_NO_PAD.encode(b) + "=="),
+        ("trailing bits", |b| {
+            let mut s = URL_SAFE_NO_PAD.encode(b).into_bytes();
+            let last = s.len() - 1;
+            let v = ALPHABET.iter().position(|c| *c == s[last]).unwrap_or(0);
+            s[last] = ALPHABET[v | 1];
+            String::from_utf8(s).unwrap_or_default()
+        }),
+        ("standard alphabet", |b| STANDARD.encode(b).trim_end_matches('=').to_owned()),
+    ];
+    for (what, spell) in spellings {
+        let mut f = Fake::start(&[]).await;
+        // A payload whose length leaves 4 unused bits in its last character, and that holds
+        // `+`/`/` in the standard alphabet (the `?>` filler).
+        let mut claims = f.claims();
+        for n in 0..6 {
+            claims["filler"] = json!("?>".repeat(8) + &"x".repeat(n));
+            if serde_json::to_vec(&claims).unwrap_or_default().len() % 3 == 1 {
+                break;
+            }
+        }
+        let payload = serde_json::to_vec(&claims).unwrap_or_default();
+        let header = URL_SAFE_NO_PAD.encode(format!("{{\"alg\":\"RS256\",\"kid\":\"{KID}\",\"typ\":\"JWT\"}}"));
+        let input = format!("{header}.{}", spell(&payload));
+        assert!(what == "canonical" || input != format!("{header}.{}", URL_SAFE_NO_PAD.encode(&payload)), "{what}");
+        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &rsa_key("rsa.pem"), Algorithm::RS256)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.token_answers(Fake::token_response(&format!("{input}.{signature}"))).await;
+        if what == "canonical" {
+            let r = f.callback().await;
+            assert_eq!(r.status, 302, "{}", r.body);
+            let s = f.browser.session(&f.bff).await;
+            assert_eq!(s.json()["claims"]["filler"], claims["filler"], "claims shown as signed");
+        } else {
+            f.callback_fails(400, "invalid_id_token").await;
+        }
+    }
+}

@@ -943,3 +943,39 @@ async fn a_login_state_completed_on_one_instance_is_refused_on_another() {
     assert_eq!(idp.grants("authorization_code").await, 1, "the replay never reached the IdP");
     store.drop_all().await;
 }
+
+/// A `sub`-only logout token from an IdP whose clock is behind ours: `iat` is earlier than the
+/// session's creation on our clock, yet the logout happened after the login. Sessions created
+/// up to `iat + clock_skew_secs` (never later than our receipt) end; a login after the
+/// logout's receipt is not locked out.
+async fn sub_only_logout_behind_our_clock(kind: Kind, mode: &str) {
+    let Some(store) = TestStore::new(kind, "subskew").await else { return };
+    let url = store.url();
+    let (idp, bff) = stack_store(json!({}), &store_vars(mode, &url), "", false).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "skew", "/").await;
+    assert_eq!(b.session(&bff).await.status, 200);
+    let behind = oidc_bff::state::now() - 30;
+    let payload = json!({
+        "iss": idp.issuer, "aud": "bff-basic", "iat": behind, "jti": "skew-1", "sub": "skew",
+        "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+    });
+    let r = post_logout_token(&bff, form(&sign(&idp, json!({}), payload).await)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(wait_for_status(&mut b, &bff, 401).await, 401, "the session survived a logout stamped by a slow clock");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    b.jars.remove(&b.bff_origin.clone());
+    b.login(&bff, "skew", "/").await;
+    assert_eq!(b.session(&bff).await.status, 200, "a login after the logout's receipt is not locked out");
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn a_sub_only_logout_whose_iat_is_behind_our_clock_still_ends_the_session_sqlite_store() {
+    sub_only_logout_behind_our_clock(Kind::Sqlite, "sqlite").await;
+}
+
+#[tokio::test]
+async fn a_sub_only_logout_whose_iat_is_behind_our_clock_still_ends_the_session_cookie_mode() {
+    sub_only_logout_behind_our_clock(Kind::Sqlite, "cookie").await;
+}
