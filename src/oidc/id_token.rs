@@ -231,15 +231,15 @@ pub async fn validate(
             return Err(IdTokenError::InvalidAuthTime);
         }
     }
-    if let Some(original) = exp.sub {
-        if original != sub {
-            return Err(IdTokenError::RefreshMismatch);
-        }
+    if let Some(original) = exp.sub
+        && original != sub
+    {
+        return Err(IdTokenError::RefreshMismatch);
     }
-    if let (Some(at_hash), Some(at)) = (&claims.at_hash, exp.access_token) {
-        if !ct_eq(hash_left_half(alg, at.as_bytes()).as_bytes(), at_hash.as_bytes()) {
-            return Err(IdTokenError::InvalidAccessTokenHash);
-        }
+    if let (Some(at_hash), Some(at)) = (&claims.at_hash, exp.access_token)
+        && !ct_eq(hash_left_half(alg, at.as_bytes()).as_bytes(), at_hash.as_bytes())
+    {
+        return Err(IdTokenError::InvalidAccessTokenHash);
     }
     // An empty sid is no sid (back-channel logout matches on it).
     let sid = claims.sid.filter(|s| !s.is_empty());

@@ -106,10 +106,10 @@ pub async fn validate(
     if iat > e.now + skew || e.now - iat > MAX_AGE_SECS + skew {
         return Err(LogoutTokenError::InvalidIssuedAt);
     }
-    if let Some(exp) = c.exp {
-        if (exp as i64) + skew <= e.now {
-            return Err(IdTokenError::Expired.into());
-        }
+    if let Some(exp) = c.exp
+        && (exp as i64) + skew <= e.now
+    {
+        return Err(IdTokenError::Expired.into());
     }
     if c.nonce.is_some() {
         return Err(LogoutTokenError::NoncePresent);

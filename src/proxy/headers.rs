@@ -209,10 +209,10 @@ fn rewrite_cookie(headers: &mut HeaderMap, names: &CookieNames) {
     }
     headers.remove(header::COOKIE);
     // Pieces of valid field values joined with "; " are a valid field value.
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
-        if !v.is_empty() {
-            headers.insert(header::COOKIE, v);
-        }
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
+        && !v.is_empty()
+    {
+        headers.insert(header::COOKIE, v);
     }
 }
 

@@ -151,10 +151,10 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         tracing::warn!("Upgrade request on a route without websocket support");
         return AppError::from(ErrorCode::WebsocketUnsupported).into_response();
     }
-    if route.csrf {
-        if let Err(e) = csrf_check(state, req.method(), req.headers()) {
-            return e.into_response();
-        }
+    if route.csrf
+        && let Err(e) = csrf_check(state, req.method(), req.headers())
+    {
+        return e.into_response();
     }
     let t = now();
     let mut set_cookies = Vec::new();

@@ -47,13 +47,13 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
         }
         Err(why) => return Ok(unopened(why)),
     };
-    if let Some(revocations) = &state.revocations {
-        if revocations.is_revoked(&session)? {
-            tracing::info!("session cookie revoked by a back-channel logout");
-            memo::forget(&session);
-            metrics::counter!("bff_sessions_ended_total", "reason" => "backchannel").increment(1);
-            return Ok(Loaded::Anonymous { stale_cookie: true });
-        }
+    if let Some(revocations) = &state.revocations
+        && revocations.is_revoked(&session)?
+    {
+        tracing::info!("session cookie revoked by a back-channel logout");
+        memo::forget(&session);
+        metrics::counter!("bff_sessions_ended_total", "reason" => "backchannel").increment(1);
+        return Ok(Loaded::Anonymous { stale_cookie: true });
     }
     Ok(Loaded::Live(session))
 }
@@ -120,10 +120,10 @@ pub fn current_key(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
 /// caller's to expire.
 pub async fn end(state: &AppState, s: &Session) -> Result<(), AppError> {
     memo::forget(s);
-    if let Some(stored) = &s.stored {
-        if let Some(store) = state.server_store() {
-            store.delete_session(&stored.key).await?;
-        }
+    if let Some(stored) = &s.stored
+        && let Some(store) = state.server_store()
+    {
+        store.delete_session(&stored.key).await?;
     }
     state.refresher.forget(state, s).await;
     Ok(())

@@ -422,10 +422,8 @@ async fn run_refresh(state: AppState, id: [u8; 32], rt: Secret, original: Origin
             // A result the other replicas cannot see: keep the lock until it expires. Waiters
             // never take over a lock they saw held (below), so none of them spends the token
             // again; they give up with a temporary error.
-            if shared {
-                if let Err(e) = store.unlock(&id, &owner).await {
-                    tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
-                }
+            if shared && let Err(e) = store.unlock(&id, &owner).await {
+                tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
             }
             outcome
         }

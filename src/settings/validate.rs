@@ -135,13 +135,10 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
     for o in &raw.allowed_origins {
         match parse_origin(o) {
             Ok((url, origin)) => {
-                if let Some((public, _)) = &public {
-                    if !same_site(&url, public) {
-                        p.push(
-                            "server.allowed_origins",
-                            format_args!("{origin} is not same-site with server.public_url"),
-                        );
-                    }
+                if let Some((public, _)) = &public
+                    && !same_site(&url, public)
+                {
+                    p.push("server.allowed_origins", format_args!("{origin} is not same-site with server.public_url"));
                 }
                 allowed_origins.push(origin);
             }
@@ -473,12 +470,11 @@ fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -
             None
         }
     };
-    if !raw.secure {
-        if let Some(s) = server {
-            if !(s.public_url.scheme() == "http" && is_loopback_host(&s.public_url)) {
-                p.push("session.secure", "false is allowed only with an http:// public_url on loopback");
-            }
-        }
+    if !raw.secure
+        && let Some(s) = server
+        && !(s.public_url.scheme() == "http" && is_loopback_host(&s.public_url))
+    {
+        p.push("session.secure", "false is allowed only with an http:// public_url on loopback");
     }
     let idle = secs("session.idle_timeout_secs", raw.idle_timeout_secs, 60, 30 * 86400, p);
     let absolute = secs("session.absolute_timeout_secs", raw.absolute_timeout_secs, 60, 90 * 86400, p);

@@ -109,16 +109,13 @@ impl TestStore {
                 }
             }
             Kind::Redis => {
-                if let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/") {
-                    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                        let keys: Vec<String> = redis::cmd("KEYS")
-                            .arg(format!("{}*", self.name))
-                            .query_async(&mut c)
-                            .await
-                            .unwrap_or_default();
-                        if !keys.is_empty() {
-                            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
-                        }
+                if let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/")
+                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> =
+                        redis::cmd("KEYS").arg(format!("{}*", self.name)).query_async(&mut c).await.unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
                     }
                 }
             }
