@@ -50,6 +50,17 @@ impl App {
     /// Use an already-bound listener (tests bind port 0 first so they know the port).
     pub fn with_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
         install_crypto_providers();
+        if let crate::settings::ClientAuth::PrivateKeyJwt(key) = &settings.oidc.client_auth
+            && key.alg == jsonwebtoken::Algorithm::RS256
+        {
+            // Accepted in deny.toml for this configuration only (docs/security.md).
+            tracing::warn!(
+                advisory = "RUSTSEC-2023-0071",
+                "private_key_jwt signs with an RSA key through the `rsa` crate, which has a known timing \
+                 side channel (Marvin attack, RUSTSEC-2023-0071, no fixed release); an EC P-256 key (ES256) \
+                 avoids it"
+            );
+        }
         let https = |u: &str| u.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         if https(&settings.oidc.issuer) || settings.routes.iter().any(|r| https(&r.upstream)) {
             crate::tls::preload()?;

@@ -103,3 +103,29 @@ async fn discovery_naming_another_issuer_stops_start_up() {
     let result = tokio::time::timeout(Duration::from_secs(10), app.run_until(std::future::pending())).await;
     assert!(matches!(result, Ok(Err(oidc_bff::startup::StartupError::Discovery(_)))), "{result:?}");
 }
+
+/// RSA `private_key_jwt` signs with the `rsa` crate, which carries RUSTSEC-2023-0071 (accepted in
+/// deny.toml for that reason only): `serve` says so once at start-up when it is configured, and
+/// not for an EC key.
+#[tokio::test]
+async fn serve_warns_once_at_start_up_when_rsa_private_key_jwt_is_in_use() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    for (key, warned) in [("rsa.pem", true), ("ec.pem", false)] {
+        let port = free_port();
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+             [oidc]\nissuer = \"http://127.0.0.1:9/ENV/as\"\nclient_id = \"c\"\nclient_auth = \"private_key_jwt\"\n\
+             private_key_file = \"{fixtures}/{key}\"\nprivate_key_id = \"k1\"\n\
+             [session]\nkeys = [\"{KEY_A}\"]\n[logging]\nformat = \"json\"\n"
+        );
+        let bin = spawn_binary(port, &toml).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let logs = bin.stderr();
+        let n = logs.lines().filter(|l| l.contains("RUSTSEC-2023-0071")).count();
+        assert_eq!(n, usize::from(warned), "{key}: {logs}");
+        if warned {
+            let line = logs.lines().find(|l| l.contains("RUSTSEC-2023-0071")).unwrap_or_default();
+            assert!(line.contains("\"level\":\"WARN\""), "{line}");
+        }
+    }
+}

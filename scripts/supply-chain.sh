@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The supply-chain check of CI (.ci/run): cargo-deny, pinned, over deny.toml — advisories,
+# bans (duplicate majors), licences and sources of the whole dependency tree.
+#
+# Advisories come from an offline snapshot of the RustSec database (this machine and CI reach
+# crates.io but not GitHub): BFF_ADVISORY_DB, else ../shared/advisory-db, else
+# /work/shared/advisory-db. Without a snapshot the check fails closed. The snapshot is laid out
+# where cargo-deny looks for the default database (as a git checkout dated by its SNAPSHOT.md),
+# and cargo-deny runs with --offline: it never fetches anything. Any advisory in the snapshot
+# that affects a crate in Cargo.lock and is not accepted in deny.toml (with its reason) fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=0.20.2
+tools=target/tools
+deny="$tools/bin/cargo-deny"
+if [ "$("$deny" --version 2>/dev/null)" != "cargo-deny $version" ]; then
+  echo "supply-chain: installing cargo-deny $version from crates.io (--locked)"
+  cargo install cargo-deny --version "$version" --locked --root "$tools" --quiet
+fi
+
+db=""
+for candidate in "${BFF_ADVISORY_DB:-}" ../shared/advisory-db /work/shared/advisory-db; do
+  if [ -n "$candidate" ] && [ -d "$candidate/crates" ]; then
+    db=$candidate
+    break
+  fi
+done
+if [ -z "$db" ]; then
+  echo "supply-chain: no RustSec advisory database snapshot found (set BFF_ADVISORY_DB to one);" \
+    "cannot check advisories: failing" >&2
+  exit 1
+fi
+
+# cargo-deny $version's directory for https://github.com/rustsec/advisory-db under db-path.
+checkout=target/advisory-dbs/advisory-db-3157b0e258782691
+rm -rf "$checkout"
+mkdir -p "$checkout"
+cp -R "$db/." "$checkout/"
+taken=$(grep -oE '[0-9]{4}-[0-9]{2}-[0-9]{2}' "$db/SNAPSHOT.md" 2>/dev/null | head -n 1 || true)
+stamp=${taken:+${taken}T00:00:00Z}
+(
+  cd "$checkout"
+  git init -q
+  git add -A
+  GIT_AUTHOR_DATE=${stamp:-now} GIT_COMMITTER_DATE=${stamp:-now} \
+    git -c user.name=advisory-db-snapshot -c user.email=snapshot@localhost -c commit.gpgsign=false \
+    commit -q -m "RustSec advisory database snapshot ($db)"
+)
+echo "supply-chain: advisories from $db (snapshot of ${taken:-an unknown date}, $(find "$checkout/crates" -name 'RUSTSEC-*.md' | wc -l) advisories)"
+
+# Every crate's sources (optional ones included), so that cargo-deny can run --offline.
+cargo fetch --locked --quiet
+"$deny" --offline --locked --log-level error check
