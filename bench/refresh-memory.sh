@@ -12,7 +12,8 @@
 # by DURATION plus a few minutes.
 #
 # Environment: REFRESHES (50000), DURATION (600), SESSIONS (150), RATE (85 requests/s),
-# TOKEN_BYTES (3072), CACHE_MAX_BYTES (16777216), GRACE (60), PROFILE (release).
+# TOKEN_BYTES (3072), CACHE_MAX_BYTES (16777216), GRACE (60), PROFILE (release), HOLD (seconds to
+# keep oidc-bff up afterwards, for inspection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,9 +66,13 @@ BFF_PID=$!
 pids+=($BFF_PID)
 for _ in $(seq 200); do curl -fs "http://127.0.0.1:$BFF/readyz" > /dev/null && break; sleep 0.1; done
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$BFF_PID/status"; }
+# The heap and other anonymous memory, and the binary's own pages (clean, file-backed: the code
+# a load has run stays paged in, and the kernel can drop it at any time).
+anon_file() { awk '/^RssAnon/ {a = $2} /^RssFile/ {f = $2} END {printf "anonymous %.1f MiB, file-backed %.1f MiB", a / 1024, f / 1024}' "/proc/$BFF_PID/status"; }
 metric() { curl -fs "http://127.0.0.1:$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 sleep 3
 idle=$(rss)
+idle_parts=$(anon_file)
 
 # Sample RSS every second while the load runs.
 ( while kill -0 "$BFF_PID" 2> /dev/null; do rss >> "$work/rss"; sleep 1; done ) &
@@ -79,15 +84,21 @@ cache_at_end=$(metric bff_refresh_cache_bytes)
 evictions=$(metric bff_refresh_cache_evictions_total)
 sleep $((GRACE + 5))
 after=$(rss)
+after_parts=$(anon_file)
 cache_after=$(metric bff_refresh_cache_bytes)
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 echo "machine: $(nproc) CPU, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); $(uname -sr)"
 echo "load: $(cat "$work/driver.json")"
 echo "tokens: ${TOKEN_BYTES} B access + ${TOKEN_BYTES} B refresh; refresh_grace_secs = $GRACE; cache_max_bytes = $CACHE_MAX_BYTES"
-echo "RSS idle:                 $(mib "$idle")"
+echo "RSS idle:                 $(mib "$idle")  ($idle_parts)"
 echo "RSS peak during the load: $(mib "$peak")  (+$(mib $((peak - idle))) above idle)"
 echo "RSS at the last refresh:  $(mib "$at_end")  (cache ${cache_at_end:-?} B, ${evictions:-0} entries evicted)"
 echo "RSS one grace period on:  $(mib "$after")  (+$(mib $((after - idle))) above idle; cache ${cache_after:-?} B)"
+echo "                          ($after_parts)"
 errors=$(grep -c '"level":"ERROR"\|ERROR' "$work/bff.log" || true)
 echo "oidc-bff log lines at ERROR: $errors"
+if [ -n "${HOLD:-}" ]; then # inspection: keep oidc-bff up (at most 600 s)
+  echo "holding oidc-bff (pid $BFF_PID) for ${HOLD}s"
+  sleep "$((HOLD > 600 ? 600 : HOLD))"
+fi

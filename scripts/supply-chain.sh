@@ -32,22 +32,44 @@ if [ -z "$db" ]; then
   exit 1
 fi
 
-# cargo-deny $version's directory for https://github.com/rustsec/advisory-db under db-path.
+count=$(find "$db/crates" -name 'RUSTSEC-*.md' | wc -l)
+if [ "$count" -lt 500 ]; then
+  echo "supply-chain: $db holds $count advisories, not a RustSec database: failing" >&2
+  exit 1
+fi
+# When the snapshot was taken: SNAPSHOT.md's date, else its newest advisory's.
+taken=$(grep -ohE '[0-9]{4}-[0-9]{2}-[0-9]{2}' "$db/SNAPSHOT.md" 2> /dev/null | head -n 1 || true)
+if [ -z "$taken" ]; then
+  taken=$(grep -rhoE '^date = "[0-9]{4}-[0-9]{2}-[0-9]{2}"' "$db/crates" | grep -oE '[0-9-]{10}' | sort | tail -n 1 || true)
+fi
+if [ -z "$taken" ]; then
+  echo "supply-chain: cannot tell when $db was taken: failing" >&2
+  exit 1
+fi
+age_days=$((($(date +%s) - $(date -d "$taken" +%s)) / 86400))
+
+# cargo-deny $version's directory for https://github.com/rustsec/advisory-db under db-path, as
+# a git checkout whose last fetch (.git/FETCH_HEAD's time) is the snapshot's date: cargo-deny
+# then refuses it once it is older than deny.toml's maximum-db-staleness.
 checkout=target/advisory-dbs/advisory-db-3157b0e258782691
 rm -rf "$checkout"
 mkdir -p "$checkout"
 cp -R "$db/." "$checkout/"
-taken=$(grep -oE '[0-9]{4}-[0-9]{2}-[0-9]{2}' "$db/SNAPSHOT.md" 2>/dev/null | head -n 1 || true)
-stamp=${taken:+${taken}T00:00:00Z}
 (
   cd "$checkout"
   git init -q
   git add -A
-  GIT_AUTHOR_DATE=${stamp:-now} GIT_COMMITTER_DATE=${stamp:-now} \
+  GIT_AUTHOR_DATE="${taken}T00:00:00Z" GIT_COMMITTER_DATE="${taken}T00:00:00Z" \
     git -c user.name=advisory-db-snapshot -c user.email=snapshot@localhost -c commit.gpgsign=false \
     commit -q -m "RustSec advisory database snapshot ($db)"
+  git rev-parse HEAD > .git/FETCH_HEAD
+  touch -d "${taken}T00:00:00Z" .git/FETCH_HEAD
 )
-echo "supply-chain: advisories from $db (snapshot of ${taken:-an unknown date}, $(find "$checkout/crates" -name 'RUSTSEC-*.md' | wc -l) advisories)"
+echo "supply-chain: advisories from $db: $count advisories, taken $taken ($age_days days ago)"
+if [ "$age_days" -gt 90 ]; then
+  echo "supply-chain: WARNING: the advisory snapshot is $age_days days old; advisories published since" \
+    "are not checked. Refresh it when a newer copy can be had (deny.toml refuses it past 365 days)."
+fi
 
 # Every crate's sources (optional ones included), so that cargo-deny can run --offline.
 cargo fetch --locked --quiet

@@ -182,7 +182,10 @@ pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Re
 }
 
 /// The client's address: the TCP peer, or — when the peer is a trusted proxy — the rightmost
-/// `X-Forwarded-For` entry that is not itself a trusted proxy.
+/// `X-Forwarded-For` entry that is not itself a trusted proxy. Entries are read from the right
+/// (what our proxies appended) and the walk stops at the first that is not an address
+/// (`ip`, `ip:port` or `[ipv6]:port`, as balancers write them): what lies left of it was not
+/// written by a proxy we trust, so the peer stands in for the client.
 pub fn client_ip(state: &AppState, req: &Request) -> std::net::IpAddr {
     let peer = req
         .extensions()
@@ -195,11 +198,22 @@ pub fn client_ip(state: &AppState, req: &Request) -> std::net::IpAddr {
     }
     let forwarded =
         req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
-    forwarded
-        .rsplit(',')
-        .filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
-        .find(|ip| !trusted.iter().any(|net| in_net(*ip, *net)))
-        .unwrap_or(peer)
+    for entry in forwarded.rsplit(',') {
+        let Some(ip) = forwarded_address(entry.trim()) else { return peer };
+        if !trusted.iter().any(|net| in_net(ip, *net)) {
+            return ip;
+        }
+    }
+    peer
+}
+
+/// An `X-Forwarded-For` entry as an address: `ip`, `ip:port` or `[ipv6]:port`.
+fn forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    entry
+        .parse::<std::net::IpAddr>()
+        .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 pub fn in_net(ip: std::net::IpAddr, (net, bits): (std::net::IpAddr, u8)) -> bool {

@@ -10,8 +10,9 @@
 //! tabs; NFKC and ASCII lower case — then the segment steps once more, since NFKC turns
 //! fullwidth `．` into `.` and `／` into `/` (stricter than the SPEC's order, which would let
 //! `／．．／` through); collapse empty segments. Refused outright: a path not starting with
-//! `/`, a raw `\` or control character, decoding to `/`, `\`, a control character or invalid
-//! UTF-8. The proxy then refuses a path whose lenient reading selects another route or
+//! `/`, a raw `\` or control character, decoding to `/`, `\`, `?`, `#`, a control character or
+//! invalid UTF-8, a character that only case folding makes ASCII (`İ`, `ı`), an NTFS stream
+//! name (`::$`). The proxy then refuses a path whose lenient reading selects another route or
 //! endpoint than its raw reading (`proxy::path`).
 
 use std::borrow::Cow;
@@ -41,7 +42,9 @@ fn decode(input: &[u8], strict: bool) -> Result<Vec<u8>, Refused> {
             match (input.get(i + 1).copied().and_then(hex), input.get(i + 2).copied().and_then(hex)) {
                 (Some(h), Some(l)) => {
                     let v = h << 4 | l;
-                    if v == b'/' || v == b'\\' {
+                    // `/` and `\` split or join segments; `?` and `#` end the path for a server
+                    // that decodes before it splits off the query (Apache's mod_rewrite did).
+                    if matches!(v, b'/' | b'\\' | b'?' | b'#') {
                         return Err(Refused);
                     }
                     out.push(v);
@@ -62,6 +65,14 @@ fn is_blank_or_dot(c: char) -> bool {
     matches!(c, '.' | ' ' | '\t')
 }
 
+/// A non-ASCII character that a case-insensitive comparison may take for an ASCII one: `İ`
+/// lower-cases to `i` + a combining dot, `ı` upper-cases to `I` (Java's `equalsIgnoreCase` and
+/// Spring's case-insensitive matching equate them). NFKC has already read compatibility forms
+/// such as `ſ` as their ASCII letter.
+fn ascii_by_case(c: char) -> bool {
+    !c.is_ascii() && c.to_lowercase().chain(c.to_uppercase()).any(|m| m.is_ascii_alphanumeric())
+}
+
 /// `;params` dropped, a segment of only dots/blanks refused, trailing dots/blanks stripped.
 fn segment(seg: &str) -> Result<&str, Refused> {
     let seg = seg.split(';').next().unwrap_or_default();
@@ -72,13 +83,14 @@ fn segment(seg: &str) -> Result<&str, Refused> {
 }
 
 /// True when the lenient reading of `raw` is its ASCII lower case (no `%`, `;`, blank, control
-/// or non-ASCII byte, no empty segment, no segment ending in or made of dots): the common case,
-/// read without allocating.
+/// or non-ASCII byte, no empty segment, no segment ending in or made of dots, no `::$`): the
+/// common case, read without allocating.
 fn plain(raw: &str) -> bool {
     let b = raw.as_bytes();
     b.first() == Some(&b'/')
         && b.iter().all(|c| c.is_ascii_graphic() && !matches!(c, b'%' | b';' | b'\\'))
         && raw[1..].split('/').all(|seg| !seg.is_empty() && !seg.ends_with('.'))
+        && !raw.contains("::$")
 }
 
 /// The lenient reading of the raw path `raw` (no query), lower case. Borrowed when it is the
@@ -101,7 +113,7 @@ pub fn lenient(raw: &str) -> Result<Cow<'_, str>, Refused> {
     for seg in text.split('/') {
         let seg = segment(seg)?;
         let folded: String = seg.nfkc().map(|c| c.to_ascii_lowercase()).collect();
-        if folded.chars().any(|c| c == '\\' || c.is_control()) {
+        if folded.chars().any(|c| c == '\\' || c.is_control() || ascii_by_case(c)) || folded.contains("::$") {
             return Err(Refused);
         }
         // NFKC may have made new separators (`／`), parameters (`；`) or dots (`．`).
@@ -148,6 +160,7 @@ mod tests {
             ("/api/admin./x", "/api/admin/x"),
             ("/api/admin.%20./x", "/api/admin/x"),
             ("/api/%EF%BD%81dmin", "/api/admin"),
+            ("/api/%C5%BFecret", "/api/secret"),
             ("/api/a%20b;v=1", "/api/a b"),
             ("/api/caf%C3%A9", "/api/café"),
             ("/api/", "/api"),
@@ -194,6 +207,12 @@ mod tests {
             "/api/%c0%ae%c0%ae/admin",
             "/api/%c2%85",
             "/api/%ff",
+            "/api/admin%3F/x",
+            "/api/admin%23/x",
+            "/api/adm%C4%B0n",
+            "/api/adm%C4%B1n",
+            "/api/admin::$INDEX_ALLOCATION/x",
+            "/api/admin%3A%3A$DATA",
         ] {
             assert_eq!(lenient(p), Err(Refused), "{p:?} accepted");
         }

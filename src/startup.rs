@@ -153,12 +153,13 @@ impl App {
                     let _ = fatal.set(e);
                 }
             }
+            // Both listeners drain at once, within one shutdown_timeout.
+            let _ = admin_stop.send(());
         };
         crate::listener::serve(listener, limits, handler, stop, server.shutdown_timeout).await;
         if let Some(s) = sweeper {
             s.abort();
         }
-        let _ = admin_stop.send(());
         if let Some(mut t) = admin_task {
             // The admin listener drains like the public one; a stuck scrape must not hold up the exit.
             if tokio::time::timeout(server.shutdown_timeout, &mut t).await.is_err() {
@@ -233,15 +234,16 @@ async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<Sta
 
 /// Without a store, the refresh cache is in memory: expire its entries on a timer as well as on
 /// every insert, so the last burst's tokens do not stay in memory until the next refresh, and
-/// give the freed pages back to the OS once a few MiB have been freed.
+/// give the freed pages back to the OS once a few MiB have been freed, or the cache has emptied.
 async fn refresh_cache_sweeper(state: AppState) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
     const TRIM_AFTER_BYTES: usize = 2 << 20;
     let mut freed_since_trim = 0;
     loop {
         tokio::time::sleep(EVERY).await;
-        freed_since_trim += state.refresher.sweep(crate::state::now());
-        if freed_since_trim >= TRIM_AFTER_BYTES {
+        let (freed, held) = state.refresher.sweep(crate::state::now());
+        freed_since_trim += freed;
+        if freed_since_trim >= TRIM_AFTER_BYTES || (freed_since_trim > 0 && held == 0) {
             freed_since_trim = 0;
             crate::memory::release_free_memory().await;
         }

@@ -253,8 +253,13 @@ fn directives(value: &str) -> impl Iterator<Item = &str> {
 /// sees only a cookie, not the `Authorization` that RFC 9111 §3.5 protects, so the answer gets
 /// `Cache-Control: private` and `Vary: Cookie` — unless the upstream already said an unqualified
 /// `private` or `no-store`. `public`, `s-maxage` and a qualified `private="…"` (which lets a
-/// shared cache store the rest) are removed; other directives (`max-age`…) stay.
+/// shared cache store the rest) are removed; other directives (`max-age`…) stay. Fields that
+/// speak to a CDN over `Cache-Control` (RFC 9213 `CDN-Cache-Control` and its vendor forms,
+/// `Surrogate-Control`, `Edge-Control`) are removed in every case.
 pub fn private_to_shared_caches(headers: &mut HeaderMap) {
+    remove_where(headers, |_, n| {
+        (n.ends_with("cache-control") && n != "cache-control") || n == "surrogate-control" || n == "edge-control"
+    });
     let mut kept = String::new();
     let mut any = false;
     for value in headers.get_all(header::CACHE_CONTROL) {
@@ -407,6 +412,13 @@ mod tests {
         assert_eq!(run(&["private=\"a, b\", no-cache"], Some("cookie")), ("private, no-cache".into(), "cookie".into()));
         assert_eq!(run(&["max-age=1, NO-STORE"], None), ("max-age=1, NO-STORE".into(), String::new()));
         assert_eq!(run(&["private"], Some("*")), ("private".into(), "*".into()));
+        let mut h = HeaderMap::new();
+        for cdn in ["cdn-cache-control", "cloudflare-cdn-cache-control", "surrogate-control", "edge-control"] {
+            h.insert(HeaderName::from_static(cdn), HeaderValue::from_static("max-age=300"));
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        private_to_shared_caches(&mut h);
+        assert_eq!(h.len(), 1, "only Cache-Control is left: {h:?}");
     }
 
     #[test]

@@ -116,13 +116,14 @@ pub struct SessionCookie<'a> {
 pub enum Unopened {
     /// No session cookie.
     Absent,
-    /// A session-cookie name occurred more than once: anonymous, whichever copy would open.
-    /// Not expired: a response can only expire the copy at `Path=/`, not a planted one.
-    Duplicated,
+    /// A session-cookie name occurred more than once, or both the single and the chunked form
+    /// came: anonymous, whichever would open. Not expired: a response can only expire the
+    /// copies at `Path=/`, and one of them may be the user's own while the other was planted.
+    Ambiguous,
     /// Sealed under a key this instance does not have (another replica's, mid key rotation):
     /// anonymous here, but not expired, since that replica may open it (SPEC §4).
     UnknownKey,
-    /// Tampered, truncated, mixed chunks, both forms, or sealed for something else: expire it.
+    /// Tampered, truncated, mixed chunks, or sealed for something else: expire it.
     Invalid,
 }
 
@@ -169,10 +170,10 @@ impl<'a> SessionCookie<'a> {
     /// The sealed value, reassembled. A name sent twice, or both forms at once, is refused.
     pub fn sealed(&self) -> Result<std::borrow::Cow<'a, str>, Unopened> {
         if self.duplicated {
-            return Err(Unopened::Duplicated);
+            return Err(Unopened::Ambiguous);
         }
         match (self.single, self.chunks[0]) {
-            (Some(_), Some(_)) => Err(Unopened::Invalid),
+            (Some(_), Some(_)) => Err(Unopened::Ambiguous),
             (Some(v), None) if !v.is_empty() => Ok(std::borrow::Cow::Borrowed(v)),
             (None, Some(first)) => {
                 let (count, head) = first.split_once('.').ok_or(Unopened::Invalid)?;

@@ -61,9 +61,9 @@ pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loa
 /// The anonymous outcome of a session cookie that gave no session, logged once here.
 fn unopened(why: cookie::Unopened) -> Loaded {
     match why {
-        cookie::Unopened::Duplicated => {
-            tracing::warn!("a session cookie name was sent more than once; treating the request as anonymous")
-        }
+        cookie::Unopened::Ambiguous => tracing::warn!(
+            "a session cookie name was sent more than once, or in both forms; treating the request as anonymous"
+        ),
         cookie::Unopened::UnknownKey => {
             tracing::info!("session cookie sealed under a key this instance does not have; not expiring it")
         }

@@ -100,12 +100,12 @@ impl Refresher {
     }
 
     /// Drop expired in-memory entries (the periodic sweep: without it, the last entries of a
-    /// burst would stay until the next refresh). The bytes given back.
-    pub fn sweep(&self, now: i64) -> usize {
+    /// burst would stay until the next refresh). The bytes given back, and those still held.
+    pub fn sweep(&self, now: i64) -> (usize, usize) {
         let mut cache = lock(&self.cache);
         let freed = cache.expire(now);
         metrics::gauge!("bff_refresh_cache_bytes").set(cache.bytes() as f64);
-        freed
+        (freed, cache.bytes())
     }
 }
 
@@ -165,9 +165,11 @@ impl Refresher {
         let Ok(fresh) = serde_json::from_slice::<Fresh>(&plain) else {
             return Ok(None);
         };
-        // An IdP that does not rotate refresh tokens maps every refresh to the same entry:
-        // only an answer newer than what the session has, and still valid, is of use.
-        Ok((fresh.issued_at > issued_at && fresh.expires_at > now).then_some(CacheHit::Fresh(fresh)))
+        // An IdP that does not rotate refresh tokens maps every refresh to the same entry: only
+        // an answer newer than what the session has is of use. One whose access token has
+        // expired is still the newest link: its refresh token is the one to spend next, never
+        // the session's own, which it rotated away.
+        Ok((fresh.issued_at > issued_at).then_some(CacheHit::Fresh(fresh)))
     }
 
     /// Cache a result; false when it could not be shared through the store.
@@ -331,7 +333,12 @@ async fn refresh_session(state: &AppState, session: &mut Session, when: When) ->
         match shared.await {
             Outcome::Refreshed(fresh) => {
                 apply(session, &fresh, &id);
-                return Ok(true);
+                changed = true;
+                // Shared from another request (or replica) whose answer has already expired:
+                // follow on with its refresh token.
+                if now() < session.access_expires_at {
+                    return Ok(true);
+                }
             }
             Outcome::Refused => {
                 metrics::counter!("bff_sessions_ended_total", "reason" => "refresh_refused").increment(1);

@@ -158,3 +158,26 @@ async fn idle_h2c_connections_are_closed_after_the_keep_alive_limit() {
     assert!(idle_since.elapsed() >= Duration::from_millis(1500), "closed too early: {:?}", idle_since.elapsed());
     drop(bin);
 }
+
+/// A client that asks for a large answer and stops reading it is dropped once a write to it has
+/// waited 6 × header_read_timeout_secs (nginx's send_timeout): it cannot hold its slot forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("oidc-bff-slow-reader-{port}"));
+    let _ = std::fs::create_dir_all(&dir);
+    std::fs::write(dir.join("big.bin"), vec![b'x'; 64 << 20]).unwrap_or_else(|e| panic!("{e}"));
+    let toml = config(port, None).replace("[oidc]", &format!("static_dir = \"{}\"\n[oidc]", dir.display()));
+    let bin = spawn_binary(port, &toml).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("{e}"));
+    let _ = s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // Read the head, then nothing for longer than the send timeout (2 s × 6).
+    let mut head = [0u8; 256];
+    let _ = s.read(&mut head).await;
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&head));
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let rest = closed_within(&mut s, Duration::from_secs(20)).await.unwrap_or_else(|| panic!("never closed"));
+    assert!(rest.len() + 256 < 64 << 20, "the whole answer arrived: the connection was not dropped");
+    drop(bin);
+    let _ = std::fs::remove_dir_all(&dir);
+}

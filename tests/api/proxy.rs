@@ -667,4 +667,14 @@ async fn behind_a_trusted_proxy_x_real_ip_and_forwarded_name_the_client() {
     // Without a chain, the peer itself is the client.
     let r = b.request(Method::GET, &bff.url("/public/who"), &[("x-csrf", "1")], None).await;
     assert_eq!(r.json()["headers"]["x-real-ip"], "127.0.0.1");
+    // `ip:port` as some balancers write it is read; an entry that is not an address ends the
+    // walk: nothing left of it is believed (the peer stands in).
+    let who = async |b: &mut Browser, xff: &str| {
+        let r =
+            b.request(Method::GET, &bff.url("/public/who"), &[("x-csrf", "1"), ("x-forwarded-for", xff)], None).await;
+        r.json()["headers"]["x-real-ip"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(who(&mut b, "6.6.6.6, 203.0.113.9:4431").await, "203.0.113.9");
+    assert_eq!(who(&mut b, "6.6.6.6, [2001:db8::7]:443, 10.0.0.1").await, "2001:db8::7");
+    assert_eq!(who(&mut b, "6.6.6.6, unknown, 10.0.0.1").await, "127.0.0.1");
 }

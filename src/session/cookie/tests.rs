@@ -86,7 +86,7 @@ fn mixed_forms_and_foreign_chunks_are_anonymous() {
     let single = n.write_session(&seal_session(&n, &keys, &session(10)), 50);
     let mut both = a.clone();
     both.push(single[0].clone());
-    assert_eq!(SessionCookie::from_headers(&n, &browser_sends(&both)).open(&n, &keys).err(), Some(Unopened::Invalid));
+    assert_eq!(SessionCookie::from_headers(&n, &browser_sends(&both)).open(&n, &keys).err(), Some(Unopened::Ambiguous));
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn a_chunk_name_sent_twice_or_an_unknown_key_is_not_expired() {
     let chunk0 = lines.iter().find(|l| l.starts_with("__Host-bff.0=")).and_then(|l| l.split(';').next());
     h.append(COOKIE, HeaderValue::from_str(chunk0.unwrap_or_default()).unwrap_or(HeaderValue::from_static("")));
     let dup = SessionCookie::from_headers(&n, &h).open(&n, &keys).err();
-    assert_eq!(dup, Some(Unopened::Duplicated));
+    assert_eq!(dup, Some(Unopened::Ambiguous));
     assert!(dup.is_some_and(|d| !d.expire()));
     let newer = Keyring::new(&[KeyMaterial([8; 32]), KeyMaterial([7; 32])]);
     let single = n.write_session(&seal_session(&n, &newer, &session(10)), 50);

@@ -177,3 +177,38 @@ async fn in_memory_refresh_cache_is_bounded_by_bytes_and_expires_in_order() {
     assert!(state.refresher.store(&state, id, "rt-late", Some(&fresh_of(10, later)), later).await);
     assert_eq!(memory_cache(&state.refresher).0, 1, "expired entries were kept");
 }
+
+/// A cached answer whose access token has already expired (tokens shorter-lived than the grace
+/// period) is still the newest link: the old cookie takes its refresh token and refreshes with
+/// that one, never again with its own, rotated-away token.
+#[tokio::test]
+async fn a_cached_answer_whose_access_token_expired_is_followed_not_spent_again() {
+    use wiremock::matchers::body_string_contains;
+    let server = MockServer::start().await;
+    let state = state_with(&server).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("refresh_token=rt-2"))
+        .respond_with(granted("at-3", "rt-3"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let reused = ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": "invalid_grant"}));
+    Mock::given(method("POST")).and(path("/token")).respond_with(reused).with_priority(2).mount(&server).await;
+    let t = now();
+    // Refresh 1 happened 40 s ago: rt-1 -> (at-2, rt-2), at-2 lived 30 s.
+    let earlier = Fresh {
+        access_token: Secret::new("at-2"),
+        expires_at: t - 10,
+        issued_at: t - 40,
+        refresh_token: Some(Secret::new("rt-2")),
+        id_token: None,
+        scope: None,
+    };
+    let id = shared_id(SharedLabel::RefreshCache, "rt-1");
+    assert!(state.refresher.store(&state, id, "rt-1", Some(&earlier), t - 40).await);
+    let mut old = Arc::new(Session { access_issued_at: t - 100, ..expired_session("rt-1") });
+    assert!(matches!(ensure_fresh(&state, &mut old, When::Expired).await, Ok(true)));
+    assert_eq!(old.access_token.compact().expose(), "at-3");
+    assert_eq!(old.refresh_token.as_ref().map(Secret::expose), Some("rt-3"));
+}

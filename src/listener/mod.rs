@@ -1,22 +1,31 @@
 //! Accepting and serving connections under SPEC §7's limits, for the public listener and the
 //! admin listener alike: our own accept loop on hyper's HTTP/1.1 and HTTP/2 connections
 //! (axum::serve exposes no header-size, header-read-timeout or connection-cap settings, and
-//! hyper-util's auto-detecting builder no strict head size), an idle limit for every
-//! connection, and a graceful drain. HTTP/2 is recognised by its preface (peeked, not read).
+//! hyper-util's auto-detecting builder no strict head size), an idle limit and a send timeout
+//! for every connection, and a graceful drain.
 //!
+//! - The protocol: the first bytes are read (within `header_read_timeout`) until they differ
+//!   from the HTTP/2 preface or all of it has arrived, then replayed to the protocol's parser
+//!   (`conn::ConnIo`). HTTP/2 only where offered; the admin listener closes such a connection.
 //! - Request heads: at most `max_header_bytes` (request line and fields, however the bytes
 //!   arrive) and `max_headers` fields (431 beyond), received within `header_read_timeout`
 //!   (slow-loris); HTTP/2 header lists at most `max_header_bytes`.
 //! - Connections: at most `max_connections` at once; one more is closed as soon as it is
 //!   accepted (the admin listener has its own cap of [`ADMIN_MAX_CONNECTIONS`]).
-//! - Idle connections are closed after `header_read_timeout` without a request in progress,
-//!   HTTP/1.1 keep-alive and HTTP/2 alike: hyper closes an idle HTTP/1.1 connection by itself,
-//!   but an HTTP/2 client that answers every ping would otherwise hold its slot forever. A
-//!   request counts as in progress until its handler has produced the response head; a response
-//!   body still streaming when the limit passes is finished first (graceful shutdown of the
-//!   connection: HTTP/1.1 stops keep-alive, HTTP/2 sends GOAWAY and lets open streams end).
+//! - Idle connections are closed after `header_read_timeout` without a request in progress —
+//!   HTTP/1.1 keep-alive and HTTP/2 alike: an HTTP/2 client that answers every ping would
+//!   otherwise hold its slot forever. A request is in progress from its head until its response
+//!   body has been produced. The shutdown is graceful (HTTP/1.1 stops keep-alive, HTTP/2 sends
+//!   GOAWAY); a connection still not finished `CLOSING_GRACE` later (data the client will not
+//!   take, an HTTP/2 stream it never opens its flow-control window for) is dropped.
+//! - A write to the client that has waited 6 × `header_read_timeout` (60 s by default: the
+//!   client stopped reading) drops the connection.
 //! - On stop: no new connections; every open one is shut down gracefully; the drain waits at
 //!   most `drain` for them to finish.
+//!
+//! Known limit: an HTTP/2 client can keep a stream's flow-control window at zero while the
+//! response body is still being produced (a long download); the request then stays in
+//! progress and the connection open until the upstream's own timeouts end the body.
 
 use axum::body::Body;
 use axum::response::Response;
@@ -25,11 +34,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+
+mod conn;
+use conn::{Activity, ConnIo, InProgress, Tracked, Watch};
 
 /// Connections the admin listener (`/metrics`) serves at once (SPEC §7).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -43,72 +54,6 @@ pub struct Limits {
     pub max_connections: usize,
     /// Offer HTTP/2 (h2c, prior knowledge, behind a load balancer) beside HTTP/1.1.
     pub http2: bool,
-}
-
-/// Requests in progress on one connection, and when the last one began or ended.
-struct Activity {
-    opened: Instant,
-    active: AtomicUsize,
-    /// Milliseconds since `opened`.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Resolves once no request has been in progress for `limit`.
-    async fn idle_for(&self, limit: Duration) {
-        loop {
-            let seen = self.last_ms.load(Ordering::Relaxed);
-            tokio::time::sleep_until(self.opened + Duration::from_millis(seen) + limit).await;
-            if self.last_ms.load(Ordering::Relaxed) == seen {
-                if self.active.load(Ordering::Relaxed) == 0 {
-                    return;
-                }
-                // Busy with one long request: look again one limit later.
-                tokio::time::sleep(limit).await;
-            }
-        }
-    }
-}
-
-/// Marks a request in progress until dropped (also when the handler's future is dropped).
-struct InProgress(Arc<Activity>);
-
-impl InProgress {
-    fn begin(a: &Arc<Activity>) -> Self {
-        a.active.fetch_add(1, Ordering::Relaxed);
-        a.touch();
-        Self(a.clone())
-    }
-}
-
-impl Drop for InProgress {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Does the client open with the HTTP/2 preface? Peeks, never consumes: what follows is read by
-/// the protocol's own parser. Waits for more only while what arrived is a proper prefix of it.
-async fn opens_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
-    let mut buf = [0u8; 24];
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// HTTP/1.1 as hyper serves it, with a strict head size (`max_header_size`: the whole request
@@ -135,8 +80,16 @@ fn http2(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecutor> 
     b
 }
 
-/// Run one connection to its end: shut it down gracefully once it has been idle for `idle`, or
-/// when the listener stops.
+/// How long a write to the client may wait (the client not reading) before the connection is
+/// dropped, in `header_read_timeout`s — nginx's `send_timeout`: 60 s by default.
+const SEND_TIMEOUT_FACTOR: u32 = 6;
+/// How long an idle connection may take to finish once told to close (what is still buffered
+/// for a slow client) before it is dropped.
+const CLOSING_GRACE: Duration = Duration::from_secs(10);
+
+/// Run one connection to its end: shut it down gracefully once it has been idle for `idle`
+/// (and drop it if it has not finished `CLOSING_GRACE` later), or when the listener stops; drop
+/// it at once when a write to the client has waited `SEND_TIMEOUT_FACTOR` × `idle`.
 async fn drive<C>(
     mut conn: std::pin::Pin<&mut C>,
     shutdown: fn(std::pin::Pin<&mut C>),
@@ -148,16 +101,29 @@ where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     let mut closing = false;
+    let mut give_up: Option<Instant> = None;
+    let far = || Instant::now() + Duration::from_secs(86_400);
     loop {
         tokio::select! {
             r = conn.as_mut() => return r,
-            () = activity.idle_for(idle), if !closing => {
-                closing = true;
-                shutdown(conn.as_mut());
-            }
+            w = activity.watch(idle, idle * SEND_TIMEOUT_FACTOR), if !closing => match w {
+                Watch::Idle => {
+                    closing = true;
+                    give_up = Some(Instant::now() + idle.max(CLOSING_GRACE));
+                    shutdown(conn.as_mut());
+                }
+                Watch::Stalled => {
+                    tracing::debug!("the client stopped reading; connection dropped");
+                    return Ok(());
+                }
+            },
             _ = stopping.changed(), if !closing => {
                 closing = true;
                 shutdown(conn.as_mut());
+            }
+            () = tokio::time::sleep_until(give_up.unwrap_or_else(far)), if give_up.is_some() => {
+                tracing::debug!("an idle connection did not finish closing in time; dropped");
+                return Ok(());
             }
         }
     }
@@ -196,34 +162,34 @@ pub async fn serve<H, F>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let activity = Arc::new(Activity { opened: Instant::now(), active: AtomicUsize::new(0), last_ms: AtomicU64::new(0) });
+                let activity = Activity::new();
                 let (handle, seen) = (handle.clone(), activity.clone());
                 let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                     let in_progress = InProgress::begin(&seen);
                     let response = handle(req.map(Body::new), peer);
                     async move {
-                        let response = response.await;
-                        drop(in_progress);
+                        // In progress until the body has been produced (or dropped).
+                        let response = response.await.map(|b| Tracked::wrap(b, in_progress));
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
                 let (builders, mut stopping) = (builders.clone(), stopping.clone());
                 let (idle, offer_h2) = (limits.header_read_timeout, limits.http2);
                 tokio::spawn(async move {
-                    let h2_preface = match tokio::time::timeout(idle, opens_with_h2_preface(&stream)).await {
-                        Ok(Ok(h2)) => h2,
+                    let (io, h2_preface) = match tokio::time::timeout(idle, ConnIo::recognise(stream, activity.clone())).await {
+                        Ok(Ok(read)) => read,
                         // Nothing (or an error) within the header timeout: close.
                         _ => return drop(permit),
                     };
                     let result = if h2_preface && offer_h2 {
-                        let conn = builders.1.serve_connection(TokioIo::new(stream), svc);
+                        let conn = builders.1.serve_connection(TokioIo::new(io), svc);
                         tokio::pin!(conn);
                         drive(conn.as_mut(), |c| c.graceful_shutdown(), &activity, idle, &mut stopping).await
                     } else if h2_preface {
                         tracing::debug!("HTTP/2 is not offered on this listener; closing");
                         Ok(())
                     } else {
-                        let conn = builders.0.serve_connection(TokioIo::new(stream), svc);
+                        let conn = builders.0.serve_connection(TokioIo::new(io), svc);
                         tokio::pin!(conn);
                         drive(conn.as_mut(), |c| c.graceful_shutdown(), &activity, idle, &mut stopping).await
                     };
