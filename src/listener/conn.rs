@@ -87,9 +87,10 @@ impl Activity {
 pub struct InProgress(Arc<Activity>);
 
 impl InProgress {
+    /// No clock is read here: while a request is in progress the connection is not idle
+    /// anyway, and its end records the time.
     pub fn begin(a: &Arc<Activity>) -> Self {
         a.active.fetch_add(1, Ordering::Relaxed);
-        a.touch();
         Self(a.clone())
     }
 }
@@ -101,15 +102,16 @@ impl Drop for InProgress {
     }
 }
 
-/// A response body that keeps its request in progress until it has been produced.
+/// A response body that keeps its request in progress until it has been produced. Handed to
+/// hyper as it is (not boxed into another `Body`): no allocation per response.
 pub struct Tracked {
     inner: Body,
     in_progress: Option<InProgress>,
 }
 
 impl Tracked {
-    pub fn wrap(inner: Body, in_progress: InProgress) -> Body {
-        Body::new(Self { inner, in_progress: Some(in_progress) })
+    pub fn new(inner: Body, in_progress: InProgress) -> Self {
+        Self { inner, in_progress: Some(in_progress) }
     }
 }
 
@@ -170,11 +172,12 @@ impl ConnIo {
 
     fn waiting<T>(&self, poll: &Poll<T>) {
         let w = &self.activity.write_waiting_since;
+        let since = w.load(Ordering::Relaxed);
         if poll.is_pending() {
-            if w.load(Ordering::Relaxed) == 0 {
+            if since == 0 {
                 w.store(self.activity.now_ms() + 1, Ordering::Relaxed);
             }
-        } else {
+        } else if since != 0 {
             w.store(0, Ordering::Relaxed);
         }
     }

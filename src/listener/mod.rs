@@ -169,7 +169,7 @@ pub async fn serve<H, F>(
                     let response = handle(req.map(Body::new), peer);
                     async move {
                         // In progress until the body has been produced (or dropped).
-                        let response = response.await.map(|b| Tracked::wrap(b, in_progress));
+                        let response = response.await.map(|b| Tracked::new(b, in_progress));
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
