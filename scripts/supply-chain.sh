@@ -4,7 +4,7 @@
 #
 # Advisories come from an offline snapshot of the RustSec database (this machine and CI reach
 # crates.io but not GitHub): BFF_ADVISORY_DB, else ../shared/advisory-db, else
-# /work/shared/advisory-db. Without a snapshot the check fails closed. The snapshot is laid out
+# /work/shared/advisory-db, else the copy vendored in supply-chain/. Without one the check fails. The snapshot is laid out
 # where cargo-deny looks for the default database (as a git checkout dated by its SNAPSHOT.md),
 # and cargo-deny runs with --offline: it never fetches anything. Any advisory in the snapshot
 # that affects a crate in Cargo.lock and is not accepted in deny.toml (with its reason) fails.
@@ -26,6 +26,16 @@ for candidate in "${BFF_ADVISORY_DB:-}" ../shared/advisory-db /work/shared/advis
     break
   fi
 done
+if [ -z "$db" ]; then
+  vendored=$(ls supply-chain/rustsec-advisory-db-*.tar.gz 2> /dev/null | sort | tail -n 1 || true)
+  if [ -n "$vendored" ]; then
+    db=target/advisory-db-vendored
+    rm -rf "$db"
+    mkdir -p "$db"
+    tar xzf "$vendored" -C "$db"
+    echo "supply-chain: no shared snapshot; using the vendored $vendored"
+  fi
+fi
 if [ -z "$db" ]; then
   echo "supply-chain: no RustSec advisory database snapshot found (set BFF_ADVISORY_DB to one);" \
     "cannot check advisories: failing" >&2
