@@ -24,11 +24,30 @@ fn trim(mut b: &[u8]) -> &[u8] {
     b
 }
 
+/// The `;`-separated pieces of one field, found with `memchr` (a session cookie is kilobytes
+/// long: a byte-by-byte split was most of a request's cost).
+pub fn split(field: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(field);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b';', r) {
+            Some(at) => {
+                rest = Some(&r[at + 1..]);
+                Some(&r[..at])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 /// Every non-empty `;`-separated piece of every `Cookie` field, trimmed, as sent (it may not
 /// be ASCII). What the proxy forwards is built from these, so the upstream keeps the browser's
 /// other cookies, whatever bytes they hold.
 pub fn pieces(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).map(trim).filter(|p| !p.is_empty())
+    headers.get_all(COOKIE).iter().flat_map(|v| split(v.as_bytes())).map(trim).filter(|p| !p.is_empty())
 }
 
 /// Every readable cookie: ASCII pairs with an `=`, name and value trimmed, in order.
@@ -41,7 +60,7 @@ pub fn pair(piece: &[u8]) -> Option<(&str, &str)> {
     if !piece.is_ascii() {
         return None;
     }
-    let eq = piece.iter().position(|b| *b == b'=')?;
+    let eq = memchr::memchr(b'=', piece)?;
     let name = std::str::from_utf8(trim(&piece[..eq])).ok()?;
     let value = std::str::from_utf8(trim(&piece[eq + 1..])).ok()?;
     Some((name, value))
@@ -50,7 +69,7 @@ pub fn pair(piece: &[u8]) -> Option<(&str, &str)> {
 /// The name of a piece as an upstream might read it: the bytes before the first `=` (the whole
 /// piece when it has none), trimmed. Bytes, because a piece need not be ASCII.
 pub fn name_of(piece: &[u8]) -> &[u8] {
-    trim(piece.iter().position(|b| *b == b'=').map_or(piece, |eq| &piece[..eq]))
+    trim(memchr::memchr(b'=', piece).map_or(piece, |eq| &piece[..eq]))
 }
 
 #[cfg(test)]

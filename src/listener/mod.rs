@@ -105,6 +105,8 @@ where
     let far = || Instant::now() + Duration::from_secs(86_400);
     loop {
         tokio::select! {
+            // The connection first, and no random branch order: this runs at every wake-up.
+            biased;
             r = conn.as_mut() => return r,
             w = activity.watch(idle, idle * SEND_TIMEOUT_FACTOR), if !closing => match w {
                 Watch::Idle => {

@@ -197,7 +197,7 @@ impl PeerFields {
 fn rewrite_cookie(headers: &mut HeaderMap, names: &CookieNames) {
     let mut fields = headers.get_all(header::COOKIE).iter();
     let single = fields.next().filter(|_| fields.next().is_none());
-    if single.is_some_and(|v| !v.as_bytes().split(|b| *b == b';').any(|p| is_own_piece(names, p))) {
+    if single.is_some_and(|v| !crate::cookie_header::split(v.as_bytes()).any(|p| is_own_piece(names, p))) {
         return;
     }
     let mut joined: Vec<u8> = Vec::new();
@@ -257,9 +257,29 @@ fn directives(value: &str) -> impl Iterator<Item = &str> {
 /// speak to a CDN over `Cache-Control` (RFC 9213 `CDN-Cache-Control` and its vendor forms,
 /// `Surrogate-Control`, `Edge-Control`) are removed in every case.
 pub fn private_to_shared_caches(headers: &mut HeaderMap) {
-    remove_where(headers, |_, n| {
+    let targets_a_cdn = |n: &str| {
         (n.ends_with("cache-control") && n != "cache-control") || n == "surrogate-control" || n == "edge-control"
-    });
+    };
+    // One look at the names present: most API answers carry neither field, and then nothing is
+    // parsed or allocated.
+    let (mut cache_control, mut vary, mut cdn) = (false, false, false);
+    for name in headers.keys() {
+        if name == header::CACHE_CONTROL {
+            cache_control = true;
+        } else if name == header::VARY {
+            vary = true;
+        } else {
+            cdn |= targets_a_cdn(name.as_str());
+        }
+    }
+    if cdn {
+        remove_where(headers, |_, n| targets_a_cdn(n));
+    }
+    if !cache_control && !vary {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        headers.insert(header::VARY, HeaderValue::from_static("Cookie"));
+        return;
+    }
     let mut kept = String::new();
     let mut any = false;
     for value in headers.get_all(header::CACHE_CONTROL) {
