@@ -12,12 +12,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use oidc_bff::clock::now;
 use oidc_bff::secret::Secret;
 use oidc_bff::session::cookie::{CookieNames, SessionCookie, seal_session};
 use oidc_bff::session::model::{LogoutToken, Session, Token};
 use oidc_bff::session::seal::Keyring;
 use oidc_bff::settings::{KeyMaterial, SameSite, SessionSettings, Settings};
-use oidc_bff::state::{AppState, now};
 use serde_json::{Value, json};
 use std::hint::black_box;
 
@@ -208,12 +208,12 @@ fn bench_open(c: &mut Criterion) {
 fn bench_session_handler(c: &mut Criterion) {
     oidc_bff::startup::install_crypto_providers();
     let settings = Settings::from_toml_str(SETTINGS_TOML, vec![]).expect("bench settings valid");
-    let state = AppState::new(settings).expect("HTTP client builds");
+    let state = oidc_bff::startup::app_state(settings).expect("HTTP client builds");
     let app = oidc_bff::routes::router(state.clone());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime builds");
 
     let s = session(ID_TOKEN_BYTES, now());
-    let (headers, _) = cookie_headers(&state.cookies, &state.keys, &s);
+    let (headers, _) = cookie_headers(state.sessions.cookies(), state.sessions.keys(), &s);
     let cookie = headers.get(COOKIE).cloned().expect("cookie header built");
     let request = || {
         Request::get("/session")

@@ -2,7 +2,14 @@
 //! rendered as JSON `{"error", "error_description"}` or, on navigational endpoints, as an inert
 //! HTML page (or a redirect to `error_url`). Descriptions are fixed text: nothing the client or
 //! the IdP sent is ever reflected, except an IdP error code that passed [`IdpErrorCode::filter`].
+//!
+//! This is also the one place where the errors of protocol and storage code (`oidc`, `store`)
+//! become SPEC codes: those modules return their own error types, mapped below.
 
+use crate::oidc::NotDiscovered;
+pub use crate::oidc::token::IdpErrorCode;
+use crate::oidc::token::TokenError;
+use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -160,21 +167,6 @@ impl ErrorCode {
     }
 }
 
-/// An IdP-supplied OAuth error code that is safe to echo: `^[a-z_]{1,64}$`, else `unknown`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdpErrorCode(String);
-
-impl IdpErrorCode {
-    pub fn filter(raw: &str) -> Self {
-        let ok = (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-        Self(if ok { raw.to_owned() } else { "unknown".to_owned() })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// The one error type handlers return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppError {
@@ -242,6 +234,31 @@ impl From<ErrorCode> for AppError {
     }
 }
 
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "session store unavailable");
+        ErrorCode::SessionStoreUnavailable.into()
+    }
+}
+
+impl From<NotDiscovered> for AppError {
+    fn from(_: NotDiscovered) -> Self {
+        ErrorCode::IdpUnavailable.into()
+    }
+}
+
+/// A failed authorization-code exchange (a failed refresh ends or keeps the session instead:
+/// `session::refresh`).
+impl From<TokenError> for AppError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Refused(code) => AppError::idp(ErrorCode::TokenExchangeFailed, code),
+            TokenError::Timeout => ErrorCode::IdpTimeout.into(),
+            TokenError::Unavailable(_) => ErrorCode::IdpUnavailable.into(),
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut r = (self.code.status(), self.json_body()).into_response();
@@ -270,38 +287,4 @@ pub fn html_escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idp_error_filter_accepts_only_lowercase_identifiers() {
-        assert_eq!(IdpErrorCode::filter("access_denied").as_str(), "access_denied");
-        assert_eq!(IdpErrorCode::filter("<script>").as_str(), "unknown");
-        assert_eq!(IdpErrorCode::filter("").as_str(), "unknown");
-        assert_eq!(IdpErrorCode::filter(&"a".repeat(65)).as_str(), "unknown");
-        assert_eq!(IdpErrorCode::filter("Invalid_Grant").as_str(), "unknown");
-    }
-
-    #[test]
-    fn every_code_maps_to_its_spec_status() {
-        let cases = [
-            (ErrorCode::InvalidState, 400, "invalid_state"),
-            (ErrorCode::Csrf, 403, "csrf"),
-            (ErrorCode::IdpUnavailable, 502, "idp_unavailable"),
-            (ErrorCode::IdpTimeout, 504, "idp_timeout"),
-            (ErrorCode::SessionExpired, 401, "session_expired"),
-            (ErrorCode::HeadersTooLarge, 431, "headers_too_large"),
-        ];
-        for (code, status, name) in cases {
-            assert_eq!(code.status().as_u16(), status);
-            assert_eq!(code.as_str(), name);
-        }
-    }
-
-    #[test]
-    fn navigational_page_is_inert() {
-        let r = AppError::idp(ErrorCode::LoginFailed, IdpErrorCode::filter("<script>")).into_navigational(None);
-        assert_eq!(r.headers()[header::CONTENT_SECURITY_POLICY], "default-src 'none'");
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    }
-}
+mod tests;

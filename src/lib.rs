@@ -5,11 +5,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod admin;
+pub mod clock;
 pub mod cookie_header;
 pub mod error;
 pub mod listener;
 pub mod login;
 pub mod memory;
+pub mod metrics;
 pub mod middleware;
 pub mod oidc;
 pub mod path_reading;

@@ -63,18 +63,18 @@ pub async fn observe<F: Future<Output = Response>>(
     mut req: Request,
     next: impl FnOnce(Request) -> F,
 ) -> Response {
-    let start = (crate::admin::enabled() || state.settings.logging.access_log).then(Instant::now);
+    let start = (crate::metrics::enabled() || state.settings.logging.access_log).then(Instant::now);
     let id = match req.headers().get("x-request-id").filter(|v| valid_request_id(v)) {
         Some(v) => v.clone(),
         None => next_request_id(),
     };
     req.extensions_mut().insert(RequestId(id.clone()));
     // Only what the access log needs, and only when it is on.
-    let metered = crate::admin::enabled().then(|| route_class(state, req.uri().path()));
+    let metered = crate::metrics::enabled().then(|| route_class(state, req.uri().path()));
     let logged = state.settings.logging.access_log.then(|| {
         let path = req.uri().path();
         let has_session =
-            crate::session::cookie::SessionCookie::from_headers(&state.cookies, req.headers()).is_present();
+            crate::session::cookie::SessionCookie::from_headers(state.sessions.cookies(), req.headers()).is_present();
         (req.method().clone(), route_class(state, path), path.to_owned(), has_session)
     });
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));
@@ -86,7 +86,7 @@ pub async fn observe<F: Future<Output = Response>>(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if let Some(class) = metered {
-        let status = crate::admin::status_label(resp.status());
+        let status = crate::metrics::status_label(resp.status());
         metrics::counter!("bff_http_requests_total", "route" => class, "status" => status).increment(1);
         let seconds = start.map_or(0.0, |t| t.elapsed().as_secs_f64());
         metrics::histogram!("bff_http_request_duration_seconds", "route" => class).record(seconds);

@@ -3,13 +3,20 @@
 //! shutdown (SPEC §7).
 
 use crate::listener::Limits;
+use crate::login::Login;
+use crate::oidc::Oidc;
 use crate::oidc::discovery::DiscoveryError;
+use crate::oidc::http::BuildError;
+use crate::proxy::Proxy;
 use crate::routes;
+use crate::session::Sessions;
 use crate::settings::Settings;
 use crate::state::AppState;
+use crate::store::Store;
 use axum::extract::ConnectInfo;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +31,28 @@ pub enum StartupError {
     Discovery(#[from] DiscoveryError),
     #[error("session store: {0}")]
     Store(crate::store::StoreError),
+}
+
+impl From<BuildError> for StartupError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Client(e) => Self::Client(e),
+            BuildError::Tls(e) => Self::Tls(e),
+        }
+    }
+}
+
+/// Settings → services → `AppState`: each service gets only what it uses.
+pub fn app_state(settings: Settings) -> Result<AppState, StartupError> {
+    let oidc = Arc::new(Oidc::new(settings.oidc.clone())?);
+    let store = match &settings.session.url {
+        Some(url) => Some(Store::open(url).map_err(StartupError::Store)?),
+        None => None,
+    };
+    let sessions = Arc::new(Sessions::new(&settings.session, store, oidc.clone()));
+    let login = Login::new(&settings, oidc.clone(), sessions.clone());
+    let proxy = Proxy::new(&settings)?;
+    Ok(AppState::new(settings, oidc, sessions, login, proxy))
 }
 
 pub struct App {
@@ -73,7 +102,7 @@ impl App {
             }
             None => None,
         };
-        Ok(Self { listener, admin, state: AppState::new(settings)? })
+        Ok(Self { listener, admin, state: app_state(settings)? })
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -103,7 +132,7 @@ impl App {
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_limits =
             Limits { max_connections: crate::listener::ADMIN_MAX_CONNECTIONS, http2: false, ..limits.clone() };
-        let admin_task = admin.and_then(|l| crate::admin::install().map(|h| (l, h))).map(|(l, handle)| {
+        let admin_task = admin.and_then(|l| crate::metrics::install().map(|h| (l, h))).map(|(l, handle)| {
             tracing::info!(listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listener (/metrics)");
             let stopped = async {
                 let _ = admin_stopped.await;
@@ -126,7 +155,7 @@ impl App {
                 let _ = discovery_fatal.send(e.into()).await;
             }
         });
-        let sweeper = if state.store.is_some() {
+        let sweeper = if state.sessions.store().is_some() {
             tokio::spawn(store_maintenance(state.clone(), fatal_tx));
             None
         } else {
@@ -178,7 +207,7 @@ impl App {
 /// mirror current (cookie mode) and delete expired rows, without ever blocking a request.
 async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<StartupError>) {
     use std::time::Duration;
-    let Some(store) = state.store.clone() else { return };
+    let Some(store) = state.sessions.store().cloned() else { return };
     let mut delay = Duration::from_millis(200);
     loop {
         match store.ping().await {
@@ -200,11 +229,11 @@ async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<Sta
     drop(fatal);
     let longest = state.settings.session.absolute_timeout_secs as i64;
     let mut last_cleanup = std::time::Instant::now() - Duration::from_secs(3600);
-    let mark_ok = || state.store_ok_ms.store(crate::store::now_ms(), std::sync::atomic::Ordering::Relaxed);
+    let mark_ok = || state.store_ok_ms.store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
     mark_ok();
     loop {
         // Each round is also the health check `/readyz` reports.
-        let round = match &state.revocations {
+        let round = match state.sessions.revocations() {
             Some(rev) => rev.sync(&store).await.map(|n| {
                 if n > 0 {
                     tracing::trace!(entries = n, "revocation list read");
@@ -218,8 +247,8 @@ async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<Sta
         }
         if last_cleanup.elapsed() >= Duration::from_secs(60) {
             last_cleanup = std::time::Instant::now();
-            let now = crate::state::now();
-            if let Some(rev) = &state.revocations {
+            let now = crate::clock::now();
+            if let Some(rev) = state.sessions.revocations() {
                 rev.prune(now - longest - 120);
             }
             match store.cleanup(now, (now - longest - 120) * 1000).await {
@@ -228,7 +257,7 @@ async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<Sta
                 Err(e) => tracing::warn!(error = %e, "store clean-up failed; will retry"),
             }
         }
-        tokio::time::sleep(crate::store::revocations::POLL).await;
+        tokio::time::sleep(crate::session::revocations::POLL).await;
     }
 }
 
@@ -241,7 +270,7 @@ async fn refresh_cache_sweeper(state: AppState) {
     let mut freed_since_trim = 0;
     loop {
         tokio::time::sleep(EVERY).await;
-        let (freed, held) = state.refresher.sweep(crate::state::now());
+        let (freed, held) = state.sessions.refresher().sweep(crate::clock::now());
         freed_since_trim += freed;
         if freed_since_trim >= TRIM_AFTER_BYTES || (freed_since_trim > 0 && held == 0) {
             freed_since_trim = 0;

@@ -1,48 +1,37 @@
-//! The login flow (SPEC §3), independent of how the browser reaches it: `start` builds the
-//! authorization request and its transaction cookie; `complete` turns the IdP's redirect
-//! parameters into a session, in the SPEC's order: state → iss → error → exchange → ID token.
+//! The login flow (SPEC §3) as one service, independent of how the browser reaches it:
+//! [`Login::start`] builds the authorization request and its transaction cookie;
+//! [`Login::complete`] turns the IdP's redirect parameters into a session, in the SPEC's order:
+//! state → iss → error → exchange → ID token.
 
 pub mod completed;
 pub mod limiter;
 pub mod return_to;
 pub mod tx;
 
+use crate::clock::now;
 use crate::error::{AppError, ErrorCode, IdpErrorCode};
-use crate::oidc::id_token::{self, Expectations, IdTokenError};
-use crate::oidc::{AuthRequest, exchange_error, token};
+use crate::oidc::Oidc;
+use crate::oidc::auth_request::AuthRequest;
+use crate::oidc::id_token::{Check, IdTokenError};
 use crate::secret::Secret;
+use crate::session::Sessions;
 use crate::session::model::{LogoutToken, Session, Token};
-use crate::state::{AppState, now};
+use crate::settings::Settings;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use completed::CompletedStates;
 use http::HeaderMap;
+use limiter::ExchangeLimiter;
 use return_to::ReturnTo;
 use serde::Deserialize;
 use std::net::IpAddr;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tx::LoginTx;
 use url::Url;
 
-/// Begin a login: the IdP URL to send the browser to, and the Set-Cookie lines.
-pub fn start(state: &AppState, headers: &HeaderMap, return_to: Option<&str>) -> Result<(Url, Vec<String>), AppError> {
-    let return_to = ReturnTo::parse(return_to, &state.settings.server.allowed_origins)?;
-    let provider = state.oidc.provider()?;
-    let req = AuthRequest::new();
-    let url = req.url(&provider.metadata, &state.settings.oidc);
-    let t = now();
-    let tx = LoginTx {
-        state: Secret::new(req.state),
-        nonce: Secret::new(req.nonce),
-        verifier: Secret::new(req.verifier),
-        return_to: return_to.as_str().to_owned(),
-        created_at: t,
-        done: false,
-        replaces: crate::session::current_key(state, headers).map(|k| URL_SAFE_NO_PAD.encode(k)),
-    };
-    let cookies = tx::start(&state.cookies, &state.keys, headers, &tx, t);
-    tracing::info!("login started");
-    metrics::counter!("bff_logins_total", "result" => "started", "reason" => "").increment(1);
-    Ok((url, cookies))
-}
+/// Code exchanges allowed in flight at once on one instance.
+pub const MAX_CONCURRENT_EXCHANGES: usize = 256;
 
 /// The authorization response, however it reached us.
 /// Unknown parameters (IdPs add `scope`, `session_state`, `authuser`…; an SPA page may have its
@@ -77,139 +66,184 @@ pub type Failure = (AppError, Vec<String>);
 fn fail(code: impl Into<AppError>, why: &str, cookies: Vec<String>) -> Failure {
     let err = code.into();
     tracing::warn!(error = err.code.as_str(), reason = why, "login failed");
-    crate::admin::login_failed(err.code.as_str());
+    crate::metrics::login_failed(err.code.as_str());
     (err, cookies)
 }
 
-pub async fn complete(
-    state: &AppState,
-    headers: &HeaderMap,
-    params: CallbackParams,
-    peer: IpAddr,
-) -> Result<Completed, Failure> {
-    let t = now();
-    let Some(st) = params.state.as_deref().filter(|s| !s.is_empty()) else {
-        return Err(fail(ErrorCode::InvalidRequest, "no state parameter", vec![]));
-    };
-    let Some((name, tx)) = tx::find(&state.cookies, &state.keys, headers, st, t) else {
-        return Err(fail(ErrorCode::InvalidState, "no live transaction cookie for this state", vec![]));
-    };
-    if tx.done {
-        tracing::info!("completed state presented again; sending the browser to return_to");
-        return Ok(Completed::AlreadyDone { return_to: tx.return_to });
+/// The login service: what a login needs and nothing else.
+pub struct Login {
+    oidc: Arc<Oidc>,
+    sessions: Arc<Sessions>,
+    /// States completed on this instance (replays within the transaction lifetime).
+    completed: CompletedStates,
+    limiter: ExchangeLimiter,
+    /// Code exchanges in flight (see `complete`).
+    exchanges: Semaphore,
+    allowed_origins: Vec<String>,
+    absolute_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Login")
     }
-    let spent = vec![tx::expire(&state.cookies, &name)];
-    if state.completed.contains(st, t) {
-        return Err(fail(
-            ErrorCode::InvalidState,
-            "state already completed on this instance (replayed transaction)",
-            spent,
-        ));
-    }
-    let provider = state.oidc.provider().map_err(|e| (e, vec![]))?;
-    let issuer = &state.settings.oidc.issuer;
-    match params.iss.as_deref() {
-        Some(iss) if iss != issuer => {
-            return Err(fail(ErrorCode::InvalidIssuer, "iss parameter differs from the issuer", spent));
+}
+
+impl Login {
+    pub fn new(settings: &Settings, oidc: Arc<Oidc>, sessions: Arc<Sessions>) -> Self {
+        Self {
+            oidc,
+            sessions,
+            completed: CompletedStates::default(),
+            limiter: ExchangeLimiter::new(settings.server.exchange_rate_per_minute),
+            exchanges: Semaphore::new(MAX_CONCURRENT_EXCHANGES),
+            allowed_origins: settings.server.allowed_origins.clone(),
+            absolute_timeout_secs: settings.session.absolute_timeout_secs,
         }
-        None if provider.metadata.iss_parameter_supported => {
-            return Err(fail(ErrorCode::InvalidIssuer, "iss parameter missing (RFC 9207)", spent));
+    }
+
+    /// The code exchanges in flight (tests hold its permits to fill it).
+    pub fn exchanges(&self) -> &Semaphore {
+        &self.exchanges
+    }
+
+    /// Begin a login: the IdP URL to send the browser to, and the Set-Cookie lines.
+    pub fn start(&self, headers: &HeaderMap, return_to: Option<&str>) -> Result<(Url, Vec<String>), AppError> {
+        let return_to = ReturnTo::parse(return_to, &self.allowed_origins)?;
+        let provider = self.oidc.provider()?;
+        let req = AuthRequest::new();
+        let url = self.oidc.authorization_url(&provider, &req);
+        let t = now();
+        let tx = LoginTx {
+            state: Secret::new(req.state),
+            nonce: Secret::new(req.nonce),
+            verifier: Secret::new(req.verifier),
+            return_to: return_to.as_str().to_owned(),
+            created_at: t,
+            done: false,
+            replaces: self.sessions.current_key(headers).map(|k| URL_SAFE_NO_PAD.encode(k)),
+        };
+        let cookies = tx::start(self.sessions.cookies(), self.sessions.keys(), headers, &tx, t);
+        tracing::info!("login started");
+        metrics::counter!("bff_logins_total", "result" => "started", "reason" => "").increment(1);
+        Ok((url, cookies))
+    }
+
+    pub async fn complete(
+        &self,
+        headers: &HeaderMap,
+        params: CallbackParams,
+        peer: IpAddr,
+    ) -> Result<Completed, Failure> {
+        let t = now();
+        let Some(st) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(fail(ErrorCode::InvalidRequest, "no state parameter", vec![]));
+        };
+        let Some((name, tx)) = tx::find(self.sessions.cookies(), self.sessions.keys(), headers, st, t) else {
+            return Err(fail(ErrorCode::InvalidState, "no live transaction cookie for this state", vec![]));
+        };
+        if tx.done {
+            tracing::info!("completed state presented again; sending the browser to return_to");
+            return Ok(Completed::AlreadyDone { return_to: tx.return_to });
         }
-        _ => {}
-    }
-    if let Some(error) = params.error.as_deref() {
-        let err = AppError::idp(ErrorCode::LoginFailed, IdpErrorCode::filter(error));
-        return Err(fail(err, "IdP returned an error", spent));
-    }
-    let Some(code) = params.code.filter(|c| !c.is_empty()) else {
-        return Err(fail(ErrorCode::InvalidRequest, "no code parameter", spent));
-    };
-    // Both limits first, and a 429 expires nothing and burns nothing (SPEC §5): the same
-    // callback succeeds once there is room.
-    if !state.limiter.allow(peer, t) {
-        return Err(fail(ErrorCode::RateLimited, "exchange rate limit", vec![]));
-    }
-    // Bound the token-endpoint calls in flight, so a flood of junk callbacks cannot pile up
-    // requests at the IdP under our client credentials.
-    let Ok(_permit) = state.exchanges.try_acquire() else {
-        return Err(fail(ErrorCode::RateLimited, "too many code exchanges in flight", vec![]));
-    };
-    // Burn the state before calling the IdP: a concurrent replay must not exchange twice.
-    if !state.completed.insert(st, t) {
-        return Err(fail(
-            ErrorCode::InvalidState,
-            "state already completed on this instance (concurrent replay)",
-            spent,
-        ));
-    }
-    // And on every replica, when they share a store (SPEC §3.2).
-    if let Some(store) = &state.store {
-        let id = format!("state:{}", crate::secret::hex(&<sha2::Sha256 as sha2::Digest>::digest(st.as_bytes())));
-        match store.first_use(&id, t + 2 * tx::TX_LIFETIME_SECS).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(fail(ErrorCode::InvalidState, "state already completed on another instance", spent));
+        let spent = vec![tx::expire(self.sessions.cookies(), &name)];
+        if self.completed.contains(st, t) {
+            return Err(fail(
+                ErrorCode::InvalidState,
+                "state already completed on this instance (replayed transaction)",
+                spent,
+            ));
+        }
+        let provider = self.oidc.provider().map_err(|e| (AppError::from(e), vec![]))?;
+        let issuer = &self.oidc.settings().issuer;
+        match params.iss.as_deref() {
+            Some(iss) if iss != issuer => {
+                return Err(fail(ErrorCode::InvalidIssuer, "iss parameter differs from the issuer", spent));
             }
-            Err(e) => return Err(fail(AppError::from(e), "session store unavailable", vec![])),
+            None if provider.metadata.iss_parameter_supported => {
+                return Err(fail(ErrorCode::InvalidIssuer, "iss parameter missing (RFC 9207)", spent));
+            }
+            _ => {}
         }
-    }
-    let settings = &state.settings.oidc;
-    let tokens = token::exchange_code(
-        &state.oidc.http,
-        &provider.metadata.token_endpoint,
-        settings,
-        code.expose(),
-        tx.verifier.expose(),
-    )
-    .await
-    .map_err(|e| {
-        let why = e.to_string();
-        fail(exchange_error(e), &why, spent.clone())
-    })?;
-    let id_token = tokens.id_token.clone().unwrap_or_default();
-    let expectations = Expectations {
-        issuer,
-        client_id: &settings.client_id,
-        client_secret: settings.client_secret.expose(),
-        algorithms: &settings.id_token_signing_algs,
-        clock_skew_secs: settings.clock_skew_secs,
-        max_age: settings.max_age,
-        nonce: Some(tx.nonce.expose()),
-        sub: None,
-        access_token: Some(tokens.access_token.expose()),
-        now: t,
-    };
-    let valid =
-        id_token::validate(id_token.expose(), &expectations, &provider.jwks, &state.oidc.http).await.map_err(|e| {
+        if let Some(error) = params.error.as_deref() {
+            let err = AppError::idp(ErrorCode::LoginFailed, IdpErrorCode::filter(error));
+            return Err(fail(err, "IdP returned an error", spent));
+        }
+        let Some(code) = params.code.filter(|c| !c.is_empty()) else {
+            return Err(fail(ErrorCode::InvalidRequest, "no code parameter", spent));
+        };
+        // Both limits first, and a 429 expires nothing and burns nothing (SPEC §5): the same
+        // callback succeeds once there is room.
+        if !self.limiter.allow(peer, t) {
+            return Err(fail(ErrorCode::RateLimited, "exchange rate limit", vec![]));
+        }
+        // Bound the token-endpoint calls in flight, so a flood of junk callbacks cannot pile up
+        // requests at the IdP under our client credentials.
+        let Ok(_permit) = self.exchanges.try_acquire() else {
+            return Err(fail(ErrorCode::RateLimited, "too many code exchanges in flight", vec![]));
+        };
+        // Burn the state before calling the IdP: a concurrent replay must not exchange twice.
+        if !self.completed.insert(st, t) {
+            return Err(fail(
+                ErrorCode::InvalidState,
+                "state already completed on this instance (concurrent replay)",
+                spent,
+            ));
+        }
+        // And on every replica, when they share a store (SPEC §3.2).
+        if let Some(store) = self.sessions.store() {
+            let id = format!("state:{}", crate::secret::hex(&<sha2::Sha256 as sha2::Digest>::digest(st.as_bytes())));
+            match store.first_use(&id, t + 2 * tx::TX_LIFETIME_SECS).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(fail(ErrorCode::InvalidState, "state already completed on another instance", spent));
+                }
+                Err(e) => return Err(fail(AppError::from(e), "session store unavailable", vec![])),
+            }
+        }
+        let tokens = self.oidc.exchange_code(&provider, code.expose(), tx.verifier.expose()).await.map_err(|e| {
+            let why = e.to_string();
+            fail(AppError::from(e), &why, spent.clone())
+        })?;
+        let id_token = tokens.id_token.clone().unwrap_or_default();
+        let check = Check {
+            login: true,
+            nonce: Some(tx.nonce.expose()),
+            sub: None,
+            access_token: Some(tokens.access_token.expose()),
+            now: t,
+        };
+        let valid = self.oidc.verify_id_token(&provider, id_token.expose(), &check).await.map_err(|e| {
             let code =
                 if e == IdTokenError::KeysUnavailable { ErrorCode::IdpUnavailable } else { ErrorCode::InvalidIdToken };
             fail(code, &e.to_string(), spent.clone())
         })?;
-    let s = &state.settings.session;
-    let mut session = Session {
-        sub: valid.sub,
-        sid: valid.sid,
-        id_token: Token::new(id_token.expose()),
-        access_token: Token::new(tokens.access_token.expose()),
-        access_expires_at: t + tokens.expires_in,
-        access_issued_at: t,
-        refresh_token: tokens.refresh_token,
-        scope: tokens.scope,
-        created_at: t,
-        absolute_expires_at: t + s.absolute_timeout_secs as i64,
-        sealed_at: t,
-        refreshed_from: None,
-        logout_token: LogoutToken::random(),
-        stored: None,
-    };
-    let replaces = tx.replaces.as_deref().and_then(|r| URL_SAFE_NO_PAD.decode(r).ok()).and_then(|k| k.try_into().ok());
-    let mut set_cookies = match crate::session::create(state, &mut session, t, headers, replaces).await {
-        Ok(c) => c,
-        Err(e) => return Err(fail(e.code, "session not stored", spent)),
-    };
-    let return_to = tx.return_to.clone();
-    set_cookies.push(tx::seal(&state.cookies, &state.keys, &name, &tx.into_done(), t));
-    tracing::info!(has_refresh_token = session.refresh_token.is_some(), "login completed");
-    metrics::counter!("bff_logins_total", "result" => "completed", "reason" => "").increment(1);
-    Ok(Completed::Session { session: Box::new(session), return_to, set_cookies })
+        let mut session = Session {
+            sub: valid.sub,
+            sid: valid.sid,
+            id_token: Token::new(id_token.expose()),
+            access_token: Token::new(tokens.access_token.expose()),
+            access_expires_at: t + tokens.expires_in,
+            access_issued_at: t,
+            refresh_token: tokens.refresh_token,
+            scope: tokens.scope,
+            created_at: t,
+            absolute_expires_at: t + self.absolute_timeout_secs as i64,
+            sealed_at: t,
+            refreshed_from: None,
+            logout_token: LogoutToken::random(),
+            stored: None,
+        };
+        let replaces =
+            tx.replaces.as_deref().and_then(|r| URL_SAFE_NO_PAD.decode(r).ok()).and_then(|k| k.try_into().ok());
+        let mut set_cookies = match self.sessions.create(&mut session, t, headers, replaces).await {
+            Ok(c) => c,
+            Err(e) => return Err(fail(e.code, "session not stored", spent)),
+        };
+        let return_to = tx.return_to.clone();
+        set_cookies.push(tx::seal(self.sessions.cookies(), self.sessions.keys(), &name, &tx.into_done(), t));
+        tracing::info!(has_refresh_token = session.refresh_token.is_some(), "login completed");
+        metrics::counter!("bff_logins_total", "result" => "completed", "reason" => "").increment(1);
+        Ok(Completed::Session { session: Box::new(session), return_to, set_cookies })
+    }
 }

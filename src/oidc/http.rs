@@ -19,6 +19,15 @@ pub enum IdpHttpError {
     Unavailable(&'static str),
 }
 
+/// Why the outbound client could not be built (start-up only).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
 #[derive(Debug, Clone)]
 pub struct IdpHttp {
     client: reqwest::Client,
@@ -31,7 +40,7 @@ pub struct IdpResponse {
 }
 
 impl IdpHttp {
-    pub fn new(timeout: Duration) -> Result<Self, crate::startup::StartupError> {
+    pub fn new(timeout: Duration) -> Result<Self, BuildError> {
         let tls = crate::tls::client_config()?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(crate::tls::alpn(tls))

@@ -4,6 +4,7 @@
 use super::http::IdpHttp;
 use super::jwks::{Jwks, KeySet};
 use crate::secret::ct_eq;
+use crate::settings::OidcSettings;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::AlgorithmParameters;
@@ -48,20 +49,48 @@ pub enum IdTokenError {
     KeysUnavailable,
 }
 
-/// What validation needs to know about the client.
-pub struct Expectations<'a> {
-    pub issuer: &'a str,
-    pub client_id: &'a str,
-    pub client_secret: &'a str,
-    pub algorithms: &'a [Algorithm],
-    pub clock_skew_secs: u64,
+/// What every ID and logout token is checked against, built once from configuration
+/// (openidconnect-rs's `IdTokenVerifier` is the model): the issuer, this client, the allowed
+/// algorithms, the clock skew and, for HS*, the key made from the client secret.
+pub struct Verifier {
+    pub(super) issuer: String,
+    pub(super) client_id: String,
+    pub(super) algorithms: Vec<Algorithm>,
+    pub(super) clock_skew_secs: u64,
     /// `max_age` sent at login (OIDC Core §3.1.3.7 items 11–13): `auth_time` required.
-    pub max_age: Option<u64>,
+    max_age: Option<u64>,
+    /// HS* only ever verifies with the client secret (never a symmetric JWKS entry).
+    pub(super) hmac_key: Option<DecodingKey>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("issuer", &self.issuer).field("client_id", &self.client_id).finish()
+    }
+}
+
+impl Verifier {
+    pub fn new(settings: &OidcSettings) -> Self {
+        Self {
+            issuer: settings.issuer.clone(),
+            client_id: settings.client_id.clone(),
+            algorithms: settings.id_token_signing_algs.clone(),
+            clock_skew_secs: settings.clock_skew_secs,
+            max_age: settings.max_age,
+            hmac_key: super::client_auth::hmac_key(settings),
+        }
+    }
+}
+
+/// What one validation adds to the verifier's rules.
+pub struct Check<'a> {
     /// `Some` at login: must equal the token's nonce. `None` on refresh (no nonce check).
     pub nonce: Option<&'a str>,
     /// On refresh: the original token's subject, which must not change.
     pub sub: Option<&'a str>,
     pub access_token: Option<&'a str>,
+    /// At login (`max_age` is checked then); a refresh does not re-authenticate.
+    pub login: bool,
     pub now: i64,
 }
 
@@ -154,16 +183,14 @@ pub(crate) async fn decode_verified<T: serde::de::DeserializeOwned>(
     alg: Algorithm,
     kid: Option<&str>,
     validation: &Validation,
-    client_secret: &str,
+    hmac_key: Option<&DecodingKey>,
     jwks: &Jwks,
     http: &IdpHttp,
 ) -> Result<T, IdTokenError> {
     let symmetric = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-    let secret_key;
     let set;
     let keys: Vec<&DecodingKey> = if symmetric {
-        secret_key = DecodingKey::from_secret(client_secret.as_bytes());
-        vec![&secret_key]
+        hmac_key.into_iter().collect()
     } else {
         set = jwks.for_kid(http, kid).await.map_err(|_| IdTokenError::KeysUnavailable)?;
         candidates(&set, alg, kid)
@@ -187,33 +214,34 @@ pub(crate) async fn decode_verified<T: serde::de::DeserializeOwned>(
 /// algorithms.
 pub async fn validate(
     token: &str,
-    exp: &Expectations<'_>,
+    v: &Verifier,
+    exp: &Check<'_>,
     jwks: &Jwks,
     http: &IdpHttp,
 ) -> Result<ValidIdToken, IdTokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
     let alg = header.alg;
-    if !exp.algorithms.contains(&alg) {
+    if !v.algorithms.contains(&alg) {
         return Err(IdTokenError::AlgorithmNotAllowed);
     }
     let mut validation = Validation::new(alg);
-    validation.set_issuer(&[exp.issuer]);
-    validation.set_audience(&[exp.client_id]);
+    validation.set_issuer(&[&v.issuer]);
+    validation.set_audience(&[&v.client_id]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    validation.leeway = exp.clock_skew_secs;
+    validation.leeway = v.clock_skew_secs;
     validation.validate_nbf = true;
 
     let claims: Claims =
-        decode_verified(token, alg, header.kid.as_deref(), &validation, exp.client_secret, jwks, http).await?;
+        decode_verified(token, alg, header.kid.as_deref(), &validation, v.hmac_key.as_ref(), jwks, http).await?;
 
     let sub = claims.sub.filter(|s| !s.is_empty()).ok_or(IdTokenError::MissingSubject)?;
     let iat = claims.iat.ok_or(IdTokenError::InvalidIssuedAt)?;
-    if iat > (exp.now + exp.clock_skew_secs as i64) as f64 {
+    if iat > (exp.now + v.clock_skew_secs as i64) as f64 {
         return Err(IdTokenError::InvalidIssuedAt);
     }
     let several = matches!(&claims.aud, Some(Audience::Many(v)) if v.len() > 1);
     match &claims.azp {
-        Some(azp) if azp != exp.client_id => return Err(IdTokenError::InvalidAuthorizedParty),
+        Some(azp) if *azp != v.client_id => return Err(IdTokenError::InvalidAuthorizedParty),
         None if several => return Err(IdTokenError::InvalidAuthorizedParty),
         _ => {}
     }
@@ -224,9 +252,9 @@ pub async fn validate(
             return Err(IdTokenError::InvalidNonce);
         }
     }
-    if let Some(max_age) = exp.max_age {
+    if let Some(max_age) = v.max_age.filter(|_| exp.login) {
         let auth_time = claims.auth_time.ok_or(IdTokenError::InvalidAuthTime)?;
-        let skew = exp.clock_skew_secs as f64;
+        let skew = v.clock_skew_secs as f64;
         if auth_time > exp.now as f64 + skew || (exp.now as f64 - auth_time) > max_age as f64 + skew {
             return Err(IdTokenError::InvalidAuthTime);
         }
@@ -265,6 +293,20 @@ fn map_kind(kind: &jsonwebtoken::errors::ErrorKind) -> IdTokenError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_verifier_never_shows_the_client_secret() {
+        let toml = "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:1\"\n\
+                    [oidc]\nissuer = \"http://127.0.0.1:2\"\nclient_id = \"c\"\n\
+                    client_secret = \"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t\"\n\
+                    id_token_signing_algs = [\"HS256\", \"RS256\"]\n\
+                    [session]\nkeys = [\"QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=\"]\n";
+        let settings = crate::settings::Settings::from_toml_str(toml, vec![]).unwrap_or_else(|e| panic!("{e}"));
+        let v = Verifier::new(&settings.oidc);
+        assert!(v.hmac_key.is_some(), "HS256 allowed: the key is built");
+        let shown = format!("{v:?}");
+        assert!(!shown.contains("s3cr3t") && shown.contains("client_id"), "{shown}");
+    }
 
     #[test]
     fn at_hash_is_the_left_half_of_the_digest() {

@@ -3,9 +3,9 @@
 //! after everything here has passed, so an invalid token never uses up a `jti`.
 
 use super::http::IdpHttp;
-use super::id_token::{Audience, IdTokenError, decode_verified};
+use super::id_token::{Audience, IdTokenError, Verifier, decode_verified};
 use super::jwks::Jwks;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Validation;
 use serde::Deserialize;
 
 pub const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -28,15 +28,6 @@ pub enum LogoutTokenError {
     MissingSubject,
     #[error("nonce present (not allowed in a logout token)")]
     NoncePresent,
-}
-
-pub struct Expected<'a> {
-    pub issuer: &'a str,
-    pub client_id: &'a str,
-    pub client_secret: &'a str,
-    pub algorithms: &'a [Algorithm],
-    pub clock_skew_secs: u64,
-    pub now: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +65,8 @@ struct Claims {
 
 pub async fn validate(
     token: &str,
-    e: &Expected<'_>,
+    e: &Verifier,
+    now: i64,
     jwks: &Jwks,
     http: &IdpHttp,
 ) -> Result<ValidLogoutToken, LogoutTokenError> {
@@ -91,23 +83,23 @@ pub async fn validate(
         }
     }
     let mut validation = Validation::new(header.alg);
-    validation.set_issuer(&[e.issuer]);
-    validation.set_audience(&[e.client_id]);
+    validation.set_issuer(&[&e.issuer]);
+    validation.set_audience(&[&e.client_id]);
     validation.set_required_spec_claims(&["iss", "aud", "iat"]);
     // `exp` is optional in a logout token: checked below when present.
     validation.validate_exp = false;
     validation.validate_nbf = true;
     validation.leeway = e.clock_skew_secs;
     let c: Claims =
-        decode_verified(token, header.alg, header.kid.as_deref(), &validation, e.client_secret, jwks, http).await?;
+        decode_verified(token, header.alg, header.kid.as_deref(), &validation, e.hmac_key.as_ref(), jwks, http).await?;
 
     let skew = e.clock_skew_secs as i64;
     let iat = c.iat.ok_or(LogoutTokenError::InvalidIssuedAt)? as i64;
-    if iat > e.now + skew || e.now - iat > MAX_AGE_SECS + skew {
+    if iat > now + skew || now - iat > MAX_AGE_SECS + skew {
         return Err(LogoutTokenError::InvalidIssuedAt);
     }
     if let Some(exp) = c.exp
-        && (exp as i64) + skew <= e.now
+        && (exp as i64) + skew <= now
     {
         return Err(IdTokenError::Expired.into());
     }

@@ -1,6 +1,10 @@
-//! Everything that talks to the OpenID Provider: discovery, keys, the authorization request,
-//! token calls and ID token validation. Protocol only; the HTTP endpoints live in `routes`.
+//! Everything that talks to the OpenID Provider, behind one client per provider ([`Oidc`]):
+//! discovery and keys, the authorization request, token calls with client authentication, and
+//! ID and logout token validation by a verifier built once. Protocol only: no HTTP framework,
+//! and its own error types (`error.rs` maps them to the SPEC's codes).
 
+pub mod auth_request;
+mod client_auth;
 pub mod discovery;
 pub mod http;
 pub mod id_token;
@@ -8,16 +12,16 @@ pub mod jwks;
 pub mod logout_token;
 pub mod token;
 
-use crate::error::{AppError, ErrorCode};
 use crate::settings::OidcSettings;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use auth_request::AuthRequest;
 use discovery::{DiscoveryError, ProviderMetadata};
-use http::IdpHttp;
+use http::{BuildError, IdpHttp};
+use id_token::{Check, IdTokenError, ValidIdToken, Verifier};
 use jwks::Jwks;
-use sha2::{Digest, Sha256};
+use logout_token::{LogoutTokenError, ValidLogoutToken};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use token::{TokenError, TokenSet};
 use url::Url;
 
 /// The IdP as discovered: metadata and signing keys.
@@ -26,9 +30,16 @@ pub struct Provider {
     pub jwks: Jwks,
 }
 
+/// Discovery has not completed yet (SPEC: 502 `idp_unavailable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("IdP discovery has not completed yet")]
+pub struct NotDiscovered;
+
+/// The client of one OpenID Provider.
 pub struct Oidc {
-    pub settings: OidcSettings,
-    pub http: IdpHttp,
+    settings: OidcSettings,
+    http: IdpHttp,
+    verifier: Verifier,
     provider: RwLock<Option<Arc<Provider>>>,
 }
 
@@ -39,20 +50,25 @@ impl std::fmt::Debug for Oidc {
 }
 
 impl Oidc {
-    pub fn new(settings: OidcSettings) -> Result<Self, crate::startup::StartupError> {
+    pub fn new(settings: OidcSettings) -> Result<Self, BuildError> {
         let http = IdpHttp::new(settings.http_timeout)?;
-        Ok(Self { settings, http, provider: RwLock::new(None) })
+        let verifier = Verifier::new(&settings);
+        Ok(Self { settings, http, verifier, provider: RwLock::new(None) })
+    }
+
+    pub fn settings(&self) -> &OidcSettings {
+        &self.settings
     }
 
     pub fn is_ready(&self) -> bool {
         self.provider.read().map(|p| p.is_some()).unwrap_or(false)
     }
 
-    /// The discovered provider, or 502 `idp_unavailable` before discovery has loaded.
-    pub fn provider(&self) -> Result<Arc<Provider>, AppError> {
+    /// The discovered provider.
+    pub fn provider(&self) -> Result<Arc<Provider>, NotDiscovered> {
         self.provider.read().ok().and_then(|p| p.clone()).ok_or_else(|| {
             tracing::warn!("IdP discovery has not completed yet");
-            AppError::from(ErrorCode::IdpUnavailable)
+            NotDiscovered
         })
     }
 
@@ -86,61 +102,55 @@ impl Oidc {
             }
         }
     }
-}
 
-/// The secrets of one authorization request.
-pub struct AuthRequest {
-    pub state: String,
-    pub nonce: String,
-    pub verifier: String,
-}
-
-impl AuthRequest {
-    /// 256 bits each: above SPEC §3.1's 128-bit floor.
-    pub fn new() -> Self {
-        Self {
-            state: crate::secret::random_urlsafe(32),
-            nonce: crate::secret::random_urlsafe(32),
-            verifier: crate::secret::random_urlsafe(32),
-        }
+    /// Where to send the browser for `req`.
+    pub fn authorization_url(&self, provider: &Provider, req: &AuthRequest) -> Url {
+        req.url(&provider.metadata, &self.settings)
     }
 
-    /// RFC 7636 S256.
-    pub fn challenge(&self) -> String {
-        URL_SAFE_NO_PAD.encode(Sha256::digest(self.verifier.as_bytes()))
+    /// Exchange an authorization code (with its PKCE verifier).
+    pub async fn exchange_code(&self, provider: &Provider, code: &str, verifier: &str) -> Result<TokenSet, TokenError> {
+        token::exchange_code(&self.http, &provider.metadata.token_endpoint, &self.settings, code, verifier).await
     }
 
-    pub fn url(&self, metadata: &ProviderMetadata, settings: &OidcSettings) -> Url {
-        let mut url = metadata.authorization_endpoint.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", &settings.client_id)
-                .append_pair("redirect_uri", settings.redirect_uri.as_str())
-                .append_pair("scope", &settings.scope)
-                .append_pair("state", &self.state)
-                .append_pair("nonce", &self.nonce)
-                .append_pair("code_challenge", &self.challenge())
-                .append_pair("code_challenge_method", "S256");
-            for (k, v) in &settings.auth_params {
-                q.append_pair(k, v);
-            }
-        }
-        url
+    pub async fn refresh(&self, provider: &Provider, refresh_token: &str) -> Result<TokenSet, TokenError> {
+        token::refresh(&self.http, &provider.metadata.token_endpoint, &self.settings, refresh_token).await
     }
-}
 
-impl Default for AuthRequest {
-    fn default() -> Self {
-        Self::new()
+    /// RFC 7009, when the IdP has a revocation endpoint (`Ok(false)` when it has none).
+    pub async fn revoke(&self, provider: &Provider, refresh_token: &str) -> Result<bool, TokenError> {
+        let Some(endpoint) = &provider.metadata.revocation_endpoint else {
+            return Ok(false);
+        };
+        token::revoke(&self.http, endpoint, &self.settings, refresh_token).await.map(|()| true)
     }
-}
 
-/// Map token-endpoint failures of the code exchange to SPEC codes.
-pub fn exchange_error(e: token::TokenError) -> AppError {
-    match e {
-        token::TokenError::Refused(code) => AppError::idp(ErrorCode::TokenExchangeFailed, code),
-        token::TokenError::Timeout => ErrorCode::IdpTimeout.into(),
-        token::TokenError::Unavailable(_) => ErrorCode::IdpUnavailable.into(),
+    pub async fn verify_id_token(
+        &self,
+        provider: &Provider,
+        token: &str,
+        check: &Check<'_>,
+    ) -> Result<ValidIdToken, IdTokenError> {
+        id_token::validate(token, &self.verifier, check, &provider.jwks, &self.http).await
+    }
+
+    pub async fn verify_logout_token(
+        &self,
+        provider: &Provider,
+        token: &str,
+        now: i64,
+    ) -> Result<ValidLogoutToken, LogoutTokenError> {
+        logout_token::validate(token, &self.verifier, now, &provider.jwks, &self.http).await
+    }
+
+    /// The RP-initiated logout URL, when the IdP has an end-session endpoint.
+    pub fn end_session_url(&self, provider: &Provider, id_token_hint: &str, state: &str) -> Option<Url> {
+        let mut url = provider.metadata.end_session_endpoint.clone()?;
+        url.query_pairs_mut()
+            .append_pair("id_token_hint", id_token_hint)
+            .append_pair("post_logout_redirect_uri", &self.settings.post_logout_redirect_uri)
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("state", state);
+        Some(url)
     }
 }

@@ -1,14 +1,11 @@
 //! Token endpoint calls (SPEC §3.3): the authorization-code exchange, the refresh grant and
-//! RFC 7009 revocation, with `client_secret_basic` or `client_secret_post`.
+//! RFC 7009 revocation, each authenticated by `client_auth`.
 
+use super::client_auth::authenticated_form;
 use super::http::{IdpHttp, IdpHttpError};
-use crate::error::IdpErrorCode;
 use crate::secret::Secret;
-use crate::settings::{ClientAuth, OidcSettings};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use crate::settings::OidcSettings;
 use url::Url;
-use url::form_urlencoded::{Serializer, byte_serialize};
 
 /// A missing `expires_in` means this many seconds (SPEC §3.3).
 pub const DEFAULT_EXPIRES_IN: i64 = 300;
@@ -22,6 +19,21 @@ pub struct TokenSet {
     pub refresh_token: Option<Secret>,
     pub id_token: Option<Secret>,
     pub scope: Option<String>,
+}
+
+/// An IdP-supplied OAuth error code that is safe to echo: `^[a-z_]{1,64}$`, else `unknown`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdpErrorCode(String);
+
+impl IdpErrorCode {
+    pub fn filter(raw: &str) -> Self {
+        let ok = (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        Self(if ok { raw.to_owned() } else { "unknown".to_owned() })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,63 +54,6 @@ impl From<IdpHttpError> for TokenError {
             IdpHttpError::Unavailable(why) => Self::Unavailable(why),
         }
     }
-}
-
-fn form_encode(s: &str) -> String {
-    byte_serialize(s.as_bytes()).collect()
-}
-
-/// The `Authorization` header and extra form fields for the configured client auth.
-fn client_auth(settings: &OidcSettings, form: &mut Serializer<'_, String>) -> Option<String> {
-    match &settings.client_auth {
-        ClientAuth::ClientSecretBasic => {
-            // RFC 6749 §2.3.1: each part form-urlencoded before base64.
-            let pair = format!("{}:{}", form_encode(&settings.client_id), form_encode(settings.client_secret.expose()));
-            Some(format!("Basic {}", STANDARD.encode(pair)))
-        }
-        ClientAuth::ClientSecretPost => {
-            form.append_pair("client_id", &settings.client_id);
-            form.append_pair("client_secret", settings.client_secret.expose());
-            None
-        }
-        ClientAuth::PrivateKeyJwt(key) => {
-            form.append_pair("client_id", &settings.client_id);
-            form.append_pair("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
-            form.append_pair("client_assertion", &client_assertion(settings, key));
-            None
-        }
-    }
-}
-
-/// RFC 7523 §3 client assertion: iss = sub = client_id, aud = the issuer (one string), a fresh
-/// jti, valid 60 s.
-fn client_assertion(settings: &OidcSettings, key: &crate::settings::SigningKey) -> String {
-    let now = crate::state::now();
-    let claims = serde_json::json!({
-        "iss": settings.client_id,
-        "sub": settings.client_id,
-        "aud": settings.issuer,
-        "jti": crate::secret::random_urlsafe(16),
-        "iat": now,
-        "exp": now + 60,
-    });
-    let mut header = jsonwebtoken::Header::new(key.alg);
-    header.kid = key.kid.clone();
-    jsonwebtoken::encode(&header, &claims, &key.key).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot sign the client assertion");
-        String::new()
-    })
-}
-
-/// The form body and `Authorization` header (the serializer is not `Send`: finish it before
-/// any await).
-fn authenticated_form(settings: &OidcSettings, params: &[(&str, &str)]) -> (String, Option<String>) {
-    let mut form = Serializer::new(String::new());
-    for (k, v) in params {
-        form.append_pair(k, v);
-    }
-    let auth = client_auth(settings, &mut form);
-    (form.finish(), auth)
 }
 
 async fn token_request(

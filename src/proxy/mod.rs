@@ -1,27 +1,26 @@
-//! The API proxy (SPEC §6): `[[routes]]` map a path prefix to an upstream; requests are
-//! forwarded with the session's access token, bodies streamed both ways.
+//! The API proxy (SPEC §6), without its HTTP handler (`routes::proxy`): the upstream client,
+//! the route a path selects, the upstream URI, header rewriting both ways (`headers`) and the
+//! idle timeout of streamed bodies (`idle`).
 
 pub mod headers;
-mod idle;
+pub mod idle;
 pub mod path;
 
-use crate::error::{AppError, ErrorCode};
-use crate::middleware::{RequestId, client_ip, csrf_check, in_net};
-use crate::session::refresh::{self, RefreshFailure, When};
-use crate::session::{self, Loaded, cookie::append_set_cookies};
 use crate::settings::Settings;
-use crate::settings::routes::{Route, RouteAuth};
-use crate::state::{AppState, now};
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Uri, header};
+use crate::settings::routes::Route;
+use bytes::Bytes;
+use http::{HeaderValue, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// A request body on its way upstream: the browser's body, streamed, behind its idle timeout.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The shared upstream client and the values every forwarded request carries.
 ///
@@ -30,9 +29,10 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// (which could re-normalise the path) and no per-request conversions. Measured in
 /// docs/benchmarks.md.
 pub struct Proxy {
-    client: Client<Connector, Body>,
-    proto: HeaderValue,
-    host: HeaderValue,
+    client: Client<Connector, UpstreamBody>,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`: the public URL's.
+    pub proto: HeaderValue,
+    pub host: HeaderValue,
     paths: path::PathRules,
 }
 
@@ -77,9 +77,29 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// The route `path` selects (`None`: no route claims it), or `Err` when the path is refused
+    /// before routing (SPEC §6).
+    pub fn select<'r>(
+        &self,
+        routes: &'r [Route],
+        path: &str,
+    ) -> Result<Option<&'r Route>, crate::path_reading::Refused> {
+        self.paths.select(routes, path)
+    }
+
+    /// Send one request upstream (pooled connections, HTTP/2 where an https upstream offers it).
+    pub async fn send(
+        &self,
+        req: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
+        self.client.request(req).await
+    }
+}
+
 /// The upstream URI: the upstream base plus the raw path (minus the prefix when
 /// `strip_prefix`) and query, byte for byte — `http::Uri` does not normalise paths.
-fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Option<Uri> {
+pub fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Option<Uri> {
     let forwarded = if route.strip_prefix {
         match &path[route.prefix.len()..] {
             "" => "/",
@@ -99,172 +119,4 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Option<Uri> {
     // `http::Uri` keeps the path as given; should it ever differ, refuse rather than forward
     // something other than what was matched.
     uri.path().ends_with(forwarded).then_some(uri)
-}
-
-/// Everything not served by the BFF's own endpoints: a proxied route, else the static SPA,
-/// else 404.
-pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
-    let route = match state.proxy.paths.select(&state.settings.routes, req.uri().path()) {
-        Ok(route) => route,
-        Err(_) => {
-            tracing::warn!("path refused before routing");
-            return AppError::from(ErrorCode::InvalidPath).into_response();
-        }
-    };
-    let Some(route) = route else {
-        return match &state.static_files {
-            // Boxed: ServeDir's future is large, and inline it would size every proxied
-            // request's future too.
-            Some(files) => match Box::pin(tower::ServiceExt::oneshot(files.clone(), req)).await {
-                Ok(r) => r.into_response(),
-                Err(never) => match never {},
-            },
-            None => AppError::from(ErrorCode::NotFound).into_response(),
-        };
-    };
-    forward(&state, route, req).await
-}
-
-/// Methods never forwarded: TRACE/TRACK would echo the added `Authorization` back to the
-/// browser; CONNECT is not a request for the upstream's resources.
-fn never_forwarded(m: &http::Method) -> bool {
-    *m == http::Method::TRACE || *m == http::Method::CONNECT || m.as_str() == "TRACK"
-}
-
-/// The response a proxied request ends with when it does not reach the upstream: the error,
-/// plus the session cookie if it was re-sealed (a refresh that rotated the refresh token must
-/// reach the browser whatever happens next).
-fn fail(e: impl Into<AppError>, set_cookies: Vec<String>) -> Response {
-    let mut r = e.into().into_response();
-    append_set_cookies(r.headers_mut(), set_cookies);
-    r
-}
-
-async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
-    if never_forwarded(req.method()) || (!route.methods.is_empty() && !route.methods.contains(req.method())) {
-        return AppError::from(ErrorCode::MethodNotAllowed).into_response();
-    }
-    let Some(uri) = upstream_uri(route, req.uri().path(), req.uri().query()) else {
-        return AppError::from(ErrorCode::InvalidPath).into_response();
-    };
-    if req.headers().contains_key(header::UPGRADE) {
-        tracing::warn!("Upgrade request on a route without websocket support");
-        return AppError::from(ErrorCode::WebsocketUnsupported).into_response();
-    }
-    if route.csrf
-        && let Err(e) = csrf_check(state, req.method(), req.headers())
-    {
-        return e.into_response();
-    }
-    let t = now();
-    let mut set_cookies = Vec::new();
-    let mut had_session = false;
-    let bearer = match route.auth {
-        RouteAuth::None => None,
-        auth => match session::load(state, req.headers(), t).await {
-            Err(e) => return e.into_response(),
-            Ok(Loaded::Anonymous { stale_cookie }) => {
-                if auth == RouteAuth::Required {
-                    let mut r = AppError::from(ErrorCode::Unauthenticated).into_response();
-                    if stale_cookie {
-                        append_set_cookies(r.headers_mut(), state.cookies.clear_session());
-                    }
-                    return r;
-                }
-                if stale_cookie {
-                    set_cookies = state.cookies.clear_session();
-                }
-                None
-            }
-            Ok(Loaded::Live(mut s)) => {
-                let changed = match refresh::ensure_fresh(state, &mut s, When::Due).await {
-                    Ok(changed) => changed,
-                    Err(RefreshFailure::Ended(e)) => {
-                        let mut r = e.into_response();
-                        append_set_cookies(r.headers_mut(), state.cookies.clear_session());
-                        return r;
-                    }
-                    Err(RefreshFailure::Temporary(e)) => return e.into_response(),
-                };
-                set_cookies = match session::save(state, &mut s, t, changed).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let ended = e.code == crate::error::ErrorCode::SessionExpired;
-                        let mut r = e.into_response();
-                        if ended {
-                            append_set_cookies(r.headers_mut(), state.cookies.clear_session());
-                        }
-                        return r;
-                    }
-                };
-                had_session = true;
-                s.access_token.bearer()
-            }
-        },
-    };
-    let peer = client_ip_and_trust(state, &req);
-    // Behind a trusted proxy, the client is the first untrusted address of its chain.
-    let client = if peer.1 { client_ip(state, &req) } else { peer.0 };
-    let (mut parts, body) = req.into_parts();
-    let request_id = parts.extensions.remove::<RequestId>().map(|r| r.0);
-    let fwd = headers::Forwarding {
-        names: &state.cookies,
-        peer: peer.0,
-        peer_trusted: peer.1,
-        client,
-        proto: &state.proxy.proto,
-        host: &state.proxy.host,
-        bearer,
-        request_id: request_id.as_ref(),
-    };
-    let mut upstream_headers = parts.headers;
-    headers::upstream_request(&mut upstream_headers, &fwd);
-    let mut upstream_req = http::Request::new(Body::new(idle::IdleTimeout::new(body, route.timeout)));
-    *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = uri;
-    *upstream_req.headers_mut() = upstream_headers;
-    let started = crate::admin::enabled().then(Instant::now);
-    let result = tokio::time::timeout(route.timeout, state.proxy.client.request(upstream_req)).await;
-    if let Some(t) = started {
-        metrics::histogram!("bff_upstream_duration_seconds").record(t.elapsed().as_secs_f64());
-    }
-    let upstream = match result {
-        Err(_) => {
-            tracing::warn!(route = %route.prefix, "upstream did not answer within the route timeout");
-            metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
-            return fail(ErrorCode::UpstreamTimeout, set_cookies);
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(route = %route.prefix, error = %e, connect = e.is_connect(), "upstream unreachable");
-            metrics::counter!("bff_upstream_errors_total", "kind" => "unavailable").increment(1);
-            return fail(ErrorCode::UpstreamUnavailable, set_cookies);
-        }
-        Ok(Ok(r)) => r,
-    };
-    let (mut parts, body) = upstream.into_parts();
-    headers::downstream_response(&mut parts.headers, &state.cookies, route.forward_set_cookie);
-    if had_session {
-        headers::private_to_shared_caches(&mut parts.headers);
-    }
-    if !set_cookies.is_empty() {
-        // A response that carries the session must never be stored by a shared cache.
-        parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-        parts.headers.remove(header::EXPIRES);
-        append_set_cookies(&mut parts.headers, set_cookies);
-    }
-    // Only status, version-independent headers and the streamed body go back.
-    let mut response = Response::new(Body::new(idle::IdleTimeout::new(body, route.timeout)));
-    *response.status_mut() = parts.status;
-    *response.headers_mut() = parts.headers;
-    response
-}
-
-fn client_ip_and_trust(state: &AppState, req: &Request) -> (std::net::IpAddr, bool) {
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical())
-        .unwrap_or_else(|| client_ip(state, req));
-    let trusted = state.settings.server.trusted_proxies.iter().any(|n| in_net(peer, *n));
-    (peer, trusted)
 }

@@ -25,9 +25,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
     // The maintenance task checks the store every second; an unauthenticated probe never
     // dials it (a flood of probes must not exhaust the store's connection pool).
-    if state.store.is_some() {
+    if state.sessions.store().is_some() {
         let last_ok = state.store_ok_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if crate::store::now_ms() - last_ok > STORE_STALE_MS {
+        if crate::clock::now_ms() - last_ok > STORE_STALE_MS {
             tracing::warn!("not ready: the session store has not answered recently");
             return AppError::from(ErrorCode::SessionStoreUnavailable).into_response();
         }

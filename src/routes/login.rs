@@ -3,12 +3,14 @@
 
 use super::body::read_json;
 use super::session::session_body;
+use crate::clock::now;
 use crate::error::{AppError, ErrorCode};
-use crate::login::{self, CallbackParams, Completed};
+use crate::login::{CallbackParams, Completed};
 use crate::middleware::client_ip;
 use crate::secret::Secret;
-use crate::session::{self, Loaded, cookie::append_set_cookies};
-use crate::state::{AppState, now};
+use crate::session::cookie::append_set_cookies;
+use crate::session::model::Loaded;
+use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -56,7 +58,7 @@ async fn login_get(State(state): State<AppState>, req: Request) -> Response {
         Ok(q) => q,
         Err(_) => return AppError::from(ErrorCode::InvalidRequest).into_navigational(error_url),
     };
-    match login::start(&state, req.headers(), query.return_to.as_deref()) {
+    match state.login.start(req.headers(), query.return_to.as_deref()) {
         Ok((url, cookies)) => redirect(url.as_str(), cookies),
         Err(e) => e.into_navigational(error_url),
     }
@@ -80,7 +82,7 @@ async fn login_start(State(state): State<AppState>, req: Request) -> Response {
             Err(e) => return e.into_response(),
         }
     };
-    match login::start(&state, &parts.headers, start.return_to.as_deref()) {
+    match state.login.start(&parts.headers, start.return_to.as_deref()) {
         Ok((url, cookies)) => {
             let body =
                 serde_json::to_vec(&serde_json::json!({ "authorization_url": url.as_str() })).unwrap_or_default();
@@ -97,7 +99,7 @@ async fn callback_get(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return e.into_navigational(error_url),
     };
     let peer = client_ip(&state, &req);
-    match login::complete(&state, req.headers(), params, peer).await {
+    match state.login.complete(req.headers(), params, peer).await {
         Ok(Completed::Session { return_to, set_cookies, .. }) => redirect(&return_to, set_cookies),
         Ok(Completed::AlreadyDone { return_to }) => redirect(&return_to, vec![]),
         Err((e, cookies)) => {
@@ -127,7 +129,7 @@ fn params_from_end(state: &AppState, body: EndBody) -> Result<CallbackParams, Ap
         return Err(ErrorCode::InvalidRequest.into());
     }
     let url = url::Url::parse(&url).map_err(|_| AppError::from(ErrorCode::InvalidRequest))?;
-    let expected = &state.settings.oidc.redirect_uri;
+    let expected = &state.oidc.settings().redirect_uri;
     let same = url.scheme() == expected.scheme()
         && url.host() == expected.host()
         && url.port_or_known_default() == expected.port_or_known_default()
@@ -152,11 +154,11 @@ async fn login_end(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let t = now();
-    match login::complete(&state, &parts.headers, params, peer).await {
+    match state.login.complete(&parts.headers, params, peer).await {
         Ok(Completed::Session { session, return_to, set_cookies }) => {
             json_with_cookies(session_body(&state, &session, t, Some(&return_to)), set_cookies)
         }
-        Ok(Completed::AlreadyDone { return_to }) => match session::load(&state, &parts.headers, t).await {
+        Ok(Completed::AlreadyDone { return_to }) => match state.sessions.load(&parts.headers, t).await {
             Ok(Loaded::Live(s)) => json_with_cookies(session_body(&state, &s, t, Some(&return_to)), vec![]),
             Ok(Loaded::Anonymous { .. }) => AppError::from(ErrorCode::InvalidState).into_response(),
             Err(e) => e.into_response(),

@@ -2,13 +2,13 @@
 //! local session, revoke the refresh token at the IdP when it has a revocation endpoint, and
 //! hand back the IdP's RP-initiated logout URL.
 
+use crate::clock::now;
 use crate::error::{AppError, ErrorCode};
 use crate::login::tx;
-use crate::oidc::token;
 use crate::secret::random_urlsafe;
-use crate::session::model::Session;
-use crate::session::{self, Loaded, cookie::append_set_cookies};
-use crate::state::{AppState, now};
+use crate::session::cookie::append_set_cookies;
+use crate::session::model::{Loaded, Session};
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -26,8 +26,9 @@ pub fn navigation_router() -> Router<AppState> {
 
 /// Every cookie this app may have set in this browser.
 fn clear_all(state: &AppState, headers: &HeaderMap) -> Vec<String> {
-    let mut c = state.cookies.clear_session();
-    c.extend(tx::expire_all(&state.cookies, headers));
+    let cookies = state.sessions.cookies();
+    let mut c = cookies.clear_session();
+    c.extend(tx::expire_all(cookies, headers));
     c
 }
 
@@ -36,26 +37,22 @@ fn clear_all(state: &AppState, headers: &HeaderMap) -> Vec<String> {
 /// by the IdP client's timeout; a failure is logged, the local logout stands) and build the IdP
 /// logout URL.
 async fn end(state: &AppState, session: &Session) -> Result<Option<String>, AppError> {
-    session::end(state, session).await?;
+    state.sessions.end(session).await?;
     metrics::counter!("bff_sessions_ended_total", "reason" => "logout").increment(1);
     Ok(idp_logout(state, session).await)
 }
 
 async fn idp_logout(state: &AppState, session: &Session) -> Option<String> {
     let provider = state.oidc.provider().ok()?;
-    if let (Some(rt), Some(endpoint)) = (&session.refresh_token, &provider.metadata.revocation_endpoint) {
-        match token::revoke(&state.oidc.http, endpoint, &state.settings.oidc, rt.expose()).await {
-            Ok(()) => tracing::info!("refresh token revoked at the IdP"),
+    if let Some(rt) = &session.refresh_token {
+        match state.oidc.revoke(&provider, rt.expose()).await {
+            Ok(true) => tracing::info!("refresh token revoked at the IdP"),
+            Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "refresh token revocation failed"),
         }
     }
-    let mut url = provider.metadata.end_session_endpoint.clone()?;
-    url.query_pairs_mut()
-        .append_pair("id_token_hint", session.id_token.compact().expose())
-        .append_pair("post_logout_redirect_uri", &state.settings.oidc.post_logout_redirect_uri)
-        .append_pair("client_id", &state.settings.oidc.client_id)
-        .append_pair("state", &random_urlsafe(16));
-    Some(url.into())
+    let hint = session.id_token.compact();
+    state.oidc.end_session_url(&provider, hint.expose(), &random_urlsafe(16)).map(String::from)
 }
 
 async fn logout_post(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -67,7 +64,7 @@ async fn logout_post(State(state): State<AppState>, headers: HeaderMap) -> Respo
         append_set_cookies(r.headers_mut(), clear_all(&state, &headers));
         r
     };
-    let logout_url = match session::load(&state, &headers, now()).await {
+    let logout_url = match state.sessions.load(&headers, now()).await {
         Ok(Loaded::Live(s)) => match end(&state, &s).await {
             Ok(url) => {
                 tracing::info!("session ended by POST /logout");
@@ -108,7 +105,7 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
         append_set_cookies(r.headers_mut(), clear_all(&state, &headers));
         r
     };
-    let session = match session::load(&state, &headers, now()).await {
+    let session = match state.sessions.load(&headers, now()).await {
         Ok(Loaded::Live(s)) if s.logout_token.matches(&sid) => s,
         // The store cannot say whose session this is: the sid cannot be checked, so only
         // report the failure (a GET /logout with a wrong sid must change nothing).
@@ -119,14 +116,14 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let target = match end(&state, &session).await {
-        Ok(url) => url.unwrap_or_else(|| state.settings.oidc.post_logout_redirect_uri.clone()),
+        Ok(url) => url.unwrap_or_else(|| state.oidc.settings().post_logout_redirect_uri.clone()),
         Err(e) => return failed(e),
     };
     tracing::info!("session ended by GET /logout");
     let mut r = StatusCode::FOUND.into_response();
     let h = r.headers_mut();
     let fallback =
-        HeaderValue::from_str(&state.settings.oidc.post_logout_redirect_uri).unwrap_or(HeaderValue::from_static("/"));
+        HeaderValue::from_str(&state.oidc.settings().post_logout_redirect_uri).unwrap_or(HeaderValue::from_static("/"));
     h.insert(header::LOCATION, HeaderValue::from_str(&target).unwrap_or(fallback));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     append_set_cookies(h, clear_all(&state, &headers));

@@ -1,11 +1,13 @@
-//! The HTTP surface (SPEC §3, §5, §7). Each module owns a group of endpoints and exports
-//! `router()`; they are merged here.
+//! The HTTP surface (SPEC §3, §5, §6, §7): thin axum handlers over the services `AppState`
+//! composes. Each module owns a group of endpoints and exports `router()`; they are merged
+//! here, with the proxy (`proxy::handle`) as the fallback.
 
 mod backchannel;
 mod body;
 mod health;
 mod login;
 mod logout;
+mod proxy;
 pub mod session;
 
 use crate::error::{AppError, ErrorCode};
@@ -37,7 +39,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     // Proxied routes, then the SPA's static files, then 404: all decided in one handler so
     // that the path check of SPEC §6 runs before any of them.
-    app = app.fallback(crate::proxy::handle);
+    app = app.fallback(proxy::handle);
     // CORS only exists for `allowed_origins`; without any, the layer would do nothing but
     // cost every request a boxed future.
     if !state.settings.server.allowed_origins.is_empty() {

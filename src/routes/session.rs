@@ -1,9 +1,11 @@
 //! `GET /session` (SPEC §5): who is logged in, never a token.
 
+use crate::clock::now;
+use crate::session::Current;
+use crate::session::cookie::append_set_cookies;
 use crate::session::model::Session;
-use crate::session::refresh::{self, RefreshFailure, When};
-use crate::session::{self, Loaded, cookie::append_set_cookies};
-use crate::state::{AppState, now};
+use crate::session::refresh::When;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +33,7 @@ pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&
         out,
         ",\"expires_at\":{},\"session_expires_at\":{},\"bff_logout_url\":",
         s.access_expires_at,
-        s.expires_at(state.settings.session.idle_timeout_secs).max(now)
+        s.expires_at(state.sessions.idle_timeout_secs()).max(now)
     );
     let mut logout = String::with_capacity(state.logout_path_prefix.len() + 32);
     logout.push_str(&state.logout_path_prefix);
@@ -55,7 +57,7 @@ pub fn anonymous(state: &AppState, clear: bool, error: Option<&str>) -> Response
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if clear {
-        append_set_cookies(h, state.cookies.clear_session());
+        append_set_cookies(h, state.sessions.cookies().clear_session());
     }
     r
 }
@@ -63,22 +65,11 @@ pub fn anonymous(state: &AppState, clear: bool, error: Option<&str>) -> Response
 // Takes the whole request: the `HeaderMap` extractor would clone every header.
 async fn session_get(State(state): State<AppState>, req: Request) -> Response {
     let t = now();
-    let mut s = match session::load(&state, req.headers(), t).await {
-        Ok(Loaded::Anonymous { stale_cookie }) => return anonymous(&state, stale_cookie, None),
-        Ok(Loaded::Live(s)) => s,
-        Err(e) => return e.into_response(),
-    };
-    let changed = match refresh::ensure_fresh(&state, &mut s, When::Expired).await {
-        Ok(changed) => changed,
-        Err(RefreshFailure::Ended(e)) => return anonymous(&state, true, Some(e.code.as_str())),
-        Err(RefreshFailure::Temporary(e)) => return e.into_response(),
-    };
-    let set_cookies = match session::save(&state, &mut s, t, changed).await {
-        Ok(c) => c,
-        Err(e) if e.code == crate::error::ErrorCode::SessionExpired => {
-            return anonymous(&state, true, Some(e.code.as_str()));
-        }
-        Err(e) => return e.into_response(),
+    let (s, set_cookies) = match state.sessions.current(req.headers(), When::Expired, t).await {
+        Current::Live { session, set_cookies } => (session, set_cookies),
+        Current::Anonymous { stale_cookie } => return anonymous(&state, stale_cookie, None),
+        Current::Ended(e) => return anonymous(&state, true, Some(e.code.as_str())),
+        Current::Failed(e) => return e.into_response(),
     };
     let mut r = (StatusCode::OK, session_body(&state, &s, t, None)).into_response();
     let h = r.headers_mut();

@@ -5,7 +5,7 @@
 //! Every write expires the names it does not use, whether or not the browser sent them.
 
 use super::memo;
-use super::model::Session;
+use super::model::{Loaded, Session};
 use super::seal::{Keyring, OpenError, Purpose};
 use crate::settings::{SameSite, SessionSettings};
 use cookie::Cookie;
@@ -131,6 +131,21 @@ impl Unopened {
     /// Should the response expire the session cookie?
     pub fn expire(self) -> bool {
         self == Self::Invalid
+    }
+
+    /// The anonymous outcome of a session cookie that gave no session, logged once here.
+    pub fn into_loaded(self) -> Loaded {
+        match self {
+            Self::Ambiguous => tracing::warn!(
+                "a session cookie name was sent more than once, or in both forms; treating the request as anonymous"
+            ),
+            Self::UnknownKey => {
+                tracing::info!("session cookie sealed under a key this instance does not have; not expiring it")
+            }
+            Self::Invalid => tracing::info!("session cookie did not open (tampered, truncated or mixed)"),
+            Self::Absent => {}
+        }
+        Loaded::Anonymous { stale_cookie: self.expire() }
     }
 
     fn from_seal(e: OpenError) -> Self {

@@ -1,138 +1,242 @@
-//! Sessions (SPEC §4): the model, its sealing, the cookie form, and the per-request steps every
-//! session-using endpoint shares (load, save, create, end). Two implementations behind these
-//! four functions: the stateless cookie (`store = "cookie"`) and the server-side stores
-//! (`server`), so handlers never ask which one is configured.
+//! Sessions (SPEC §4), as one service: [`Sessions`] loads, saves, creates and ends them, keeps
+//! their tokens fresh, and applies back-channel logouts. Two implementations behind it: the
+//! stateless cookie (`store = "cookie"`) and the server-side stores (`server`), so callers
+//! never ask which one is configured. [`Sessions::current`] is the one "load → fresh → save"
+//! sequence every session-using endpoint goes through.
 
+pub mod backchannel;
 pub mod cookie;
 mod memo;
 pub mod model;
 pub mod refresh;
+pub mod revocations;
 pub mod seal;
 pub mod server;
 
 use crate::error::{AppError, ErrorCode};
-use crate::state::AppState;
-use cookie::SessionCookie;
+use crate::oidc::Oidc;
+use crate::oidc::logout_token::ValidLogoutToken;
+use crate::settings::{SessionSettings, StoreKind};
+use crate::store::Store;
+use cookie::{CookieNames, SessionCookie};
 use http::HeaderMap;
-use model::Session;
+use model::{Loaded, Session};
+use refresh::{RefreshFailure, Refresher, When};
+use revocations::Revocations;
+use seal::Keyring;
+use server::Rows;
 use std::sync::Arc;
 
-/// The session a request carries, if any.
-pub enum Loaded {
-    /// No session. `stale_cookie` is true when a session cookie was sent but did not open, has
-    /// expired or was revoked: the response should expire it.
+/// The outcome of [`Sessions::current`].
+pub enum Current {
+    /// No session. With `stale_cookie`, the response expires the session cookie.
     Anonymous { stale_cookie: bool },
-    /// Shared with the per-thread memo in cookie mode: `Arc::make_mut` copies it only when a
-    /// request changes it (refresh, re-seal).
-    Live(Arc<Session>),
+    /// The session is over (the IdP refused its refresh token, it has none left, or it was
+    /// ended while being refreshed): expire the cookies; the error says why.
+    Ended(AppError),
+    /// A store or the IdP could not be asked (503/502/504): keep the cookies.
+    Failed(AppError),
+    /// A live session, fresh as asked, and the Set-Cookie lines that carry its changes.
+    Live { session: Arc<Session>, set_cookies: Vec<String> },
 }
 
-/// The request's session. `Err` only when the store needed to answer is unavailable (503).
-pub async fn load(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Loaded, AppError> {
-    let found = SessionCookie::from_headers(&state.cookies, headers);
-    if !found.is_present() {
-        return Ok(Loaded::Anonymous { stale_cookie: false });
+pub struct Sessions {
+    keys: Keyring,
+    cookies: CookieNames,
+    /// `[session] url`: the server-side store, or in cookie mode the shared refresh cache,
+    /// refresh locks and revocation list.
+    store: Option<Store>,
+    server_side: bool,
+    /// Cookie mode with a store: the revocation list, mirrored in memory.
+    revocations: Option<Revocations>,
+    refresher: Refresher,
+    idle_timeout_secs: u64,
+    absolute_timeout_secs: u64,
+    clock_skew_secs: u64,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").field("store", &self.store).field("server_side", &self.server_side).finish()
     }
-    if let Some(store) = state.server_store() {
-        // Boxed: the store's futures are large, and inline they would make every request's
-        // future (cookie mode included) as large as the largest of them.
-        return Box::pin(server::load(state, store, &found, now)).await;
+}
+
+impl Sessions {
+    /// `store`: the client for `[session] url`, when one is set. Refreshes go to `oidc`.
+    pub fn new(settings: &SessionSettings, store: Option<Store>, oidc: Arc<Oidc>) -> Self {
+        let server_side = store.is_some() && settings.store != StoreKind::Cookie;
+        let revocations = (store.is_some() && !server_side).then(Revocations::default);
+        let clock_skew_secs = oidc.settings().clock_skew_secs;
+        Self {
+            keys: Keyring::new(&settings.keys),
+            cookies: CookieNames::new(settings),
+            refresher: Refresher::new(oidc, store.clone(), settings.cache_max_bytes),
+            store,
+            server_side,
+            revocations,
+            idle_timeout_secs: settings.idle_timeout_secs,
+            absolute_timeout_secs: settings.absolute_timeout_secs,
+            clock_skew_secs,
+        }
     }
-    let session = match found.open(&state.cookies, &state.keys) {
-        Ok(s) if s.is_live(now, state.settings.session.idle_timeout_secs) => s,
-        Ok(s) => {
-            tracing::debug!("session cookie expired");
-            memo::forget(&s);
+
+    pub fn cookies(&self) -> &CookieNames {
+        &self.cookies
+    }
+
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// `[session] url`'s store, whatever it holds.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    pub fn revocations(&self) -> Option<&Revocations> {
+        self.revocations.as_ref()
+    }
+
+    pub fn refresher(&self) -> &Refresher {
+        &self.refresher
+    }
+
+    pub fn idle_timeout_secs(&self) -> u64 {
+        self.idle_timeout_secs
+    }
+
+    /// The server-side rows, when sessions are kept in the store.
+    fn rows(&self) -> Option<Rows<'_>> {
+        let store = self.store.as_ref().filter(|_| self.server_side)?;
+        Some(Rows { keys: &self.keys, cookies: &self.cookies, store, idle_timeout_secs: self.idle_timeout_secs })
+    }
+
+    /// The request's session. `Err` only when the store needed to answer is unavailable (503).
+    pub async fn load(&self, headers: &HeaderMap, now: i64) -> Result<Loaded, AppError> {
+        let found = SessionCookie::from_headers(&self.cookies, headers);
+        if !found.is_present() {
+            return Ok(Loaded::Anonymous { stale_cookie: false });
+        }
+        if let Some(rows) = self.rows() {
+            // Boxed: the store's futures are large, and inline they would make every request's
+            // future (cookie mode included) as large as the largest of them.
+            return Box::pin(rows.load(&found, now)).await;
+        }
+        let session = match found.open(&self.cookies, &self.keys) {
+            Ok(s) if s.is_live(now, self.idle_timeout_secs) => s,
+            Ok(s) => {
+                tracing::debug!("session cookie expired");
+                memo::forget(&s);
+                return Ok(Loaded::Anonymous { stale_cookie: true });
+            }
+            Err(why) => return Ok(why.into_loaded()),
+        };
+        if let Some(revocations) = &self.revocations
+            && revocations.is_revoked(&session)?
+        {
+            tracing::info!("session cookie revoked by a back-channel logout");
+            memo::forget(&session);
+            metrics::counter!("bff_sessions_ended_total", "reason" => "backchannel").increment(1);
             return Ok(Loaded::Anonymous { stale_cookie: true });
         }
-        Err(why) => return Ok(unopened(why)),
-    };
-    if let Some(revocations) = &state.revocations
-        && revocations.is_revoked(&session)?
-    {
-        tracing::info!("session cookie revoked by a back-channel logout");
-        memo::forget(&session);
-        metrics::counter!("bff_sessions_ended_total", "reason" => "backchannel").increment(1);
-        return Ok(Loaded::Anonymous { stale_cookie: true });
+        Ok(Loaded::Live(session))
     }
-    Ok(Loaded::Live(session))
-}
 
-/// The anonymous outcome of a session cookie that gave no session, logged once here.
-fn unopened(why: cookie::Unopened) -> Loaded {
-    match why {
-        cookie::Unopened::Ambiguous => tracing::warn!(
-            "a session cookie name was sent more than once, or in both forms; treating the request as anonymous"
-        ),
-        cookie::Unopened::UnknownKey => {
-            tracing::info!("session cookie sealed under a key this instance does not have; not expiring it")
+    /// Persist what changed: new tokens (`changed`), or just the sliding idle expiry when it is
+    /// due (SPEC §4: at most every min(60 s, idle/4)). Returns the Set-Cookie lines to send.
+    pub async fn save(&self, s: &mut Arc<Session>, now: i64, changed: bool) -> Result<Vec<String>, AppError> {
+        if let (Some(_), Some(rows)) = (&s.stored, self.rows()) {
+            Box::pin(rows.save(Arc::make_mut(s), now, changed)).await?;
+            return Ok(Vec::new());
         }
-        cookie::Unopened::Invalid => {
-            tracing::info!("session cookie did not open (tampered, truncated or mixed)")
+        if changed || s.needs_reseal(now, self.idle_timeout_secs) {
+            let sealed = self.seal_cookie(Arc::make_mut(s), now);
+            return Ok(self.cookies.write_session(&sealed, s.absolute_expires_at - now));
         }
-        cookie::Unopened::Absent => {}
+        Ok(Vec::new())
     }
-    Loaded::Anonymous { stale_cookie: why.expire() }
-}
 
-/// Persist what changed: new tokens (`changed`), or just the sliding idle expiry when it is due
-/// (SPEC §4: at most every min(60 s, idle/4)). Returns the Set-Cookie lines to send.
-pub async fn save(state: &AppState, s: &mut Arc<Session>, now: i64, changed: bool) -> Result<Vec<String>, AppError> {
-    if let (Some(_), Some(store)) = (&s.stored, state.server_store()) {
-        Box::pin(server::save(state, store, Arc::make_mut(s), now, changed)).await?;
-        return Ok(Vec::new());
+    /// The session a request carries, loaded, brought up to date (`when`) and saved: the
+    /// sequence `/session` and the proxy share.
+    pub async fn current(&self, headers: &HeaderMap, when: When, now: i64) -> Current {
+        let mut s = match self.load(headers, now).await {
+            Ok(Loaded::Live(s)) => s,
+            Ok(Loaded::Anonymous { stale_cookie }) => return Current::Anonymous { stale_cookie },
+            Err(e) => return Current::Failed(e),
+        };
+        let changed = match self.refresher.ensure_fresh(&mut s, when).await {
+            Ok(changed) => changed,
+            Err(RefreshFailure::Ended(e)) => return Current::Ended(e),
+            Err(RefreshFailure::Temporary(e)) => return Current::Failed(e),
+        };
+        match self.save(&mut s, now, changed).await {
+            Ok(set_cookies) => Current::Live { session: s, set_cookies },
+            Err(e) if e.code == ErrorCode::SessionExpired => Current::Ended(e),
+            Err(e) => Current::Failed(e),
+        }
     }
-    if changed || s.needs_reseal(now, state.settings.session.idle_timeout_secs) {
-        let sealed = seal_cookie(state, Arc::make_mut(s), now);
-        return Ok(state.cookies.write_session(&sealed, s.absolute_expires_at - now));
-    }
-    Ok(Vec::new())
-}
 
-/// Store a session that a login just produced; the Set-Cookie lines. `headers` are the
-/// completing request's and `replaces` the session seen when the login started: server-side
-/// sessions they name are deleted (a new id at every login).
-pub async fn create(
-    state: &AppState,
-    session: &mut Session,
-    now: i64,
-    headers: &HeaderMap,
-    replaces: Option<[u8; 32]>,
-) -> Result<Vec<String>, AppError> {
-    if let Some(store) = state.server_store() {
-        return server::create(state, store, session, now, headers, replaces).await;
+    /// Store a session that a login just produced; the Set-Cookie lines. `headers` are the
+    /// completing request's and `replaces` the session seen when the login started: server-side
+    /// sessions they name are deleted (a new id at every login).
+    pub async fn create(
+        &self,
+        session: &mut Session,
+        now: i64,
+        headers: &HeaderMap,
+        replaces: Option<[u8; 32]>,
+    ) -> Result<Vec<String>, AppError> {
+        if let Some(rows) = self.rows() {
+            return rows.create(session, now, headers, replaces).await;
+        }
+        let sealed = self.seal_cookie(session, now);
+        if sealed.len() > cookie::MAX_SEALED_BYTES {
+            tracing::warn!(bytes = sealed.len(), "sealed session above 8 cookie chunks");
+            return Err(ErrorCode::SessionTooLarge.into());
+        }
+        Ok(self.cookies.write_session(&sealed, session.absolute_expires_at - now))
     }
-    let sealed = seal_cookie(state, session, now);
-    if sealed.len() > cookie::MAX_SEALED_BYTES {
-        tracing::warn!(bytes = sealed.len(), "sealed session above 8 cookie chunks");
-        return Err(ErrorCode::SessionTooLarge.into());
+
+    /// The server-side session a request carries (its row key), to be replaced by a login.
+    pub fn current_key(&self, headers: &HeaderMap) -> Option<[u8; 32]> {
+        self.rows()?.cookie_key(&SessionCookie::from_headers(&self.cookies, headers)).ok()
     }
-    Ok(state.cookies.write_session(&sealed, session.absolute_expires_at - now))
-}
 
-/// The server-side session a request carries (its row key), to be replaced by a login.
-pub fn current_key(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
-    state.server_store()?;
-    server::cookie_key(state, &SessionCookie::from_headers(&state.cookies, headers)).ok()
-}
-
-/// End a session where it is kept (server-side row, refresh-cache entries). Cookies are the
-/// caller's to expire.
-pub async fn end(state: &AppState, s: &Session) -> Result<(), AppError> {
-    memo::forget(s);
-    if let Some(stored) = &s.stored
-        && let Some(store) = state.server_store()
-    {
-        store.delete_session(&stored.key).await?;
+    /// End a session where it is kept (server-side row, refresh-cache entries). Cookies are
+    /// the caller's to expire.
+    pub async fn end(&self, s: &Session) -> Result<(), AppError> {
+        memo::forget(s);
+        if let Some(stored) = &s.stored
+            && let Some(rows) = self.rows()
+        {
+            rows.store.delete_session(&stored.key).await?;
+        }
+        self.refresher.forget(s).await;
+        Ok(())
     }
-    state.refresher.forget(state, s).await;
-    Ok(())
-}
 
-/// `session` (cookie mode) sealed at `now`, as the cookie value.
-fn seal_cookie(state: &AppState, session: &mut Session, now: i64) -> String {
-    session.sealed_at = now;
-    let sealed = cookie::seal_session(&state.cookies, &state.keys, session);
-    metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
-    sealed
+    /// Apply a validated back-channel logout token received at `now`. Cookie mode without a
+    /// store has nowhere to record it (501 `backchannel_unavailable`): HTTP callers check
+    /// [`Sessions::store`] before reading the request body, so that answer costs nothing.
+    pub async fn backchannel_logout(&self, token: &ValidLogoutToken, now: i64) -> Result<(), AppError> {
+        let Some(store) = &self.store else {
+            return Err(ErrorCode::BackchannelUnavailable.into());
+        };
+        let target = backchannel::Target {
+            store,
+            server_side: self.server_side,
+            revocations: self.revocations.as_ref(),
+            clock_skew_secs: self.clock_skew_secs,
+            absolute_timeout_secs: self.absolute_timeout_secs,
+        };
+        backchannel::apply(&target, token, now).await
+    }
+
+    /// `session` (cookie mode) sealed at `now`, as the cookie value.
+    fn seal_cookie(&self, session: &mut Session, now: i64) -> String {
+        session.sealed_at = now;
+        let sealed = cookie::seal_session(&self.cookies, &self.keys, session);
+        metrics::histogram!("bff_session_cookie_bytes").record(sealed.len() as f64);
+        sealed
+    }
 }

@@ -223,6 +223,16 @@ impl Session {
     }
 }
 
+/// The session a request carries, if any.
+pub enum Loaded {
+    /// No session. `stale_cookie` is true when a session cookie was sent but did not open, has
+    /// expired or was revoked: the response should expire it.
+    Anonymous { stale_cookie: bool },
+    /// Shared with the per-thread memo in cookie mode: `Arc::make_mut` copies it only when a
+    /// request changes it (refresh, re-seal).
+    Live(std::sync::Arc<Session>),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,9 @@
 //! - `used:{id}` (spent logout-token jtis and login states), `rc:{hex id}`, `lock:{hex name}`
 //!   with their own expiry.
 
-use super::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, Subject};
+use super::model::{CacheRow, NewSession, OP_TIMEOUT, Revocation, RevocationKind, SessionRow, StoreError, Subject};
 use crate::secret::hex;
+use crate::settings::store_url::redis_parts;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::sync::{Arc, LazyLock};
@@ -105,44 +106,18 @@ return 0",
 });
 
 impl RedisStore {
-    /// Split our `prefix` parameter off the URL and check the rest parses for the driver.
-    pub fn parse(url: &str) -> Result<(redis::Client, String), &'static str> {
-        let mut parsed = url::Url::parse(url).map_err(|_| "not a valid store URL")?;
-        let mut prefix = "bff:".to_owned();
-        let rest: Vec<(String, String)> = parsed
-            .query_pairs()
-            .filter_map(|(k, v)| {
-                if k == "prefix" {
-                    prefix = v.into_owned();
-                    None
-                } else {
-                    Some((k.into_owned(), v.into_owned()))
-                }
-            })
-            .collect();
-        if rest.is_empty() {
-            parsed.set_query(None);
-        } else {
-            parsed.query_pairs_mut().clear().extend_pairs(rest);
-        }
-        if prefix.is_empty() || prefix.len() > 64 {
-            return Err("the prefix parameter must be 1 to 64 characters");
-        }
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let (url, prefix) = redis_parts(url).map_err(|e| StoreError::Backend(e.to_owned()))?;
         // The driver's error may quote the URL: keep our own message.
-        let client = redis::Client::open(parsed.as_str()).map_err(|_| "not a valid store URL")?;
-        Ok((client, prefix))
-    }
-
-    pub fn open(url: &str) -> Result<Self, super::StoreError> {
-        let (client, prefix) = Self::parse(url).map_err(|e| super::StoreError::Backend(e.to_owned()))?;
+        let client = redis::Client::open(url).map_err(|_| StoreError::Backend("not a valid store URL".to_owned()))?;
         // Fail fast and let the caller answer 503; the manager reconnects in the background.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(super::OP_TIMEOUT))
-            .set_response_timeout(Some(super::OP_TIMEOUT))
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(std::time::Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| super::StoreError::Backend(e.to_string()))?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Self { conn, prefix: prefix.into() })
     }
 

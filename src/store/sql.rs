@@ -1,7 +1,7 @@
 //! SQLite and PostgreSQL through sqlx. One set of queries (`$n` placeholders work in both),
 //! run on whichever pool this is; the schema is `migrations/{sqlite,postgres}/`, embedded.
 
-use super::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, Subject};
+use super::model::{CacheRow, NewSession, OP_TIMEOUT, Revocation, RevocationKind, SessionRow, StoreError, Subject};
 use crate::settings::StoreKind;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -44,15 +44,8 @@ fn bad_url(_: sqlx::Error) -> &'static str {
 }
 
 impl SqlStore {
-    pub fn check(kind: StoreKind, url: &str) -> Result<(), &'static str> {
-        match kind {
-            StoreKind::Postgres => PgConnectOptions::from_str(url).map(|_| ()).map_err(bad_url),
-            _ => SqliteConnectOptions::from_str(url).map(|_| ()).map_err(bad_url),
-        }
-    }
-
-    pub fn open(kind: StoreKind, url: &str) -> Result<Self, super::StoreError> {
-        let bad = |e| super::StoreError::Backend(bad_url(e).to_owned());
+    pub fn open(kind: StoreKind, url: &str) -> Result<Self, StoreError> {
+        let bad = |e| StoreError::Backend(bad_url(e).to_owned());
         Ok(match kind {
             StoreKind::Postgres => {
                 let opts = PgConnectOptions::from_str(url).map_err(bad)?.application_name("oidc-bff");
@@ -60,7 +53,7 @@ impl SqlStore {
                     PgPoolOptions::new()
                         .max_connections(MAX_CONNECTIONS)
                         .min_connections(0)
-                        .acquire_timeout(super::OP_TIMEOUT)
+                        .acquire_timeout(OP_TIMEOUT)
                         .idle_timeout(Duration::from_secs(60))
                         .connect_lazy_with(opts),
                 )
@@ -71,12 +64,12 @@ impl SqlStore {
                 let opts = SqliteConnectOptions::from_str(url)
                     .map_err(bad)?
                     .journal_mode(SqliteJournalMode::Wal)
-                    .busy_timeout(super::OP_TIMEOUT);
+                    .busy_timeout(OP_TIMEOUT);
                 Self::Sqlite(
                     SqlitePoolOptions::new()
                         .max_connections(4)
                         .min_connections(0)
-                        .acquire_timeout(super::OP_TIMEOUT)
+                        .acquire_timeout(OP_TIMEOUT)
                         .connect_lazy_with(opts),
                 )
             }

@@ -86,9 +86,10 @@ async fn tampered_truncated_unknown_key_and_expired_cookies_are_anonymous() {
 
     let foreign_keys = oidc_bff::session::seal::Keyring::new(&[oidc_bff::settings::KeyMaterial([9; 32])]);
     let mut session = open_session(&bff, &jar).unwrap_or_else(|| panic!("no session"));
-    let unknown_key = oidc_bff::session::cookie::seal_session(&bff.state.cookies, &foreign_keys, &session);
+    let unknown_key = oidc_bff::session::cookie::seal_session(bff.state.sessions.cookies(), &foreign_keys, &session);
     session.absolute_expires_at = 1;
-    let expired = oidc_bff::session::cookie::seal_session(&bff.state.cookies, &bff.state.keys, &session);
+    let expired =
+        oidc_bff::session::cookie::seal_session(bff.state.sessions.cookies(), bff.state.sessions.keys(), &session);
 
     for (what, v) in [
         ("tampered", flipped),

@@ -73,7 +73,7 @@ impl Fake {
     }
 
     fn claims(&self) -> Value {
-        let now = oidc_bff::state::now();
+        let now = oidc_bff::clock::now();
         json!({"iss": self.issuer, "sub": "alice", "aud": "bff-basic", "iat": now, "exp": now + 300, "nonce": self.nonce})
     }
 
@@ -234,8 +234,8 @@ async fn rp_nonce_missing_is_invalid_id_token() {
 #[tokio::test]
 async fn expired_id_token_is_invalid_id_token() {
     refuses_claims(|c| {
-        c["exp"] = json!(oidc_bff::state::now() - 3600);
-        c["iat"] = json!(oidc_bff::state::now() - 7200);
+        c["exp"] = json!(oidc_bff::clock::now() - 3600);
+        c["iat"] = json!(oidc_bff::clock::now() - 7200);
     })
     .await;
 }
@@ -257,7 +257,7 @@ async fn azp_other_than_the_client_is_invalid_id_token() {
 
 #[tokio::test]
 async fn iat_far_in_the_future_is_invalid_id_token() {
-    refuses_claims(|c| c["iat"] = json!(oidc_bff::state::now() + 3600)).await;
+    refuses_claims(|c| c["iat"] = json!(oidc_bff::clock::now() + 3600)).await;
 }
 
 #[tokio::test]
@@ -419,7 +419,7 @@ async fn an_unknown_kid_refetches_the_jwks_at_most_once_per_30_seconds() {
 async fn max_age_requires_a_recent_auth_time() {
     let toml = "[oidc.auth_params]\nmax_age = \"300\"\n";
     for (auth_time, ok) in
-        [(None, false), (Some(oidc_bff::state::now() - 3600), false), (Some(oidc_bff::state::now() - 10), true)]
+        [(None, false), (Some(oidc_bff::clock::now() - 3600), false), (Some(oidc_bff::clock::now() - 10), true)]
     {
         let mut f = Fake::start_full(&[], None, toml).await;
         let mut c = f.claims();

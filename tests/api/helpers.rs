@@ -419,8 +419,8 @@ pub fn open_session(bff: &Bff, jar: &BTreeMap<String, String>) -> Option<oidc_bf
     let cookie: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut h = http::HeaderMap::new();
     h.insert(http::header::COOKIE, http::HeaderValue::from_str(&cookie.join("; ")).ok()?);
-    oidc_bff::session::cookie::SessionCookie::from_headers(&bff.state.cookies, &h)
-        .open_uncached(&bff.state.cookies, &bff.state.keys)
+    oidc_bff::session::cookie::SessionCookie::from_headers(bff.state.sessions.cookies(), &h)
+        .open_uncached(bff.state.sessions.cookies(), bff.state.sessions.keys())
 }
 
 /// The real binary, started with `toml` written to a temporary file; killed when dropped.

@@ -353,8 +353,8 @@ async fn a_429_for_code_exchanges_in_flight_spends_nothing() {
     let mut b = Browser::new(&bff);
     let start = b.get(&bff.url("/login?return_to=/after")).await;
     let callback = b.idp_login(&start.location(), "alice").await;
-    let all = oidc_bff::state::MAX_CONCURRENT_EXCHANGES as u32;
-    let held = bff.state.exchanges.try_acquire_many(all).unwrap_or_else(|e| panic!("{e}"));
+    let all = oidc_bff::login::MAX_CONCURRENT_EXCHANGES as u32;
+    let held = bff.state.login.exchanges().try_acquire_many(all).unwrap_or_else(|e| panic!("{e}"));
     let r = b.get(&callback).await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.body.contains("rate_limited"), "{}", r.body);
@@ -401,7 +401,9 @@ async fn a_replica_without_the_new_key_does_not_log_users_out_during_a_rotation_
     // Tampered under a key the old replica has: expired as before.
     let mut tampered = jar;
     let s = open_session(&new, &tampered).unwrap_or_else(|| panic!("no session"));
-    let mut sealed = oidc_bff::session::cookie::seal_session(&old.state.cookies, &old.state.keys, &s).into_bytes();
+    let mut sealed =
+        oidc_bff::session::cookie::seal_session(old.state.sessions.cookies(), old.state.sessions.keys(), &s)
+            .into_bytes();
     let last = sealed.len() - 2;
     sealed[last] = if sealed[last] == b'A' { b'B' } else { b'A' };
     tampered.insert("__Host-bff".into(), String::from_utf8(sealed).unwrap_or_default());

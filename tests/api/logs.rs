@@ -62,7 +62,7 @@ async fn logs_of_a_full_login_contain_no_secret() {
     // A back-channel logout (for another user): the logout token never reaches the logs.
     let logout_token = {
         let payload = json!({
-            "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::state::now(), "jti": "logs-test",
+            "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::clock::now(), "jti": "logs-test",
             "sub": "someone-else", "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
         });
         idp.sign(json!({}), payload).await

@@ -9,6 +9,7 @@ mod cookies;
 mod cors;
 mod docs;
 mod faults;
+mod layout;
 mod limits;
 mod login;
 mod logs;

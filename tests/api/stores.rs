@@ -458,7 +458,7 @@ async fn hostile_logout_tokens_are_refused_with_400() {
     let Some(store) = TestStore::new(Kind::Sqlite, "hostile").await else { return };
     let url = store.url();
     let (idp, bff) = stack_store(json!({}), &store_vars("sqlite", &url), "", false).await;
-    let now = oidc_bff::state::now();
+    let now = oidc_bff::clock::now();
     let event = json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
     let good = |jti: &str| json!({ "iss": idp.issuer, "aud": "bff-basic", "iat": now, "jti": jti, "sub": "mallory", "events": event });
     let with = |jti: &str, k: &str, v: Value| {
@@ -636,7 +636,7 @@ async fn crafted_logouts(kind: Kind, mode: &str) {
     let (idp, bff) = stack_store(json!({}), &store_vars(mode, &url), "", false).await;
     let event = json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
     let token = |sub: &str, sid: Option<&str>, jti: &str| {
-        let mut p = json!({ "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::state::now(), "jti": jti, "sub": sub, "events": event });
+        let mut p = json!({ "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::clock::now(), "jti": jti, "sub": sub, "events": event });
         if let Some(sid) = sid {
             p["sid"] = json!(sid);
         }
@@ -679,7 +679,7 @@ async fn sid_logout_spares_later_sessions(mode: &str) {
     let sid = s["claims"]["sid"].as_str().unwrap_or_default().to_owned();
     assert!(!sid.is_empty(), "ID tokens carry a sid for a back-channel client: {s}");
     let payload = json!({
-        "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::state::now(), "jti": "reuse-1", "sid": sid,
+        "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::clock::now(), "jti": "reuse-1", "sid": sid,
         "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
     });
     let r = post_logout_token(&bff, form(&sign(&idp, json!({}), payload).await)).await;
@@ -952,7 +952,7 @@ async fn sub_only_logout_behind_our_clock(kind: Kind, mode: &str) {
     let mut b = Browser::new(&bff);
     b.login(&bff, "skew", "/").await;
     assert_eq!(b.session(&bff).await.status, 200);
-    let behind = oidc_bff::state::now() - 30;
+    let behind = oidc_bff::clock::now() - 30;
     let payload = json!({
         "iss": idp.issuer, "aud": "bff-basic", "iat": behind, "jti": "skew-1", "sub": "skew",
         "events": { "http://schemas.openid.net/event/backchannel-logout": {} },

@@ -1,9 +1,11 @@
 //! Refresh coordination on one instance, against a wiremock token endpoint: interleavings the
 //! integration tests cannot time (a test hook pauses a request at a chosen point).
 
+use super::grant::Fresh;
 use super::*;
+use crate::session::Sessions;
 use crate::session::cookie::SessionCookie;
-use crate::session::model::LogoutToken;
+use crate::session::model::{LogoutToken, Token};
 use crate::settings::Settings;
 use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
@@ -31,8 +33,31 @@ pub(super) async fn after_cache_miss() {
     }
 }
 
-/// An AppState whose IdP is `server` (discovery, an empty JWKS, no store).
-async fn state_with(server: &MockServer) -> AppState {
+/// The session service of an instance whose IdP is `server` (discovery, an empty JWKS, no
+/// store), and its refresh grace period.
+struct Fixture {
+    sessions: Sessions,
+    refresh_grace_secs: u64,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Sessions;
+    fn deref(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
+/// `Refresher::ensure_fresh`, spelled as the tests were first written.
+async fn ensure_fresh(state: &Sessions, s: &mut Arc<Session>, when: When) -> Result<bool, RefreshFailure> {
+    state.refresher().ensure_fresh(s, when).await
+}
+
+/// Cache a refresh result as a finished refresh does.
+async fn store(state: &Sessions, id: [u8; 32], rt: &str, fresh: Option<&Fresh>, t: i64) -> bool {
+    state.refresher().0.cache.put(id, rt, fresh, t).await
+}
+
+async fn state_with(server: &MockServer) -> Fixture {
     crate::startup::install_crypto_providers();
     let issuer = server.uri();
     let discovery = serde_json::json!({
@@ -57,9 +82,10 @@ async fn state_with(server: &MockServer) -> AppState {
          [session]\nkeys = [\"{KEY}\"]\n"
     );
     let settings = Settings::from_toml_str(&toml, vec![]).unwrap_or_else(|e| panic!("{e}"));
-    let state = AppState::new(settings).unwrap_or_else(|e| panic!("{e}"));
-    state.oidc.load().await.unwrap_or_else(|e| panic!("{e}"));
-    state
+    let oidc = Arc::new(crate::oidc::Oidc::new(settings.oidc.clone()).unwrap_or_else(|e| panic!("{e}")));
+    oidc.load().await.unwrap_or_else(|e| panic!("{e}"));
+    let sessions = Sessions::new(&settings.session, None, oidc);
+    Fixture { sessions, refresh_grace_secs: settings.oidc.refresh_grace_secs }
 }
 
 /// A session whose access token has expired, holding refresh token `rt`.
@@ -97,10 +123,10 @@ async fn in_memory_single_flight_rechecks_the_cache_after_taking_the_in_flight_s
     let state = state_with(&server).await;
     Mock::given(method("POST")).and(path("/token")).respond_with(granted("at-2", "rt-2")).mount(&server).await;
     let gate = Arc::new(Gate::default());
-    let (state_b, session) = (state.clone(), expired_session("rt-1"));
+    let (state_b, session) = (state.refresher().clone(), expired_session("rt-1"));
     let mut b_session = Arc::new(session.clone());
     let b = tokio::spawn(AFTER_CACHE_MISS.scope(gate.clone(), async move {
-        let changed = ensure_fresh(&state_b, &mut b_session, When::Expired).await;
+        let changed = state_b.ensure_fresh(&mut b_session, When::Expired).await;
         (changed.is_ok(), b_session)
     }));
     gate.reached.notified().await;
@@ -122,25 +148,24 @@ async fn a_session_ended_by_a_refused_refresh_is_dropped_from_the_memo() {
     let state = state_with(&server).await;
     let refused = ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": "invalid_grant"}));
     Mock::given(method("POST")).and(path("/token")).respond_with(refused).mount(&server).await;
-    let sealed = crate::session::cookie::seal_session(&state.cookies, &state.keys, &expired_session("rt-dead"));
+    let sealed = crate::session::cookie::seal_session(state.cookies(), state.keys(), &expired_session("rt-dead"));
     let mut headers = HeaderMap::new();
-    let cookie = format!("{}={sealed}", state.cookies.session);
+    let cookie = format!("{}={sealed}", state.cookies().session);
     headers.insert(http::header::COOKIE, HeaderValue::from_str(&cookie).unwrap_or_else(|e| panic!("{e}")));
-    let found = SessionCookie::from_headers(&state.cookies, &headers);
-    let mut s = found.open(&state.cookies, &state.keys).unwrap_or_else(|e| panic!("{e:?}"));
-    assert!(crate::session::memo::get(state.keys.id(), &state.cookies.session, &sealed).is_some(), "memoised");
+    let found = SessionCookie::from_headers(state.cookies(), &headers);
+    let mut s = found.open(state.cookies(), state.keys()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(crate::session::memo::get(state.keys().id(), &state.cookies().session, &sealed).is_some(), "memoised");
     let ended = ensure_fresh(&state, &mut s, When::Expired).await;
     assert!(matches!(ended, Err(RefreshFailure::Ended(_))));
     assert!(
-        crate::session::memo::get(state.keys.id(), &state.cookies.session, &sealed).is_none(),
+        crate::session::memo::get(state.keys().id(), &state.cookies().session, &sealed).is_none(),
         "the ended session is still in the memo"
     );
 }
 
 /// (entries, sealed bytes) of the in-memory refresh cache.
 fn memory_cache(r: &Refresher) -> (usize, usize) {
-    let cache = lock(&r.cache);
-    (cache.len(), cache.bytes())
+    r.0.cache.memory_usage()
 }
 
 fn fresh_of(bytes: usize, t: i64) -> Fresh {
@@ -166,16 +191,16 @@ async fn in_memory_refresh_cache_is_bounded_by_bytes_and_expires_in_order() {
     for i in 0..4000u32 {
         let rt = format!("rt-{i}");
         let id = shared_id(SharedLabel::RefreshCache, &rt);
-        assert!(state.refresher.store(&state, id, &rt, Some(&fresh), t).await);
+        assert!(store(&state, id, &rt, Some(&fresh), t).await);
     }
-    let (entries, bytes) = memory_cache(&state.refresher);
+    let (entries, bytes) = memory_cache(state.refresher());
     assert!(bytes <= 16 * 1024 * 1024, "{entries} entries hold {bytes} bytes");
     assert!(entries > 1000, "the bound evicts only what it must: {entries} left");
     // One grace period later, the next insert finds every older entry expired.
-    let later = t + state.settings.oidc.refresh_grace_secs as i64 + 1;
+    let later = t + state.refresh_grace_secs as i64 + 1;
     let id = shared_id(SharedLabel::RefreshCache, "rt-late");
-    assert!(state.refresher.store(&state, id, "rt-late", Some(&fresh_of(10, later)), later).await);
-    assert_eq!(memory_cache(&state.refresher).0, 1, "expired entries were kept");
+    assert!(store(&state, id, "rt-late", Some(&fresh_of(10, later)), later).await);
+    assert_eq!(memory_cache(state.refresher()).0, 1, "expired entries were kept");
 }
 
 /// A cached answer whose access token has already expired (tokens shorter-lived than the grace
@@ -206,7 +231,7 @@ async fn a_cached_answer_whose_access_token_expired_is_followed_not_spent_again(
         scope: None,
     };
     let id = shared_id(SharedLabel::RefreshCache, "rt-1");
-    assert!(state.refresher.store(&state, id, "rt-1", Some(&earlier), t - 40).await);
+    assert!(store(&state, id, "rt-1", Some(&earlier), t - 40).await);
     let mut old = Arc::new(Session { access_issued_at: t - 100, ..expired_session("rt-1") });
     assert!(matches!(ensure_fresh(&state, &mut old, When::Expired).await, Ok(true)));
     assert_eq!(old.access_token.compact().expose(), "at-3");

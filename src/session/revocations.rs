@@ -7,8 +7,9 @@
 //! fail closed with 503 `session_store_unavailable`: a revoked cookie must not open just because
 //! the store is down.
 
-use super::{Revocation, RevocationKind, Store, StoreError, now_ms};
-use crate::session::model::Session;
+use super::model::Session;
+use crate::clock::now_ms;
+use crate::store::{Revocation, RevocationKind, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -73,7 +74,7 @@ impl Revocations {
         let started = now_ms();
         let cursor = self.cursor_ms.load(Ordering::Relaxed);
         let since = if cursor == 0 { 0 } else { cursor - OVERLAP_MS };
-        let entries = store.revocations_since(since, crate::state::now()).await?;
+        let entries = store.revocations_since(since, crate::clock::now()).await?;
         let mut newest = cursor;
         for (r, stamp) in &entries {
             self.apply(r);

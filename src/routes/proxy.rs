@@ -1,0 +1,163 @@
+//! The proxy's HTTP handler (SPEC §6): every path the BFF's own endpoints do not claim. The
+//! route match, method and CSRF rules, the session and its refresh, then the upstream call
+//! through `proxy`; or the SPA's static files; or 404.
+
+use crate::clock::now;
+use crate::error::{AppError, ErrorCode};
+use crate::middleware::{RequestId, client_ip, csrf_check, in_net};
+use crate::proxy::idle::IdleTimeout;
+use crate::proxy::{UpstreamBody, headers, upstream_uri};
+use crate::session::Current;
+use crate::session::cookie::append_set_cookies;
+use crate::session::refresh::When;
+use crate::settings::routes::{Route, RouteAuth};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use std::time::Instant;
+
+/// Everything not served by the BFF's own endpoints: a proxied route, else the static SPA,
+/// else 404.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let route = match state.proxy.select(&state.settings.routes, req.uri().path()) {
+        Ok(route) => route,
+        Err(_) => {
+            tracing::warn!("path refused before routing");
+            return AppError::from(ErrorCode::InvalidPath).into_response();
+        }
+    };
+    let Some(route) = route else {
+        return match &state.static_files {
+            // Boxed: ServeDir's future is large, and inline it would size every proxied
+            // request's future too.
+            Some(files) => match Box::pin(tower::ServiceExt::oneshot(files.clone(), req)).await {
+                Ok(r) => r.into_response(),
+                Err(never) => match never {},
+            },
+            None => AppError::from(ErrorCode::NotFound).into_response(),
+        };
+    };
+    forward(&state, route, req).await
+}
+
+/// Methods never forwarded: TRACE/TRACK would echo the added `Authorization` back to the
+/// browser; CONNECT is not a request for the upstream's resources.
+fn never_forwarded(m: &http::Method) -> bool {
+    *m == http::Method::TRACE || *m == http::Method::CONNECT || m.as_str() == "TRACK"
+}
+
+/// The response a proxied request ends with when it does not reach the upstream: the error,
+/// plus the session cookie if it was re-sealed (a refresh that rotated the refresh token must
+/// reach the browser whatever happens next).
+fn fail(e: impl Into<AppError>, set_cookies: Vec<String>) -> Response {
+    let mut r = e.into().into_response();
+    append_set_cookies(r.headers_mut(), set_cookies);
+    r
+}
+
+async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
+    if never_forwarded(req.method()) || (!route.methods.is_empty() && !route.methods.contains(req.method())) {
+        return AppError::from(ErrorCode::MethodNotAllowed).into_response();
+    }
+    let Some(uri) = upstream_uri(route, req.uri().path(), req.uri().query()) else {
+        return AppError::from(ErrorCode::InvalidPath).into_response();
+    };
+    if req.headers().contains_key(header::UPGRADE) {
+        tracing::warn!("Upgrade request on a route without websocket support");
+        return AppError::from(ErrorCode::WebsocketUnsupported).into_response();
+    }
+    if route.csrf
+        && let Err(e) = csrf_check(state, req.method(), req.headers())
+    {
+        return e.into_response();
+    }
+    let mut set_cookies = Vec::new();
+    let mut had_session = false;
+    let bearer = match route.auth {
+        RouteAuth::None => None,
+        auth => match state.sessions.current(req.headers(), When::Due, now()).await {
+            Current::Failed(e) => return e.into_response(),
+            Current::Ended(e) => return fail(e, state.sessions.cookies().clear_session()),
+            Current::Anonymous { stale_cookie } => {
+                let clear = if stale_cookie { state.sessions.cookies().clear_session() } else { Vec::new() };
+                if auth == RouteAuth::Required {
+                    return fail(ErrorCode::Unauthenticated, clear);
+                }
+                set_cookies = clear;
+                None
+            }
+            Current::Live { session, set_cookies: lines } => {
+                set_cookies = lines;
+                had_session = true;
+                session.access_token.bearer()
+            }
+        },
+    };
+    let peer = client_ip_and_trust(state, &req);
+    // Behind a trusted proxy, the client is the first untrusted address of its chain.
+    let client = if peer.1 { client_ip(state, &req) } else { peer.0 };
+    let (mut parts, body) = req.into_parts();
+    let request_id = parts.extensions.remove::<RequestId>().map(|r| r.0);
+    let fwd = headers::Forwarding {
+        names: state.sessions.cookies(),
+        peer: peer.0,
+        peer_trusted: peer.1,
+        client,
+        proto: &state.proxy.proto,
+        host: &state.proxy.host,
+        bearer,
+        request_id: request_id.as_ref(),
+    };
+    let mut upstream_headers = parts.headers;
+    headers::upstream_request(&mut upstream_headers, &fwd);
+    let mut upstream_req = http::Request::new(UpstreamBody::new(IdleTimeout::new(body, route.timeout)));
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = upstream_headers;
+    let started = crate::metrics::enabled().then(Instant::now);
+    let result = tokio::time::timeout(route.timeout, state.proxy.send(upstream_req)).await;
+    if let Some(t) = started {
+        metrics::histogram!("bff_upstream_duration_seconds").record(t.elapsed().as_secs_f64());
+    }
+    let upstream = match result {
+        Err(_) => {
+            tracing::warn!(route = %route.prefix, "upstream did not answer within the route timeout");
+            metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
+            return fail(ErrorCode::UpstreamTimeout, set_cookies);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(route = %route.prefix, error = %e, connect = e.is_connect(), "upstream unreachable");
+            metrics::counter!("bff_upstream_errors_total", "kind" => "unavailable").increment(1);
+            return fail(ErrorCode::UpstreamUnavailable, set_cookies);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = upstream.into_parts();
+    headers::downstream_response(&mut parts.headers, state.sessions.cookies(), route.forward_set_cookie);
+    if had_session {
+        headers::private_to_shared_caches(&mut parts.headers);
+    }
+    if !set_cookies.is_empty() {
+        // A response that carries the session must never be stored by a shared cache.
+        parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        parts.headers.remove(header::EXPIRES);
+        append_set_cookies(&mut parts.headers, set_cookies);
+    }
+    // Only status, version-independent headers and the streamed body go back.
+    let mut response = Response::new(Body::new(IdleTimeout::new(body, route.timeout)));
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = parts.headers;
+    response
+}
+
+fn client_ip_and_trust(state: &AppState, req: &Request) -> (std::net::IpAddr, bool) {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical())
+        .unwrap_or_else(|| client_ip(state, req));
+    let trusted = state.settings.server.trusted_proxies.iter().any(|n| in_net(peer, *n));
+    (peer, trusted)
+}
