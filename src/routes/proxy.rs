@@ -79,13 +79,12 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         RouteAuth::None => None,
         auth => match state.sessions.current(req.headers(), When::Due, now()).await {
             Current::Failed(e) => return e.into_response(),
-            Current::Ended(e) => return fail(e, state.sessions.cookies().clear_session()),
-            Current::Anonymous { stale_cookie } => {
-                let clear = if stale_cookie { state.sessions.cookies().clear_session() } else { Vec::new() };
+            Current::Ended { error, expire } => return fail(error, expire),
+            Current::Anonymous { expire } => {
                 if auth == RouteAuth::Required {
-                    return fail(ErrorCode::Unauthenticated, clear);
+                    return fail(ErrorCode::Unauthenticated, expire);
                 }
-                set_cookies = clear;
+                set_cookies = expire;
                 None
             }
             Current::Live { session, set_cookies: lines } => {

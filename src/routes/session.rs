@@ -47,7 +47,9 @@ pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&
     out
 }
 
-pub fn anonymous(state: &AppState, clear: bool, error: Option<&str>) -> Response {
+/// 401 `{"authenticated":false}` (with the code that ended the session, if one did), and the
+/// lines that expire a stale session cookie.
+pub fn anonymous(expire: Vec<String>, error: Option<&str>) -> Response {
     let body = match error {
         Some(code) => format!("{{\"authenticated\":false,\"error\":\"{code}\"}}"),
         None => "{\"authenticated\":false}".to_owned(),
@@ -56,9 +58,7 @@ pub fn anonymous(state: &AppState, clear: bool, error: Option<&str>) -> Response
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if clear {
-        append_set_cookies(h, state.sessions.cookies().clear_session());
-    }
+    append_set_cookies(h, expire);
     r
 }
 
@@ -67,8 +67,8 @@ async fn session_get(State(state): State<AppState>, req: Request) -> Response {
     let t = now();
     let (s, set_cookies) = match state.sessions.current(req.headers(), When::Expired, t).await {
         Current::Live { session, set_cookies } => (session, set_cookies),
-        Current::Anonymous { stale_cookie } => return anonymous(&state, stale_cookie, None),
-        Current::Ended(e) => return anonymous(&state, true, Some(e.code.as_str())),
+        Current::Anonymous { expire } => return anonymous(expire, None),
+        Current::Ended { error, expire } => return anonymous(expire, Some(error.code.as_str())),
         Current::Failed(e) => return e.into_response(),
     };
     let mut r = (StatusCode::OK, session_body(&state, &s, t, None)).into_response();

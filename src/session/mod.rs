@@ -29,11 +29,12 @@ use std::sync::Arc;
 
 /// The outcome of [`Sessions::current`].
 pub enum Current {
-    /// No session. With `stale_cookie`, the response expires the session cookie.
-    Anonymous { stale_cookie: bool },
+    /// No session. `expire`: the Set-Cookie lines that expire a session cookie that was sent
+    /// but is stale (empty when there is none to expire).
+    Anonymous { expire: Vec<String> },
     /// The session is over (the IdP refused its refresh token, it has none left, or it was
-    /// ended while being refreshed): expire the cookies; the error says why.
-    Ended(AppError),
+    /// ended while being refreshed): the error says why, `expire` ends its cookies.
+    Ended { error: AppError, expire: Vec<String> },
     /// A store or the IdP could not be asked (503/502/504): keep the cookies.
     Failed(AppError),
     /// A live session, fresh as asked, and the Set-Cookie lines that carry its changes.
@@ -122,6 +123,11 @@ impl Sessions {
             // future (cookie mode included) as large as the largest of them.
             return Box::pin(rows.load(&found, now)).await;
         }
+        self.open_cookie(&found, now)
+    }
+
+    /// Cookie mode's load, synchronous: the memo, the expiry and the revocation mirror.
+    fn open_cookie(&self, found: &SessionCookie<'_>, now: i64) -> Result<Loaded, AppError> {
         let session = match found.open(&self.cookies, &self.keys) {
             Ok(s) if s.is_live(now, self.idle_timeout_secs) => s,
             Ok(s) => {
@@ -149,31 +155,71 @@ impl Sessions {
             Box::pin(rows.save(Arc::make_mut(s), now, changed)).await?;
             return Ok(Vec::new());
         }
-        if changed || s.needs_reseal(now, self.idle_timeout_secs) {
-            let sealed = self.seal_cookie(Arc::make_mut(s), now);
-            return Ok(self.cookies.write_session(&sealed, s.absolute_expires_at - now));
-        }
-        Ok(Vec::new())
+        Ok(self.save_cookie(s, now, changed))
     }
 
-    /// The session a request carries, loaded, brought up to date (`when`) and saved: the
-    /// sequence `/session` and the proxy share.
+    /// Cookie mode's save: re-seal when the tokens changed or the sliding expiry is due.
+    fn save_cookie(&self, s: &mut Arc<Session>, now: i64, changed: bool) -> Vec<String> {
+        if changed || s.needs_reseal(now, self.idle_timeout_secs) {
+            let sealed = self.seal_cookie(Arc::make_mut(s), now);
+            return self.cookies.write_session(&sealed, s.absolute_expires_at - now);
+        }
+        Vec::new()
+    }
+
+    /// The session a request carries, loaded, brought up to date (`when`) and saved, with the
+    /// cookie lines its outcome needs: the sequence `/session` and the proxy share.
+    ///
+    /// In cookie mode a request whose access token needs no refresh never awaits: this future
+    /// holds no store or IdP future inline (those are boxed, and only built when needed), so
+    /// the handler futures that await it stay small.
     pub async fn current(&self, headers: &HeaderMap, when: When, now: i64) -> Current {
-        let mut s = match self.load(headers, now).await {
+        let found = SessionCookie::from_headers(&self.cookies, headers);
+        if !found.is_present() {
+            return Current::Anonymous { expire: Vec::new() };
+        }
+        let rows = self.rows();
+        let loaded = match &rows {
+            None => self.open_cookie(&found, now),
+            Some(rows) => Box::pin(rows.load(&found, now)).await,
+        };
+        let s = match loaded {
             Ok(Loaded::Live(s)) => s,
-            Ok(Loaded::Anonymous { stale_cookie }) => return Current::Anonymous { stale_cookie },
+            Ok(Loaded::Anonymous { stale_cookie }) => {
+                let expire = if stale_cookie { self.cookies.clear_session() } else { Vec::new() };
+                return Current::Anonymous { expire };
+            }
             Err(e) => return Current::Failed(e),
         };
+        if rows.is_none() && !self.refresher.needed(&s, when, crate::clock::now()) {
+            let mut s = s;
+            let set_cookies = self.save_cookie(&mut s, now, false);
+            return Current::Live { session: s, set_cookies };
+        }
+        Box::pin(self.refresh_and_save(s, rows, when, now)).await
+    }
+
+    /// The rest of [`Sessions::current`] once a session is loaded: a refresh if one is due, and
+    /// the save (the tokens, or the sliding expiry).
+    async fn refresh_and_save(&self, mut s: Arc<Session>, rows: Option<Rows<'_>>, when: When, now: i64) -> Current {
         let changed = match self.refresher.ensure_fresh(&mut s, when).await {
             Ok(changed) => changed,
-            Err(RefreshFailure::Ended(e)) => return Current::Ended(e),
+            Err(RefreshFailure::Ended(error)) => return self.ended(error),
             Err(RefreshFailure::Temporary(e)) => return Current::Failed(e),
         };
-        match self.save(&mut s, now, changed).await {
+        let saved = match (&s.stored, rows) {
+            (Some(_), Some(rows)) => rows.save(Arc::make_mut(&mut s), now, changed).await.map(|()| Vec::new()),
+            _ => Ok(self.save_cookie(&mut s, now, changed)),
+        };
+        match saved {
             Ok(set_cookies) => Current::Live { session: s, set_cookies },
-            Err(e) if e.code == ErrorCode::SessionExpired => Current::Ended(e),
+            Err(e) if e.code == ErrorCode::SessionExpired => self.ended(e),
             Err(e) => Current::Failed(e),
         }
+    }
+
+    fn ended(&self, error: AppError) -> Current {
+        Current::Ended { error, expire: self.cookies.clear_session() }
     }
 
     /// Store a session that a login just produced; the Set-Cookie lines. `headers` are the

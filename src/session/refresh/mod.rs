@@ -109,7 +109,8 @@ impl Refresher {
         self.0.cache.forget(session).await;
     }
 
-    fn needed(&self, session: &Session, when: When, t: i64) -> bool {
+    /// Does `session` need a refresh at `t`?
+    pub(super) fn needed(&self, session: &Session, when: When, t: i64) -> bool {
         match when {
             When::Due => due(session, t, self.0.margin_secs),
             When::Expired => t >= session.access_expires_at,
