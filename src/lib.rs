@@ -1,5 +1,7 @@
 //! oidc-bff: a backend-for-frontend OpenID Connect client and token proxy for browser SPAs.
-//! See SPEC (docs/) for the contract; `main.rs` is only the command line.
+//! See SPEC (docs/) for the contract; `main.rs` is only the command line. The layers (startup →
+//! routes → state → login/proxy → session → error → oidc/store → settings → leaves) are drawn in
+//! docs/architecture.md and kept by tests/api/layout.rs.
 
 // Unit tests may panic; production code may not.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
