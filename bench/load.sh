@@ -6,11 +6,13 @@
 #   proxy floor     nginx as a plain reverse proxy to the upstream
 #   oidc-bff proxy  GET /api/x through oidc-bff (session, token added) to the same upstream
 #   upstream        the upstream (nginx) hit directly
+#   …-log           the same four with access logs on: nginx `access_log … buffer=64k` to a file,
+#                   oidc-bff with its default `access_log = true` (stderr to a file)
 #
 # Servers are pinned to CPU 0, wrk to CPU 1; 32 connections, a warm-up, then DURATION seconds;
 # every response is checked to be 200; peak RSS (VmHWM) read from /proc. Bounded in time.
 # Needs: wrk, nginx (apt-get install -y wrk nginx-light), node, python3.
-# Environment: DURATION (10), WARMUP (3), CONNS (32), ROUNDS (3), ACCESS_LOG (false), PROFILE (release),
+# Environment: DURATION (10), WARMUP (3), CONNS (32), ROUNDS (3), TARGETS (all), PROFILE (release),
 # FEATURES (cargo features, e.g. mimalloc),
 # PERF=bff-session|bff-proxy records a flat CPU profile of oidc-bff during that target into
 # PERF_OUT (default /tmp/oidc-bff.perf) - needs linux-perf and symbols
@@ -25,7 +27,6 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-32}
-ACCESS_LOG=${ACCESS_LOG:-false}
 PROFILE=${PROFILE:-release}
 for tool in wrk nginx node python3 taskset; do
   command -v "$tool" > /dev/null || { echo "missing $tool (apt-get install -y wrk nginx-light)" >&2; exit 1; }
@@ -50,6 +51,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); PROXY=$(free_port); STATIC=$(free_port); BFF=$(free_port)
+STATIC_LOG=$(free_port); PROXY_LOG=$(free_port); BFF_LOG=$(free_port)
 
 # A small JSON body, the same for every target.
 mkdir -p "$work/www/api"
@@ -79,6 +81,12 @@ nginx_conf floors "upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server {
     listen 127.0.0.1:$PROXY;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }
+  server { listen 127.0.0.1:$STATIC_LOG; root $work/www; access_log $work/static-access.log combined buffer=64k; }
+  server {
+    listen 127.0.0.1:$PROXY_LOG;
+    access_log $work/proxy-access.log combined buffer=64k;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
   }"
 for n in upstream floors; do
   taskset -c 0 nginx -c "$work/$n.conf" -p "$work" 2> "$work/$n.log" &
@@ -86,37 +94,46 @@ for n in upstream floors; do
 done
 
 idp_config="{\"clients\":[{\"client_id\":\"bench\",\"client_secret\":\"bench-secret\",
-  \"token_endpoint_auth_method\":\"client_secret_basic\",\"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\"]}]}"
+  \"token_endpoint_auth_method\":\"client_secret_basic\",
+  \"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\",\"http://127.0.0.1:$BFF_LOG/callback\"]}]}"
 IDP_CONFIG="$idp_config" taskset -c 1 node tests/idp/server.js > "$work/idp.out" 2> "$work/idp.log" &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q '"ready":true' "$work/idp.out" 2> /dev/null && break; sleep 0.1; done
 issuer=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["issuer"])' "$work/idp.out")
 
-cat > "$work/bff.toml" << TOML
+KEY=$($BIN generate-key)
+bff_config() { # port, [logging] lines
+  cat << TOML
 [server]
-listen = "127.0.0.1:$BFF"
-public_url = "http://127.0.0.1:$BFF"
+listen = "127.0.0.1:$1"
+public_url = "http://127.0.0.1:$1"
 [oidc]
 issuer = "$issuer"
 client_id = "bench"
 client_secret = "bench-secret"
 [session]
-keys = ["$($BIN generate-key)"]
+keys = ["$KEY"]
 secure = false
-[logging]
-access_log = $ACCESS_LOG
-level = "warn"
+$2
 [[routes]]
 prefix = "/api"
 upstream = "http://127.0.0.1:$UP"
 TOML
-taskset -c 0 "$BIN" serve --config "$work/bff.toml" > "$work/bff.log" 2>&1 &
-bff_pid=$!
-pids+=($bff_pid)
-for _ in $(seq 1 100); do
-  [ "$(python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$BFF/readyz').status)" 2> /dev/null)" = 200 ] && break
-  sleep 0.1
-done
+}
+bff_config "$BFF" $'[logging]\naccess_log = false\nlevel = "warn"' > "$work/bff.toml"
+# The defaults a user keeps: access_log = true, level = "info", pretty lines.
+bff_config "$BFF_LOG" "" > "$work/bff-log.toml"
+start_bff() { # config, port, log file; sets started_pid
+  taskset -c 0 "$BIN" serve --config "$1" > "$3" 2>&1 &
+  started_pid=$!
+  pids+=("$started_pid")
+  for _ in $(seq 1 100); do
+    [ "$(python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$2/readyz').status)" 2> /dev/null)" = 200 ] && break
+    sleep 0.1
+  done
+}
+start_bff "$work/bff.toml" "$BFF" "$work/bff.log"; bff_pid=$started_pid
+start_bff "$work/bff-log.toml" "$BFF_LOG" "$work/bff-access.log"; bff_log_pid=$started_pid
 idle_rss=$(awk '/^VmRSS/ {print $2}' "/proc/$bff_pid/status")
 startup=$(taskset -c 0 python3 bench/startup.py "$BIN" "$work/bff.toml" 5)
 
@@ -164,9 +181,9 @@ run() {
 }
 # A fresh login before each oidc-bff run: a real browser stores the re-sealed cookie, wrk
 # cannot, so an old cookie would be re-sealed on every request after 60 s.
-login() { python3 bench/login.py "http://127.0.0.1:$BFF"; }
+login() { python3 bench/login.py "http://127.0.0.1:${1:-$BFF}"; }
 
-TARGETS=${TARGETS:-static-floor bff-session proxy-floor bff-proxy upstream-direct}
+TARGETS=${TARGETS:-static-floor bff-session proxy-floor bff-proxy static-floor-log bff-session-log proxy-floor-log bff-proxy-log upstream-direct}
 ctx() { awk '/ctxt_switches/ {s+=$2} END {print s+0}' "/proc/$1/status"; }
 results=()
 # Context switches of every server process on CPU 0 (oidc-bff and the nginx instances).
@@ -182,6 +199,10 @@ for round in $(seq 1 "$ROUNDS"); do
       bff-session) results+=("$round $(run bff-session "http://127.0.0.1:$BFF/session" "$(login)")") ;;
       proxy-floor) results+=("$round $(run proxy-floor "http://127.0.0.1:$PROXY/api/x")") ;;
       bff-proxy) results+=("$round $(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")") ;;
+      static-floor-log) results+=("$round $(run static-floor-log "http://127.0.0.1:$STATIC_LOG/session")") ;;
+      bff-session-log) results+=("$round $(run bff-session-log "http://127.0.0.1:$BFF_LOG/session" "$(login "$BFF_LOG")")") ;;
+      proxy-floor-log) results+=("$round $(run proxy-floor-log "http://127.0.0.1:$PROXY_LOG/api/x")") ;;
+      bff-proxy-log) results+=("$round $(run bff-proxy-log "http://127.0.0.1:$BFF_LOG/api/x" "$(login "$BFF_LOG")")") ;;
       upstream-direct) results+=("$round $(run upstream-direct "http://127.0.0.1:$UP/api/x")") ;;
     esac
     [ -n "${CTX:-}" ] && echo "$t: context switches: oidc-bff $(($(ctx "$bff_pid") - c0)), all servers $(($(servers_ctx) - a0))" >&2
@@ -194,17 +215,21 @@ if [ -n "${HOLD:-}" ]; then
   sleep "$((HOLD < 600 ? HOLD : 600))"
 fi
 peak_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_pid/status")
+peak_rss_log=$(awk '/^VmHWM/ {print $2}' "/proc/$bff_log_pid/status")
+# Every answered request of the logging instance has its line (after the one-second flush).
+sleep 1.5
+bff_lines=$(grep -c '"access"\|INFO access:' "$work/bff-access.log" || true)
 nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
 
-python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$ACCESS_LOG" "$startup" "$ROUNDS" "${results[@]}" << 'PY'
+python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$peak_rss_log" "$startup" "$ROUNDS" "$bff_lines" "${results[@]}" << 'PY'
 import statistics, sys
-peak, idle, nginx_rss, conns, duration, access_log, startup, rounds = sys.argv[1:9]
+peak, idle, nginx_rss, conns, duration, peak_log, startup, rounds, bff_lines = sys.argv[1:10]
 runs = {}  # name -> {round: row}
-for line in sys.argv[9:]:
+for line in sys.argv[10:]:
     rnd, name, rps, p50, p99, bad, total = line.split()
     runs.setdefault(name, {})[int(rnd)] = dict(rps=float(rps), p50=float(p50), p99=float(p99), bad=int(bad), total=int(total))
 med = lambda xs: statistics.median(xs) if xs else float("nan")
-print(f"\n{conns} connections, {duration} s per run, {rounds} rounds, access_log = {access_log}; servers on CPU 0, wrk on CPU 1")
+print(f"\n{conns} connections, {duration} s per run, {rounds} rounds; servers on CPU 0, wrk on CPU 1; -log targets: access logs on")
 print("Each cell: median of the rounds (every round's value in brackets).\n")
 print("| target | requests/s | p50 ms | p99 ms | non-200 |")
 print("|---|---:|---:|---:|---:|")
@@ -219,13 +244,20 @@ def ratios(a, b, k):
 def show(xs):
     return f"{med(xs):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in xs)})"
 print()
-if "bff-session" in runs:
-    p99 = med([r["p99"] for r in runs["bff-session"].values()])
-    print(f"- /session vs static floor: {show(ratios('bff-session', 'static-floor', 'rps'))} requests/s, p99 {p99:.3f} ms")
-if "bff-proxy" in runs:
-    print(f"- proxy vs nginx proxy: {show(ratios('bff-proxy', 'proxy-floor', 'rps'))} requests/s, p99 {show(ratios('bff-proxy', 'proxy-floor', 'p99'))} nginx's")
+for suffix, label in (("", "access logs off"), ("-log", "access logs on")):
+    if f"bff-session{suffix}" in runs:
+        print(f"- {label}: /session vs static floor: {show(ratios('bff-session' + suffix, 'static-floor' + suffix, 'rps'))} requests/s, p99 {show(ratios('bff-session' + suffix, 'static-floor' + suffix, 'p99'))} nginx's")
+    if f"bff-proxy{suffix}" in runs:
+        print(f"- {label}: proxy vs nginx proxy: {show(ratios('bff-proxy' + suffix, 'proxy-floor' + suffix, 'rps'))} requests/s, p99 {show(ratios('bff-proxy' + suffix, 'proxy-floor' + suffix, 'p99'))} nginx's")
+if "bff-proxy" in runs and "upstream-direct" in runs:
     print(f"- proxy vs upstream direct: {show(ratios('bff-proxy', 'upstream-direct', 'rps'))} requests/s")
-print(f"- oidc-bff RSS: idle {int(idle)/1024:.1f} MiB, peak {int(peak)/1024:.1f} MiB (the nginx floors instance, master + worker: {int(nginx_rss)/1024:.1f} MiB)")
+for what in ("session", "proxy"):
+    if f"bff-{what}-log" in runs and f"bff-{what}" in runs:
+        print(f"- oidc-bff {what}, access log on vs off: {show(ratios(f'bff-{what}-log', f'bff-{what}', 'rps'))} requests/s")
+logged = sum(r["total"] for n in ("bff-session-log", "bff-proxy-log") for r in runs.get(n, {}).values())
+if logged:
+    print(f"- access lines written by oidc-bff: {bff_lines} (measured requests {logged}, plus warm-ups and logins)")
+print(f"- oidc-bff RSS: idle {int(idle)/1024:.1f} MiB, peak {int(peak)/1024:.1f} MiB (log on: {int(peak_log)/1024:.1f} MiB) (the nginx floors instance, master + worker: {int(nginx_rss)/1024:.1f} MiB)")
 print(f"- {startup}")
 bad = sum(r["bad"] for rs in runs.values() for r in rs.values())
 if bad:

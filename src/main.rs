@@ -87,7 +87,8 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            oidc_bff::telemetry::init(&settings.logging);
+            // Dropped last, after the runtime: every line of the drain is written before exit.
+            let _logs = oidc_bff::telemetry::init(&settings.logging);
             // One usable CPU (a 1-CPU container, or pinned): a current-thread runtime avoids
             // the cross-thread wake-ups of the work-stealing scheduler (see docs/benchmarks.md).
             let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

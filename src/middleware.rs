@@ -63,22 +63,36 @@ pub async fn observe<F: Future<Output = Response>>(
     mut req: Request,
     next: impl FnOnce(Request) -> F,
 ) -> Response {
-    let start = (crate::metrics::enabled() || state.settings.logging.access_log).then(Instant::now);
+    let access = crate::telemetry::access_log().filter(|_| state.settings.logging.access_log);
+    let start = (crate::metrics::enabled() || access.is_some()).then(Instant::now);
     let id = match req.headers().get("x-request-id").filter(|v| valid_request_id(v)) {
         Some(v) => v.clone(),
         None => next_request_id(),
     };
     req.extensions_mut().insert(RequestId(id.clone()));
-    // Only what the access log needs, and only when it is on.
     let metered = crate::metrics::enabled().then(|| route_class(state, req.uri().path()));
-    let logged = state.settings.logging.access_log.then(|| {
-        let path = req.uri().path();
+    // Only what the access log needs, and only when it is on. The URI is a reference-counted
+    // view of the request's bytes: keeping it costs no copy of the path.
+    let logged = access.map(|log| {
         let has_session =
             crate::session::cookie::SessionCookie::from_headers(state.sessions.cookies(), req.headers()).is_present();
-        (req.method().clone(), route_class(state, path), path.to_owned(), has_session)
+        (log, req.method().clone(), req.uri().clone(), has_session)
     });
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));
-    let mut resp = next(req).instrument(span.clone()).await;
+    let mut resp = next(req).instrument(span).await;
+    if let Some((log, method, uri, has_session)) = logged {
+        let path = uri.path();
+        log.write(&crate::telemetry::access::Line {
+            request_id: id.to_str().unwrap_or("-"),
+            method: &method,
+            route: route_class(state, path),
+            path,
+            status: resp.status().as_u16(),
+            latency_us: start.map_or(0, |t| t.elapsed().as_micros() as u64),
+            error: resp.extensions().get::<AppError>().map(|e| e.code.as_str()).unwrap_or(""),
+            session: has_session,
+        });
+    }
     let headers = resp.headers_mut();
     headers.insert("x-request-id", id);
     let is_json = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
@@ -90,21 +104,6 @@ pub async fn observe<F: Future<Output = Response>>(
         metrics::counter!("bff_http_requests_total", "route" => class, "status" => status).increment(1);
         let seconds = start.map_or(0.0, |t| t.elapsed().as_secs_f64());
         metrics::histogram!("bff_http_request_duration_seconds", "route" => class).record(seconds);
-    }
-    if let Some((method, class, path, has_session)) = logged {
-        let error = resp.extensions().get::<AppError>().map(|e| e.code.as_str()).unwrap_or("");
-        span.in_scope(|| {
-            tracing::info!(
-                target: "access",
-                method = %method,
-                route = class,
-                path = %path,
-                status = resp.status().as_u16(),
-                latency_us = start.map_or(0, |t| t.elapsed().as_micros() as u64),
-                error,
-                session = has_session,
-            )
-        });
     }
     resp
 }

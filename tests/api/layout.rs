@@ -23,7 +23,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("store/", 20),
     ("settings/", 10),
     ("admin.rs", 10),
-    ("telemetry.rs", 10),
+    ("telemetry/", 10),
     ("", 0),
 ];
 

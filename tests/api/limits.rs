@@ -65,7 +65,8 @@ async fn idle_connections_and_a_slow_loris_do_not_starve_a_normal_client_and_ove
 
     drop(idle);
     loris.abort();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Long enough for the access lines too (written within a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let logs = bin.stderr();
     assert!(logs.contains("request head refused by the HTTP parser"), "{logs}");
     assert_eq!(logs.matches("request body above max_body_bytes").count(), 1, "{logs}");

@@ -1,0 +1,173 @@
+//! The access log line (SPEC §7, `[logging] access_log`): one per answered request, written
+//! straight into a reused buffer and queued on the sink — not an event through the tracing
+//! formatter, whose field visitors and `format!` chains cost more than the request itself.
+//!
+//! JSON (`format = "json"`):
+//! `{"timestamp":"…Z","level":"INFO","target":"access","request_id":"…","method":"GET",
+//! "route":"session","path":"/session","status":200,"latency_us":81,"error":"","session":true}`
+//! Pretty: `… INFO access: request_id=… method=GET route=session path="/session" status=200 …`.
+//! The path is JSON-escaped in both (a quoted string), the request id is already restricted to
+//! `[A-Za-z0-9._-]`, and nothing else comes from the client.
+
+use super::sink::Sink;
+use crate::settings::LogFormat;
+use std::cell::RefCell;
+
+/// One answered request.
+#[derive(Debug)]
+pub struct Line<'a> {
+    pub request_id: &'a str,
+    pub method: &'a http::Method,
+    pub route: &'static str,
+    pub path: &'a str,
+    pub status: u16,
+    pub latency_us: u64,
+    pub error: &'a str,
+    pub session: bool,
+}
+
+/// Where access lines go, in which format.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    sink: Sink,
+    format: LogFormat,
+}
+
+/// A line longer than this (a very long path) leaves the thread's buffer at its usual size.
+const KEEP: usize = 4096;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+impl AccessLog {
+    pub fn new(sink: Sink, format: LogFormat) -> Self {
+        Self { sink, format }
+    }
+
+    pub fn write(&self, line: &Line<'_>) {
+        SCRATCH.with(|scratch| {
+            let Ok(mut buf) = scratch.try_borrow_mut() else { return };
+            buf.clear();
+            format_line(&mut buf, self.format, time::OffsetDateTime::now_utc(), line);
+            self.sink.push_access(&buf);
+            if buf.capacity() > KEEP {
+                *buf = Vec::with_capacity(512);
+            }
+        });
+    }
+}
+
+/// The timestamp as tracing-subscriber writes it (RFC 3339, microseconds, UTC), so access lines
+/// and the application's lines sort together.
+const TIMESTAMP: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, at: time::OffsetDateTime, l: &Line<'_>) {
+    let mut int = itoa::Buffer::new();
+    match format {
+        LogFormat::Json => {
+            buf.extend_from_slice(b"{\"timestamp\":\"");
+            let _ = at.format_into(buf, TIMESTAMP);
+            buf.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\",\"request_id\":");
+            json_str(buf, l.request_id);
+            buf.extend_from_slice(b",\"method\":");
+            json_str(buf, l.method.as_str());
+            buf.extend_from_slice(b",\"route\":\"");
+            buf.extend_from_slice(l.route.as_bytes());
+            buf.extend_from_slice(b"\",\"path\":");
+            json_str(buf, l.path);
+            buf.extend_from_slice(b",\"status\":");
+            buf.extend_from_slice(int.format(l.status).as_bytes());
+            buf.extend_from_slice(b",\"latency_us\":");
+            buf.extend_from_slice(int.format(l.latency_us).as_bytes());
+            buf.extend_from_slice(b",\"error\":\"");
+            buf.extend_from_slice(l.error.as_bytes());
+            buf.extend_from_slice(if l.session { b"\",\"session\":true}\n" } else { b"\",\"session\":false}\n" });
+        }
+        LogFormat::Pretty => {
+            let _ = at.format_into(buf, TIMESTAMP);
+            buf.extend_from_slice(b"  INFO access: request_id=");
+            buf.extend_from_slice(l.request_id.as_bytes());
+            buf.extend_from_slice(b" method=");
+            buf.extend_from_slice(l.method.as_str().as_bytes());
+            buf.extend_from_slice(b" route=");
+            buf.extend_from_slice(l.route.as_bytes());
+            buf.extend_from_slice(b" path=");
+            json_str(buf, l.path);
+            buf.extend_from_slice(b" status=");
+            buf.extend_from_slice(int.format(l.status).as_bytes());
+            buf.extend_from_slice(b" latency_us=");
+            buf.extend_from_slice(int.format(l.latency_us).as_bytes());
+            buf.extend_from_slice(b" error=");
+            buf.extend_from_slice(if l.error.is_empty() { b"-" } else { l.error.as_bytes() });
+            buf.extend_from_slice(if l.session { b" session=true\n" } else { b" session=false\n" });
+        }
+    }
+}
+
+/// A JSON string, quotes included: serde_json's escaping (control characters, quotes,
+/// backslashes), so no client byte can end the line or the field.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(path: &str) -> Line<'_> {
+        Line {
+            request_id: "abc-1f",
+            method: &http::Method::GET,
+            route: "session",
+            path,
+            status: 200,
+            latency_us: 81,
+            error: "",
+            session: true,
+        }
+    }
+
+    fn at() -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp_nanos(1_796_313_600_123_456_789)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn json_line_has_the_fields_and_request_id_at_the_top_level() {
+        let mut buf = Vec::new();
+        format_line(&mut buf, LogFormat::Json, at(), &line("/session"));
+        let text = String::from_utf8(buf).unwrap_or_default();
+        assert!(text.ends_with("}\n") && text.matches('\n').count() == 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(v["timestamp"], "2026-12-03T16:00:00.123456Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "access");
+        assert_eq!(v["request_id"], "abc-1f");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["route"], "session");
+        assert_eq!(v["path"], "/session");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["latency_us"], 81);
+        assert_eq!(v["error"], "");
+        assert_eq!(v["session"], true);
+    }
+
+    #[test]
+    fn hostile_paths_stay_inside_their_field_in_both_formats() {
+        let hostile = "/a\"b\\c\n{\"status\":500}\r\u{1b}[31m";
+        for format in [LogFormat::Json, LogFormat::Pretty] {
+            let mut buf = Vec::new();
+            format_line(&mut buf, format, at(), &line(hostile));
+            let text = String::from_utf8(buf).unwrap_or_default();
+            assert_eq!(text.matches('\n').count(), 1, "{text}");
+            assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
+            if format == LogFormat::Json {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                assert_eq!(v["path"], hostile);
+                assert_eq!(v["status"], 200);
+            }
+        }
+    }
+}

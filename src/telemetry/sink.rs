@@ -1,0 +1,220 @@
+//! The log output: every line (access lines and the application's own) goes into one bounded
+//! in-memory buffer, and one thread of its own writes that buffer to stderr.
+//!
+//! Why not write from the request: a `write(2)` per line costs every request a syscall, and a
+//! stderr that stops draining (a full pipe, a stuck log shipper) would stall every request
+//! behind it. Here a request only copies its line into the buffer under a mutex that is never
+//! held across I/O; when the buffer is full the line is dropped and counted, never waited for.
+//! The writer thread takes the whole buffer at once (two buffers swap, so the requests never
+//! wait for the write), at least every second, as soon as 32 KiB are pending, at once for a line
+//! that is not an access line (warnings and errors are not held back), and at shutdown.
+//!
+//! Accounting: every access line handed to `push_access` ends up either written or counted in
+//! `bff_access_log_dropped_total`; `written + dropped` equals the requests answered.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Pending bytes at which the writer is woken before its one-second tick.
+const WAKE_AT: usize = 32 * 1024;
+
+/// What the writer thread sleeps on between writes.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Bytes held in memory at most, not counting the buffer the writer is writing.
+pub const DEFAULT_CAPACITY: usize = 1024 * 1024;
+
+/// The lines waiting for the writer.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Access lines among `bytes`.
+    access_lines: u64,
+    /// Set at shutdown: write what is pending, then stop.
+    closing: bool,
+    /// Set by the writer thread when it has stopped.
+    stopped: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer (a full-enough buffer, an urgent line, shutdown).
+    wake: Condvar,
+    /// Wakes `close` when the writer has stopped.
+    done: Condvar,
+    capacity: usize,
+    access_written: AtomicU64,
+    access_dropped: AtomicU64,
+    other_dropped: AtomicU64,
+}
+
+/// A handle on the log output. Cheap to clone; `close` flushes and stops the writer.
+#[derive(Clone)]
+pub struct Sink {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sink")
+    }
+}
+
+/// Lines written and dropped so far (access lines; other lines dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub access_written: u64,
+    pub access_dropped: u64,
+    pub other_dropped: u64,
+}
+
+impl Sink {
+    /// Start the writer thread on `out` (stderr in production; a pipe or a slow writer in tests).
+    pub fn start(out: Box<dyn Write + Send>, capacity: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            capacity,
+            access_written: AtomicU64::new(0),
+            access_dropped: AtomicU64::new(0),
+            other_dropped: AtomicU64::new(0),
+        });
+        let writer = Arc::clone(&shared);
+        std::thread::Builder::new().name("log-writer".into()).spawn(move || write_loop(&writer, out))?;
+        Ok(Self { shared })
+    }
+
+    /// Queue one access line (complete, newline included). Never blocks on I/O.
+    pub fn push_access(&self, line: &[u8]) {
+        if !self.push(line, true) {
+            self.shared.access_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("bff_access_log_dropped_total").increment(1);
+        }
+    }
+
+    /// Queue any other log line; the writer is woken at once.
+    pub fn push_other(&self, line: &[u8]) {
+        if !self.push(line, false) {
+            self.shared.other_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("bff_log_dropped_total").increment(1);
+        }
+    }
+
+    fn push(&self, line: &[u8], access: bool) -> bool {
+        let mut p = lock(&self.shared.pending);
+        if p.closing || p.bytes.len() + line.len() > self.shared.capacity {
+            return false;
+        }
+        let was = p.bytes.len();
+        p.bytes.extend_from_slice(line);
+        p.access_lines += u64::from(access);
+        let wake = !access || (was < WAKE_AT && p.bytes.len() >= WAKE_AT);
+        drop(p);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        true
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            access_written: self.shared.access_written.load(Ordering::Relaxed),
+            access_dropped: self.shared.access_dropped.load(Ordering::Relaxed),
+            other_dropped: self.shared.other_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Write what is pending and stop the writer, waiting at most `within` (a sink that stopped
+    /// reading must not hold the process up forever). Lines pushed after this are dropped.
+    /// Returns whether everything pending was written.
+    pub fn close(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut p = lock(&self.shared.pending);
+        p.closing = true;
+        self.shared.wake.notify_one();
+        while !p.stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            p = match self.shared.done.wait_timeout(p, left) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
+    }
+}
+
+/// The buffer's mutex: a panic elsewhere while holding it (there is no code that can) must not
+/// silence the logs.
+fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
+    let mut spare: Vec<u8> = Vec::new();
+    loop {
+        let mut p = lock(&shared.pending);
+        if p.bytes.len() < WAKE_AT && !p.closing {
+            p = match shared.wake.wait_timeout(p, TICK) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        std::mem::swap(&mut p.bytes, &mut spare);
+        let lines = std::mem::take(&mut p.access_lines);
+        let closing = p.closing;
+        drop(p);
+        if !spare.is_empty() {
+            let ok = out.write_all(&spare).and_then(|()| out.flush()).is_ok();
+            let counter = if ok { &shared.access_written } else { &shared.access_dropped };
+            counter.fetch_add(lines, Ordering::Relaxed);
+            if !ok {
+                metrics::counter!("bff_access_log_dropped_total").increment(lines);
+            }
+            spare.clear();
+            // A burst may have grown the spare far beyond the usual size: give that back.
+            if spare.capacity() > 4 * WAKE_AT {
+                spare = Vec::new();
+            }
+        }
+        if closing && lock(&shared.pending).bytes.is_empty() {
+            break;
+        }
+    }
+    let mut p = lock(&shared.pending);
+    p.stopped = true;
+    drop(p);
+    shared.done.notify_all();
+}
+
+/// `tracing-subscriber`'s writer for the application's own log lines: the formatter hands over
+/// each event whole in one `write_all`, so every `write` here is one complete line.
+#[derive(Clone, Debug)]
+pub struct OtherLines(pub Sink);
+
+impl Write for OtherLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push_other(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OtherLines {
+    type Writer = OtherLines;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;
