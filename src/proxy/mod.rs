@@ -88,6 +88,11 @@ impl Proxy {
         self.paths.select(routes, path)
     }
 
+    /// Is `path` literally one of the BFF's own endpoints (as the router matches them)?
+    pub fn is_endpoint(&self, path: &str) -> bool {
+        self.paths.is_endpoint(path)
+    }
+
     /// Send one request upstream (pooled connections, HTTP/2 where an https upstream offers it).
     pub async fn send(
         &self,

@@ -19,6 +19,8 @@ pub struct PathRules {
     routes: Vec<String>,
     /// Lenient readings of the BFF's own endpoints (`/login`, `/session`, `/healthz`…).
     endpoints: Vec<String>,
+    /// The endpoints as the router matches them: exactly.
+    literal: Vec<String>,
 }
 
 /// What a path selects.
@@ -41,7 +43,13 @@ impl PathRules {
         Self {
             routes: routes.iter().map(|r| read(&r.prefix)).collect(),
             endpoints: endpoints.iter().map(|e| read(e)).collect(),
+            literal: endpoints.to_vec(),
         }
+    }
+
+    /// Is `path` exactly one of the BFF's own endpoints?
+    pub fn is_endpoint(&self, path: &str) -> bool {
+        self.literal.iter().any(|e| e == path)
     }
 
     fn select_lenient(&self, reading: &str) -> Selected {

@@ -48,9 +48,20 @@ pub fn router(state: AppState) -> Router {
     app.with_state(state)
 }
 
-/// Serve one request: the router, inside `middleware::observe`.
+/// Serve one request: a proxied route's handler or the router, inside `middleware::observe`.
 pub async fn serve(state: &AppState, router: Router, req: axum::extract::Request) -> axum::response::Response {
     middleware::observe(state, req, |req| async move {
+        // A proxied route's request goes straight to its handler: the router would only fall
+        // through to the same handler, after its own matching, boxing and cloning. Not when the
+        // CORS layer wraps the router: every request then goes through it.
+        let req = if state.settings.server.allowed_origins.is_empty() {
+            match proxy::direct(state, req).await {
+                Ok(response) => return response,
+                Err(req) => req,
+            }
+        } else {
+            req
+        };
         match tower::ServiceExt::oneshot(router, req).await {
             Ok(r) => r,
             Err(never) => match never {},
@@ -61,4 +72,33 @@ pub async fn serve(state: &AppState, router: Router, req: axum::extract::Request
 
 async fn method_not_allowed() -> impl IntoResponse {
     AppError::from(ErrorCode::MethodNotAllowed)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `serve` sends a path past the router unless it is one of `reserved_paths`: every path the
+    /// router serves must be in that list (and routes may not overlap it, `settings::routes`).
+    #[test]
+    fn every_path_the_router_serves_is_a_reserved_path() {
+        let reserved = crate::settings::reserved_paths("");
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("backchannel.rs"),
+            include_str!("login.rs"),
+            include_str!("logout.rs"),
+            include_str!("session.rs"),
+            include_str!("health.rs"),
+            include_str!("proxy.rs"),
+            include_str!("body.rs"),
+        ];
+        let mut seen = 0;
+        for src in sources {
+            for (i, pattern) in src.match_indices(".route(\"") {
+                let path = src[i + pattern.len()..].split('"').next().unwrap_or_default();
+                assert!(reserved.iter().any(|r| r == path), "{path} is served by the router but not reserved");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 9, "{seen}");
+    }
 }

@@ -42,6 +42,23 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     forward(&state, route, req).await
 }
 
+/// The way past the router for a proxied route (`routes::serve`): `Err(req)` hands the request
+/// back when the router must decide — one of the BFF's own endpoints (literally, as the router
+/// matches), the static files, or 404. Everything else is decided exactly as `handle` decides it.
+pub async fn direct(state: &AppState, req: Request) -> Result<Response, Request> {
+    if state.proxy.is_endpoint(req.uri().path()) {
+        return Err(req);
+    }
+    match state.proxy.select(&state.settings.routes, req.uri().path()) {
+        Ok(Some(route)) => Ok(forward(state, route, req).await),
+        Ok(None) => Err(req),
+        Err(_) => {
+            tracing::warn!("path refused before routing");
+            Ok(AppError::from(ErrorCode::InvalidPath).into_response())
+        }
+    }
+}
+
 /// Methods never forwarded: TRACE/TRACK would echo the added `Authorization` back to the
 /// browser; CONNECT is not a request for the upstream's resources.
 fn never_forwarded(m: &http::Method) -> bool {
