@@ -74,7 +74,7 @@ keys = ["$($BIN generate-key)"]
 secure = false
 [logging]
 access_log = $ACCESS_LOG
-level = "warn"
+level = "${LEVEL:-warn}"
 [[routes]]
 prefix = "/api"
 upstream = "http://127.0.0.1:$UP"

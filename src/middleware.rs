@@ -74,8 +74,7 @@ pub async fn observe<F: Future<Output = Response>>(
     // Only what the access log needs, and only when it is on. The URI is a reference-counted
     // view of the request's bytes: keeping it costs no copy of the path.
     let logged = access.map(|log| {
-        let has_session =
-            crate::session::cookie::SessionCookie::from_headers(state.sessions.cookies(), req.headers()).is_present();
+        let has_session = crate::session::cookie::SessionCookie::present_in(state.sessions.cookies(), req.headers());
         (log, req.method().clone(), req.uri().clone(), has_session)
     });
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));

@@ -178,6 +178,17 @@ impl<'a> SessionCookie<'a> {
         found
     }
 
+    /// Is a session cookie (single or first chunk) among `headers`' cookies? Names only: the
+    /// access log asks this of every request, and reading the kilobytes of the value as text
+    /// (as `from_headers` must) is most of the cost.
+    pub fn present_in(names: &CookieNames, headers: &HeaderMap) -> bool {
+        let (single, first_chunk) = (names.session.as_bytes(), names.chunks[0].as_bytes());
+        crate::cookie_header::pieces(headers).any(|piece| {
+            let name = crate::cookie_header::name_of(piece);
+            name == single || name == first_chunk
+        })
+    }
+
     pub fn is_present(&self) -> bool {
         self.single.is_some() || self.chunks[0].is_some()
     }

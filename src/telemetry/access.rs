@@ -11,7 +11,7 @@
 
 use super::sink::Sink;
 use crate::settings::LogFormat;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// One answered request.
 #[derive(Debug)]
@@ -59,16 +59,43 @@ impl AccessLog {
 }
 
 /// The timestamp as tracing-subscriber writes it (RFC 3339, microseconds, UTC), so access lines
-/// and the application's lines sort together.
-const TIMESTAMP: &[time::format_description::BorrowedFormatItem<'static>] =
-    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+/// and the application's lines sort together. The date and time to the second change once a
+/// second: each thread keeps the last one it formatted and adds only the microseconds.
+const SECOND: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+
+thread_local! {
+    static LAST_SECOND: Cell<(i64, [u8; 19])> = const { Cell::new((i64::MIN, [0; 19])) };
+}
+
+fn timestamp(buf: &mut Vec<u8>, at: time::OffsetDateTime) {
+    let secs = at.unix_timestamp();
+    let (cached, mut text) = LAST_SECOND.get();
+    if cached != secs {
+        let mut out = &mut text[..];
+        if !matches!(at.format_into(&mut out, SECOND), Ok(19)) {
+            // Outside years 0000-9999 (a clock gone wrong): formatted in full, not cached.
+            let _ = at.format_into(buf, &time::format_description::well_known::Rfc3339);
+            return;
+        }
+        LAST_SECOND.set((secs, text));
+    }
+    buf.extend_from_slice(&text);
+    let mut frac = *b".000000Z";
+    let mut n = at.microsecond();
+    for d in frac[1..7].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    buf.extend_from_slice(&frac);
+}
 
 pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, at: time::OffsetDateTime, l: &Line<'_>) {
     let mut int = itoa::Buffer::new();
     match format {
         LogFormat::Json => {
             buf.extend_from_slice(b"{\"timestamp\":\"");
-            let _ = at.format_into(buf, TIMESTAMP);
+            timestamp(buf, at);
             buf.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\",\"request_id\":");
             json_str(buf, l.request_id);
             buf.extend_from_slice(b",\"method\":");
@@ -86,7 +113,7 @@ pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, at: time::OffsetDateTim
             buf.extend_from_slice(if l.session { b"\",\"session\":true}\n" } else { b"\",\"session\":false}\n" });
         }
         LogFormat::Pretty => {
-            let _ = at.format_into(buf, TIMESTAMP);
+            timestamp(buf, at);
             buf.extend_from_slice(b"  INFO access: request_id=");
             buf.extend_from_slice(l.request_id.as_bytes());
             buf.extend_from_slice(b" method=");
@@ -152,6 +179,22 @@ mod tests {
         assert_eq!(v["latency_us"], 81);
         assert_eq!(v["error"], "");
         assert_eq!(v["session"], true);
+    }
+
+    #[test]
+    fn timestamps_keep_their_microseconds_across_the_cached_second() {
+        let base = 1_796_313_600_i128 * 1_000_000_000;
+        for (nanos, want) in [
+            (base + 5_000, "2026-12-03T16:00:00.000005Z"),
+            (base + 999_999_999, "2026-12-03T16:00:00.999999Z"),
+            (base + 1_000_000_000, "2026-12-03T16:00:01.000000Z"),
+            (base - 1_000, "2026-12-03T15:59:59.999999Z"),
+        ] {
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let mut buf = Vec::new();
+            timestamp(&mut buf, at);
+            assert_eq!(String::from_utf8(buf).unwrap_or_default(), want);
+        }
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub fn init(logging: &LoggingSettings) -> LogGuard {
             (BoxMakeWriter::new(std::io::stderr), None)
         }
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    // Colour codes only for a person at a terminal: in a file or a log pipeline they are noise
+    // (and formatting them was a third of the request span's cost).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let _ = match logging.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),

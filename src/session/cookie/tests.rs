@@ -114,3 +114,27 @@ fn insecure_mode_drops_the_host_prefix() {
     let line = n.set_cookie("bff", "v".into(), 5, false);
     assert!(!line.contains("Secure"));
 }
+
+#[test]
+fn present_in_sees_the_session_cookie_by_name_alone() {
+    let n = names(true);
+    let headers = |fields: &[&str]| {
+        let mut h = HeaderMap::new();
+        for f in fields {
+            h.append(COOKIE, HeaderValue::from_str(f).unwrap_or(HeaderValue::from_static("")));
+        }
+        h
+    };
+    for (fields, want) in [
+        (vec!["theme=dark; __Host-bff=sealed"], true),
+        (vec!["theme=dark", "__Host-bff.0=part; __Host-bff.1=part"], true),
+        (vec!["__Host-bff.1=part"], false),
+        (vec!["__Host-bffx=1; x__Host-bff=2; __Host-bff-tx.abc=3"], false),
+        (vec![], false),
+    ] {
+        let h = headers(&fields);
+        assert_eq!(SessionCookie::present_in(&n, &h), want, "{fields:?}");
+        // Where both can see it, the cheap check agrees with the full read.
+        assert_eq!(SessionCookie::from_headers(&n, &h).is_present(), want, "{fields:?}");
+    }
+}
