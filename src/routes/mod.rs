@@ -42,10 +42,17 @@ pub fn router(state: AppState) -> Router {
     app = app.fallback(proxy::handle);
     // CORS only exists for `allowed_origins`; without any, the layer would do nothing but
     // cost every request a boxed future.
-    if !state.settings.server.allowed_origins.is_empty() {
+    if !proxied_past_router(&state) {
         app = app.layer(axum::middleware::from_fn_with_state(state.clone(), middleware::cors));
     }
     app.with_state(state)
+}
+
+/// Whether `serve` may send proxied routes past the router: only while the router has no layer
+/// of its own around every request (today: the CORS layer, with `allowed_origins`). A layer
+/// added to `router()` must be reflected here.
+fn proxied_past_router(state: &AppState) -> bool {
+    state.settings.server.allowed_origins.is_empty()
 }
 
 /// Serve one request: a proxied route's handler or the router, inside `middleware::observe`.
@@ -54,7 +61,7 @@ pub async fn serve(state: &AppState, router: Router, req: axum::extract::Request
         // A proxied route's request goes straight to its handler: the router would only fall
         // through to the same handler, after its own matching, boxing and cloning. Not when the
         // CORS layer wraps the router: every request then goes through it.
-        let req = if state.settings.server.allowed_origins.is_empty() {
+        let req = if proxied_past_router(state) {
             match proxy::direct(state, req).await {
                 Ok(response) => return response,
                 Err(req) => req,

@@ -47,7 +47,11 @@ impl AccessLog {
 
     pub fn write(&self, line: &Line<'_>) {
         SCRATCH.with(|scratch| {
-            let Ok(mut buf) = scratch.try_borrow_mut() else { return };
+            let Ok(mut buf) = scratch.try_borrow_mut() else {
+                // Unreachable (a line is never written from inside another), but counted.
+                self.sink.lost_access_line();
+                return;
+            };
             buf.clear();
             format_line(&mut buf, self.format, time::OffsetDateTime::now_utc(), line);
             self.sink.push_access(&buf);
@@ -103,7 +107,7 @@ pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, at: time::OffsetDateTim
             buf.extend_from_slice(b",\"route\":\"");
             buf.extend_from_slice(l.route.as_bytes());
             buf.extend_from_slice(b"\",\"path\":");
-            json_str(buf, l.path);
+            path_str(buf, l.path);
             buf.extend_from_slice(b",\"status\":");
             buf.extend_from_slice(int.format(l.status).as_bytes());
             buf.extend_from_slice(b",\"latency_us\":");
@@ -121,7 +125,7 @@ pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, at: time::OffsetDateTim
             buf.extend_from_slice(b" route=");
             buf.extend_from_slice(l.route.as_bytes());
             buf.extend_from_slice(b" path=");
-            json_str(buf, l.path);
+            path_str(buf, l.path);
             buf.extend_from_slice(b" status=");
             buf.extend_from_slice(int.format(l.status).as_bytes());
             buf.extend_from_slice(b" latency_us=");
@@ -130,6 +134,19 @@ pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, at: time::OffsetDateTim
             buf.extend_from_slice(if l.error.is_empty() { b"-" } else { l.error.as_bytes() });
             buf.extend_from_slice(if l.session { b" session=true\n" } else { b" session=false\n" });
         }
+    }
+}
+
+/// The path as a JSON string, in ASCII: a request target may carry raw non-ASCII bytes, and
+/// characters such as U+0085, U+2028 or a bidi override would end or reorder the line for some
+/// readers. They are percent-encoded (the form the URI should have had); then quotes and
+/// backslashes are escaped as JSON.
+fn path_str(buf: &mut Vec<u8>, path: &str) {
+    if path.is_ascii() {
+        json_str(buf, path);
+    } else {
+        let encoded = percent_encoding::utf8_percent_encode(path, percent_encoding::CONTROLS).to_string();
+        json_str(buf, &encoded);
     }
 }
 
@@ -199,17 +216,24 @@ mod tests {
 
     #[test]
     fn hostile_paths_stay_inside_their_field_in_both_formats() {
-        let hostile = "/a\"b\\c\n{\"status\":500}\r\u{1b}[31m";
-        for format in [LogFormat::Json, LogFormat::Pretty] {
-            let mut buf = Vec::new();
-            format_line(&mut buf, format, at(), &line(hostile));
-            let text = String::from_utf8(buf).unwrap_or_default();
-            assert_eq!(text.matches('\n').count(), 1, "{text}");
-            assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
-            if format == LogFormat::Json {
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                assert_eq!(v["path"], hostile);
-                assert_eq!(v["status"], 200);
+        // ASCII controls are JSON-escaped; a path with any non-ASCII character (C1 controls,
+        // line and paragraph separators, bidi overrides) is percent-encoded first.
+        let ascii = "/a\"b\\c\n{\"status\":500}\r\u{1b}[31m";
+        let unicode = "/a\"b\\c\n{\"status\":500}\r\u{1b}[31m\u{85}\u{9b}31m\u{2028}\u{202e}";
+        let unicode_read = "/a\"b\\c%0A{\"status\":500}%0D%1B[31m%C2%85%C2%9B31m%E2%80%A8%E2%80%AE";
+        for (path, read) in [(ascii, ascii), (unicode, unicode_read)] {
+            for format in [LogFormat::Json, LogFormat::Pretty] {
+                let mut buf = Vec::new();
+                format_line(&mut buf, format, at(), &line(path));
+                let text = String::from_utf8(buf).unwrap_or_default();
+                assert_eq!(text.matches('\n').count(), 1, "{text}");
+                assert!(text.is_ascii(), "{text}");
+                assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
+                if format == LogFormat::Json {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    assert_eq!(v["path"], read);
+                    assert_eq!(v["status"], 200);
+                }
             }
         }
     }

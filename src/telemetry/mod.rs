@@ -46,9 +46,9 @@ impl Drop for LogGuard {
             other_lines_dropped = c.other_dropped,
             "log writer closing"
         );
-        if !sink.close(DRAIN_AT_EXIT) {
-            eprintln!("oidc-bff: the log output did not drain within {DRAIN_AT_EXIT:?}; pending lines were lost");
-        }
+        // Nothing is said when the output did not drain: it is the output that is stuck, and
+        // waiting on it again (std's stderr lock) could hold the exit forever.
+        let _ = sink.close(DRAIN_AT_EXIT);
     }
 }
 
@@ -56,7 +56,13 @@ pub fn init(logging: &LoggingSettings) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&logging.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, sink) = match Sink::start(Box::new(std::io::stderr()), sink::DEFAULT_CAPACITY) {
+    // The writer gets its own handle on fd 2: `std::io::Stderr` holds a process-wide lock for
+    // the whole of a blocked write, which would stall any `eprintln!` (or panic message) too.
+    let out: Box<dyn std::io::Write + Send> = match std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(std::io::stderr()),
+    };
+    let (writer, sink) = match Sink::start(out, sink::DEFAULT_CAPACITY) {
         Ok(s) => (BoxMakeWriter::new(sink::OtherLines(s.clone())), Some(s)),
         Err(e) => {
             // No thread for the writer: log straight to stderr, without an access log.

@@ -30,8 +30,11 @@ pub const DEFAULT_CAPACITY: usize = 1024 * 1024;
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
-    /// Access lines among `bytes`.
+    /// Access lines among `bytes`, and the other lines.
     access_lines: u64,
+    other_lines: u64,
+    /// A line that is not an access line is waiting: write without waiting for the tick.
+    urgent: bool,
     /// Set at shutdown: write what is pending, then stop.
     closing: bool,
     /// Set by the writer thread when it has stopped.
@@ -110,13 +113,25 @@ impl Sink {
         }
         let was = p.bytes.len();
         p.bytes.extend_from_slice(line);
-        p.access_lines += u64::from(access);
+        if access {
+            p.access_lines += 1;
+        } else {
+            p.other_lines += 1;
+            p.urgent = true;
+        }
         let wake = !access || (was < WAKE_AT && p.bytes.len() >= WAKE_AT);
         drop(p);
         if wake {
             self.shared.wake.notify_one();
         }
         true
+    }
+
+    /// An access line that could not even be queued (counted, so that written + dropped still
+    /// equals the requests answered).
+    pub fn lost_access_line(&self) {
+        self.shared.access_dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("bff_access_log_dropped_total").increment(1);
     }
 
     pub fn counts(&self) -> Counts {
@@ -138,6 +153,12 @@ impl Sink {
         while !p.stopped {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // The output is stuck: what is still queued will not be written (nothing more
+                // is accepted, and the process is about to exit). Count it as dropped.
+                let (access, other) = (std::mem::take(&mut p.access_lines), std::mem::take(&mut p.other_lines));
+                p.bytes.clear();
+                self.shared.access_dropped.fetch_add(access, Ordering::Relaxed);
+                self.shared.other_dropped.fetch_add(other, Ordering::Relaxed);
                 return false;
             }
             p = match self.shared.done.wait_timeout(p, left) {
@@ -159,22 +180,25 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
     let mut spare: Vec<u8> = Vec::new();
     loop {
         let mut p = lock(&shared.pending);
-        if p.bytes.len() < WAKE_AT && !p.closing {
+        if p.bytes.len() < WAKE_AT && !p.closing && !p.urgent {
             p = match shared.wake.wait_timeout(p, TICK) {
                 Ok((g, _)) => g,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
         std::mem::swap(&mut p.bytes, &mut spare);
-        let lines = std::mem::take(&mut p.access_lines);
+        let (lines, others) = (std::mem::take(&mut p.access_lines), std::mem::take(&mut p.other_lines));
+        p.urgent = false;
         let closing = p.closing;
         drop(p);
         if !spare.is_empty() {
-            let ok = out.write_all(&spare).and_then(|()| out.flush()).is_ok();
-            let counter = if ok { &shared.access_written } else { &shared.access_dropped };
-            counter.fetch_add(lines, Ordering::Relaxed);
-            if !ok {
+            if write_out(out.as_mut(), &spare).is_ok() {
+                shared.access_written.fetch_add(lines, Ordering::Relaxed);
+            } else {
+                shared.access_dropped.fetch_add(lines, Ordering::Relaxed);
+                shared.other_dropped.fetch_add(others, Ordering::Relaxed);
                 metrics::counter!("bff_access_log_dropped_total").increment(lines);
+                metrics::counter!("bff_log_dropped_total").increment(others);
             }
             spare.clear();
             // A burst may have grown the spare far beyond the usual size: give that back.
@@ -190,6 +214,21 @@ fn write_loop(shared: &Shared, mut out: Box<dyn Write + Send>) {
     p.stopped = true;
     drop(p);
     shared.done.notify_all();
+}
+
+/// Write all of `buf`, waiting out a non-blocking stderr's `WouldBlock` (this is the writer's
+/// own thread: it may wait; a half-written batch would splice a cut line onto the next one).
+fn write_out(out: &mut (dyn Write + Send), mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match out.write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(e),
+        }
+    }
+    out.flush()
 }
 
 /// `tracing-subscriber`'s writer for the application's own log lines: the formatter hands over

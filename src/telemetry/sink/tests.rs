@@ -129,3 +129,25 @@ fn a_failing_output_counts_its_lines_as_dropped() {
     assert!(sink.close(Duration::from_secs(5)));
     assert_eq!(sink.counts(), Counts { access_written: 0, access_dropped: 10, other_dropped: 0 });
 }
+
+#[test]
+fn a_line_that_is_not_an_access_line_is_written_at_once_even_while_the_writer_is_busy() {
+    let gate = Gate::new(false);
+    let sink = Sink::start(Box::new(gate.clone()), DEFAULT_CAPACITY).unwrap_or_else(|e| panic!("{e}"));
+    // Hold the writer in a write (a burst past the wake threshold), then queue a warning: its
+    // wake-up arrives while nobody waits for it, and must not be lost.
+    for i in 0..5000 {
+        sink.push_access(&access_line(i));
+    }
+    // 5,000 lines are past the 32 KiB that wake the writer: it takes them and blocks.
+    std::thread::sleep(Duration::from_millis(100));
+    sink.push_other(b"warning\n");
+    let opened = Instant::now();
+    gate.open();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gate.text().contains("warning") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(gate.text().ends_with("warning\n"));
+    assert!(opened.elapsed() < Duration::from_millis(600), "the warning waited for the tick: {:?}", opened.elapsed());
+}
