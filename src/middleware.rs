@@ -70,7 +70,8 @@ pub async fn observe<F: Future<Output = Response>>(
         None => next_request_id(),
     };
     req.extensions_mut().insert(RequestId(id.clone()));
-    let metered = crate::metrics::enabled().then(|| route_class(state, req.uri().path()));
+    let metered = crate::metrics::enabled();
+    let class = (metered || access.is_some()).then(|| route_class(state, req.uri().path()));
     // Only what the access log needs, and only when it is on. The URI is a reference-counted
     // view of the request's bytes: keeping it costs no copy of the path.
     let logged = access.map(|log| {
@@ -80,12 +81,11 @@ pub async fn observe<F: Future<Output = Response>>(
     let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));
     let mut resp = next(req).instrument(span).await;
     if let Some((log, method, uri, has_session)) = logged {
-        let path = uri.path();
         log.write(&crate::telemetry::access::Line {
             request_id: id.to_str().unwrap_or("-"),
             method: &method,
-            route: route_class(state, path),
-            path,
+            route: class.unwrap_or("proxy_or_static"),
+            path: uri.path(),
             status: resp.status().as_u16(),
             latency_us: start.map_or(0, |t| t.elapsed().as_micros() as u64),
             error: resp.extensions().get::<AppError>().map(|e| e.code.as_str()).unwrap_or(""),
@@ -98,7 +98,7 @@ pub async fn observe<F: Future<Output = Response>>(
     if is_json && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if let Some(class) = metered {
+    if let Some(class) = class.filter(|_| metered) {
         let status = crate::metrics::status_label(resp.status());
         metrics::counter!("bff_http_requests_total", "route" => class, "status" => status).increment(1);
         let seconds = start.map_or(0.0, |t| t.elapsed().as_secs_f64());

@@ -55,12 +55,13 @@ fn proxied_past_router(state: &AppState) -> bool {
     state.settings.server.allowed_origins.is_empty()
 }
 
-/// Serve one request: a proxied route's handler or the router, inside `middleware::observe`.
+/// Serve one request: the router for the BFF's own endpoints, the proxy handler for the rest
+/// (`proxy::direct`), inside `middleware::observe`.
 pub async fn serve(state: &AppState, router: Router, req: axum::extract::Request) -> axum::response::Response {
     middleware::observe(state, req, |req| async move {
-        // A proxied route's request goes straight to its handler: the router would only fall
-        // through to the same handler, after its own matching, boxing and cloning. Not when the
-        // CORS layer wraps the router: every request then goes through it.
+        // A path that is not one of the BFF's own endpoints goes straight to the fallback
+        // handler: the router would only fall through to it, after its own matching, boxing and
+        // cloning. Not when the CORS layer wraps the router: every request then goes through it.
         let req = if proxied_past_router(state) {
             match proxy::direct(state, req).await {
                 Ok(response) => return response,

@@ -19,8 +19,22 @@ use http::{HeaderValue, header};
 use std::time::Instant;
 
 /// Everything not served by the BFF's own endpoints: a proxied route, else the static SPA,
-/// else 404.
+/// else 404. The router's fallback.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    not_an_endpoint(&state, req).await
+}
+
+/// The way past the router (`routes::serve`): every path that is not literally one of the BFF's
+/// own endpoints would only reach `handle` through the router's fallback, so it is decided here
+/// at once; `Err(req)` hands an endpoint's request back to the router.
+pub async fn direct(state: &AppState, req: Request) -> Result<Response, Request> {
+    if state.proxy.is_endpoint(req.uri().path()) {
+        return Err(req);
+    }
+    Ok(not_an_endpoint(state, req).await)
+}
+
+async fn not_an_endpoint(state: &AppState, req: Request) -> Response {
     let route = match state.proxy.select(&state.settings.routes, req.uri().path()) {
         Ok(route) => route,
         Err(_) => {
@@ -39,24 +53,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
             None => AppError::from(ErrorCode::NotFound).into_response(),
         };
     };
-    forward(&state, route, req).await
-}
-
-/// The way past the router for a proxied route (`routes::serve`): `Err(req)` hands the request
-/// back when the router must decide — one of the BFF's own endpoints (literally, as the router
-/// matches), the static files, or 404. Everything else is decided exactly as `handle` decides it.
-pub async fn direct(state: &AppState, req: Request) -> Result<Response, Request> {
-    if state.proxy.is_endpoint(req.uri().path()) {
-        return Err(req);
-    }
-    match state.proxy.select(&state.settings.routes, req.uri().path()) {
-        Ok(Some(route)) => Ok(forward(state, route, req).await),
-        Ok(None) => Err(req),
-        Err(_) => {
-            tracing::warn!("path refused before routing");
-            Ok(AppError::from(ErrorCode::InvalidPath).into_response())
-        }
-    }
+    forward(state, route, req).await
 }
 
 /// Methods never forwarded: TRACE/TRACK would echo the added `Authorization` back to the

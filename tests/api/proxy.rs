@@ -678,3 +678,74 @@ async fn behind_a_trusted_proxy_x_real_ip_and_forwarded_name_the_client() {
     assert_eq!(who(&mut b, "6.6.6.6, [2001:db8::7]:443, 10.0.0.1").await, "2001:db8::7");
     assert_eq!(who(&mut b, "6.6.6.6, unknown, 10.0.0.1").await, "127.0.0.1");
 }
+
+/// Proxied routes go past the router unless a CORS layer wraps it (`routes::serve`): every path
+/// class gets the same answer both ways — BFF endpoints under a `base_path`, near-endpoints,
+/// refused paths, a route, static files, the SPA fallback.
+#[tokio::test]
+async fn the_router_shortcut_answers_every_path_class_as_the_router_does() {
+    let up = crate::upstream::start().await;
+    let dir = std::env::temp_dir().join(format!("oidc-bff-shortcut-{}", free_port()));
+    let _ = std::fs::create_dir_all(&dir);
+    std::fs::write(dir.join("index.html"), "spa").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("x.txt"), "file").unwrap_or_else(|e| panic!("{e}"));
+    let toml = |port: u16, origins: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\nbase_path = \"/bff\"\n\
+             static_dir = \"{}\"\nallowed_origins = [{origins}]\n\
+             [oidc]\nissuer = \"http://127.0.0.1:9/ENV/as\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+             [session]\nkeys = [\"{KEY_A}\"]\n[logging]\naccess_log = false\n\
+             [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\nauth = \"none\"\n",
+            dir.display(),
+            up.url()
+        )
+    };
+    let (a, b) = (free_port(), free_port());
+    let direct = spawn_binary(a, &toml(a, "")).await;
+    let routed = spawn_binary(b, &toml(b, "\"http://127.0.0.1:9\"")).await;
+    let client = reqwest::Client::new();
+    let answer = |base: String, method: reqwest::Method, path: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .request(method, format!("{base}{path}"))
+                .header("x-csrf", "1")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            // The echo's own view of the request: only the path and method it saw.
+            let body = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("path").map(|p| format!("upstream saw {p}")))
+                .unwrap_or(body);
+            (status, body)
+        }
+    };
+    let mut proxied = 0;
+    for (method, path) in [
+        (reqwest::Method::GET, "/bff/session"),
+        (reqwest::Method::POST, "/bff/session"),
+        (reqwest::Method::GET, "/bff/session/"),
+        (reqwest::Method::GET, "/bff/Session"),
+        (reqwest::Method::GET, "/session"),
+        (reqwest::Method::GET, "/bff/unknown"),
+        (reqwest::Method::GET, "/bff"),
+        (reqwest::Method::GET, "/healthz"),
+        (reqwest::Method::GET, "/x.txt"),
+        (reqwest::Method::GET, "/some/spa/page"),
+        (reqwest::Method::GET, "/api/echo"),
+        (reqwest::Method::DELETE, "/api/echo?q=1"),
+        (reqwest::Method::GET, "/api/%2e%2e/bff/session"),
+        (reqwest::Method::GET, "/API/echo"),
+        (reqwest::Method::TRACE, "/api/echo"),
+    ] {
+        let one = answer(direct.base.clone(), method.clone(), path).await;
+        let two = answer(routed.base.clone(), method.clone(), path).await;
+        assert_eq!(one, two, "{method} {path}");
+        proxied += usize::from(one.1.starts_with("upstream saw"));
+    }
+    assert!(proxied >= 2, "the route was reached");
+    let _ = std::fs::remove_dir_all(&dir);
+}
