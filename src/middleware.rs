@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::future::Future;
 use std::time::Instant;
-use tracing::Instrument;
 
 /// The request id of this request (validated incoming `X-Request-Id`, or generated).
 #[derive(Debug, Clone)]
@@ -53,8 +52,8 @@ fn route_class(state: &AppState, path: &str) -> &'static str {
     }
 }
 
-/// Around every request (`routes::serve`): request id, a span every log line of the request
-/// carries, one access-log line (method, route class, path without query, status, latency,
+/// Around every request (`routes::serve`): request id (on every log line of the request:
+/// `telemetry::context`), one access-log line (method, route class, path without query, status, latency,
 /// error code, session yes/no — never the cookie), and `Cache-Control: no-store` on JSON
 /// answers. A plain wrapper rather than an axum layer: a layer costs every request a boxed
 /// future and a clone of the boxed inner service.
@@ -78,8 +77,7 @@ pub async fn observe<F: Future<Output = Response>>(
         let has_session = crate::session::cookie::SessionCookie::present_in(state.sessions.cookies(), req.headers());
         (log, req.method().clone(), req.uri().clone(), has_session)
     });
-    let span = tracing::info_span!("request", request_id = %id.to_str().unwrap_or("-"));
-    let mut resp = next(req).instrument(span).await;
+    let mut resp = crate::telemetry::context::scope(id.as_bytes(), next(req)).await;
     if let Some((log, method, uri, has_session)) = logged {
         log.write(&crate::telemetry::access::Line {
             request_id: id.to_str().unwrap_or("-"),

@@ -6,6 +6,7 @@
 //! its lines there directly (`access`).
 
 pub mod access;
+pub mod context;
 pub mod sink;
 
 use crate::settings::{LogFormat, LoggingSettings};
@@ -74,9 +75,23 @@ pub fn init(logging: &LoggingSettings) -> LogGuard {
     // (and formatting them was a third of the request span's cost).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    // No spans in the lines: a request's id comes from `context` (no span per request).
     let _ = match logging.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::format()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false);
+            builder
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(context::JsonWithRequestId(json))
+                .try_init()
+        }
+        LogFormat::Pretty => builder
+            .compact()
+            .with_timer(context::TimeAndRequestId(tracing_subscriber::fmt::time::SystemTime))
+            .try_init(),
     };
     // Access lines are INFO lines of the target `access`, as the filter sees them: a level above
     // info (or `RUST_LOG=…,access=off`) turns them off. Asked once, here, not per request.

@@ -108,6 +108,9 @@ async fn json_logs_are_one_object_per_line_and_carry_the_clients_request_id_upst
         .request(Method::GET, &format!("{}/api/echo", bin.base), &[("x-csrf", "1"), ("x-request-id", "<script>")], None)
         .await;
     assert_ne!(r.header("x-request-id"), "<script>");
+    // A refused request logs an application line of its own: it carries the request's id too.
+    let r = b.request(Method::GET, &format!("{}/api/echo", bin.base), &[("x-request-id", "req-warn.7")], None).await;
+    assert_eq!(r.status, 403);
     // Access lines are written within a second (SPEC §7: buffered).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let logs = bin.stderr();
@@ -126,6 +129,14 @@ async fn json_logs_are_one_object_per_line_and_carry_the_clients_request_id_upst
         }
     }
     assert!(lines > 5, "{logs}");
+    let refused = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] != "access" && v["span"]["request_id"] == "req-warn.7");
+    assert!(
+        refused.is_some_and(|v| v["level"] == "WARN" && v["message"].as_str().is_some_and(|m| m.contains("X-CSRF"))),
+        "the CSRF refusal's own line carries the request id: {logs}"
+    );
     assert!(with_id >= 1, "the access log line carries the request id: {logs}");
     assert!(logs.contains("\"target\":\"access\""), "{logs}");
 }
