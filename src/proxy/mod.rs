@@ -1,35 +1,33 @@
-//! The API proxy (SPEC §6), without its HTTP handler (`routes::proxy`): the upstream client,
-//! the route a path selects, the upstream URI, header rewriting both ways (`headers`) and the
+//! The API proxy (SPEC §6), without its HTTP handler (`routes::proxy`): the upstream clients
+//! (this process's own HTTP/1.1 pools for plain-http upstreams, `pool`), the route a path selects, the upstream URI, header rewriting both ways (`headers`) and the
 //! idle timeout of streamed bodies (`idle`).
 
 pub mod headers;
 pub mod idle;
 pub mod path;
+pub mod pool;
 
 use crate::settings::Settings;
 use crate::settings::routes::Route;
-use bytes::Bytes;
 use http::{HeaderValue, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+pub use pool::{PooledBody, SendError, UpstreamBody};
 use std::time::Duration;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// A request body on its way upstream: the browser's body, streamed, behind its idle timeout.
-pub type UpstreamBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// The shared upstream client and the values every forwarded request carries.
+/// The shared upstream clients and the values every forwarded request carries.
 ///
-/// hyper-util's pooled client (the one reqwest wraps), used directly: requests keep the
-/// browser's body stream and an `http::Uri` built from the raw path, with no URL re-parsing
-/// (which could re-normalise the path) and no per-request conversions. Measured in
-/// docs/benchmarks.md.
+/// hyper's own connections (`pool`) for plain-http upstreams, hyper-util's pooled client (the
+/// one reqwest wraps) for https ones: either way requests keep the browser's body stream and an
+/// `http::Uri` built from the raw path, with no URL re-parsing (which could re-normalise the
+/// path) and no per-request conversions. Measured in docs/benchmarks.md.
 pub struct Proxy {
     client: Client<Connector, UpstreamBody>,
+    /// Plain-http upstream origins, one pool each (`pool`); https ones use `client`.
+    pools: Vec<pool::Pool>,
     /// `X-Forwarded-Proto` and `X-Forwarded-Host`: the public URL's.
     pub proto: HeaderValue,
     pub host: HeaderValue,
@@ -55,7 +53,15 @@ impl Proxy {
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
+        let mut pools: Vec<pool::Pool> = Vec::new();
+        for route in &settings.routes {
+            if let Some(p) = pool::Pool::for_upstream(&route.upstream, &http)
+                && !pools.iter().any(|q| q.same_origin(&p))
+            {
+                pools.push(p);
+            }
+        }
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
@@ -71,6 +77,7 @@ impl Proxy {
         Ok(Self {
             paths: path::PathRules::new(&settings.routes, &endpoints),
             client,
+            pools,
             proto: HeaderValue::from_str(url.scheme()).unwrap_or(HeaderValue::from_static("https")),
             host: HeaderValue::from_str(&host).unwrap_or(HeaderValue::from_static("")),
         })
@@ -93,12 +100,17 @@ impl Proxy {
         self.paths.is_endpoint(path)
     }
 
-    /// Send one request upstream (pooled connections, HTTP/2 where an https upstream offers it).
-    pub async fn send(
-        &self,
-        req: http::Request<UpstreamBody>,
-    ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.client.request(req).await
+    /// Send one request upstream: plain http on this process's own pools (`pool`), https
+    /// through hyper-util's client (HTTP/2 where the upstream offers it).
+    pub async fn send(&self, req: http::Request<UpstreamBody>) -> Result<http::Response<PooledBody>, SendError> {
+        if let Some(pool) = self.pools.iter().find(|p| p.serves(req.uri())) {
+            return pool.send(req).await;
+        }
+        // Boxed: this future is large, and inline it would size every request's future.
+        match Box::pin(self.client.request(req)).await {
+            Ok(r) => Ok(r.map(PooledBody::unpooled)),
+            Err(e) => Err(SendError::Client(e)),
+        }
     }
 }
 

@@ -53,7 +53,9 @@ async fn not_an_endpoint(state: &AppState, req: Request) -> Response {
             None => AppError::from(ErrorCode::NotFound).into_response(),
         };
     };
-    forward(state, route, req).await
+    // Boxed: the proxied exchange (session, upstream send, timeout) is the largest future of
+    // all, and inline it would be moved, whole, with every request's future.
+    Box::pin(forward(state, route, req)).await
 }
 
 /// Methods never forwarded: TRACE/TRACK would echo the added `Authorization` back to the

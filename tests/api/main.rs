@@ -14,6 +14,7 @@ mod limits;
 mod login;
 mod logs;
 mod ops;
+mod pool;
 mod props;
 mod proxy;
 mod stores;
