@@ -9,10 +9,11 @@
 //!
 //! What is kept of the pooled client's behaviour: the most recently used connection first; an
 //! idle connection is used only while its dispatcher says it is ready (closed ones are dropped);
-//! at most `MAX_IDLE` idle connections, none older than `IDLE_TIMEOUT`; a request that a reused
-//! connection refused before sending a byte (it closed meanwhile) is sent again once on a new
-//! connection; `Host` from the upstream's authority. HTTPS upstreams keep hyper-util's client
-//! (ALPN, HTTP/2 multiplexing).
+//! at most `MAX_IDLE` idle connections, none kept past `IDLE_TIMEOUT` (a sweep every
+//! `SWEEP_EVERY` lets go of them when no request comes); a request that a reused connection
+//! refused before sending a byte (it closed meanwhile) is sent again once on a new connection;
+//! `Host` from the upstream's host and port. HTTPS upstreams keep hyper-util's client (ALPN,
+//! HTTP/2 multiplexing). Like it, no cap on connections per upstream: one per request in flight.
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -24,7 +25,8 @@ use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,8 @@ use std::time::{Duration, Instant};
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often idle connections are swept (closed and expired ones let go) when no request comes.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 type Sender = http1::SendRequest<UpstreamBody>;
 
@@ -75,6 +79,8 @@ pub struct Pool {
     host: HeaderValue,
     connector: HttpConnector,
     idle: Arc<Mutex<VecDeque<Idle>>>,
+    /// Set once the sweeper runs (started with the first connection, inside the runtime).
+    sweeping: AtomicBool,
 }
 
 impl std::fmt::Debug for Pool {
@@ -91,9 +97,10 @@ impl Pool {
             return None;
         }
         let authority = uri.authority()?.clone();
+        // From host and port only (never userinfo, which the settings refuse anyway).
         let host = match authority.port_u16() {
-            Some(80) => HeaderValue::from_str(authority.host()),
-            _ => HeaderValue::from_str(authority.as_str()),
+            None | Some(80) => HeaderValue::from_str(authority.host()),
+            Some(port) => HeaderValue::from_str(&format!("{}:{port}", authority.host())),
         }
         .ok()?;
         Some(Self {
@@ -102,6 +109,7 @@ impl Pool {
             host,
             connector: connector.clone(),
             idle: Arc::new(Mutex::new(VecDeque::new())),
+            sweeping: AtomicBool::new(false),
         })
     }
 
@@ -160,6 +168,9 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(&self.idle)));
+        }
         Ok(tx)
     }
 
@@ -184,11 +195,30 @@ fn checkout(idle: &Mutex<VecDeque<Idle>>) -> Option<Sender> {
     None
 }
 
-/// Put a free connection back (or drop it when the pool is full).
+/// Put a free connection back (or drop it when the pool is full of live ones).
 fn check_in(idle: &Mutex<VecDeque<Idle>>, tx: Sender) {
+    let now = Instant::now();
     let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    if idle.len() >= MAX_IDLE {
+        prune(&mut idle, now);
+    }
     if idle.len() < MAX_IDLE {
-        idle.push_back(Idle { tx, since: Instant::now() });
+        idle.push_back(Idle { tx, since: now });
+    }
+}
+
+/// Let go of idle connections that closed or expired (dropping a sender ends its connection).
+fn prune(idle: &mut VecDeque<Idle>, now: Instant) {
+    idle.retain(|c| !c.tx.is_closed() && now.saturating_duration_since(c.since) <= IDLE_TIMEOUT);
+}
+
+/// Sweeps a pool while it exists, so that idle connections do not outlive `IDLE_TIMEOUT` (by
+/// more than `SWEEP_EVERY`) when no request comes to take or return one.
+async fn sweep(idle: Weak<Mutex<VecDeque<Idle>>>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(idle) = idle.upgrade() else { return };
+        prune(&mut idle.lock().unwrap_or_else(PoisonError::into_inner), Instant::now());
     }
 }
 
@@ -215,8 +245,9 @@ impl PooledBody {
         {
             // The dispatcher has not yet taken note that the exchange is over (it runs on
             // another thread, or has not run since): wait for that off the request's path.
+            // Bounded: an upstream that stopped reading a request body would never free it.
             rt.spawn(async move {
-                if tx.ready().await.is_ok() {
+                if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, tx.ready()).await {
                     check_in(&idle, tx);
                 }
             });

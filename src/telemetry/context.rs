@@ -4,8 +4,8 @@
 //! the registry, entering and leaving it at every poll, closing it), a tenth of a `/session`
 //! answer, for the sake of the few lines a request logs. The id rides in a task-local instead
 //! (a copy of at most 64 bytes, swapped in and out at each poll) and is read by the
-//! formatters below only when a line is written. The lines keep their shape: JSON lines carry
-//! `"span":{"request_id":"…"}` as before; pretty lines show it after the time.
+//! formatters below only when a line is written: JSON lines carry a top-level `request_id`, as
+//! access lines do (SPEC §7); pretty lines show it after the time.
 
 use std::fmt;
 use std::future::Future;
@@ -60,8 +60,8 @@ fn current() -> Option<RequestIdText> {
     REQUEST_ID.try_with(|id| *id).ok()
 }
 
-/// JSON lines: the inner formatter's line with `"span":{"request_id":"…"}` added inside its
-/// closing brace. Lines outside a request are written straight through, unbuffered.
+/// JSON lines: the inner formatter's line with `"request_id":"…"` added inside its closing
+/// brace. Lines outside a request are written straight through, unbuffered.
 pub struct JsonWithRequestId<F>(pub F);
 
 impl<S, N, F> FormatEvent<S, N> for JsonWithRequestId<F>
@@ -80,7 +80,7 @@ where
         match body.strip_suffix('}') {
             Some(open) => {
                 let sep = if open.ends_with('{') { "" } else { "," };
-                writeln!(writer, "{open}{sep}\"span\":{{\"request_id\":\"{}\"}}}}", id.as_str())
+                writeln!(writer, "{open}{sep}\"request_id\":\"{}\"}}", id.as_str())
             }
             // Not a JSON object (never for the JSON formatter): written as it came.
             None => writer.write_str(&line),

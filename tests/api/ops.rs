@@ -123,16 +123,15 @@ async fn json_logs_are_one_object_per_line_and_carry_the_clients_request_id_upst
         lines += 1;
         if line.contains("req-abc.123") {
             with_id += 1;
-            // The request's span on its own lines; the access line carries it at the top level.
-            let id = if v["target"] == "access" { &v["request_id"] } else { &v["span"]["request_id"] };
-            assert_eq!(id, "req-abc.123", "{line}");
+            // At the top level of every line of the request, access line or not.
+            assert_eq!(v["request_id"], "req-abc.123", "{line}");
         }
     }
     assert!(lines > 5, "{logs}");
     let refused = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["target"] != "access" && v["span"]["request_id"] == "req-warn.7");
+        .find(|v| v["target"] != "access" && v["request_id"] == "req-warn.7");
     assert!(
         refused.is_some_and(|v| v["level"] == "WARN" && v["message"].as_str().is_some_and(|m| m.contains("X-CSRF"))),
         "the CSRF refusal's own line carries the request id: {logs}"
