@@ -53,9 +53,9 @@ fn route_class(state: &AppState, path: &str) -> &'static str {
 }
 
 /// Around every request (`routes::serve`): request id (on every log line of the request:
-/// `telemetry::context`), one access-log line (method, route class, path without query, status, latency,
-/// error code, session yes/no — never the cookie), and `Cache-Control: no-store` on JSON
-/// answers. A plain wrapper rather than an axum layer: a layer costs every request a boxed
+/// `telemetry::context`), one access-log line (method, route class, path without query,
+/// status, latency, error code, session yes/no — never the cookie), and
+/// `Cache-Control: no-store` on JSON answers. A plain wrapper rather than an axum layer: a layer costs every request a boxed
 /// future and a clone of the boxed inner service.
 pub async fn observe<F: Future<Output = Response>>(
     state: &AppState,

@@ -1,6 +1,7 @@
 //! The API proxy (SPEC §6), without its HTTP handler (`routes::proxy`): the upstream clients
-//! (this process's own HTTP/1.1 pools for plain-http upstreams, `pool`), the route a path selects, the upstream URI, header rewriting both ways (`headers`) and the
-//! idle timeout of streamed bodies (`idle`).
+//! (this process's own HTTP/1.1 pools for plain-http upstreams, `pool`), the route a path
+//! selects, the upstream URI, header rewriting both ways (`headers`) and the idle timeout of
+//! streamed bodies (`idle`).
 
 pub mod headers;
 pub mod idle;

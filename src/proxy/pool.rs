@@ -73,8 +73,9 @@ struct Idle {
 
 /// One plain-http upstream origin.
 pub struct Pool {
-    scheme: Scheme,
     authority: Authority,
+    /// `http://{authority}/`: what the connector is asked to connect to.
+    dst: Uri,
     /// `Host` for every request: the authority, without a default port.
     host: HeaderValue,
     connector: HttpConnector,
@@ -97,6 +98,7 @@ impl Pool {
             return None;
         }
         let authority = uri.authority()?.clone();
+        let dst = Uri::builder().scheme(Scheme::HTTP).authority(authority.clone()).path_and_query("/").build().ok()?;
         // From host and port only (never userinfo, which the settings refuse anyway).
         let host = match authority.port_u16() {
             None | Some(80) => HeaderValue::from_str(authority.host()),
@@ -104,8 +106,8 @@ impl Pool {
         }
         .ok()?;
         Some(Self {
-            scheme: Scheme::HTTP,
             authority,
+            dst,
             host,
             connector: connector.clone(),
             idle: Arc::new(Mutex::new(VecDeque::new())),
@@ -119,7 +121,7 @@ impl Pool {
 
     /// Does `uri` (absolute) point at this pool's origin?
     pub fn serves(&self, uri: &Uri) -> bool {
-        uri.scheme() == Some(&self.scheme) && uri.authority() == Some(&self.authority)
+        uri.scheme() == Some(&Scheme::HTTP) && uri.authority() == Some(&self.authority)
     }
 
     /// Send `req` (absolute URI of this origin) on an idle connection, or a new one.
@@ -151,15 +153,7 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Sender, SendError> {
-        let dst = Uri::from_parts({
-            let mut p = http::uri::Parts::default();
-            p.scheme = Some(self.scheme.clone());
-            p.authority = Some(self.authority.clone());
-            p.path_and_query = Some(PathAndQuery::from_static("/"));
-            p
-        })
-        .map_err(|e| SendError::Connect(Box::new(e)))?;
-        let io = tower::ServiceExt::oneshot(self.connector.clone(), dst)
+        let io = tower::ServiceExt::oneshot(self.connector.clone(), self.dst.clone())
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
         let (tx, conn) = http1::handshake(io).await.map_err(SendError::Handshake)?;

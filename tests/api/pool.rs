@@ -83,6 +83,13 @@ async fn raw_upstream() -> (String, Arc<Seen>) {
     (format!("http://{addr}"), seen)
 }
 
+/// The raw upstream and an oidc-bff whose `/api` route (no session needed) forwards to it.
+async fn stack() -> (String, Arc<Seen>, crate::helpers::Binary, reqwest::Client) {
+    let (up, seen) = raw_upstream().await;
+    let bin = bff_for(&up).await;
+    (up, seen, bin, reqwest::Client::new())
+}
+
 async fn bff_for(upstream: &str) -> crate::helpers::Binary {
     let port = free_port();
     let toml = format!(
@@ -109,9 +116,7 @@ async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
 /// origin form with `Host` naming the upstream.
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection_with_or_without_a_body() {
-    let (up, seen) = raw_upstream().await;
-    let bin = bff_for(&up).await;
-    let client = reqwest::Client::new();
+    let (up, seen, bin, client) = stack().await;
     for i in 0..10 {
         let (status, body) = get(&client, format!("{}/api/x/ok?i={i}", bin.base)).await;
         assert_eq!((status, body.as_str()), (200, "ok"));
@@ -130,9 +135,7 @@ async fn sequential_requests_reuse_one_upstream_connection_with_or_without_a_bod
 /// used again: the next request gets a new connection and its answer.
 #[tokio::test]
 async fn connections_the_upstream_closes_are_not_reused() {
-    let (up, seen) = raw_upstream().await;
-    let bin = bff_for(&up).await;
-    let client = reqwest::Client::new();
+    let (_up, seen, bin, client) = stack().await;
     for _ in 0..3 {
         assert_eq!(get(&client, format!("{}/api/x/close", bin.base)).await, (200, "ok".to_owned()));
     }
@@ -150,9 +153,7 @@ async fn connections_the_upstream_closes_are_not_reused() {
 /// and the pool recovers for the next request.
 #[tokio::test]
 async fn an_upstream_hanging_up_is_a_502_and_the_next_request_succeeds() {
-    let (up, _seen) = raw_upstream().await;
-    let bin = bff_for(&up).await;
-    let client = reqwest::Client::new();
+    let (_up, _seen, bin, client) = stack().await;
     assert_eq!(get(&client, format!("{}/api/x/ok", bin.base)).await.0, 200);
     let (status, body) = get(&client, format!("{}/api/x/hangup", bin.base)).await;
     assert_eq!(status, 502, "{body}");
@@ -164,8 +165,7 @@ async fn an_upstream_hanging_up_is_a_502_and_the_next_request_succeeds() {
 /// pool: a second wave of the same size opens none.
 #[tokio::test]
 async fn concurrent_requests_open_connections_that_the_next_wave_reuses() {
-    let (up, seen) = raw_upstream().await;
-    let bin = bff_for(&up).await;
+    let (_up, seen, bin, _client) = stack().await;
     let wave = |n: usize| {
         let base = bin.base.clone();
         async move {
