@@ -20,6 +20,10 @@
 # (e.g. --call-graph=dwarf). SYSCALLS=1 prints syscalls per request made on the servers' CPU,
 # CTX=1 the context switches of oidc-bff and of all servers. HOLD=N (at most 600) keeps the
 # stack up N seconds after the runs, printing oidc-bff's pid, URL and a session cookie.
+# BFF_BIN=path uses that oidc-bff binary instead of building this tree.
+# BASE_BIN=path/to/an/older/oidc-bff adds base-session and base-proxy (that binary, same
+# config, access log off), each run just before its bff- twin, and prints after-vs-before
+# ratios taken within a round: a before/after comparison that the VM's drift cannot split.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +37,9 @@ for tool in wrk nginx node python3 taskset; do
 done
 [ -d tests/idp/node_modules/oidc-provider ] || npm ci --prefix tests/idp --no-audit --no-fund
 FEATURES=${FEATURES:-}
-if [ "$PROFILE" = release ]; then
+if [ -n "${BFF_BIN:-}" ]; then
+  BIN=$BFF_BIN # a binary built elsewhere (e.g. a commit's, kept apart from the work tree)
+elif [ "$PROFILE" = release ]; then
   cargo build --release --quiet --features "$FEATURES"; BIN=target/release/oidc-bff
 else
   cargo build --quiet --features "$FEATURES"; BIN=target/debug/oidc-bff
@@ -51,7 +57,9 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); PROXY=$(free_port); STATIC=$(free_port); BFF=$(free_port)
-STATIC_LOG=$(free_port); PROXY_LOG=$(free_port); BFF_LOG=$(free_port)
+STATIC_LOG=$(free_port); PROXY_LOG=$(free_port); BFF_LOG=$(free_port); BASE=$(free_port)
+BASE_BIN=${BASE_BIN:-}
+if [ -n "$BASE_BIN" ] && [ ! -x "$BASE_BIN" ]; then echo "BASE_BIN $BASE_BIN is not an executable" >&2; exit 1; fi
 
 # A small JSON body, the same for every target.
 mkdir -p "$work/www/api"
@@ -95,7 +103,7 @@ done
 
 idp_config="{\"clients\":[{\"client_id\":\"bench\",\"client_secret\":\"bench-secret\",
   \"token_endpoint_auth_method\":\"client_secret_basic\",
-  \"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\",\"http://127.0.0.1:$BFF_LOG/callback\"]}]}"
+  \"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\",\"http://127.0.0.1:$BFF_LOG/callback\",\"http://127.0.0.1:$BASE/callback\"]}]}"
 IDP_CONFIG="$idp_config" taskset -c 1 node tests/idp/server.js > "$work/idp.out" 2> "$work/idp.log" &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q '"ready":true' "$work/idp.out" 2> /dev/null && break; sleep 0.1; done
@@ -134,7 +142,15 @@ start_bff() { # config, port, log file; sets started_pid
 }
 start_bff "$work/bff.toml" "$BFF" "$work/bff.log"; bff_pid=$started_pid
 start_bff "$work/bff-log.toml" "$BFF_LOG" "$work/bff-access.log"; bff_log_pid=$started_pid
+base_pid=
+if [ -n "$BASE_BIN" ]; then
+  bff_config "$BASE" $'[logging]\naccess_log = false\nlevel = "warn"' > "$work/base.toml"
+  BIN_SAVED=$BIN; BIN=$BASE_BIN
+  start_bff "$work/base.toml" "$BASE" "$work/base.log"; base_pid=$started_pid
+  BIN=$BIN_SAVED
+fi
 idle_rss=$(awk '/^VmRSS/ {print $2}' "/proc/$bff_pid/status")
+base_idle_rss=$([ -n "$base_pid" ] && awk '/^VmRSS/ {print $2}' "/proc/$base_pid/status" || echo 0)
 startup=$(taskset -c 0 python3 bench/startup.py "$BIN" "$work/bff.toml" 5)
 
 cat > "$work/count.lua" << 'LUA'
@@ -183,7 +199,11 @@ run() {
 # cannot, so an old cookie would be re-sealed on every request after 60 s.
 login() { python3 bench/login.py "http://127.0.0.1:${1:-$BFF}"; }
 
-TARGETS=${TARGETS:-static-floor bff-session proxy-floor bff-proxy static-floor-log bff-session-log proxy-floor-log bff-proxy-log upstream-direct}
+if [ -n "$BASE_BIN" ]; then
+  TARGETS=${TARGETS:-static-floor base-session bff-session proxy-floor base-proxy bff-proxy static-floor-log bff-session-log proxy-floor-log bff-proxy-log upstream-direct}
+else
+  TARGETS=${TARGETS:-static-floor bff-session proxy-floor bff-proxy static-floor-log bff-session-log proxy-floor-log bff-proxy-log upstream-direct}
+fi
 ctx() { awk '/ctxt_switches/ {s+=$2} END {print s+0}' "/proc/$1/status"; }
 results=()
 # Context switches of every server process on CPU 0 (oidc-bff and the nginx instances).
@@ -203,6 +223,8 @@ for round in $(seq 1 "$ROUNDS"); do
       bff-session-log) results+=("$round $(run bff-session-log "http://127.0.0.1:$BFF_LOG/session" "$(login "$BFF_LOG")")") ;;
       proxy-floor-log) results+=("$round $(run proxy-floor-log "http://127.0.0.1:$PROXY_LOG/api/x")") ;;
       bff-proxy-log) results+=("$round $(run bff-proxy-log "http://127.0.0.1:$BFF_LOG/api/x" "$(login "$BFF_LOG")")") ;;
+      base-session) results+=("$round $(run base-session "http://127.0.0.1:$BASE/session" "$(login "$BASE")")") ;;
+      base-proxy) results+=("$round $(run base-proxy "http://127.0.0.1:$BASE/api/x" "$(login "$BASE")")") ;;
       upstream-direct) results+=("$round $(run upstream-direct "http://127.0.0.1:$UP/api/x")") ;;
     esac
     [ -n "${CTX:-}" ] && echo "$t: context switches: oidc-bff $(($(ctx "$bff_pid") - c0)), all servers $(($(servers_ctx) - a0))" >&2
@@ -221,11 +243,13 @@ sleep 1.5
 bff_lines=$(grep -c '"access"\|INFO access:' "$work/bff-access.log" || true)
 nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
 
-python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$peak_rss_log" "$startup" "$ROUNDS" "$bff_lines" "${results[@]}" << 'PY'
+base_peak_rss=$([ -n "$base_pid" ] && awk '/^VmHWM/ {print $2}' "/proc/$base_pid/status" || echo 0)
+
+python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$peak_rss_log" "$startup" "$ROUNDS" "$bff_lines" "$base_idle_rss" "$base_peak_rss" "${results[@]}" << 'PY'
 import statistics, sys
-peak, idle, nginx_rss, conns, duration, peak_log, startup, rounds, bff_lines = sys.argv[1:10]
+peak, idle, nginx_rss, conns, duration, peak_log, startup, rounds, bff_lines, base_idle, base_peak = sys.argv[1:12]
 runs = {}  # name -> {round: row}
-for line in sys.argv[10:]:
+for line in sys.argv[12:]:
     rnd, name, rps, p50, p99, bad, total = line.split()
     runs.setdefault(name, {})[int(rnd)] = dict(rps=float(rps), p50=float(p50), p99=float(p99), bad=int(bad), total=int(total))
 med = lambda xs: statistics.median(xs) if xs else float("nan")
@@ -249,6 +273,11 @@ for suffix, label in (("", "access logs off"), ("-log", "access logs on")):
         print(f"- {label}: /session vs static floor: {show(ratios('bff-session' + suffix, 'static-floor' + suffix, 'rps'))} requests/s, p99 {show(ratios('bff-session' + suffix, 'static-floor' + suffix, 'p99'))} nginx's")
     if f"bff-proxy{suffix}" in runs:
         print(f"- {label}: proxy vs nginx proxy: {show(ratios('bff-proxy' + suffix, 'proxy-floor' + suffix, 'rps'))} requests/s, p99 {show(ratios('bff-proxy' + suffix, 'proxy-floor' + suffix, 'p99'))} nginx's")
+for what in ("session", "proxy"):
+    if f"base-{what}" in runs and f"bff-{what}" in runs:
+        print(f"- {what}, this build vs BASE_BIN: {show(ratios(f'bff-{what}', f'base-{what}', 'rps'))} requests/s, p99 {show(ratios(f'bff-{what}', f'base-{what}', 'p99'))}")
+if int(base_idle):
+    print(f"- BASE_BIN RSS: idle {int(base_idle)/1024:.1f} MiB, peak {int(base_peak)/1024:.1f} MiB")
 if "bff-proxy" in runs and "upstream-direct" in runs:
     print(f"- proxy vs upstream direct: {show(ratios('bff-proxy', 'upstream-direct', 'rps'))} requests/s")
 for what in ("session", "proxy"):
