@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README's test command: installs the pinned test IdP (tests/idp, npm ci from the lockfile) if
-# needed, then runs every test: cargo test, then the Chromium end-to-end tests
+# needed, then runs every test: the test IdP's own smoke test (every flow the other tests rely
+# on, token exchange included), cargo test, then the Chromium end-to-end tests
 # (scripts/browser-test.sh, which installs Debian's chromium and tests/browser's pinned
 # playwright-core when missing, or says why it skips). PostgreSQL/Redis tests skip with
 # a printed reason where those services do not answer on loopback.
@@ -10,5 +11,6 @@ cd "$(dirname "$0")/.."
 if [ ! -d tests/idp/node_modules/oidc-provider ]; then
   npm ci --prefix tests/idp --no-audit --no-fund
 fi
+timeout 120 node tests/idp/smoke.js > /dev/null
 cargo test --all-targets "$@"
 scripts/browser-test.sh

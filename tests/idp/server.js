@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { promisify } from 'node:util';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 // Deep import on purpose (the package has no "exports" map, version is pinned): the default
 // in-memory store belongs to one Provider instance, but /__test/rotate-keys builds a new
 // instance and must keep every session, grant, code and token. So we hand both instances
@@ -29,8 +29,14 @@ const idTokenTtl = cfg.idTokenTtl ?? 3600;
 const refreshTokenTtl = cfg.refreshTokenTtl ?? 86400;
 const bigClaimBytes = cfg.bigClaimBytes ?? 0;
 const signingAlgs = cfg.signingAlgs ?? ['RS256'];
+// Scopes an access token may carry beyond OpenID's: what resource servers (RFC 8707) offer, and
+// what token exchange (RFC 8693) may down-scope to.
+const apiScopes = cfg.apiScopes ?? ['read', 'write', 'payments', 'avatars', 'admin'];
+const exchangeTtl = cfg.exchangeTtl ?? 600;
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const clients = (cfg.clients ?? []).map((c) => ({
-  grant_types: ['authorization_code', 'refresh_token'],
+  grant_types: ['authorization_code', 'refresh_token', TOKEN_EXCHANGE],
   response_types: ['code'],
   // oidc-provider puts `sid` in ID and logout tokens only when this is true.
   ...(c.backchannel_logout_uri ? { backchannel_logout_session_required: true } : {}),
@@ -102,8 +108,25 @@ async function findAccount(ctx, sub) {
 
 // ---- counters for /__test/events ----------------------------------------------------------
 const events = {
-  grants: { authorization_code: 0, refresh_token: 0 }, revocations: 0, end_sessions: 0, introspections: 0,
+  grants: { authorization_code: 0, refresh_token: 0, token_exchange: 0 },
+  revocations: 0, end_sessions: 0, introspections: 0,
 };
+// The RFC 8707/8693 parameters of the newest 200 authorization and token requests (for
+// /__test/requests): tests check what the BFF sent, not only what it received.
+const requests = [];
+function record(entry) {
+  requests.push(entry);
+  if (requests.length > 200) requests.shift();
+}
+// JWT access tokens this IdP issued (resource-bound logins and exchanges), by their exact text:
+// oidc-provider keeps no record of structured tokens, and an exchange must know its subject.
+const jwtAccessTokens = new Map();
+function rememberJwt(token) {
+  const [, payload] = token.split('.');
+  if (payload === undefined) return;
+  jwtAccessTokens.set(token, JSON.parse(Buffer.from(payload, 'base64url').toString()));
+  if (jwtAccessTokens.size > 1000) jwtAccessTokens.delete(jwtAccessTokens.keys().next().value);
+}
 
 // Every token the token endpoint handed out (for /__test/issued-tokens): browser tests search
 // what the page received for them. The newest 1000 of each kind.
@@ -113,6 +136,7 @@ function remember(body) {
     ['id_token', issued.id_tokens]]) {
     if (typeof body?.[field] !== 'string') continue;
     list.push(body[field]);
+    if (field === 'access_token' && body[field].split('.').length === 3) rememberJwt(body[field]);
     if (list.length > 1000) list.shift();
   }
 }
@@ -145,6 +169,12 @@ async function autoGrant(provider, { grantId, params, prompt }, accountId) {
   if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
   for (const [indicator, scopes] of Object.entries(d.missingResourceScopes ?? {})) {
     grant.addResourceScope(indicator, scopes.join(' '));
+  }
+  // At the login prompt, consent details are not known yet: grant what the resource servers
+  // (RFC 8707) were asked for now, so that no second interaction follows.
+  const asked = (params.scope ?? '').split(' ').filter((s) => apiScopes.includes(s)).join(' ');
+  for (const indicator of params.resource === undefined ? [] : [params.resource].flat()) {
+    if (asked) grant.addResourceScope(indicator, asked);
   }
   return grant.save();
 }
@@ -211,6 +241,7 @@ function buildProvider(issuer) {
     jwks: { keys },
     cookies: { keys: cookieKeys },
     findAccount,
+    scopes: ['openid', 'offline_access', ...apiScopes],
     claims: {
       openid: ['sub', ...(bigClaimBytes > 0 ? ['big'] : [])],
       profile: ['name', 'given_name', 'family_name', 'preferred_username'],
@@ -243,6 +274,19 @@ function buildProvider(issuer) {
       introspection: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       backchannelLogout: { enabled: true },
+      // RFC 8707: any absolute URI is a resource server offering apiScopes; its access tokens
+      // are JWTs whose `aud` is that URI.
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, resource) => ({
+          scope: apiScopes.join(' '),
+          audience: resource,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: signingAlgs[0] } },
+        }),
+      },
     },
     ttl: {
       AccessToken: accessTokenTtl,
@@ -254,8 +298,11 @@ function buildProvider(issuer) {
       Grant: Math.max(14 * DAY, refreshTokenTtl),
     },
   });
+  provider.registerGrantType(TOKEN_EXCHANGE, exchangeGrant(issuer), [
+    'subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope',
+  ]);
   provider.on('grant.success', (ctx) => {
-    const type = ctx.oidc.params.grant_type;
+    const type = ctx.oidc.params.grant_type === TOKEN_EXCHANGE ? 'token_exchange' : ctx.oidc.params.grant_type;
     events.grants[type] = (events.grants[type] ?? 0) + 1;
     remember(ctx.body);
   });
@@ -270,12 +317,60 @@ function buildProvider(issuer) {
   // v9 emits no revocation.success / introspection.success: count answered requests.
   provider.use(async (ctx, next) => {
     await next();
+    if (ctx.path === '/authorize' || ctx.path === '/par' || ctx.path === '/token') {
+      const p = ctx.oidc?.params ?? {};
+      const resource = p.resource === undefined ? [] : [p.resource].flat();
+      record({ endpoint: ctx.path.slice(1), grant_type: p.grant_type ?? null, resource, status: ctx.status });
+    }
     if (ctx.status !== 200 || ctx.method !== 'POST') return;
     if (ctx.path === '/revoke') events.revocations += 1;
     if (ctx.path === '/introspect') events.introspections += 1;
   });
   provider.use(interactions(provider));
   return { provider, handler: provider.callback() };
+}
+
+// ---- RFC 8693 token exchange ------------------------------------------------------------
+// The subject token must be an unexpired access token this IdP issued to the same client; the
+// new token is a JWT for the requested resource (or audience), with the requested scopes, each
+// of which the subject token must hold (down-scoping only).
+let refuseExchanges = false;
+async function subjectOf(provider, token) {
+  const opaque = await provider.AccessToken.find(token);
+  if (opaque && !opaque.isExpired) {
+    return { sub: opaque.accountId, clientId: opaque.clientId, scopes: new Set(opaque.scope.split(' ')) };
+  }
+  const jwt = jwtAccessTokens.get(token);
+  if (!jwt || jwt.exp * 1000 <= Date.now()) return undefined;
+  return { sub: jwt.sub, clientId: jwt.client_id, scopes: new Set((jwt.scope ?? '').split(' ')) };
+}
+function exchangeGrant(iss) {
+  return async (ctx) => {
+    const { params, client } = ctx.oidc;
+    if (refuseExchanges) throw new errors.InvalidGrant('token exchange refused (test switch)');
+    if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('subject_token_type must be an access token');
+    }
+    if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('only access tokens are issued');
+    }
+    const subject = await subjectOf(ctx.oidc.provider, params.subject_token ?? '');
+    if (!subject || subject.clientId !== client.clientId) throw new errors.InvalidGrant('subject token is not valid');
+    const asked = params.scope ? params.scope.split(' ') : [...subject.scopes].filter((s) => apiScopes.includes(s));
+    const beyond = asked.filter((s) => !subject.scopes.has(s));
+    if (beyond.length) throw new errors.InvalidScope('scope beyond the subject token', beyond.join(' '));
+    const now = Math.floor(Date.now() / 1000);
+    const payload = {
+      iss, sub: subject.sub, aud: params.resource ?? params.audience ?? client.clientId, client_id: client.clientId,
+      scope: asked.join(' '), iat: now, exp: now + exchangeTtl, jti: crypto.randomBytes(12).toString('base64url'),
+      ...(params.audience && params.resource ? { audience: params.audience } : {}),
+    };
+    const accessToken = signJwt(keys[0], { typ: 'at+jwt' }, payload);
+    ctx.body = {
+      access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer',
+      expires_in: exchangeTtl, scope: payload.scope,
+    };
+  };
 }
 
 // ---- /__test control endpoints -----------------------------------------------------------
@@ -324,6 +419,14 @@ async function control(req, res) {
   switch (route) {
     case 'GET /__test/events': return json(200, events);
     case 'GET /__test/issued-tokens': return json(200, issued);
+    case 'GET /__test/requests': return json(200, requests);
+    // Every token exchange answered with invalid_grant until DELETE.
+    case 'POST /__test/refuse-exchanges':
+      refuseExchanges = true;
+      return json(200, { refuse_exchanges: true });
+    case 'DELETE /__test/refuse-exchanges':
+      refuseExchanges = false;
+      return json(200, { refuse_exchanges: false });
     case 'POST /__test/rotate-keys':
       keys = await generateKeys();
       current = buildProvider(issuer);
@@ -348,7 +451,7 @@ async function control(req, res) {
     case 'GET /__test/config':
       return json(200, {
         issuer, port: server.address().port, envId, accessTokenTtl, idTokenTtl, refreshTokenTtl,
-        bigClaimBytes, signingAlgs, kids: keys.map((k) => k.kid),
+        bigClaimBytes, signingAlgs, apiScopes, exchangeTtl, kids: keys.map((k) => k.kid),
         clients: clients.map(({ client_secret: _secret, ...c }) => c),
       });
     default: return json(404, { error: 'not_found' });

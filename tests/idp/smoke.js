@@ -79,13 +79,13 @@ function verifyJwt(jwt, jwks) {
 
 // Browser-like login. expect: 'form' (no session), 'consent' (session, no grant: auto-consent
 // redirect, no form), 'none' (session + grant: authorize redirects straight to the client).
-async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'form', scope = 'openid profile email offline_access' } = {}) {
+async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'form', scope = 'openid profile email offline_access', extra = {} } = {}) {
   const verifier = b64u(crypto.randomBytes(32));
   const state = b64u(crypto.randomBytes(16));
   const nonce = b64u(crypto.randomBytes(16));
   const q = form({
     response_type: 'code', client_id: client.client_id, redirect_uri: client.redirect_uris[0], scope, state, nonce,
-    code_challenge: b64u(crypto.hash('sha256', verifier, 'buffer')), code_challenge_method: 'S256',
+    code_challenge: b64u(crypto.hash('sha256', verifier, 'buffer')), code_challenge_method: 'S256', ...extra,
   });
   let res = await req(jar, `${idp.issuer}/authorize?${q}`);
   assert.equal(res.status, 303, 'authorize');
@@ -296,12 +296,42 @@ try {
   await login(idp, A, { jar: l1.jar, expect: 'form' }); // the IdP session is gone
   log('end session (confirm form, post_logout_redirect_uri, back-channel logout token, grant revoked)');
 
+  // 8b. RFC 8707 resource indicators and RFC 8693 token exchange.
+  const R = 'https://orders.example.test/';
+  const l9 = await login(idp, B, { user: 'carol', scope: 'openid read write', extra: { resource: R } });
+  t = await token(idp, B, { grant_type: 'authorization_code', code: l9.code, redirect_uri: B.redirect_uris[0], code_verifier: l9.verifier, resource: R });
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  let at = verifyJwt(t.json.access_token, jwks).payload;
+  assert.equal(at.aud, R, 'the login token is bound to the resource');
+  assert.deepEqual(at.scope.split(' ').sort(), ['read', 'write']);
+  const reqs = await getJson(`http://127.0.0.1:${idp.port}/__test/requests`);
+  assert.deepEqual(reqs.filter((r) => r.resource.length).map((r) => r.endpoint), ['authorize', 'token']);
+  const TE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+  const AT = 'urn:ietf:params:oauth:token-type:access_token';
+  const tx = (subject, more) => token(idp, B, { grant_type: TE, subject_token: subject, subject_token_type: AT, requested_token_type: AT, ...more });
+  let x = await tx(t.json.access_token, { resource: 'https://payments.example.test/', scope: 'read' });
+  assert.equal(x.status, 200, JSON.stringify(x.json));
+  assert.equal(x.json.issued_token_type, AT);
+  at = verifyJwt(x.json.access_token, jwks).payload;
+  assert.deepEqual([at.aud, at.scope, at.sub], ['https://payments.example.test/', 'read', 'carol']);
+  x = await tx(t.json.access_token, { audience: 'avatars', scope: 'write' });
+  assert.equal(verifyJwt(x.json.access_token, jwks).payload.aud, 'avatars');
+  x = await tx(t.json.access_token, { resource: R, scope: 'read admin' });
+  assert.deepEqual([x.status, x.json.error], [400, 'invalid_scope'], 'no up-scoping');
+  x = await tx('not-a-token', { resource: R });
+  assert.deepEqual([x.status, x.json.error], [400, 'invalid_grant']);
+  await post(`http://127.0.0.1:${idp.port}/__test/refuse-exchanges`);
+  x = await tx(t.json.access_token, { resource: R });
+  assert.equal(x.json.error, 'invalid_grant', 'refuse switch');
+  await fetch(`http://127.0.0.1:${idp.port}/__test/refuse-exchanges`, { method: 'DELETE' });
+  log('resource-bound login token (JWT, aud = resource); token exchange down-scopes, refuses up-scoping');
+
   // 9. Counters and config.
   const ev = await getJson(`http://127.0.0.1:${idp.port}/__test/events`);
-  assert.deepEqual(ev, { grants: { authorization_code: 7, refresh_token: 5 }, revocations: 1, end_sessions: 1, introspections: 1 });
+  assert.deepEqual(ev, { grants: { authorization_code: 8, refresh_token: 5, token_exchange: 2 }, revocations: 1, end_sessions: 1, introspections: 1 });
   const conf = await getJson(`http://127.0.0.1:${idp.port}/__test/config`);
   assert.ok(!JSON.stringify(conf).includes('secret"'), 'no secrets');
-  assert.deepEqual(conf.clients[0].grant_types, ['authorization_code', 'refresh_token']);
+  assert.deepEqual(conf.clients[0].grant_types, ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange']);
   log(`events ${JSON.stringify(ev)}`);
 
   // 10. Shutdown: SIGTERM exits 0; stdout carried exactly one line.
