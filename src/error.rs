@@ -41,6 +41,8 @@ pub enum ErrorCode {
     SessionExpired,
     /// 403: missing `X-CSRF: 1` or a foreign `Origin`.
     Csrf,
+    /// 403: the IdP refused a route's token exchange (SPEC §6.2).
+    TokenExchangeRefused,
     /// 404.
     NotFound,
     /// 405.
@@ -88,6 +90,7 @@ impl ErrorCode {
             Self::Unauthenticated => "unauthenticated",
             Self::SessionExpired => "session_expired",
             Self::Csrf => "csrf",
+            Self::TokenExchangeRefused => "token_exchange_refused",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
@@ -120,7 +123,7 @@ impl ErrorCode {
             | Self::WebsocketUnsupported
             | Self::InvalidLogoutToken => StatusCode::BAD_REQUEST,
             Self::Unauthenticated | Self::SessionExpired => StatusCode::UNAUTHORIZED,
-            Self::Csrf => StatusCode::FORBIDDEN,
+            Self::Csrf | Self::TokenExchangeRefused => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -148,6 +151,7 @@ impl ErrorCode {
             Self::Unauthenticated => "A session is required.",
             Self::SessionExpired => "The session has ended. Log in again.",
             Self::Csrf => "The request failed the cross-site request forgery check.",
+            Self::TokenExchangeRefused => "The identity provider refused a token for this API.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed => "Method not allowed.",
             Self::PayloadTooLarge => "The request body is too large.",
@@ -256,6 +260,15 @@ impl From<TokenError> for AppError {
             TokenError::Timeout => ErrorCode::IdpTimeout.into(),
             TokenError::Unavailable(_) => ErrorCode::IdpUnavailable.into(),
         }
+    }
+}
+
+/// A route's token exchange that failed (SPEC §6.2): a refusal is this route's 403, not the
+/// login's `token_exchange_failed`; the session goes on either way.
+pub fn route_exchange_error(e: TokenError) -> AppError {
+    match e {
+        TokenError::Refused(code) => AppError::idp(ErrorCode::TokenExchangeRefused, code),
+        other => other.into(),
     }
 }
 

@@ -49,7 +49,7 @@ pub fn app_state(settings: Settings) -> Result<AppState, StartupError> {
         Some(url) => Some(Store::open(url).map_err(StartupError::Store)?),
         None => None,
     };
-    let sessions = Arc::new(Sessions::new(&settings.session, store, oidc.clone()));
+    let sessions = Arc::new(Sessions::new(&settings.session, store, oidc.clone(), &settings.routes));
     let login = Login::new(&settings, oidc.clone(), sessions.clone());
     let proxy = Proxy::new(&settings)?;
     Ok(AppState::new(settings, oidc, sessions, login, proxy))

@@ -1,8 +1,9 @@
 // A tiny upstream API for the demo and the browser tests: it answers every request with a
 // JSON description of what it received — method, path, query, body size, which cookies and
 // forwarding headers arrived, and whether an `Authorization: Bearer` token came with it.
-// It never sends the token back (the browser must never see one, SPEC §1): only its length
-// and a short SHA-256 fingerprint. Dependency-free; loopback only.
+// It never sends the token back (the browser must never see one, SPEC §1): only its length,
+// a short SHA-256 fingerprint and, for a JWT, its audience and scope (read, not verified: this
+// is a demo). Dependency-free; loopback only.
 //
 //   node examples/echo-api/echo.mjs [PORT]      # default 9001, listens on 127.0.0.1
 //
@@ -16,6 +17,16 @@ const MAX_BODY = 1 << 20;
 
 /** A short fingerprint of a secret: enough to compare, useless to replay. */
 export const fingerprint = (s) => createHash('sha256').update(s).digest('hex').slice(0, 12);
+
+/** `aud` and `scope` of a JWT access token (unverified), or nulls for an opaque one. */
+function jwtFacts(token) {
+  try {
+    const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8'));
+    return { audience: claims.aud ?? null, scope: claims.scope ?? null };
+  } catch {
+    return { audience: null, scope: null };
+  }
+}
 
 function describe(req, bodyBytes) {
   const url = new URL(req.url, 'http://upstream.invalid');
@@ -32,7 +43,7 @@ function describe(req, bodyBytes) {
     query: Object.fromEntries(url.searchParams),
     body_bytes: bodyBytes,
     authorization: bearer
-      ? { scheme: 'Bearer', token_length: bearer[1].length, token_sha256: fingerprint(bearer[1]) }
+      ? { scheme: 'Bearer', token_length: bearer[1].length, token_sha256: fingerprint(bearer[1]), ...jwtFacts(bearer[1]) }
       : auth ? { scheme: auth.split(' ')[0] } : null,
     cookies_received: cookieNames,
     x_forwarded_for: req.headers['x-forwarded-for'] ?? null,

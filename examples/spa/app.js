@@ -58,11 +58,13 @@ function render(s, notice) {
   tick();
 }
 
-async function callApi() {
+// Each API button calls its own path: /api with the login's token, /payments with a token the
+// BFF exchanged for that API alone (`token = "exchange"` in config/demo.toml).
+async function callApi(path) {
   show('error', false);
   text('api-result', 'Calling…');
   delete $('api-result').dataset.status;
-  const res = await bff.fetch('/api/echo?from=sample-spa');
+  const res = await bff.fetch(path);
   if (res.status === 401) return; // onUnauthenticated has rendered the logged-out view
   const body = await res.text();
   let shown = body;
@@ -89,7 +91,9 @@ async function start() {
 
 $('login').addEventListener('click', () => bff.login());
 $('logout').addEventListener('click', () => bff.logout().catch(fail));
-$('call-api').addEventListener('click', () => callApi().catch(fail));
+for (const id of ['call-api', 'call-payments']) {
+  $(id).addEventListener('click', () => callApi($(id).dataset.path).catch(fail));
+}
 setInterval(tick, 1000);
 start()
   .catch((err) => { render(null); fail(err); })

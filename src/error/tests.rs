@@ -27,6 +27,7 @@ fn all_codes() -> Vec<ErrorCode> {
         Unauthenticated,
         SessionExpired,
         Csrf,
+        TokenExchangeRefused,
         NotFound,
         MethodNotAllowed,
         PayloadTooLarge,
@@ -57,6 +58,7 @@ fn all_codes() -> Vec<ErrorCode> {
             | Unauthenticated
             | SessionExpired
             | Csrf
+            | TokenExchangeRefused
             | NotFound
             | MethodNotAllowed
             | PayloadTooLarge
@@ -106,7 +108,7 @@ fn every_code_maps_to_its_spec_status() {
         assert!(!code.description().is_empty());
     }
     let names: std::collections::HashSet<&str> = all_codes().iter().map(|c| c.as_str()).collect();
-    assert_eq!(names.len(), 27, "two variants share a code");
+    assert_eq!(names.len(), 28, "two variants share a code");
     // The six cases this test began with, kept as they were.
     let cases = [
         (ErrorCode::InvalidState, 400, "invalid_state"),
@@ -134,6 +136,13 @@ fn protocol_and_storage_errors_map_to_their_codes() {
     );
     assert_eq!(AppError::from(TokenError::Timeout).code, ErrorCode::IdpTimeout);
     assert_eq!(AppError::from(TokenError::Unavailable("x")).code, ErrorCode::IdpUnavailable);
+    let route = route_exchange_error(TokenError::Refused(IdpErrorCode::filter("invalid_scope")));
+    assert_eq!(
+        (route.code, route.code.status().as_u16(), route.idp_error.as_ref().map(IdpErrorCode::as_str)),
+        (ErrorCode::TokenExchangeRefused, 403, Some("invalid_scope"))
+    );
+    assert_eq!(route_exchange_error(TokenError::Timeout).code, ErrorCode::IdpTimeout);
+    assert_eq!(route_exchange_error(TokenError::Unavailable("x")).code, ErrorCode::IdpUnavailable);
 }
 
 #[test]

@@ -42,6 +42,9 @@ impl AuthRequest {
                 .append_pair("nonce", &self.nonce)
                 .append_pair("code_challenge", &self.challenge())
                 .append_pair("code_challenge_method", "S256");
+            for r in &settings.resource {
+                q.append_pair("resource", r);
+            }
             for (k, v) in &settings.auth_params {
                 q.append_pair(k, v);
             }

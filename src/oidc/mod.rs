@@ -117,6 +117,16 @@ impl Oidc {
         token::refresh(&self.http, &provider.metadata.token_endpoint, &self.settings, refresh_token).await
     }
 
+    /// RFC 8693: a token for one route, from the session's access token (SPEC §6.2).
+    pub async fn exchange_token(
+        &self,
+        provider: &Provider,
+        subject: &str,
+        spec: &crate::settings::routes::ExchangeSpec,
+    ) -> Result<TokenSet, TokenError> {
+        token::exchange_token(&self.http, &provider.metadata.token_endpoint, &self.settings, subject, spec).await
+    }
+
     /// RFC 7009, when the IdP has a revocation endpoint (`Ok(false)` when it has none).
     pub async fn revoke(&self, provider: &Provider, refresh_token: &str) -> Result<bool, TokenError> {
         let Some(endpoint) = &provider.metadata.revocation_endpoint else {

@@ -1,16 +1,21 @@
-//! Token endpoint calls (SPEC §3.3): the authorization-code exchange, the refresh grant and
-//! RFC 7009 revocation, each authenticated by `client_auth`.
+//! Token endpoint calls (SPEC §3.3): the authorization-code exchange, the refresh grant, the
+//! RFC 8693 token exchange (§6.2) and RFC 7009 revocation, each authenticated by `client_auth`.
+//! `[oidc] resource` (RFC 8707) goes with the code and refresh grants.
 
 use super::client_auth::authenticated_form;
 use super::http::{IdpHttp, IdpHttpError};
 use crate::secret::Secret;
 use crate::settings::OidcSettings;
+use crate::settings::routes::ExchangeSpec;
 use url::Url;
 
 /// A missing `expires_in` means this many seconds (SPEC §3.3).
 pub const DEFAULT_EXPIRES_IN: i64 = 300;
 /// Larger `expires_in` values are clamped to this (one year).
 pub const MAX_EXPIRES_IN: i64 = 365 * 86400;
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 #[derive(Debug, Clone)]
 pub struct TokenSet {
@@ -56,15 +61,15 @@ impl From<IdpHttpError> for TokenError {
     }
 }
 
+/// One token request; `grant` labels its metrics.
 async fn token_request(
     http: &IdpHttp,
     endpoint: &Url,
     settings: &OidcSettings,
+    grant: &'static str,
     params: &[(&str, &str)],
-) -> Result<TokenSet, TokenError> {
+) -> Result<(TokenSet, serde_json::Value), TokenError> {
     let (form, auth) = authenticated_form(settings, params);
-    let grant =
-        if params.first().is_some_and(|(_, v)| *v == "refresh_token") { "refresh_token" } else { "authorization_code" };
     let started = std::time::Instant::now();
     let result = token_call(http, endpoint, form, auth).await;
     metrics::histogram!("bff_idp_token_duration_seconds", "grant" => grant).record(started.elapsed().as_secs_f64());
@@ -84,7 +89,7 @@ async fn token_call(
     endpoint: &Url,
     form: String,
     auth: Option<String>,
-) -> Result<TokenSet, TokenError> {
+) -> Result<(TokenSet, serde_json::Value), TokenError> {
     let resp = http.post_form(endpoint, form, auth).await?;
     let json: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|_| TokenError::Unavailable("token endpoint answered non-JSON"))?;
@@ -97,7 +102,7 @@ async fn token_call(
     if !resp.status.is_success() {
         return Err(TokenError::Unavailable("token endpoint answered an error status"));
     }
-    parse_token_response(&json)
+    parse_token_response(&json).map(|set| (set, json))
 }
 
 fn parse_token_response(json: &serde_json::Value) -> Result<TokenSet, TokenError> {
@@ -135,13 +140,14 @@ pub async fn exchange_code(
     code: &str,
     verifier: &str,
 ) -> Result<TokenSet, TokenError> {
-    let params = [
+    let mut params = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
         ("redirect_uri", settings.redirect_uri.as_str()),
         ("code_verifier", verifier),
     ];
-    let set = token_request(http, endpoint, settings, &params).await?;
+    params.extend(settings.resource.iter().map(|r| ("resource", r.as_str())));
+    let (set, _) = token_request(http, endpoint, settings, "authorization_code", &params).await?;
     if set.id_token.is_none() {
         return Err(TokenError::Unavailable("token response without id_token"));
     }
@@ -154,7 +160,38 @@ pub async fn refresh(
     settings: &OidcSettings,
     refresh_token: &str,
 ) -> Result<TokenSet, TokenError> {
-    token_request(http, endpoint, settings, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
+    let mut params = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+    params.extend(settings.resource.iter().map(|r| ("resource", r.as_str())));
+    token_request(http, endpoint, settings, "refresh_token", &params).await.map(|(set, _)| set)
+}
+
+/// RFC 8693: the session's access token (`subject`) exchanged for one with `spec`'s resource,
+/// audience and scopes (SPEC §6.2). The answer must be an access token usable as a bearer; it
+/// needs no ID token.
+pub async fn exchange_token(
+    http: &IdpHttp,
+    endpoint: &Url,
+    settings: &OidcSettings,
+    subject: &str,
+    spec: &ExchangeSpec,
+) -> Result<TokenSet, TokenError> {
+    let mut params = vec![
+        ("grant_type", TOKEN_EXCHANGE),
+        ("subject_token", subject),
+        ("subject_token_type", ACCESS_TOKEN_TYPE),
+        ("requested_token_type", ACCESS_TOKEN_TYPE),
+    ];
+    for (k, v) in [("resource", &spec.resource), ("audience", &spec.audience), ("scope", &spec.scope)] {
+        if let Some(v) = v {
+            params.push((k, v.as_str()));
+        }
+    }
+    let (set, json) = token_request(http, endpoint, settings, "token_exchange", &params).await?;
+    match json.get("issued_token_type").and_then(|t| t.as_str()) {
+        // RFC 8693 §2.2.1 requires it; an IdP that leaves it out is taken at its token_type.
+        None | Some(ACCESS_TOKEN_TYPE) => Ok(set),
+        Some(_) => Err(TokenError::Unavailable("token exchange answered another token type")),
+    }
 }
 
 /// RFC 7009. Best effort: the local logout happens whatever the IdP answers.

@@ -102,6 +102,7 @@ mod tests {
             csrf: true,
             methods: vec![],
             forward_set_cookie: false,
+            token: crate::settings::routes::RouteToken::Session,
         }
     }
 

@@ -10,7 +10,7 @@ use crate::proxy::{UpstreamBody, headers, upstream_uri};
 use crate::session::Current;
 use crate::session::cookie::append_set_cookies;
 use crate::session::refresh::When;
-use crate::settings::routes::{Route, RouteAuth};
+use crate::settings::routes::{Route, RouteAuth, RouteToken};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -106,7 +106,20 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
             Current::Live { session, set_cookies: lines } => {
                 set_cookies = lines;
                 had_session = true;
-                session.access_token.bearer()
+                match &route.token {
+                    RouteToken::Session => session.access_token.bearer(),
+                    RouteToken::None => None,
+                    RouteToken::Exchange(spec) => {
+                        let Some(subject) = session.access_token.bearer() else {
+                            tracing::warn!("the session's access token is not a valid header value");
+                            return fail(ErrorCode::IdpUnavailable, set_cookies);
+                        };
+                        match state.sessions.exchanger().bearer(&session, &subject, &route.prefix, spec).await {
+                            Ok(bearer) => Some(bearer),
+                            Err(e) => return fail(e, set_cookies),
+                        }
+                    }
+                }
             }
         },
     };

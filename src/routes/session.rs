@@ -47,6 +47,24 @@ pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&
     out
 }
 
+/// `"routes":{"/payments":{"token_expires_at":…}}` for the exchange routes that hold a cached
+/// token (SPEC §6.2): when it expires, never the token.
+fn add_route_tokens(body: &mut Vec<u8>, expiries: &[(&str, i64)]) {
+    if expiries.is_empty() || body.last() != Some(&b'}') {
+        return;
+    }
+    body.pop();
+    let _ = body.write_all(b",\"routes\":{");
+    for (i, (prefix, expires_at)) in expiries.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *body, prefix);
+        let _ = write!(body, ":{{\"token_expires_at\":{expires_at}}}");
+    }
+    body.extend_from_slice(b"}}");
+}
+
 /// 401 `{"authenticated":false}` (with the code that ended the session, if one did), and the
 /// lines that expire a stale session cookie.
 pub fn anonymous(expire: Vec<String>, error: Option<&str>) -> Response {
@@ -71,7 +89,11 @@ async fn session_get(State(state): State<AppState>, req: Request) -> Response {
         Current::Ended { error, expire } => return anonymous(expire, Some(error.code.as_str())),
         Current::Failed(e) => return e.into_response(),
     };
-    let mut r = (StatusCode::OK, session_body(&state, &s, t, None)).into_response();
+    let mut body = session_body(&state, &s, t, None);
+    if state.sessions.exchanger().any_routes() {
+        add_route_tokens(&mut body, &state.sessions.exchanger().cached_expiries(&s).await);
+    }
+    let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

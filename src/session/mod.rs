@@ -2,11 +2,14 @@
 //! their tokens fresh, and applies back-channel logouts. Two implementations behind it: the
 //! stateless cookie (`store = "cookie"`) and the server-side stores (`server`), so callers
 //! never ask which one is configured. [`Sessions::current`] is the one "load → fresh → save"
-//! sequence every session-using endpoint goes through.
+//! sequence every session-using endpoint goes through; [`Sessions::exchanger`] gives a route
+//! its own token (SPEC §6.2).
 
 pub mod backchannel;
 pub mod cookie;
+pub mod exchange;
 mod memo;
+mod memory_cache;
 pub mod model;
 pub mod refresh;
 pub mod revocations;
@@ -16,9 +19,11 @@ pub mod server;
 use crate::error::{AppError, ErrorCode};
 use crate::oidc::Oidc;
 use crate::oidc::logout_token::ValidLogoutToken;
+use crate::settings::routes::Route;
 use crate::settings::{SessionSettings, StoreKind};
 use crate::store::Store;
 use cookie::{CookieNames, SessionCookie};
+use exchange::Exchanger;
 use http::HeaderMap;
 use model::{Loaded, Session};
 use refresh::{RefreshFailure, Refresher, When};
@@ -51,6 +56,7 @@ pub struct Sessions {
     /// Cookie mode with a store: the revocation list, mirrored in memory.
     revocations: Option<Revocations>,
     refresher: Refresher,
+    exchanger: Exchanger,
     idle_timeout_secs: u64,
     absolute_timeout_secs: u64,
     clock_skew_secs: u64,
@@ -63,15 +69,18 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// `store`: the client for `[session] url`, when one is set. Refreshes go to `oidc`.
-    pub fn new(settings: &SessionSettings, store: Option<Store>, oidc: Arc<Oidc>) -> Self {
+    /// `store`: the client for `[session] url`, when one is set. Refreshes and the token
+    /// exchanges of `routes` go to `oidc`.
+    pub fn new(settings: &SessionSettings, store: Option<Store>, oidc: Arc<Oidc>, routes: &[Route]) -> Self {
         let server_side = store.is_some() && settings.store != StoreKind::Cookie;
         let revocations = (store.is_some() && !server_side).then(Revocations::default);
         let clock_skew_secs = oidc.settings().clock_skew_secs;
+        let memory = memory_cache::shared(settings.cache_max_bytes);
         Self {
             keys: Keyring::new(&settings.keys),
             cookies: CookieNames::new(settings),
-            refresher: Refresher::new(oidc, store.clone(), settings.cache_max_bytes),
+            refresher: Refresher::new(oidc.clone(), store.clone(), memory.clone()),
+            exchanger: Exchanger::new(oidc, store.clone(), memory, routes),
             store,
             server_side,
             revocations,
@@ -100,6 +109,10 @@ impl Sessions {
 
     pub fn refresher(&self) -> &Refresher {
         &self.refresher
+    }
+
+    pub fn exchanger(&self) -> &Exchanger {
+        &self.exchanger
     }
 
     pub fn idle_timeout_secs(&self) -> u64 {
@@ -258,6 +271,7 @@ impl Sessions {
             rows.store.delete_session(&stored.key).await?;
         }
         self.refresher.forget(s).await;
+        self.exchanger.forget(s).await;
         Ok(())
     }
 

@@ -173,6 +173,12 @@ impl LogoutToken {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// The raw secret, for ids and keys derived from it (SPEC §4: shared entries are named and
+    /// sealed by what every replica sees alike, never by a session key).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Constant-time check of a presented `sid`.
     pub fn matches(&self, presented: &str) -> bool {
         URL_SAFE_NO_PAD.decode(presented).is_ok_and(|d| ct_eq(&d, &self.0))

@@ -197,18 +197,28 @@ impl Keyring {
 pub enum SharedLabel {
     /// The refresh-cache entry (and refresh lock) of a refresh token.
     RefreshCache,
+    /// The exchanged token (and exchange lock) of one session and route (SPEC §6.2).
+    ExchangeCache,
+    /// The access token an exchanged token was obtained from (not a secret that opens anything:
+    /// a cached token is used only by a session that still holds that access token).
+    ExchangeSubject,
 }
 
 impl SharedLabel {
     fn id_label(self) -> &'static [u8] {
         match self {
             Self::RefreshCache => b"oidc-bff/v1/refresh-cache-id",
+            Self::ExchangeCache => b"oidc-bff/v1/exchange-cache-id",
+            Self::ExchangeSubject => b"oidc-bff/v1/exchange-subject",
         }
     }
 
     fn key_label(self) -> &'static [u8] {
         match self {
             Self::RefreshCache => b"oidc-bff/v1/refresh-cache-entry-key",
+            Self::ExchangeCache => b"oidc-bff/v1/exchange-cache-entry-key",
+            // Never a sealing key; a distinct label all the same.
+            Self::ExchangeSubject => b"oidc-bff/v1/exchange-subject-key",
         }
     }
 }
@@ -226,8 +236,21 @@ pub fn shared_id(label: SharedLabel, secret: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn shared_cipher(label: SharedLabel, secret: &str) -> Option<XChaCha20Poly1305> {
-    let hk = Hkdf::<Sha256>::new(Some(b"oidc-bff/v1"), secret.as_bytes());
+/// [`shared_id`] of several values at once (a session's `logout_token` and a route): each is
+/// length-prefixed, so no two lists hash alike.
+pub fn shared_id_of(label: SharedLabel, parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(label.id_label());
+    h.update([0]);
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+fn shared_cipher(label: SharedLabel, secret: &[u8]) -> Option<XChaCha20Poly1305> {
+    let hk = Hkdf::<Sha256>::new(Some(b"oidc-bff/v1"), secret);
     let mut k = [0u8; 32];
     hk.expand(label.key_label(), &mut k).ok()?;
     Some(XChaCha20Poly1305::new(&k.into()))
@@ -237,6 +260,15 @@ fn shared_cipher(label: SharedLabel, secret: &str) -> Option<XChaCha20Poly1305> 
 /// that holds the secret can read it, on any replica, whatever session keys it has. `id` (the
 /// entry's name) is bound as associated data: an entry cannot be moved.
 pub fn seal_shared(label: SharedLabel, secret: &str, id: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
+    seal_shared_bytes(label, secret.as_bytes(), id, plaintext)
+}
+
+pub fn open_shared(label: SharedLabel, secret: &str, id: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+    open_shared_bytes(label, secret.as_bytes(), id, sealed)
+}
+
+/// [`seal_shared`] under a secret that is not text (a session's raw `logout_token`).
+pub fn seal_shared_bytes(label: SharedLabel, secret: &[u8], id: &[u8; 32], plaintext: &[u8]) -> Option<Vec<u8>> {
     let cipher = shared_cipher(label, secret)?;
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
     let mut out = nonce.to_vec();
@@ -244,7 +276,7 @@ pub fn seal_shared(label: SharedLabel, secret: &str, id: &[u8; 32], plaintext: &
     Some(out)
 }
 
-pub fn open_shared(label: SharedLabel, secret: &str, id: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
+pub fn open_shared_bytes(label: SharedLabel, secret: &[u8], id: &[u8; 32], sealed: &[u8]) -> Option<Vec<u8>> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return None;
     }
@@ -282,6 +314,14 @@ mod tests {
         assert_ne!(shared_id(label, "rt-1"), shared_id(label, "rt-2"));
         // Not the plain SHA-256 of the token, which anyone could link to it.
         assert_ne!(shared_id(label, "rt-1"), <[u8; 32]>::from(Sha256::digest(b"rt-1")));
+    }
+
+    #[test]
+    fn ids_of_several_parts_do_not_collide_across_boundaries_or_labels() {
+        let l = SharedLabel::ExchangeCache;
+        assert_ne!(shared_id_of(l, &[b"ab", b"c"]), shared_id_of(l, &[b"a", b"bc"]));
+        assert_ne!(shared_id_of(l, &[b"a"]), shared_id_of(SharedLabel::ExchangeSubject, &[b"a"]));
+        assert_eq!(shared_id_of(l, &[b"a", b"b"]), shared_id_of(l, &[b"a", b"b"]));
     }
 
     #[test]

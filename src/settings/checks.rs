@@ -13,6 +13,18 @@ impl Problems {
     }
 }
 
+/// An OAuth scope token (RFC 6749 §3.3), kept to what survives every IdP's parser: no spaces,
+/// quotes, backslashes or control characters.
+pub(super) fn scope_token_ok(s: &str) -> bool {
+    !s.is_empty() && !s.contains(|c: char| c == ' ' || c.is_control() || c == '"' || c == '\\')
+}
+
+/// An RFC 8707 resource indicator: an absolute URI (`https://…`, `urn:…`) without a fragment,
+/// sent as written.
+pub(super) fn resource_ok(s: &str) -> bool {
+    !s.contains(|c: char| c.is_whitespace() || c.is_control()) && Url::parse(s).is_ok_and(|u| u.fragment().is_none())
+}
+
 pub(super) fn secs(key: &str, v: u64, min: u64, max: u64, p: &mut Problems) -> u64 {
     if !(min..=max).contains(&v) {
         p.push(key, format_args!("must be between {min} and {max}"));

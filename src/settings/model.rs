@@ -99,6 +99,9 @@ pub struct OidcSettings {
     pub http_timeout: Duration,
     pub refresh_margin_secs: u64,
     pub refresh_grace_secs: u64,
+    /// RFC 8707 resource indicators for the login's access token: sent with the authorization
+    /// request, the code exchange and every refresh.
+    pub resource: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! `[oidc]`: the provider, this client and its authentication, the ID-token rules.
 
-use super::checks::{Problems, is_loopback_host, read_secret_file, secs};
+use super::checks::{Problems, is_loopback_host, read_secret_file, resource_ok, scope_token_ok, secs};
 use super::model::*;
 use super::raw::RawOidc;
 use crate::secret::Secret;
@@ -18,6 +18,8 @@ const RESERVED_AUTH_PARAMS: &[&str] = &[
     "client_id",
     "code_challenge",
     "code_challenge_method",
+    // `[oidc] resource` sends it on every request that needs it (RFC 8707).
+    "resource",
     // A request object could replace every parameter above at a JAR-capable IdP.
     "request",
     "request_uri",
@@ -81,11 +83,7 @@ pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Proble
     if !raw.scopes.iter().any(|s| s == "openid") {
         p.push("oidc.scopes", "must contain \"openid\"");
     }
-    if raw
-        .scopes
-        .iter()
-        .any(|s| s.is_empty() || s.contains(|c: char| c == ' ' || c.is_control() || c == '"' || c == '\\'))
-    {
+    if !raw.scopes.iter().all(|s| scope_token_ok(s)) {
         p.push("oidc.scopes", "scope tokens may not contain spaces, quotes or control characters");
     }
     let default_callback = server.and_then(|s| s.public_url.join(&format!("{}/callback", s.base_path)).ok());
@@ -152,6 +150,11 @@ pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Proble
             None
         }
     };
+    for r in &raw.resource {
+        if !resource_ok(r) {
+            p.push("oidc.resource", format_args!("{r:?} is not an absolute URI without a fragment (RFC 8707)"));
+        }
+    }
     let skew = secs("oidc.clock_skew_secs", raw.clock_skew_secs, 0, 600, p);
     let timeout = secs("oidc.http_timeout_secs", raw.http_timeout_secs, 1, 120, p);
     let margin = secs("oidc.refresh_margin_secs", raw.refresh_margin_secs, 0, 3600, p);
@@ -175,6 +178,7 @@ pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Proble
         http_timeout: Duration::from_secs(timeout),
         refresh_margin_secs: margin,
         refresh_grace_secs: grace,
+        resource: raw.resource,
     })
 }
 

@@ -56,6 +56,7 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("http_timeout_secs", Kind::Int),
             ("refresh_margin_secs", Kind::Int),
             ("refresh_grace_secs", Kind::Int),
+            ("resource", Kind::List),
         ],
     ),
     (
@@ -156,6 +157,7 @@ pub struct RawOidc {
     pub http_timeout_secs: u64,
     pub refresh_margin_secs: u64,
     pub refresh_grace_secs: u64,
+    pub resource: Vec<String>,
 }
 
 impl Default for RawOidc {
@@ -177,6 +179,7 @@ impl Default for RawOidc {
             http_timeout_secs: 10,
             refresh_margin_secs: 30,
             refresh_grace_secs: 60,
+            resource: vec![],
         }
     }
 }
@@ -247,4 +250,12 @@ pub struct RawRoute {
     pub forward_set_cookie: bool,
     #[serde(default)]
     pub websocket: bool,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
 }

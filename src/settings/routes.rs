@@ -1,5 +1,6 @@
 //! `[[routes]]` (SPEC §2, §6): path prefixes mapped to upstreams, validated at start-up.
 
+use super::checks::{resource_ok, scope_token_ok};
 use super::raw::RawRoute;
 use http::Method;
 use std::time::Duration;
@@ -15,6 +16,28 @@ pub enum RouteAuth {
     None,
 }
 
+/// Which token a route's upstream receives (SPEC §6.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteToken {
+    /// The login's access token.
+    Session,
+    /// A token exchanged (RFC 8693) for this route alone.
+    Exchange(ExchangeSpec),
+    /// No `Authorization` header; `auth` still decides whether a session is needed.
+    None,
+}
+
+/// What a route's exchanged token is asked for: each value as configured, sent when set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeSpec {
+    /// RFC 8707 `resource`.
+    pub resource: Option<String>,
+    /// RFC 8693 `audience`.
+    pub audience: Option<String>,
+    /// `scope`, space-separated.
+    pub scope: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Route {
     /// "/api" (no trailing slash), matched at segment boundaries.
@@ -28,6 +51,7 @@ pub struct Route {
     /// Empty: every method.
     pub methods: Vec<Method>,
     pub forward_set_cookie: bool,
+    pub token: RouteToken,
 }
 
 impl Route {
@@ -36,6 +60,48 @@ impl Route {
         match path.strip_prefix(self.prefix.as_str()) {
             Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
             None => false,
+        }
+    }
+}
+
+/// `token` and the exchange keys that only it may use (SPEC §2, §6.2).
+fn route_token(r: &RawRoute, auth: RouteAuth, bad: &mut impl FnMut(&str, &str)) -> RouteToken {
+    let set = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let (resource, audience) = (set(&r.resource), set(&r.audience));
+    let scopes = r.scopes.as_deref().unwrap_or_default();
+    match r.token.as_deref().unwrap_or("session") {
+        "exchange" => {
+            if auth == RouteAuth::None {
+                bad("token", "\"exchange\" needs a session: not allowed with auth = \"none\"");
+            }
+            if resource.as_deref().is_some_and(|v| !resource_ok(v)) {
+                bad("resource", "must be an absolute URI without a fragment (RFC 8707)");
+            }
+            if audience.as_deref().is_some_and(|v| v.contains(|c: char| c.is_control() || c == ' ')) {
+                bad("audience", "may not contain spaces or control characters");
+            }
+            if !scopes.iter().all(|s| scope_token_ok(s)) {
+                bad("scopes", "scope tokens may not contain spaces, quotes or control characters");
+            }
+            let scope = (!scopes.is_empty()).then(|| scopes.join(" "));
+            RouteToken::Exchange(ExchangeSpec { resource, audience, scope })
+        }
+        other => {
+            for (key, is_set) in
+                [("resource", resource.is_some()), ("audience", audience.is_some()), ("scopes", !scopes.is_empty())]
+            {
+                if is_set {
+                    bad(key, "only with token = \"exchange\"");
+                }
+            }
+            match other {
+                "session" => RouteToken::Session,
+                "none" => RouteToken::None,
+                _ => {
+                    bad("token", "must be session, exchange or none");
+                    RouteToken::Session
+                }
+            }
         }
     }
 }
@@ -125,6 +191,7 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
         if r.websocket {
             bad("websocket", "not supported by this build yet");
         }
+        let token = route_token(&r, auth, &mut bad);
         if let Some(upstream) = upstream {
             routes.push(Route {
                 prefix: r.prefix,
@@ -135,6 +202,7 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
                 csrf,
                 methods,
                 forward_set_cookie: r.forward_set_cookie,
+                token,
             });
         }
     }

@@ -145,3 +145,50 @@ fn route_prefixes_that_read_the_same_to_a_lenient_upstream_are_refused() {
     assert!(e.iter().any(|l| l.starts_with("routes[4].prefix: overlaps")), "{e:?}");
     assert!(e.iter().any(|l| l.starts_with("routes[5].prefix: must look like")), "{e:?}");
 }
+
+#[test]
+fn exchange_keys_need_token_exchange_and_a_session() {
+    let route =
+        |body: &str| format!("{}\n[[routes]]\nprefix = \"/pay\"\nupstream = \"http://pay:8080\"\n{body}\n", minimal());
+    for (body, want) in [
+        ("resource = \"https://pay.example/\"", "routes[0].resource: only with token = \"exchange\""),
+        ("audience = \"pay\"", "routes[0].audience: only with token = \"exchange\""),
+        ("scopes = [\"read\"]\ntoken = \"session\"", "routes[0].scopes: only with token = \"exchange\""),
+        ("token = \"none\"\nscopes = [\"read\"]", "routes[0].scopes: only with token = \"exchange\""),
+        ("token = \"exchange\"\nauth = \"none\"", "routes[0].token: \"exchange\" needs a session"),
+        ("token = \"exchange\"\nresource = \"not a uri\"", "routes[0].resource: must be an absolute URI"),
+        ("token = \"exchange\"\nresource = \"https://pay.example/#x\"", "routes[0].resource: must be an absolute URI"),
+        ("token = \"exchange\"\nscopes = [\"a b\"]", "routes[0].scopes: scope tokens may not"),
+        ("token = \"bearer\"", "routes[0].token: must be session, exchange or none"),
+    ] {
+        let e = errors(&route(body), vec![]);
+        assert!(e.iter().any(|l| l.starts_with(want)), "{body:?}: {want:?} not in {e:?}");
+    }
+    let ok = route(
+        "token = \"exchange\"\nresource = \"https://pay.example/\"\naudience = \"pay\"\nscopes = [\"read\", \"write\"]",
+    );
+    let s = Settings::from_toml_str(&ok, vec![]).map_err(|e| e.to_string());
+    let Ok(s) = s else { panic!("{s:?}") };
+    let spec = routes::ExchangeSpec {
+        resource: Some("https://pay.example/".into()),
+        audience: Some("pay".into()),
+        scope: Some("read write".into()),
+    };
+    assert_eq!(s.routes[0].token, routes::RouteToken::Exchange(spec));
+    let none = route("token = \"none\"\nauth = \"optional\"");
+    assert!(errors(&none, vec![]).is_empty());
+}
+
+#[test]
+fn oidc_resource_is_a_list_of_absolute_uris_and_not_an_auth_param() {
+    let vars = vec![("BFF_OIDC__RESOURCE".to_owned(), "https://a.example/,https://b.example/api".to_owned())];
+    let s = Settings::from_toml_str(&minimal(), vars).map_err(|e| e.to_string());
+    let Ok(s) = s else { panic!("{s:?}") };
+    assert_eq!(s.oidc.resource, ["https://a.example/", "https://b.example/api"]);
+    let urn = vec![("BFF_OIDC__RESOURCE".to_owned(), "urn:example:api".to_owned())];
+    assert!(errors(&minimal(), urn).is_empty(), "a URN is an absolute URI");
+    let bad = vec![("BFF_OIDC__RESOURCE".to_owned(), "urn-without-scheme".to_owned())];
+    assert!(errors(&minimal(), bad).iter().any(|l| l.starts_with("oidc.resource:")));
+    let toml = minimal().replace("[session]", "auth_params = { resource = \"https://x.example/\" }\n[session]");
+    assert!(errors(&toml, vec![]).iter().any(|l| l.starts_with("oidc.auth_params: resource is set by oidc-bff")));
+}

@@ -8,6 +8,7 @@ mod cli;
 mod cookies;
 mod cors;
 mod docs;
+mod exchange;
 mod faults;
 mod layout;
 mod limits;

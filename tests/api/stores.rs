@@ -590,6 +590,105 @@ async fn two_instances_one_refresh_with_keys(kind: Kind, mode: &str, keys: [&str
     store.drop_all().await;
 }
 
+/// SPEC §6.2: two instances sharing `[session] url` make one token exchange for a session and
+/// route, whichever of them the requests reach.
+async fn two_instances_one_exchange(kind: Kind, mode: &str) {
+    let Some(store) = TestStore::new(kind, "exchange").await else { return };
+    let url = store.url();
+    let mut vars = store_vars(mode, &url);
+    vars.push(("BFF_OIDC__SCOPES", "openid,profile,email,offline_access,read"));
+    let up = upstream::start().await;
+    let routes = format!(
+        "[[routes]]\nprefix = \"/pay\"\nupstream = \"{}\"\ntoken = \"exchange\"\nresource = \"https://pay.example.test/\"\nscopes = [\"read\"]\n",
+        up.url()
+    );
+    let (idp, a) = stack_store(json!({}), &vars, &routes, false).await;
+    let listener = reserve().await;
+    let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();
+    let b_inst = spawn_bff(listener, settings_with(port_b, &idp.issuer, &vars, &routes)).await;
+    let mut browser = Browser::new(&a);
+    browser.login(&a, "alice", "/").await;
+    let jar = browser.jar();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let inst = if i % 2 == 0 { &a } else { &b_inst };
+        let (target, origin, jar) = (inst.url("/pay/x"), inst.url(""), jar.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Browser::new_for_origin(&origin);
+            c.set_jar(jar);
+            c.fetch(Method::GET, &target, None).await
+        }));
+    }
+    let mut bearers = std::collections::BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        bearers.insert(r.json()["headers"]["authorization"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(idp.grants("token_exchange").await, 1, "one exchange served both instances");
+    assert_eq!(bearers.len(), 1);
+    store.drop_all().await;
+}
+
+/// A replica whose exchange failed (IdP down) releases the exchange lock: the other replica's
+/// waiting request takes over and answers 502 at once, instead of waiting out the lock (~39 s)
+/// and answering 504.
+#[tokio::test]
+async fn a_failed_exchange_never_holds_another_replica_up() {
+    let Some(store) = TestStore::new(Kind::Redis, "exchange_down").await else { return };
+    let url = store.url();
+    let vars = store_vars("redis", &url);
+    let up = upstream::start().await;
+    let routes = format!(
+        "[[routes]]\nprefix = \"/pay\"\nupstream = \"{}\"\ntoken = \"exchange\"\naudience = \"pay\"\n",
+        up.url()
+    );
+    let (idp, a) = stack_store(json!({}), &vars, &routes, false).await;
+    let listener = reserve().await;
+    let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();
+    let b_inst = spawn_bff(listener, settings_with(port_b, &idp.issuer, &vars, &routes)).await;
+    let mut browser = Browser::new(&a);
+    browser.login(&a, "alice", "/").await;
+    let jar = browser.jar();
+    idp.control("outage").await;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let inst = if i % 2 == 0 { &a } else { &b_inst };
+        let (target, origin, jar) = (inst.url("/pay/x"), inst.url(""), jar.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Browser::new_for_origin(&origin);
+            c.set_jar(jar);
+            c.fetch(Method::GET, &target, None).await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r.status, r.json()["error"].as_str()), (502, Some("idp_unavailable")), "{}", r.body);
+    }
+    assert!(started.elapsed() < Duration::from_secs(15), "a replica waited out the lock: {:?}", started.elapsed());
+    idp.control_method(Method::DELETE, "outage").await;
+    let mut c = Browser::new_for_origin(&b_inst.url(""));
+    c.set_jar(jar);
+    assert_eq!(c.fetch(Method::GET, &b_inst.url("/pay/x"), None).await.status, 200);
+    store.drop_all().await;
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_make_one_token_exchange() {
+    two_instances_one_exchange(Kind::Redis, "redis").await;
+}
+
+#[tokio::test]
+async fn two_instances_sharing_postgres_make_one_token_exchange() {
+    two_instances_one_exchange(Kind::Postgres, "postgres").await;
+}
+
+#[tokio::test]
+async fn two_cookie_mode_instances_sharing_a_redis_cache_make_one_token_exchange() {
+    two_instances_one_exchange(Kind::Redis, "cookie").await;
+}
+
 #[tokio::test]
 async fn two_instances_sharing_postgres_spend_one_refresh_token() {
     two_instances_one_refresh(Kind::Postgres, "postgres").await;

@@ -1,14 +1,15 @@
-//! The refresh-result cache: in memory (`memory_cache`, bounded by bytes), or in the store when
+//! The refresh-result cache: in memory (`session::memory_cache`, bounded by bytes together with
+//! the exchange cache), or in the store when
 //! `[session] url` is set so every replica sees it. Each entry is keyed by a labelled SHA-256 of
 //! the *old* refresh token and sealed under a key derived from it (`seal::shared_id`, SPEC §4:
 //! never from a session key, so replicas mid key rotation share it).
 
 use super::grant::Fresh;
-use super::memory_cache::MemoryCache;
+pub(super) use crate::session::memory_cache::lock;
+use crate::session::memory_cache::{self, Value};
 use crate::session::model::Session;
 use crate::session::seal::{SharedLabel, open_shared, seal_shared, shared_id};
 use crate::store::{CacheRow, Store, StoreError};
-use std::sync::Mutex;
 
 pub(super) enum CacheHit {
     Fresh(Fresh),
@@ -17,20 +18,14 @@ pub(super) enum CacheHit {
 
 pub(super) struct RefreshCache {
     /// Used only without a store, which then holds the cache instead.
-    memory: Mutex<MemoryCache>,
+    memory: memory_cache::Shared,
     store: Option<Store>,
     grace_secs: u64,
 }
 
-/// A poisoned lock only means another request panicked mid-update of a plain map; the map is
-/// still usable, and refusing every refresh afterwards would be worse.
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl RefreshCache {
-    pub fn new(store: Option<Store>, grace_secs: u64, max_bytes: usize) -> Self {
-        Self { memory: Mutex::new(MemoryCache::new(max_bytes)), store, grace_secs }
+    pub fn new(store: Option<Store>, grace_secs: u64, memory: memory_cache::Shared) -> Self {
+        Self { memory, store, grace_secs }
     }
 
     /// Drop expired in-memory entries (the periodic sweep: without it, the last entries of a
@@ -62,9 +57,10 @@ impl RefreshCache {
                 let Some(entry) = cache.get(id, now) else {
                     return Ok(None);
                 };
-                match &entry.sealed {
-                    Some(s) => s.clone(),
-                    None => return Ok(Some(CacheHit::Refused)),
+                match &entry.value {
+                    Value::Refresh(Some(s)) => s.clone(),
+                    Value::Refresh(None) => return Ok(Some(CacheHit::Refused)),
+                    _ => return Ok(None),
                 }
             }
         };
@@ -103,7 +99,7 @@ impl RefreshCache {
             }
             return true;
         }
-        let evicted = lock(&self.memory).insert(id, sealed, expires_at, now);
+        let evicted = lock(&self.memory).insert(id, Value::Refresh(sealed), expires_at, now);
         if evicted > 0 {
             metrics::counter!("bff_refresh_cache_evictions_total").increment(evicted as u64);
         }

@@ -17,7 +17,6 @@
 
 mod cache;
 mod grant;
-mod memory_cache;
 #[cfg(test)]
 mod tests;
 
@@ -84,10 +83,10 @@ impl std::fmt::Debug for Refresher {
 }
 
 impl Refresher {
-    /// `cache_max_bytes`: the bound of the in-memory cache (`[session] cache_max_bytes`).
-    pub fn new(oidc: Arc<Oidc>, store: Option<Store>, cache_max_bytes: usize) -> Self {
+    /// `memory`: the instance's in-memory cache (used when there is no store).
+    pub fn new(oidc: Arc<Oidc>, store: Option<Store>, memory: crate::session::memory_cache::Shared) -> Self {
         let settings = oidc.settings();
-        let cache = RefreshCache::new(store.clone(), settings.refresh_grace_secs, cache_max_bytes);
+        let cache = RefreshCache::new(store.clone(), settings.refresh_grace_secs, memory);
         let margin_secs = settings.refresh_margin_secs;
         Self(Arc::new(Inner {
             oidc,

@@ -84,7 +84,7 @@ async fn state_with(server: &MockServer) -> Fixture {
     let settings = Settings::from_toml_str(&toml, vec![]).unwrap_or_else(|e| panic!("{e}"));
     let oidc = Arc::new(crate::oidc::Oidc::new(settings.oidc.clone()).unwrap_or_else(|e| panic!("{e}")));
     oidc.load().await.unwrap_or_else(|e| panic!("{e}"));
-    let sessions = Sessions::new(&settings.session, None, oidc);
+    let sessions = Sessions::new(&settings.session, None, oidc, &settings.routes);
     Fixture { sessions, refresh_grace_secs: settings.oidc.refresh_grace_secs }
 }
 

@@ -120,7 +120,7 @@ export async function startIdp({ appOrigin, accessTokenTtl } = {}) {
 }
 
 /** The oidc-bff binary on 127.0.0.1:`port`, public as http://localhost:`port`. */
-export async function startBff({ port, issuer, upstream, spaMode = false, extraOidc = '' }) {
+export async function startBff({ port, issuer, upstream, spaMode = false, extraOidc = '', extraRoutes = () => '' }) {
   if (!fs.existsSync(BFF_BIN)) {
     throw new Error(`${BFF_BIN} is missing: build it first (cargo build), or set OIDC_BFF_BIN`);
   }
@@ -152,6 +152,7 @@ level = "info"
 [[routes]]
 prefix = "/api"
 upstream = "${upstream}"
+${extraRoutes(upstream)}
 `);
   const logFile = path.join(dir, 'bff.log');
   let child;
@@ -225,14 +226,14 @@ export async function startHostileSite() {
  * Everything the IdP, oidc-bff and the echo API need for one test file. `idp` and `bff`
  * options pass through. `close()` stops it all.
  */
-export async function startStack({ spaMode = false, accessTokenTtl, extraOidc } = {}) {
+export async function startStack({ spaMode = false, accessTokenTtl, extraOidc, extraRoutes } = {}) {
   const port = await freePort();
   const appOrigin = `http://localhost:${port}`;
   const echo = await startEcho();
   const idp = await startIdp({ appOrigin, accessTokenTtl });
   let bff;
   try {
-    bff = await startBff({ port, issuer: idp.issuer, upstream: echo.url, spaMode, extraOidc });
+    bff = await startBff({ port, issuer: idp.issuer, upstream: echo.url, spaMode, extraOidc, extraRoutes });
   } catch (err) {
     await idp.stop();
     await echo.close();
