@@ -146,21 +146,8 @@ async fn concurrent_first_requests_share_one_exchange_and_later_ones_use_the_cac
     let (idp, bff, _up) = exchanging(json!({ "exchangeTtl": 40 }), &[]).await;
     let mut b = Browser::new(&bff);
     b.login(&bff, "alice", "/").await;
-    let jar = b.jar();
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let jar = jar.clone();
-        let url = bff.url("/payments/x");
-        let origin = bff.url("");
-        tasks.push(tokio::spawn(async move {
-            let mut c = Browser::new_for_origin(&origin);
-            c.set_jar(jar);
-            c.fetch(Method::GET, &url, None).await
-        }));
-    }
     let mut tokens = std::collections::BTreeSet::new();
-    for t in tasks {
-        let r = t.await.unwrap_or_else(|e| panic!("{e}"));
+    for r in fan_out(&[&bff], &b.jar(), "/payments/x", 20).await {
         assert_eq!(r.status, 200, "{}", r.body);
         tokens.insert(bearer(&r));
     }

@@ -410,6 +410,27 @@ impl Browser {
     }
 }
 
+/// `n` concurrent `GET path` fetches from the SPA with the cookies `jar`, spread over `insts` in
+/// turn (replicas behind a load balancer); the responses, in the order the requests were made.
+pub async fn fan_out(insts: &[&Bff], jar: &BTreeMap<String, String>, path: &str, n: usize) -> Vec<Resp> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let inst = insts[i % insts.len()];
+            let (target, origin, jar) = (inst.url(path), inst.url(""), jar.clone());
+            tokio::spawn(async move {
+                let mut c = Browser::new_for_origin(&origin);
+                c.set_jar(jar);
+                c.fetch(reqwest::Method::GET, &target, None).await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    out
+}
+
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

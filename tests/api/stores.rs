@@ -554,21 +554,9 @@ async fn two_instances_one_refresh_with_keys(kind: Kind, mode: &str, keys: [&str
     browser.login(&a, "alice", "/").await;
     let jar = browser.jar();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let target = if i % 2 == 0 { a.url("/api/pair") } else { b_inst.url("/api/pair") };
-        let jar = jar.clone();
-        let origin = if i % 2 == 0 { a.url("") } else { b_inst.url("") };
-        tasks.push(tokio::spawn(async move {
-            let mut c = Browser::new_for_origin(&origin);
-            c.set_jar(jar);
-            c.fetch(Method::GET, &target, None).await
-        }));
-    }
     let mut bearers = std::collections::BTreeSet::new();
     let mut latest = None;
-    for t in tasks {
-        let r = t.await.unwrap_or_else(|e| panic!("{e}"));
+    for r in fan_out(&[&a, &b_inst], &jar, "/api/pair", 20).await {
         assert_eq!(r.status, 200, "{}", r.body);
         bearers.insert(r.json()["headers"]["authorization"].as_str().unwrap_or_default().to_owned());
         latest = Some(r);
@@ -593,41 +581,50 @@ async fn two_instances_one_refresh_with_keys(kind: Kind, mode: &str, keys: [&str
 /// SPEC §6.2: two instances sharing `[session] url` make one token exchange for a session and
 /// route, whichever of them the requests reach.
 async fn two_instances_one_exchange(kind: Kind, mode: &str) {
-    let Some(store) = TestStore::new(kind, "exchange").await else { return };
-    let url = store.url();
-    let mut vars = store_vars(mode, &url);
-    vars.push(("BFF_OIDC__SCOPES", "openid,profile,email,offline_access,read"));
-    let up = upstream::start().await;
-    let routes = format!(
-        "[[routes]]\nprefix = \"/pay\"\nupstream = \"{}\"\ntoken = \"exchange\"\nresource = \"https://pay.example.test/\"\nscopes = [\"read\"]\n",
-        up.url()
-    );
-    let (idp, a) = stack_store(json!({}), &vars, &routes, false).await;
-    let listener = reserve().await;
-    let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();
-    let b_inst = spawn_bff(listener, settings_with(port_b, &idp.issuer, &vars, &routes)).await;
-    let mut browser = Browser::new(&a);
-    browser.login(&a, "alice", "/").await;
-    let jar = browser.jar();
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let inst = if i % 2 == 0 { &a } else { &b_inst };
-        let (target, origin, jar) = (inst.url("/pay/x"), inst.url(""), jar.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut c = Browser::new_for_origin(&origin);
-            c.set_jar(jar);
-            c.fetch(Method::GET, &target, None).await
-        }));
-    }
+    let Some(pair) =
+        ExchangePair::start(kind, mode, "resource = \"https://pay.example.test/\"\nscopes = [\"read\"]").await
+    else {
+        return;
+    };
     let mut bearers = std::collections::BTreeSet::new();
-    for t in tasks {
-        let r = t.await.unwrap_or_else(|e| panic!("{e}"));
+    for r in fan_out(&[&pair.a, &pair.b], &pair.jar, "/pay/x", 20).await {
         assert_eq!(r.status, 200, "{}", r.body);
         bearers.insert(r.json()["headers"]["authorization"].as_str().unwrap_or_default().to_owned());
     }
-    assert_eq!(idp.grants("token_exchange").await, 1, "one exchange served both instances");
+    assert_eq!(pair.idp.grants("token_exchange").await, 1, "one exchange served both instances");
     assert_eq!(bearers.len(), 1);
-    store.drop_all().await;
+    pair.store.drop_all().await;
+}
+
+/// Two instances sharing a store, with a `token = "exchange"` route `/pay` (`route` adds its
+/// keys), and a logged-in cookie jar.
+struct ExchangePair {
+    store: TestStore,
+    idp: Idp,
+    a: Bff,
+    b: Bff,
+    jar: std::collections::BTreeMap<String, String>,
+    _up: upstream::Running,
+}
+
+impl ExchangePair {
+    async fn start(kind: Kind, mode: &str, route: &str) -> Option<Self> {
+        let store = TestStore::new(kind, "exchange").await?;
+        let url = store.url();
+        let mut vars = store_vars(mode, &url);
+        vars.push(("BFF_OIDC__SCOPES", "openid,profile,email,offline_access,read"));
+        let up = upstream::start().await;
+        let routes =
+            format!("[[routes]]\nprefix = \"/pay\"\nupstream = \"{}\"\ntoken = \"exchange\"\n{route}\n", up.url());
+        let (idp, a) = stack_store(json!({}), &vars, &routes, false).await;
+        let listener = reserve().await;
+        let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();
+        let b = spawn_bff(listener, settings_with(port_b, &idp.issuer, &vars, &routes)).await;
+        let mut browser = Browser::new(&a);
+        browser.login(&a, "alice", "/").await;
+        let jar = browser.jar();
+        Some(Self { store, idp, a, b, jar, _up: up })
+    }
 }
 
 /// A replica whose exchange failed (IdP down) releases the exchange lock: the other replica's
@@ -635,43 +632,17 @@ async fn two_instances_one_exchange(kind: Kind, mode: &str) {
 /// and answering 504.
 #[tokio::test]
 async fn a_failed_exchange_never_holds_another_replica_up() {
-    let Some(store) = TestStore::new(Kind::Redis, "exchange_down").await else { return };
-    let url = store.url();
-    let vars = store_vars("redis", &url);
-    let up = upstream::start().await;
-    let routes = format!(
-        "[[routes]]\nprefix = \"/pay\"\nupstream = \"{}\"\ntoken = \"exchange\"\naudience = \"pay\"\n",
-        up.url()
-    );
-    let (idp, a) = stack_store(json!({}), &vars, &routes, false).await;
-    let listener = reserve().await;
-    let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();
-    let b_inst = spawn_bff(listener, settings_with(port_b, &idp.issuer, &vars, &routes)).await;
-    let mut browser = Browser::new(&a);
-    browser.login(&a, "alice", "/").await;
-    let jar = browser.jar();
-    idp.control("outage").await;
+    let Some(pair) = ExchangePair::start(Kind::Redis, "redis", "audience = \"pay\"").await else { return };
+    pair.idp.control("outage").await;
     let started = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..6 {
-        let inst = if i % 2 == 0 { &a } else { &b_inst };
-        let (target, origin, jar) = (inst.url("/pay/x"), inst.url(""), jar.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut c = Browser::new_for_origin(&origin);
-            c.set_jar(jar);
-            c.fetch(Method::GET, &target, None).await
-        }));
-    }
-    for t in tasks {
-        let r = t.await.unwrap_or_else(|e| panic!("{e}"));
+    for r in fan_out(&[&pair.a, &pair.b], &pair.jar, "/pay/x", 6).await {
         assert_eq!((r.status, r.json()["error"].as_str()), (502, Some("idp_unavailable")), "{}", r.body);
     }
     assert!(started.elapsed() < Duration::from_secs(15), "a replica waited out the lock: {:?}", started.elapsed());
-    idp.control_method(Method::DELETE, "outage").await;
-    let mut c = Browser::new_for_origin(&b_inst.url(""));
-    c.set_jar(jar);
-    assert_eq!(c.fetch(Method::GET, &b_inst.url("/pay/x"), None).await.status, 200);
-    store.drop_all().await;
+    pair.idp.control_method(Method::DELETE, "outage").await;
+    let r = fan_out(&[&pair.b], &pair.jar, "/pay/x", 1).await;
+    assert_eq!(r[0].status, 200, "{}", r[0].body);
+    pair.store.drop_all().await;
 }
 
 #[tokio::test]
