@@ -166,11 +166,13 @@ impl ExchangeCache {
         let t = crate::clock::now();
         match &self.store {
             Some(store) => {
-                if let Err(e) = store.cache_put(id, None, until).await {
+                // A tombstone that cannot be written is at least a deletion.
+                let buried = match store.cache_put(id, None, until).await {
+                    Err(_) => store.cache_delete(id).await,
+                    ok => ok,
+                };
+                if let Err(e) = buried {
                     tracing::warn!(error = %e, "exchanged token not deleted from the store");
-                    if let Err(e) = store.cache_delete(id).await {
-                        tracing::warn!(error = %e, "exchanged token not deleted from the store");
-                    }
                 }
             }
             None => {

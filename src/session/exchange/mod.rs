@@ -21,7 +21,7 @@ mod cache;
 
 use super::memory_cache::{self, lock};
 use super::model::Session;
-use super::refresh::lock_ttl;
+use super::refresh::{lock_ttl, renew_at};
 use super::seal::{SharedLabel, shared_id_of};
 use crate::clock::now;
 use crate::error::{AppError, ErrorCode, route_exchange_error};
@@ -102,10 +102,10 @@ impl Exchanger {
             Ok(None) => {}
             Err(e) => return Err(e.into()),
         }
-        // Boxed: rarely taken, and large (the IdP call, the store and its lock).
         // An entry lives no longer than the session's access token (a refresh replaces it, and
         // the entry could never be used again) nor the session.
         let usable_until = session.access_expires_at.min(session.absolute_expires_at);
+        // Boxed: rarely taken, and large (the IdP call, the store and its lock).
         Box::pin(self.exchange_once(key, subject, spec, usable_until)).await
     }
 
@@ -180,12 +180,6 @@ fn finish(outcome: Outcome) -> Result<HeaderValue, AppError> {
         Outcome::Refused(code) => Err(route_exchange_error(TokenError::Refused(code))),
         Outcome::Failed(e) => Err(e),
     }
-}
-
-/// Until when an exchanged token is served from the cache: `margin` before it expires, or at
-/// its expiry when its whole lifetime fits in the margin (as for the session's token, §6.1).
-fn cache_until(issued_at: i64, expires_at: i64, margin: i64) -> i64 {
-    if expires_at - issued_at > margin { expires_at - margin } else { expires_at }
 }
 
 /// One exchange, run in its own task so that a browser aborting the request cannot cancel it
@@ -298,7 +292,7 @@ impl Job {
         };
         metrics::counter!("bff_token_exchanges_total", "outcome" => kind).increment(1);
         let until = match &outcome {
-            Outcome::Token { expires_at, .. } => cache_until(issued_at, *expires_at, x.margin_secs),
+            Outcome::Token { expires_at, .. } => renew_at(issued_at, *expires_at, x.margin_secs),
             _ => issued_at + REFUSAL_SECS,
         };
         x.cache.put(key, &outcome, until.min(self.usable_until), now()).await;
@@ -309,7 +303,7 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::cache::bearer_value;
-    use super::cache_until;
+    use super::renew_at;
 
     #[test]
     fn only_rfc_6750_tokens_of_a_sane_size_are_sent() {
@@ -324,8 +318,8 @@ mod tests {
 
     #[test]
     fn tokens_are_served_until_the_margin_or_their_expiry_when_shorter() {
-        assert_eq!(cache_until(0, 600, 30), 570);
-        assert_eq!(cache_until(0, 20, 30), 20);
-        assert_eq!(cache_until(0, 30, 30), 30);
+        assert_eq!(renew_at(0, 600, 30), 570);
+        assert_eq!(renew_at(0, 20, 30), 20);
+        assert_eq!(renew_at(0, 30, 30), 30);
     }
 }

@@ -230,13 +230,15 @@ impl Refresher {
 }
 
 pub fn due(session: &Session, now: i64, margin_secs: u64) -> bool {
-    let remaining = session.access_expires_at - now;
-    if remaining <= 0 {
-        return true;
-    }
-    let lifetime = session.access_expires_at - session.access_issued_at;
-    let margin = margin_secs as i64;
-    lifetime > margin && remaining <= margin
+    now >= renew_at(session.access_issued_at, session.access_expires_at, margin_secs as i64)
+}
+
+/// When a token issued at `issued_at` and expiring at `expires_at` is due for renewal (SPEC
+/// §6.1): `margin` before it expires, or at its expiry when its whole lifetime fits in the
+/// margin. The session's token is refreshed then; a route's exchanged token (§6.2) is served
+/// from the cache until then.
+pub fn renew_at(issued_at: i64, expires_at: i64, margin: i64) -> i64 {
+    if expires_at - issued_at > margin { expires_at - margin } else { expires_at }
 }
 
 /// One refresh-token grant; always completes (it runs in its own task), caches its result and
