@@ -11,6 +11,10 @@ import Provider, { errors } from 'oidc-provider';
 // instance and must keep every session, grant, code and token. So we hand both instances
 // the library's own MemoryAdapter over one store that we own (and can enumerate).
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+// Also deep, for the same reasons: the library's own DPoP proof validation (signature, typ, alg,
+// htm, htu, iat, nonce) and jti replay check, which its built-in grants use through helpers that
+// registerGrantType handlers do not receive. The RFC 8693 exchange below reuses them as they are.
+import validateDpop, { checkDpopReplay } from 'oidc-provider/lib/helpers/validate_dpop.js';
 
 // stdout carries exactly one line (the ready line). oidc-provider prints its NOTICEs with
 // console.info, so route console.log/info/debug to stderr before anything can log.
@@ -33,6 +37,17 @@ const signingAlgs = cfg.signingAlgs ?? ['RS256'];
 // what token exchange (RFC 8693) may down-scope to.
 const apiScopes = cfg.apiScopes ?? ['read', 'write', 'payments', 'avatars', 'admin'];
 const exchangeTtl = cfg.exchangeTtl ?? 600;
+// RFC 9126 and RFC 9449: oidc-provider 9 enables both by default; they can be switched off.
+const parEnabled = cfg.par ?? true;
+const requirePar = cfg.requirePar ?? false;
+const dpopEnabled = cfg.dpop ?? true;
+if (requirePar && !parEnabled) die('requirePar needs par');
+if (cfg.dpopNonce && !dpopEnabled) die('dpopNonce needs dpop');
+// Server-provided DPoP nonces (RFC 9449 §8): the secret is fixed for the process (rotate-keys
+// builds a new Provider that must accept the nonces the old one handed out); whether a proof
+// must carry one is switched at runtime (POST/DELETE /__test/dpop-nonce).
+const dpopNonceSecret = crypto.randomBytes(32);
+let dpopNonceRequired = Boolean(cfg.dpopNonce);
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const clients = (cfg.clients ?? []).map((c) => ({
@@ -117,6 +132,35 @@ const requests = [];
 function record(entry) {
   requests.push(entry);
   if (requests.length > 200) requests.shift();
+}
+// What a request to /par, /authorize or /token carried, for record(): parameter names and
+// values that are not secrets, whether a DPoP proof came (and its nonce claim, decoded without
+// verification) and how the client authenticated. Never a secret, code, token or proof.
+function requestFacts(ctx, params, body) {
+  const proof = ctx.get('DPoP');
+  let dpopNonce = null;
+  if (proof) {
+    try {
+      const claims = JSON.parse(Buffer.from(proof.split('.')[1] ?? '', 'base64url').toString('utf8'));
+      dpopNonce = typeof claims.nonce === 'string' ? claims.nonce : null;
+    } catch { /* not a JWS: recorded as a proof without a nonce */ }
+  }
+  const clientAuth = /^basic\s/i.test(ctx.get('Authorization')) ? 'basic'
+    : body.client_assertion !== undefined ? 'private_key_jwt'
+      : body.client_secret !== undefined ? 'post' : null;
+  const endpoint = ctx.path.slice(1);
+  const resource = params.resource === undefined ? [] : [params.resource].flat();
+  return {
+    endpoint,
+    grant_type: params.grant_type ?? null,
+    resource,
+    query_keys: endpoint === 'authorize' ? Object.keys(ctx.query).sort() : null,
+    state: endpoint !== 'token' && typeof params.state === 'string' ? params.state : null,
+    dpop_jkt: typeof params.dpop_jkt === 'string' ? params.dpop_jkt : null,
+    dpop_proof: Boolean(proof),
+    dpop_nonce: dpopNonce,
+    client_auth: clientAuth,
+  };
 }
 // JWT access tokens this IdP issued (resource-bound logins and exchanges), by their exact text:
 // oidc-provider keeps no record of structured tokens, and an exchange must know its subject.
@@ -274,6 +318,10 @@ function buildProvider(issuer) {
       introspection: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       backchannelLogout: { enabled: true },
+      pushedAuthorizationRequests: { enabled: parEnabled, requirePushedAuthorizationRequests: requirePar },
+      dPoP: dpopEnabled
+        ? { enabled: true, nonceSecret: dpopNonceSecret, requireNonce: () => dpopNonceRequired }
+        : { enabled: false },
       // RFC 8707: any absolute URI is a resource server offering apiScopes; its access tokens
       // are JWTs whose `aud` is that URI.
       resourceIndicators: {
@@ -318,13 +366,28 @@ function buildProvider(issuer) {
   provider.use(async (ctx, next) => {
     await next();
     if (ctx.path === '/authorize' || ctx.path === '/par' || ctx.path === '/token') {
-      const p = ctx.oidc?.params ?? {};
-      const resource = p.resource === undefined ? [] : [p.resource].flat();
-      record({ endpoint: ctx.path.slice(1), grant_type: p.grant_type ?? null, resource, status: ctx.status });
+      // A PAR refused by the test switch never reached the library: its form is in ctx.state.
+      const params = ctx.oidc?.params ?? ctx.state.refusedPar ?? {};
+      const body = ctx.oidc?.body ?? ctx.state.refusedPar ?? {};
+      record({ ...requestFacts(ctx, params, body), status: ctx.status });
     }
+    // The library hands out a fresh DPoP-Nonce with every answer to a proof once nonces exist.
+    // While none are demanded, successful answers carry none: a client then learns its first
+    // nonce from a challenge, so the switch makes the next proof without one fail for sure.
+    if (!dpopNonceRequired && ctx.status < 400) ctx.remove('DPoP-Nonce');
     if (ctx.status !== 200 || ctx.method !== 'POST') return;
     if (ctx.path === '/revoke') events.revocations += 1;
     if (ctx.path === '/introspect') events.introspections += 1;
+  });
+  // POST /__test/refuse-par: the PAR endpoint answers as an IdP that refuses the request.
+  provider.use(async (ctx, next) => {
+    if (!(refusePar && parEnabled && ctx.method === 'POST' && ctx.path === '/par')) return next();
+    const form = await readForm(ctx.req);
+    ctx.state.refusedPar = Object.fromEntries(form);
+    ctx.status = 400;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { error: 'invalid_request', error_description: 'PAR refused (test switch)' };
+    return undefined;
   });
   provider.use(interactions(provider));
   return { provider, handler: provider.callback() };
@@ -334,15 +397,24 @@ function buildProvider(issuer) {
 // The subject token must be an unexpired access token this IdP issued to the same client; the
 // new token is a JWT for the requested resource (or audience), with the requested scopes, each
 // of which the subject token must hold (down-scoping only).
+// DPoP (RFC 9449 §5): a request with a DPoP header has its proof validated exactly as the
+// library's own grants do (invalid proof: 400 invalid_dpop_proof; nonce wanted: 400
+// use_dpop_nonce + DPoP-Nonce; replayed jti: invalid_grant) and gets a token bound to the
+// proof's key (cnf.jkt, token_type DPoP). A DPoP-bound subject token is exchanged only with a
+// proof of its own key (else invalid_grant).
 let refuseExchanges = false;
 async function subjectOf(provider, token) {
   const opaque = await provider.AccessToken.find(token);
   if (opaque && !opaque.isExpired) {
-    return { sub: opaque.accountId, clientId: opaque.clientId, scopes: new Set(opaque.scope.split(' ')) };
+    return {
+      sub: opaque.accountId, clientId: opaque.clientId, scopes: new Set(opaque.scope.split(' ')), jkt: opaque.jkt,
+    };
   }
   const jwt = jwtAccessTokens.get(token);
   if (!jwt || jwt.exp * 1000 <= Date.now()) return undefined;
-  return { sub: jwt.sub, clientId: jwt.client_id, scopes: new Set((jwt.scope ?? '').split(' ')) };
+  return {
+    sub: jwt.sub, clientId: jwt.client_id, scopes: new Set((jwt.scope ?? '').split(' ')), jkt: jwt.cnf?.jkt,
+  };
 }
 function exchangeGrant(iss) {
   return async (ctx) => {
@@ -354,8 +426,16 @@ function exchangeGrant(iss) {
     if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
       throw new errors.InvalidRequest('only access tokens are issued');
     }
+    // Before the subject token is looked at, as the library's grants do: a nonce challenge or a
+    // bad proof spends nothing.
+    const dPoP = await validateDpop(ctx.oidc.provider, ctx);
     const subject = await subjectOf(ctx.oidc.provider, params.subject_token ?? '');
     if (!subject || subject.clientId !== client.clientId) throw new errors.InvalidGrant('subject token is not valid');
+    if (subject.jkt && !dPoP) throw new errors.InvalidGrant('the subject token is DPoP-bound: a DPoP proof is required');
+    if (subject.jkt && subject.jkt !== dPoP.thumbprint) {
+      throw new errors.InvalidGrant('DPoP proof key does not match the subject token\'s binding');
+    }
+    if (dPoP) await checkDpopReplay(ctx.oidc.provider, ctx, dPoP, client.clientId, errors.InvalidGrant);
     const asked = params.scope ? params.scope.split(' ') : [...subject.scopes].filter((s) => apiScopes.includes(s));
     const beyond = asked.filter((s) => !subject.scopes.has(s));
     if (beyond.length) throw new errors.InvalidScope('scope beyond the subject token', beyond.join(' '));
@@ -364,10 +444,11 @@ function exchangeGrant(iss) {
       iss, sub: subject.sub, aud: params.resource ?? params.audience ?? client.clientId, client_id: client.clientId,
       scope: asked.join(' '), iat: now, exp: now + exchangeTtl, jti: crypto.randomBytes(12).toString('base64url'),
       ...(params.audience && params.resource ? { audience: params.audience } : {}),
+      ...(dPoP ? { cnf: { jkt: dPoP.thumbprint } } : {}),
     };
     const accessToken = signJwt(keys[0], { typ: 'at+jwt' }, payload);
     ctx.body = {
-      access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer',
+      access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: dPoP ? 'DPoP' : 'Bearer',
       expires_in: exchangeTtl, scope: payload.scope,
     };
   };
@@ -376,6 +457,7 @@ function exchangeGrant(iss) {
 // ---- /__test control endpoints -----------------------------------------------------------
 let current; // { provider, handler }, swapped by rotate-keys
 let tokenOutage = false;
+let refusePar = false;
 let issuer;
 
 async function revokeRefreshTokens() {
@@ -427,6 +509,21 @@ async function control(req, res) {
     case 'DELETE /__test/refuse-exchanges':
       refuseExchanges = false;
       return json(200, { refuse_exchanges: false });
+    // Every PAR answered 400 invalid_request until DELETE.
+    case 'POST /__test/refuse-par':
+      refusePar = true;
+      return json(200, { refuse_par: true });
+    case 'DELETE /__test/refuse-par':
+      refusePar = false;
+      return json(200, { refuse_par: false });
+    // DPoP proofs (token endpoint, PAR, userinfo) must carry a current server nonce until DELETE.
+    case 'POST /__test/dpop-nonce':
+      if (!dpopEnabled) return json(409, { error: 'dpop_disabled' });
+      dpopNonceRequired = true;
+      return json(200, { dpop_nonce: true });
+    case 'DELETE /__test/dpop-nonce':
+      dpopNonceRequired = false;
+      return json(200, { dpop_nonce: false });
     case 'POST /__test/rotate-keys':
       keys = await generateKeys();
       current = buildProvider(issuer);
@@ -452,6 +549,7 @@ async function control(req, res) {
       return json(200, {
         issuer, port: server.address().port, envId, accessTokenTtl, idTokenTtl, refreshTokenTtl,
         bigClaimBytes, signingAlgs, apiScopes, exchangeTtl, kids: keys.map((k) => k.kid),
+        par: parEnabled, requirePar, dpop: dpopEnabled, dpopNonce: dpopNonceRequired,
         clients: clients.map(({ client_secret: _secret, ...c }) => c),
       });
     default: return json(404, { error: 'not_found' });

@@ -79,14 +79,23 @@ function verifyJwt(jwt, jwks) {
 
 // Browser-like login. expect: 'form' (no session), 'consent' (session, no grant: auto-consent
 // redirect, no form), 'none' (session + grant: authorize redirects straight to the client).
-async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'form', scope = 'openid profile email offline_access', extra = {} } = {}) {
+// par: push the parameters first (RFC 9126), then authorize with client_id and request_uri only.
+async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'form', scope = 'openid profile email offline_access', extra = {}, par = false } = {}) {
   const verifier = b64u(crypto.randomBytes(32));
   const state = b64u(crypto.randomBytes(16));
   const nonce = b64u(crypto.randomBytes(16));
-  const q = form({
+  const params = {
     response_type: 'code', client_id: client.client_id, redirect_uri: client.redirect_uris[0], scope, state, nonce,
     code_challenge: b64u(crypto.hash('sha256', verifier, 'buffer')), code_challenge_method: 'S256', ...extra,
-  });
+  };
+  let q = form(params);
+  if (par) {
+    const pushed = await push(idp, client, params);
+    assert.equal(pushed.status, 201, JSON.stringify(pushed.json));
+    assert.match(pushed.json.request_uri, /^urn:ietf:params:oauth:request_uri:/);
+    assert.equal(pushed.json.expires_in, 60);
+    q = form({ client_id: client.client_id, request_uri: pushed.json.request_uri });
+  }
   let res = await req(jar, `${idp.issuer}/authorize?${q}`);
   assert.equal(res.status, 303, 'authorize');
   let loc = new URL(res.headers.get('location'), idp.issuer);
@@ -117,17 +126,43 @@ async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'f
   assert.equal(`${loc.origin}${loc.pathname}`, client.redirect_uris[0]);
   assert.equal(loc.searchParams.get('state'), state);
   assert.equal(loc.searchParams.get('iss'), idp.issuer, 'RFC 9207 iss');
-  return { code: loc.searchParams.get('code'), verifier, nonce, jar };
+  return { code: loc.searchParams.get('code'), verifier, nonce, state, jar };
 }
 
-async function token(idp, client, body) {
-  const headers = { ...FORM };
+// POST to an endpoint with the client's authentication (basic, or post when registered so).
+async function authPost(url, client, body, extraHeaders = {}) {
+  const headers = { ...FORM, ...extraHeaders };
   if (client.token_endpoint_auth_method === 'client_secret_post') {
     Object.assign(body, { client_id: client.client_id, client_secret: client.client_secret });
   } else headers.authorization = basic(client.client_id, client.client_secret);
-  const res = await fetch(`${idp.issuer}/token`, { method: 'POST', headers, body: form(body) });
-  return { status: res.status, json: await res.json() };
+  const res = await fetch(url, { method: 'POST', headers, body: form(body) });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = { text }; } // a 404 is plain text
+  return { status: res.status, headers: res.headers, json };
 }
+// headers: e.g. { dpop: proof }.
+const token = (idp, client, body, headers) => authPost(`${idp.issuer}/token`, client, body, headers);
+const push = (idp, client, params, headers) => authPost(`${idp.issuer}/par`, client, { ...params }, headers);
+
+// ---- DPoP (RFC 9449) with node:crypto -------------------------------------------------------
+/** A fresh P-256 key: its public JWK and RFC 7638 thumbprint. */
+function dpopKey() {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { kty, crv, x, y } = publicKey.export({ format: 'jwk' });
+  const jkt = b64u(crypto.hash('sha256', JSON.stringify({ crv, kty, x, y }), 'buffer'));
+  return { privateKey, jwk: { kty, crv, x, y }, jkt };
+}
+/** A DPoP proof JWT (ES256). claims override/extend htm, htu, iat, jti; `header` the JOSE header. */
+function dpopProof(key, htm, htu, claims = {}, header = {}) {
+  const enc = (o) => b64u(JSON.stringify(o));
+  const input = `${enc({ typ: 'dpop+jwt', alg: 'ES256', jwk: key.jwk, ...header })}.${enc({
+    jti: b64u(crypto.randomBytes(16)), htm, htu, iat: Math.floor(Date.now() / 1000), ...claims,
+  })}`;
+  const sig = crypto.sign('sha256', Buffer.from(input), { key: key.privateKey, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${b64u(sig)}`;
+}
+const jwtPayload = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url'));
 const exchange = (idp, c, l) => token(idp, c, { grant_type: 'authorization_code', code: l.code, redirect_uri: c.redirect_uris[0], code_verifier: l.verifier });
 const refresh = (idp, c, rt) => token(idp, c, { grant_type: 'refresh_token', refresh_token: rt });
 const getJson = async (url, opts) => (await fetch(url, opts)).json();
@@ -154,6 +189,8 @@ const B = {
 const C = { client_id: 'bff-ps', client_secret: 'ps-secret', redirect_uris: [`${rpBase}/cb-ps`], id_token_signed_response_alg: 'PS256' };
 
 const server = startIdp({ clients: [A, B, C], signingAlgs: ['RS256', 'PS256', 'ES256'], bigClaimBytes: 5000, accessTokenTtl: 300 });
+let idp2; // requirePar + dpopNonce
+let idp3; // par: false, dpop: false
 let failed = false;
 try {
   const idp = await server.ready;
@@ -302,6 +339,7 @@ try {
   t = await token(idp, B, { grant_type: 'authorization_code', code: l9.code, redirect_uri: B.redirect_uris[0], code_verifier: l9.verifier, resource: R });
   assert.equal(t.status, 200, JSON.stringify(t.json));
   let at = verifyJwt(t.json.access_token, jwks).payload;
+  const t8bAccessToken = t.json.access_token;
   assert.equal(at.aud, R, 'the login token is bound to the resource');
   assert.deepEqual(at.scope.split(' ').sort(), ['read', 'write']);
   const reqs = await getJson(`http://127.0.0.1:${idp.port}/__test/requests`);
@@ -334,6 +372,164 @@ try {
   assert.deepEqual(conf.clients[0].grant_types, ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange']);
   log(`events ${JSON.stringify(ev)}`);
 
+  // 9b. PAR (RFC 9126) and DPoP (RFC 9449), both on by default.
+  const ctl = (p, method = 'POST') => fetch(`http://127.0.0.1:${idp.port}/__test/${p}`, { method }).then((r) => r.json());
+  const lastRequests = async (n) => (await getJson(`http://127.0.0.1:${idp.port}/__test/requests`)).slice(-n);
+  assert.equal(disc.pushed_authorization_request_endpoint, `${idp.issuer}/par`);
+  assert.equal(disc.require_pushed_authorization_requests, undefined);
+  assert.ok(disc.dpop_signing_alg_values_supported.includes('ES256'), 'DPoP ES256');
+  const TOKEN = `${idp.issuer}/token`;
+  const k1 = dpopKey();
+  const k2 = dpopKey();
+  // PAR with dpop_jkt (client_secret_post), then /authorize with client_id and request_uri only.
+  const l10 = await login(idp, B, { user: 'dave', scope: 'openid read write', par: true, extra: { resource: R, dpop_jkt: k1.jkt } });
+  let [pr, ar] = (await lastRequests(10)).filter((r) => r.endpoint === 'par' || (r.endpoint === 'authorize' && r.query_keys.includes('request_uri')));
+  assert.deepEqual(
+    [pr.status, pr.state, pr.dpop_jkt, pr.client_auth, pr.dpop_proof, pr.query_keys, pr.resource],
+    [201, l10.state, k1.jkt, 'post', false, null, [R]],
+    JSON.stringify(pr),
+  );
+  assert.deepEqual([ar.query_keys, ar.state, ar.dpop_jkt, ar.client_auth], [['client_id', 'request_uri'], l10.state, k1.jkt, null], JSON.stringify(ar));
+  log('PAR: push (201, request_uri, expires_in 60) then authorize with client_id + request_uri only; recorded state, dpop_jkt, client_auth');
+
+  // Nonce demanded: a proof without it is 400 use_dpop_nonce + DPoP-Nonce, and spends no code.
+  assert.deepEqual(await ctl('dpop-nonce'), { dpop_nonce: true });
+  const codeBody = { grant_type: 'authorization_code', code: l10.code, redirect_uri: B.redirect_uris[0], code_verifier: l10.verifier, resource: R };
+  t = await token(idp, B, { ...codeBody }, { dpop: dpopProof(k1, 'POST', TOKEN) });
+  assert.deepEqual([t.status, t.json.error], [400, 'use_dpop_nonce'], JSON.stringify(t.json));
+  const nonce1 = t.headers.get('dpop-nonce');
+  assert.match(nonce1 ?? '', /^[\w-]{20,}$/, 'DPoP-Nonce header');
+  t = await token(idp, B, { ...codeBody }, { dpop: dpopProof(k1, 'POST', TOKEN, { nonce: nonce1 }) });
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  assert.equal(t.json.token_type, 'DPoP');
+  at = verifyJwt(t.json.access_token, jwks).payload;
+  assert.deepEqual([at.aud, at.cnf?.jkt], [R, k1.jkt], 'a DPoP-bound JWT access token');
+  assert.deepEqual(
+    (await lastRequests(2)).map((r) => [r.endpoint, r.grant_type, r.status, r.dpop_proof, r.dpop_nonce, r.client_auth, r.state]),
+    [['token', 'authorization_code', 400, true, null, 'post', null], ['token', 'authorization_code', 200, true, nonce1, 'post', null]],
+  );
+  assert.deepEqual(await ctl('dpop-nonce', 'DELETE'), { dpop_nonce: false });
+  log('DPoP nonce demanded: 400 use_dpop_nonce + DPoP-Nonce, retry with the nonce -> token_type DPoP, JWT with cnf.jkt');
+
+  const dpopAt = t.json.access_token;
+  const dpopRt = t.json.refresh_token;
+  t = await token(idp, B, { grant_type: 'refresh_token', refresh_token: dpopRt, resource: R }, { dpop: dpopProof(k1, 'POST', TOKEN) });
+  assert.deepEqual([t.status, t.json.token_type, verifyJwt(t.json.access_token, jwks).payload.cnf?.jkt], [200, 'DPoP', k1.jkt], JSON.stringify(t.json));
+  log('refresh with a DPoP proof -> token_type DPoP, bound to the same key');
+
+  // The code was bound to dpop_jkt: no proof, or another key's proof, is invalid_grant.
+  // (invalid_grant's error_description is always the generic "grant request is invalid".)
+  for (const proof of [undefined, dpopProof(k2, 'POST', TOKEN)]) {
+    const l = await login(idp, B, { user: 'dave', scope: 'openid', par: true, extra: { dpop_jkt: k1.jkt } });
+    t = await token(idp, B, { grant_type: 'authorization_code', code: l.code, redirect_uri: B.redirect_uris[0], code_verifier: l.verifier }, proof ? { dpop: proof } : {});
+    assert.deepEqual([t.status, t.json.error], [400, 'invalid_grant'], JSON.stringify(t.json));
+  }
+  // A proof that fails validation is invalid_dpop_proof (400 at the token endpoint).
+  const l11 = await login(idp, B, { user: 'dave', scope: 'openid' });
+  t = await token(idp, B, { grant_type: 'authorization_code', code: l11.code, redirect_uri: B.redirect_uris[0], code_verifier: l11.verifier }, { dpop: dpopProof(k1, 'POST', `${idp.issuer}/other`) });
+  assert.deepEqual([t.status, t.json.error, t.json.error_description], [400, 'invalid_dpop_proof', 'DPoP proof htu mismatch']);
+  // Without dpop_jkt, a proof on the code exchange still binds; no proof gives a Bearer token.
+  t = await exchange(idp, B, l11);
+  assert.deepEqual([t.status, t.json.token_type], [200, 'Bearer'], 'the failed proof did not spend the code');
+  log('dpop_jkt-bound code: no proof / other key -> invalid_grant; bad htu -> 400 invalid_dpop_proof (code not spent)');
+
+  // DPoP token exchange.
+  const txd = (subject, proof, more = {}) => token(idp, B, { grant_type: TE, subject_token: subject, subject_token_type: AT, requested_token_type: AT, resource: 'https://payments.example.test/', scope: 'read', ...more }, proof ? { dpop: proof } : {});
+  x = await txd(dpopAt, dpopProof(k1, 'POST', TOKEN));
+  assert.deepEqual([x.status, x.json.token_type], [200, 'DPoP'], JSON.stringify(x.json));
+  assert.equal(x.headers.get('dpop-nonce'), null, 'no nonce handed out while none are demanded');
+  at = verifyJwt(x.json.access_token, jwks).payload;
+  assert.deepEqual([at.cnf?.jkt, at.aud, at.scope, at.sub], [k1.jkt, 'https://payments.example.test/', 'read', 'dave']);
+  let rec = (await lastRequests(1))[0];
+  assert.deepEqual([rec.grant_type, rec.dpop_proof, rec.status], [TE, true, 200]);
+  x = await txd(dpopAt, dpopProof(k2, 'POST', TOKEN));
+  assert.deepEqual([x.status, x.json.error], [400, 'invalid_grant'], 'another key than the subject token\'s');
+  x = await txd(dpopAt);
+  assert.deepEqual([x.status, x.json.error], [400, 'invalid_grant'], 'a bound subject token needs a proof');
+  x = await txd(dpopAt, dpopProof(k1, 'GET', TOKEN));
+  assert.deepEqual([x.status, x.json.error, x.json.error_description], [400, 'invalid_dpop_proof', 'DPoP proof htm mismatch']);
+  // A proof whose iat is off by more than 5 minutes: the library offers a nonce instead
+  // (nonces are always available here), and the retry with it is accepted whatever iat says.
+  x = await txd(dpopAt, dpopProof(k1, 'POST', TOKEN, { iat: Math.floor(Date.now() / 1000) - 3600 }));
+  assert.deepEqual([x.status, x.json.error], [400, 'use_dpop_nonce'], 'stale iat');
+  x = await txd(dpopAt, dpopProof(k1, 'POST', TOKEN, { iat: Math.floor(Date.now() / 1000) - 3600, nonce: x.headers.get('dpop-nonce') }));
+  assert.deepEqual([x.status, x.json.token_type], [200, 'DPoP'], 'stale iat with a nonce');
+  x = await txd(dpopAt, dpopProof(k1, 'POST', TOKEN, { nonce: 'not-a-nonce-of-this-server' }));
+  assert.deepEqual([x.status, x.json.error], [400, 'use_dpop_nonce'], 'unknown nonce');
+  const once1 = dpopProof(k1, 'POST', TOKEN);
+  assert.equal((await txd(dpopAt, once1)).status, 200);
+  x = await txd(dpopAt, once1);
+  assert.deepEqual([x.status, x.json.error], [400, 'invalid_grant'], 'replayed proof (jti)');
+  await ctl('dpop-nonce');
+  x = await txd(dpopAt, dpopProof(k1, 'POST', TOKEN));
+  assert.deepEqual([x.status, x.json.error], [400, 'use_dpop_nonce']);
+  x = await txd(dpopAt, dpopProof(k1, 'POST', TOKEN, { nonce: x.headers.get('dpop-nonce') }));
+  assert.deepEqual([x.status, x.json.token_type], [200, 'DPoP']);
+  await ctl('dpop-nonce', 'DELETE');
+  // An unbound (Bearer) subject token with a proof: the exchanged token is bound to the proof.
+  x = await txd(t8bAccessToken, dpopProof(k2, 'POST', TOKEN), { resource: R });
+  assert.deepEqual([x.status, x.json.token_type, verifyJwt(x.json.access_token, jwks).payload.cnf?.jkt], [200, 'DPoP', k2.jkt]);
+  x = await txd(t8bAccessToken, undefined, { resource: R });
+  assert.deepEqual([x.status, x.json.token_type, verifyJwt(x.json.access_token, jwks).payload.cnf], [200, 'Bearer', undefined]);
+  log('DPoP token exchange: bound to the proof key (cnf.jkt, token_type DPoP); other key / no proof -> invalid_grant; htm, iat, jti replay, nonce validated');
+
+  // refuse-par switch; client_secret_basic on PAR.
+  const parParams = { response_type: 'code', client_id: A.client_id, redirect_uri: A.redirect_uris[0], scope: 'openid', state: 'refused', code_challenge: b64u(crypto.randomBytes(32)), code_challenge_method: 'S256' };
+  assert.deepEqual(await ctl('refuse-par'), { refuse_par: true });
+  let p = await push(idp, A, parParams);
+  assert.deepEqual([p.status, p.json], [400, { error: 'invalid_request', error_description: 'PAR refused (test switch)' }]);
+  rec = (await lastRequests(1))[0];
+  assert.deepEqual([rec.endpoint, rec.status, rec.state, rec.client_auth], ['par', 400, 'refused', 'basic']);
+  assert.deepEqual(await ctl('refuse-par', 'DELETE'), { refuse_par: false });
+  p = await push(idp, A, parParams);
+  assert.equal(p.status, 201, JSON.stringify(p.json));
+  log('refuse-par: 400 invalid_request while on, 201 again after DELETE (client_secret_basic recorded as basic)');
+
+  const reqText = JSON.stringify(await getJson(`http://127.0.0.1:${idp.port}/__test/requests`));
+  for (const secret of [A.client_secret, B.client_secret, dpopAt, dpopRt, l10.code, l10.verifier]) {
+    assert.ok(!reqText.includes(secret), '/__test/requests records no secret, code or token');
+  }
+  assert.ok(!/eyJ/.test(reqText), 'no JWT (proof or token) recorded');
+
+  // requirePar + dpopNonce from the start, on a second IdP.
+  idp2 = startIdp({ clients: [A, B], signingAlgs: ['ES256'], requirePar: true, dpopNonce: true });
+  const i2 = await idp2.ready;
+  const disc2 = await getJson(`${i2.issuer}/.well-known/openid-configuration`);
+  assert.equal(disc2.require_pushed_authorization_requests, true);
+  res = await fetch(`${i2.issuer}/authorize?${form({ response_type: 'code', client_id: A.client_id, redirect_uri: A.redirect_uris[0], scope: 'openid', state: 'fc', code_challenge: b64u(crypto.randomBytes(32)), code_challenge_method: 'S256' })}`, { redirect: 'manual' });
+  const loc = new URL(res.headers.get('location'));
+  assert.deepEqual([res.status, `${loc.origin}${loc.pathname}`, loc.searchParams.get('error'), loc.searchParams.get('error_description'), loc.searchParams.get('state')],
+    [303, A.redirect_uris[0], 'invalid_request', 'Pushed Authorization Request must be used', 'fc']);
+  const l12 = await login(i2, A, { par: true, scope: 'openid', extra: { dpop_jkt: k1.jkt } });
+  const T2 = `${i2.issuer}/token`;
+  const body2 = { grant_type: 'authorization_code', code: l12.code, redirect_uri: A.redirect_uris[0], code_verifier: l12.verifier };
+  t = await token(i2, A, { ...body2 }, { dpop: dpopProof(k1, 'POST', T2) });
+  assert.deepEqual([t.status, t.json.error], [400, 'use_dpop_nonce']);
+  t = await token(i2, A, { ...body2 }, { dpop: dpopProof(k1, 'POST', T2, { nonce: t.headers.get('dpop-nonce') }) });
+  assert.deepEqual([t.status, t.json.token_type], [200, 'DPoP'], JSON.stringify(t.json));
+  assert.equal((await getJson(`http://127.0.0.1:${i2.port}/__test/config`)).dpopNonce, true);
+  // The refresh grant too; the challenged attempt does not spend (rotate) the refresh token.
+  const rtBody = { grant_type: 'refresh_token', refresh_token: t.json.refresh_token };
+  t = await token(i2, A, { ...rtBody }, { dpop: dpopProof(k1, 'POST', T2) });
+  assert.deepEqual([t.status, t.json.error], [400, 'use_dpop_nonce']);
+  t = await token(i2, A, { ...rtBody }, { dpop: dpopProof(k1, 'POST', T2, { nonce: t.headers.get('dpop-nonce') }) });
+  assert.deepEqual([t.status, t.json.token_type], [200, 'DPoP'], JSON.stringify(t.json));
+  await fetch(`http://127.0.0.1:${i2.port}/__test/dpop-nonce`, { method: 'DELETE' });
+  t = await token(i2, A, { grant_type: 'refresh_token', refresh_token: t.json.refresh_token }, { dpop: dpopProof(k1, 'POST', T2) });
+  assert.deepEqual([t.status, t.json.token_type], [200, 'DPoP'], 'no nonce needed after DELETE');
+  log('requirePar: discovery says so, front-channel request refused (303 error=invalid_request); dpopNonce config demands a nonce from the start (code and refresh grants; the challenged attempt spends nothing)');
+
+  // par: false and dpop: false on a third IdP.
+  idp3 = startIdp({ clients: [A], signingAlgs: ['ES256'], par: false, dpop: false });
+  const i3 = await idp3.ready;
+  const disc3 = await getJson(`${i3.issuer}/.well-known/openid-configuration`);
+  assert.deepEqual([disc3.pushed_authorization_request_endpoint, disc3.dpop_signing_alg_values_supported], [undefined, undefined]);
+  assert.equal((await push(i3, A, parParams)).status, 404, 'no PAR endpoint');
+  const l13 = await login(i3, A, { scope: 'openid' });
+  t = await token(i3, A, { grant_type: 'authorization_code', code: l13.code, redirect_uri: A.redirect_uris[0], code_verifier: l13.verifier }, { dpop: dpopProof(k1, 'POST', `${i3.issuer}/token`) });
+  assert.deepEqual([t.status, t.json.token_type], [200, 'Bearer'], 'the DPoP header is ignored');
+  log('par: false, dpop: false: discovery lacks both, /par is 404, a DPoP header is ignored (token_type Bearer)');
+
   // 10. Shutdown: SIGTERM exits 0; stdout carried exactly one line.
   server.child.kill('SIGTERM');
   const [code] = await once(server.child, 'exit');
@@ -353,8 +549,11 @@ try {
   failed = true;
   console.error('SMOKE FAILED:', err);
   console.error('--- server stderr ---\n', server.stderr());
+  for (const other of [idp2, idp3]) if (other) console.error('--- other server stderr ---\n', other.stderr());
 } finally {
   server.child.kill('SIGTERM');
+  idp2?.child.kill('SIGTERM');
+  idp3?.child.kill('SIGTERM');
   rp.close();
 }
 console.log(failed ? 'smoke: FAIL' : 'smoke: OK');
