@@ -122,6 +122,7 @@ fn session(id_token_len: usize, t: i64) -> Session {
         refreshed_from: None,
         logout_token: LogoutToken::random(),
         stored: None,
+        dpop: None,
     }
 }
 
@@ -327,5 +328,32 @@ fn bench_proxy_headers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_seal, bench_open, bench_session_handler, bench_proxy_headers);
+/// DPoP (SPEC §3.6): what a proxied request with `dpop = true` adds to one without — the DPoP
+/// form of the token and its `ath`, and a signed proof — and the signer built once per session
+/// (p256 derives the public key from the stored scalar).
+fn bench_dpop(c: &mut Criterion) {
+    use oidc_bff::oidc::dpop::{DpopKey, Nonces};
+    use oidc_bff::proxy::dpop::DpopCall;
+    let key = DpopKey::generate();
+    let signer = key.signer().cloned().expect("a signer");
+    let bearer = session(ID_TOKEN_BYTES, now()).access_token.bearer().expect("a bearer value");
+    let uri: http::Uri = "http://orders.internal:8080/api/orders/42?expand=lines".parse().expect("a URI");
+    let nonces = Nonces::default();
+    let mut g = c.benchmark_group("dpop");
+    g.bench_function("proof", |b| {
+        b.iter(|| signer.proof("GET", black_box("http://orders.internal:8080/api/orders/42"), Some("x"), None, 1))
+    });
+    g.bench_function("per_proxied_request", |b| {
+        b.iter(|| {
+            let call = DpopCall::new(black_box(&bearer), signer.clone()).expect("a DPoP call");
+            (call.authorization(), call.proof(&http::Method::GET, &uri, &nonces))
+        })
+    });
+    g.bench_function("signer_from_scalar", |b| {
+        b.iter(|| DpopKey::from_scalar(*black_box(key.scalar())).and_then(|k| k.signer().cloned()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_seal, bench_open, bench_session_handler, bench_proxy_headers, bench_dpop);
 criterion_main!(benches);

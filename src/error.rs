@@ -7,6 +7,7 @@
 //! become SPEC codes: those modules return their own error types, mapped below.
 
 use crate::oidc::NotDiscovered;
+use crate::oidc::par::ParError;
 pub use crate::oidc::token::IdpErrorCode;
 use crate::oidc::token::TokenError;
 use crate::store::StoreError;
@@ -57,6 +58,8 @@ pub enum ErrorCode {
     IdpUnavailable,
     /// 504: the IdP did not answer within `http_timeout_secs`.
     IdpTimeout,
+    /// 502: the PAR endpoint answered an OAuth error (SPEC §3.5).
+    ParRejected,
     /// 503: not ready (discovery or JWKS not loaded yet).
     NotReady,
     /// 400: `Upgrade` on a route without websocket support.
@@ -98,6 +101,7 @@ impl ErrorCode {
             Self::HeadersTooLarge => "headers_too_large",
             Self::IdpUnavailable => "idp_unavailable",
             Self::IdpTimeout => "idp_timeout",
+            Self::ParRejected => "par_rejected",
             Self::NotReady => "not_ready",
             Self::WebsocketUnsupported => "websocket_unsupported",
             Self::UpstreamUnavailable => "upstream_unavailable",
@@ -129,7 +133,9 @@ impl ErrorCode {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::IdpUnavailable | Self::UpstreamUnavailable | Self::SessionTooLarge => StatusCode::BAD_GATEWAY,
+            Self::IdpUnavailable | Self::ParRejected | Self::UpstreamUnavailable | Self::SessionTooLarge => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::IdpTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady | Self::SessionStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::BackchannelUnavailable => StatusCode::NOT_IMPLEMENTED,
@@ -159,6 +165,7 @@ impl ErrorCode {
             Self::HeadersTooLarge => "The request headers are too large.",
             Self::IdpUnavailable => "The identity provider is unavailable.",
             Self::IdpTimeout => "The identity provider did not answer in time.",
+            Self::ParRejected => "The identity provider refused the pushed authorization request.",
             Self::NotReady => "The service is not ready.",
             Self::WebsocketUnsupported => "WebSocket upgrades are not allowed on this route.",
             Self::UpstreamUnavailable => "The API is unavailable.",
@@ -259,6 +266,17 @@ impl From<TokenError> for AppError {
             TokenError::Refused(code) => AppError::idp(ErrorCode::TokenExchangeFailed, code),
             TokenError::Timeout => ErrorCode::IdpTimeout.into(),
             TokenError::Unavailable(_) => ErrorCode::IdpUnavailable.into(),
+        }
+    }
+}
+
+/// A pushed authorization request that failed (SPEC §3.5).
+impl From<ParError> for AppError {
+    fn from(e: ParError) -> Self {
+        match e {
+            ParError::Rejected(code) => AppError::idp(ErrorCode::ParRejected, code),
+            ParError::Timeout => ErrorCode::IdpTimeout.into(),
+            ParError::Unavailable(_) => ErrorCode::IdpUnavailable.into(),
         }
     }
 }

@@ -35,6 +35,7 @@ fn all_codes() -> Vec<ErrorCode> {
         HeadersTooLarge,
         IdpUnavailable,
         IdpTimeout,
+        ParRejected,
         NotReady,
         WebsocketUnsupported,
         UpstreamUnavailable,
@@ -66,6 +67,7 @@ fn all_codes() -> Vec<ErrorCode> {
             | HeadersTooLarge
             | IdpUnavailable
             | IdpTimeout
+            | ParRejected
             | NotReady
             | WebsocketUnsupported
             | UpstreamUnavailable
@@ -108,7 +110,7 @@ fn every_code_maps_to_its_spec_status() {
         assert!(!code.description().is_empty());
     }
     let names: std::collections::HashSet<&str> = all_codes().iter().map(|c| c.as_str()).collect();
-    assert_eq!(names.len(), 28, "two variants share a code");
+    assert_eq!(names.len(), 29, "two variants share a code");
     // The six cases this test began with, kept as they were.
     let cases = [
         (ErrorCode::InvalidState, 400, "invalid_state"),
@@ -143,6 +145,13 @@ fn protocol_and_storage_errors_map_to_their_codes() {
     );
     assert_eq!(route_exchange_error(TokenError::Timeout).code, ErrorCode::IdpTimeout);
     assert_eq!(route_exchange_error(TokenError::Unavailable("x")).code, ErrorCode::IdpUnavailable);
+    let par = AppError::from(ParError::Rejected(IdpErrorCode::filter("invalid_request")));
+    assert_eq!(
+        (par.code, par.code.status().as_u16(), par.idp_error.as_ref().map(IdpErrorCode::as_str)),
+        (ErrorCode::ParRejected, 502, Some("invalid_request"))
+    );
+    assert_eq!(AppError::from(ParError::Timeout).code, ErrorCode::IdpTimeout);
+    assert_eq!(AppError::from(ParError::Unavailable("x")).code, ErrorCode::IdpUnavailable);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::clock::now;
 use crate::error::{AppError, ErrorCode, IdpErrorCode};
 use crate::oidc::Oidc;
 use crate::oidc::auth_request::AuthRequest;
+use crate::oidc::dpop::DpopKey;
 use crate::oidc::id_token::{Check, IdTokenError};
 use crate::secret::Secret;
 use crate::session::Sessions;
@@ -107,13 +108,43 @@ impl Login {
         &self.exchanges
     }
 
-    /// Begin a login: the IdP URL to send the browser to, and the Set-Cookie lines.
-    pub fn start(&self, headers: &HeaderMap, return_to: Option<&str>) -> Result<(Url, Vec<String>), AppError> {
+    /// Begin a login: the IdP URL to send the browser to, and the Set-Cookie lines. With PAR
+    /// (SPEC §3.5) the parameters are pushed first, under the same per-client rate limit and
+    /// in-flight cap as code exchanges, and the transaction cookie is set only if that worked.
+    pub async fn start(
+        &self,
+        headers: &HeaderMap,
+        return_to: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<(Url, Vec<String>), AppError> {
         let return_to = ReturnTo::parse(return_to, &self.allowed_origins)?;
         let provider = self.oidc.provider()?;
         let req = AuthRequest::new();
-        let url = self.oidc.authorization_url(&provider, &req);
         let t = now();
+        // SPEC §3.6: a fresh key per login; its thumbprint binds the code to it.
+        let dpop = self.oidc.settings().dpop.then(DpopKey::generate);
+        let jkt = match &dpop {
+            Some(key) => Some(key.signer().ok_or(ErrorCode::IdpUnavailable)?.thumbprint()),
+            None => None,
+        };
+        let url = if self.oidc.uses_par() {
+            if !self.limiter.allow(peer, t) {
+                tracing::warn!(reason = "exchange rate limit", "pushed authorization request refused");
+                return Err(ErrorCode::RateLimited.into());
+            }
+            let Ok(_permit) = self.exchanges.try_acquire() else {
+                tracing::warn!(reason = "too many IdP calls in flight", "pushed authorization request refused");
+                return Err(ErrorCode::RateLimited.into());
+            };
+            self.oidc.authorization_url(&provider, &req, jkt).await.map_err(|e| {
+                tracing::warn!(error = %e, "pushed authorization request failed");
+                let err = AppError::from(e);
+                crate::metrics::login_failed(err.code.as_str());
+                err
+            })?
+        } else {
+            self.oidc.authorization_url(&provider, &req, jkt).await?
+        };
         let tx = LoginTx {
             state: Secret::new(req.state),
             nonce: Secret::new(req.nonce),
@@ -122,9 +153,10 @@ impl Login {
             created_at: t,
             done: false,
             replaces: self.sessions.current_key(headers).map(|k| URL_SAFE_NO_PAD.encode(k)),
+            dpop: dpop.map(|k| Secret::new(k.to_encoded())),
         };
         let cookies = tx::start(self.sessions.cookies(), self.sessions.keys(), headers, &tx, t);
-        tracing::info!("login started");
+        tracing::info!(par = self.oidc.uses_par(), dpop = tx.dpop.is_some(), "login started");
         metrics::counter!("bff_logins_total", "result" => "started", "reason" => "").increment(1);
         Ok((url, cookies))
     }
@@ -201,10 +233,24 @@ impl Login {
                 Err(e) => return Err(fail(AppError::from(e), "session store unavailable", vec![])),
             }
         }
-        let tokens = self.oidc.exchange_code(&provider, code.expose(), tx.verifier.expose()).await.map_err(|e| {
-            let why = e.to_string();
-            fail(AppError::from(e), &why, spent.clone())
-        })?;
+        // The login's DPoP key, as sealed at its start: the code is bound to its thumbprint.
+        let dpop = match tx.dpop.as_ref().map(|k| DpopKey::from_encoded(k.expose())) {
+            None => None,
+            Some(Some(key)) => Some(key),
+            Some(None) => return Err(fail(ErrorCode::InvalidState, "transaction holds no valid DPoP key", spent)),
+        };
+        let signer = match &dpop {
+            Some(key) => match key.signer() {
+                Some(s) => Some(s.as_ref()),
+                None => return Err(fail(ErrorCode::IdpUnavailable, "cannot build the DPoP signer", spent)),
+            },
+            None => None,
+        };
+        let tokens =
+            self.oidc.exchange_code(&provider, code.expose(), tx.verifier.expose(), signer).await.map_err(|e| {
+                let why = e.to_string();
+                fail(AppError::from(e), &why, spent.clone())
+            })?;
         let id_token = tokens.id_token.clone().unwrap_or_default();
         let check = Check {
             login: true,
@@ -233,6 +279,7 @@ impl Login {
             refreshed_from: None,
             logout_token: LogoutToken::random(),
             stored: None,
+            dpop,
         };
         let replaces =
             tx.replaces.as_deref().and_then(|r| URL_SAFE_NO_PAD.decode(r).ok()).and_then(|k| k.try_into().ok());

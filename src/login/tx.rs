@@ -34,6 +34,9 @@ pub struct LoginTx {
     /// base64url), deleted when the login completes.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// With `dpop = true`: the session-to-be's DPoP private scalar, base64url (SPEC §3.6).
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub dpop: Option<Secret>,
 }
 
 impl LoginTx {
@@ -43,7 +46,7 @@ impl LoginTx {
 
     /// The marker left after completion: no secrets, only where to send a returning visitor.
     pub fn into_done(self) -> Self {
-        Self { nonce: Secret::default(), verifier: Secret::default(), done: true, replaces: None, ..self }
+        Self { nonce: Secret::default(), verifier: Secret::default(), done: true, replaces: None, dpop: None, ..self }
     }
 }
 
@@ -129,7 +132,7 @@ pub fn expire_all(names: &CookieNames, headers: &HeaderMap) -> Vec<String> {
 
 /// The longest `Cookie` header this BFF can make a browser send (SPEC §4): 8 session chunks
 /// holding the largest sealed session, and 5 live transaction cookies, each with the longest
-/// `return_to` and the session id a server-side store records. `server.max_header_bytes` must
+/// `return_to`, the session id a server-side store records and a DPoP key. `server.max_header_bytes` must
 /// be at least this plus the rest of a request head (`settings::MIN_MAX_HEADER_BYTES`).
 pub fn largest_cookie_header(names: &CookieNames) -> usize {
     use crate::session::cookie::{CHUNK_BYTES, MAX_CHUNKS, MAX_SEALED_BYTES};
@@ -143,6 +146,7 @@ pub fn largest_cookie_header(names: &CookieNames) -> usize {
         created_at: i64::MAX,
         done: false,
         replaces: Some(URL_SAFE_NO_PAD.encode([0xffu8; 32])),
+        dpop: Some(Secret::new(crate::oidc::dpop::DpopKey::generate().to_encoded())),
     };
     let name = tx_name(names, tx.state.expose());
     let tx_value = keys.seal(Purpose::Tx, &name, &serde_json::to_vec(&tx).unwrap_or_default()).len();
@@ -157,6 +161,32 @@ pub fn largest_cookie_header(names: &CookieNames) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SPEC §3.6's key travels in the transaction cookie: what it costs there (docs/security.md
+    /// "DPoP" quotes these figures).
+    #[test]
+    fn a_dpop_key_adds_under_70_bytes_to_a_transaction_cookie() {
+        let keys = Keyring::new(&[crate::settings::KeyMaterial([2; 32])]);
+        let tx = LoginTx {
+            state: Secret::new(crate::secret::random_urlsafe(32)),
+            nonce: Secret::new(crate::secret::random_urlsafe(32)),
+            verifier: Secret::new(crate::secret::random_urlsafe(32)),
+            return_to: "/".into(),
+            created_at: 1_700_000_000,
+            done: false,
+            replaces: None,
+            dpop: None,
+        };
+        let sealed = |t: &LoginTx| {
+            keys.seal(Purpose::Tx, "__Host-bff-tx.abcdefghijk", &serde_json::to_vec(t).unwrap_or_default()).len()
+        };
+        let with =
+            LoginTx { dpop: Some(Secret::new(crate::oidc::dpop::DpopKey::generate().to_encoded())), ..tx.clone() };
+        let (a, b) = (sealed(&tx), sealed(&with));
+        eprintln!("transaction cookie value: {a} bytes, {b} with a DPoP key");
+        assert!(b > a && b - a < 70, "{a} → {b}");
+        assert!(!format!("{with:?}").contains(with.dpop.as_ref().map(|k| k.expose()).unwrap_or("-")));
+    }
 
     #[test]
     fn the_smallest_accepted_max_header_bytes_holds_the_largest_cookie_header() {

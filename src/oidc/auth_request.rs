@@ -30,25 +30,38 @@ impl AuthRequest {
         URL_SAFE_NO_PAD.encode(Sha256::digest(self.verifier.as_bytes()))
     }
 
-    pub fn url(&self, metadata: &ProviderMetadata, settings: &OidcSettings) -> Url {
-        let mut url = metadata.authorization_endpoint.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", &settings.client_id)
-                .append_pair("redirect_uri", settings.redirect_uri.as_str())
-                .append_pair("scope", &settings.scope)
-                .append_pair("state", &self.state)
-                .append_pair("nonce", &self.nonce)
-                .append_pair("code_challenge", &self.challenge())
-                .append_pair("code_challenge_method", "S256");
-            for r in &settings.resource {
-                q.append_pair("resource", r);
-            }
-            for (k, v) in &settings.auth_params {
-                q.append_pair(k, v);
-            }
+    /// Every parameter of the authorization request (SPEC §3.1), plus `dpop_jkt` (RFC 9449
+    /// §10) when the login has a DPoP key: the front-channel query, or the PAR body.
+    pub fn params<'a>(&'a self, settings: &'a OidcSettings, dpop_jkt: Option<&'a str>) -> Vec<(&'a str, String)> {
+        let mut p: Vec<(&str, String)> = vec![
+            ("response_type", "code".into()),
+            ("client_id", settings.client_id.clone()),
+            ("redirect_uri", settings.redirect_uri.as_str().into()),
+            ("scope", settings.scope.clone()),
+            ("state", self.state.clone()),
+            ("nonce", self.nonce.clone()),
+            ("code_challenge", self.challenge()),
+            ("code_challenge_method", "S256".into()),
+        ];
+        if let Some(jkt) = dpop_jkt {
+            p.push(("dpop_jkt", jkt.into()));
         }
+        p.extend(settings.resource.iter().map(|r| ("resource", r.clone())));
+        p.extend(settings.auth_params.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        p
+    }
+
+    /// The front-channel authorization URL: every parameter in the query.
+    pub fn url(&self, metadata: &ProviderMetadata, settings: &OidcSettings, dpop_jkt: Option<&str>) -> Url {
+        let mut url = metadata.authorization_endpoint.clone();
+        url.query_pairs_mut().extend_pairs(self.params(settings, dpop_jkt));
+        url
+    }
+
+    /// RFC 9126 §4: after a push, the browser carries only the client and the reference.
+    pub fn pushed_url(metadata: &ProviderMetadata, settings: &OidcSettings, request_uri: &str) -> Url {
+        let mut url = metadata.authorization_endpoint.clone();
+        url.query_pairs_mut().append_pair("client_id", &settings.client_id).append_pair("request_uri", request_uri);
         url
     }
 }

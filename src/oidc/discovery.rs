@@ -1,6 +1,7 @@
 //! OpenID Provider metadata (`{issuer}/.well-known/openid-configuration`).
 
 use super::http::{IdpHttp, IdpHttpError};
+use crate::settings::Par;
 use serde::Deserialize;
 use url::Url;
 
@@ -14,6 +15,11 @@ pub struct ProviderMetadata {
     pub revocation_endpoint: Option<Url>,
     /// RFC 9207: when true, the callback's `iss` parameter is required.
     pub iss_parameter_supported: bool,
+    /// RFC 9126.
+    pub par_endpoint: Option<Url>,
+    pub par_required: bool,
+    /// RFC 9449 §5.1: absent means the IdP does not do DPoP.
+    pub dpop_algs: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +34,12 @@ struct RawMetadata {
     revocation_endpoint: Option<String>,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
+    #[serde(default)]
+    pushed_authorization_request_endpoint: Option<String>,
+    #[serde(default)]
+    require_pushed_authorization_requests: bool,
+    #[serde(default)]
+    dpop_signing_alg_values_supported: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +53,35 @@ pub enum DiscoveryError {
     /// Fatal: the configuration names another issuer than the IdP claims to be.
     #[error("discovery issuer {found:?} differs from the configured oidc.issuer {expected:?}")]
     IssuerMismatch { expected: String, found: String },
+    /// Fatal: the IdP cannot do what the configuration requires (SPEC §3.5, §3.6).
+    #[error("{0}")]
+    Contradicts(&'static str),
 }
 
 fn endpoint(name: &str, s: &str) -> Result<Url, DiscoveryError> {
     let url = Url::parse(s).map_err(|_| DiscoveryError::Invalid(format!("{name} is not a URL")))?;
     IdpHttp::check_url(&url).map_err(|_| DiscoveryError::Invalid(format!("{name} must be https")))?;
     Ok(url)
+}
+
+/// What the configuration needs of the IdP: PAR (SPEC §3.5) and DPoP with ES256 (§3.6).
+pub fn check_requirements(m: &ProviderMetadata, par: Par, dpop: bool) -> Result<(), DiscoveryError> {
+    if par == Par::Required && m.par_endpoint.is_none() {
+        return Err(DiscoveryError::Contradicts(
+            "oidc.par = \"required\" but discovery lists no pushed_authorization_request_endpoint",
+        ));
+    }
+    if par == Par::Off && m.par_required {
+        return Err(DiscoveryError::Contradicts(
+            "discovery says require_pushed_authorization_requests but oidc.par = \"off\"",
+        ));
+    }
+    if dpop && !m.dpop_algs.iter().any(|a| a == "ES256") {
+        return Err(DiscoveryError::Contradicts(
+            "oidc.dpop = true but discovery's dpop_signing_alg_values_supported lacks ES256",
+        ));
+    }
+    Ok(())
 }
 
 pub async fn discover(http: &IdpHttp, issuer: &str) -> Result<ProviderMetadata, DiscoveryError> {
@@ -75,6 +110,13 @@ pub async fn discover(http: &IdpHttp, issuer: &str) -> Result<ProviderMetadata, 
             .map(|s| endpoint("revocation_endpoint", s))
             .transpose()?,
         iss_parameter_supported: raw.authorization_response_iss_parameter_supported,
+        par_endpoint: raw
+            .pushed_authorization_request_endpoint
+            .as_deref()
+            .map(|s| endpoint("pushed_authorization_request_endpoint", s))
+            .transpose()?,
+        par_required: raw.require_pushed_authorization_requests,
+        dpop_algs: raw.dpop_signing_alg_values_supported,
         issuer: raw.issuer,
     })
 }

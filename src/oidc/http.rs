@@ -37,6 +37,8 @@ pub struct IdpResponse {
     pub status: StatusCode,
     pub content_type_json: bool,
     pub body: Bytes,
+    /// RFC 9449 §8: the nonce the server wants in our next proof.
+    pub dpop_nonce: Option<String>,
 }
 
 impl IdpHttp {
@@ -71,12 +73,13 @@ impl IdpHttp {
         self.send(self.client.get(url.clone()).header(http::header::ACCEPT, "application/json")).await
     }
 
-    /// POST a form. `basic` is an already-encoded `Authorization` value.
+    /// POST a form. `authorization` is an already-encoded `Authorization` value, `dpop` a proof.
     pub async fn post_form(
         &self,
         url: &Url,
         form: String,
         authorization: Option<String>,
+        dpop: Option<String>,
     ) -> Result<IdpResponse, IdpHttpError> {
         Self::check_url(url)?;
         let mut req = self
@@ -87,6 +90,9 @@ impl IdpHttp {
             .body(form);
         if let Some(a) = authorization {
             req = req.header(http::header::AUTHORIZATION, a);
+        }
+        if let Some(proof) = dpop {
+            req = req.header("dpop", proof);
         }
         self.send(req).await
     }
@@ -105,6 +111,7 @@ impl IdpHttp {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+        let dpop_nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut body = BytesMut::new();
         while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
             if body.len() + chunk.len() > MAX_IDP_RESPONSE_BYTES {
@@ -112,7 +119,7 @@ impl IdpHttp {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(IdpResponse { status, content_type_json, body: body.freeze() })
+        Ok(IdpResponse { status, content_type_json, body: body.freeze(), dpop_nonce })
     }
 }
 

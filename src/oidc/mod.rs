@@ -6,22 +6,27 @@
 pub mod auth_request;
 mod client_auth;
 pub mod discovery;
+pub mod dpop;
 pub mod http;
 pub mod id_token;
 pub mod jwks;
 pub mod logout_token;
+pub mod par;
 pub mod token;
 
 use crate::settings::OidcSettings;
 use auth_request::AuthRequest;
 use discovery::{DiscoveryError, ProviderMetadata};
+use dpop::{Nonces, Signer};
 use http::{BuildError, IdpHttp};
 use id_token::{Check, IdTokenError, ValidIdToken, Verifier};
 use jwks::Jwks;
 use logout_token::{LogoutTokenError, ValidLogoutToken};
+use par::ParError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use token::{TokenError, TokenSet};
+use token::{Dpop, TokenError, TokenSet};
 use url::Url;
 
 /// The IdP as discovered: metadata and signing keys.
@@ -41,6 +46,11 @@ pub struct Oidc {
     http: IdpHttp,
     verifier: Verifier,
     provider: RwLock<Option<Arc<Provider>>>,
+    /// Set once a discovery made logins use PAR: they never fall back to the front channel
+    /// (SPEC §3.5), even if a later discovery drops the endpoint.
+    uses_par: AtomicBool,
+    /// DPoP nonces the IdP gave us (SPEC §3.6).
+    nonces: Nonces,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -53,7 +63,8 @@ impl Oidc {
     pub fn new(settings: OidcSettings) -> Result<Self, BuildError> {
         let http = IdpHttp::new(settings.http_timeout)?;
         let verifier = Verifier::new(&settings);
-        Ok(Self { settings, http, verifier, provider: RwLock::new(None) })
+        let uses_par = AtomicBool::new(settings.par == crate::settings::Par::Required);
+        Ok(Self { settings, http, verifier, provider: RwLock::new(None), uses_par, nonces: Nonces::default() })
     }
 
     pub fn settings(&self) -> &OidcSettings {
@@ -75,6 +86,10 @@ impl Oidc {
     /// One discovery + JWKS load.
     pub async fn load(&self) -> Result<(), DiscoveryError> {
         let metadata = discovery::discover(&self.http, &self.settings.issuer).await?;
+        discovery::check_requirements(&metadata, self.settings.par, self.settings.dpop)?;
+        if self.settings.par == crate::settings::Par::Auto && metadata.par_endpoint.is_some() {
+            self.uses_par.store(true, Ordering::Relaxed);
+        }
         let jwks = Jwks::load(&self.http, metadata.jwks_uri.clone()).await.map_err(DiscoveryError::Invalid)?;
         let provider = Arc::new(Provider { metadata, jwks });
         if let Ok(mut p) = self.provider.write() {
@@ -93,7 +108,7 @@ impl Oidc {
                     tracing::info!(issuer = %self.settings.issuer, "IdP discovery and JWKS loaded");
                     return Ok(());
                 }
-                Err(e @ DiscoveryError::IssuerMismatch { .. }) => return Err(e),
+                Err(e @ (DiscoveryError::IssuerMismatch { .. } | DiscoveryError::Contradicts(_))) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IdP discovery failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -103,18 +118,56 @@ impl Oidc {
         }
     }
 
-    /// Where to send the browser for `req`.
-    pub fn authorization_url(&self, provider: &Provider, req: &AuthRequest) -> Url {
-        req.url(&provider.metadata, &self.settings)
+    /// Where to send the browser for `req`: the front-channel URL, or, when logins use PAR,
+    /// the URL carrying only the `request_uri` the IdP returned for the pushed parameters.
+    pub async fn authorization_url(
+        &self,
+        provider: &Provider,
+        req: &AuthRequest,
+        dpop_jkt: Option<&str>,
+    ) -> Result<Url, ParError> {
+        let m = &provider.metadata;
+        if !self.uses_par() {
+            return Ok(req.url(m, &self.settings, dpop_jkt));
+        }
+        let Some(endpoint) = &m.par_endpoint else {
+            return Err(ParError::Unavailable("logins use PAR but discovery no longer lists its endpoint"));
+        };
+        let request_uri =
+            par::push(&self.http, endpoint, &self.settings, &req.params(&self.settings, dpop_jkt)).await?;
+        Ok(AuthRequest::pushed_url(m, &self.settings, &request_uri))
     }
 
-    /// Exchange an authorization code (with its PKCE verifier).
-    pub async fn exchange_code(&self, provider: &Provider, code: &str, verifier: &str) -> Result<TokenSet, TokenError> {
-        token::exchange_code(&self.http, &provider.metadata.token_endpoint, &self.settings, code, verifier).await
+    /// Do logins go through the PAR endpoint (SPEC §3.5)?
+    pub fn uses_par(&self) -> bool {
+        self.uses_par.load(Ordering::Relaxed)
     }
 
-    pub async fn refresh(&self, provider: &Provider, refresh_token: &str) -> Result<TokenSet, TokenError> {
-        token::refresh(&self.http, &provider.metadata.token_endpoint, &self.settings, refresh_token).await
+    fn dpop<'a>(&'a self, signer: Option<&'a Signer>) -> Option<Dpop<'a>> {
+        signer.map(|signer| Dpop { signer, nonces: &self.nonces })
+    }
+
+    /// Exchange an authorization code (with its PKCE verifier), with a DPoP proof when the login
+    /// has a key.
+    pub async fn exchange_code(
+        &self,
+        provider: &Provider,
+        code: &str,
+        verifier: &str,
+        dpop: Option<&Signer>,
+    ) -> Result<TokenSet, TokenError> {
+        let endpoint = &provider.metadata.token_endpoint;
+        token::exchange_code(&self.http, endpoint, &self.settings, code, verifier, self.dpop(dpop)).await
+    }
+
+    pub async fn refresh(
+        &self,
+        provider: &Provider,
+        refresh_token: &str,
+        dpop: Option<&Signer>,
+    ) -> Result<TokenSet, TokenError> {
+        let endpoint = &provider.metadata.token_endpoint;
+        token::refresh(&self.http, endpoint, &self.settings, refresh_token, self.dpop(dpop)).await
     }
 
     /// RFC 8693: a token for one route, from the session's access token (SPEC §6.2).
@@ -123,8 +176,10 @@ impl Oidc {
         provider: &Provider,
         subject: &str,
         spec: &crate::settings::routes::ExchangeSpec,
+        dpop: Option<&Signer>,
     ) -> Result<TokenSet, TokenError> {
-        token::exchange_token(&self.http, &provider.metadata.token_endpoint, &self.settings, subject, spec).await
+        let endpoint = &provider.metadata.token_endpoint;
+        token::exchange_token(&self.http, endpoint, &self.settings, subject, spec, self.dpop(dpop)).await
     }
 
     /// RFC 7009, when the IdP has a revocation endpoint (`Ok(false)` when it has none).

@@ -3,6 +3,7 @@
 //! `[oidc] resource` (RFC 8707) goes with the code and refresh grants.
 
 use super::client_auth::authenticated_form;
+use super::dpop::{Nonces, Signer};
 use super::http::{IdpHttp, IdpHttpError};
 use crate::secret::Secret;
 use crate::settings::OidcSettings;
@@ -61,6 +62,13 @@ impl From<IdpHttpError> for TokenError {
     }
 }
 
+/// The DPoP side of a token request: the session's signer and the nonces servers gave us.
+#[derive(Clone, Copy)]
+pub struct Dpop<'a> {
+    pub signer: &'a Signer,
+    pub nonces: &'a Nonces,
+}
+
 /// One token request; `grant` labels its metrics.
 async fn token_request(
     http: &IdpHttp,
@@ -68,10 +76,10 @@ async fn token_request(
     settings: &OidcSettings,
     grant: &'static str,
     params: &[(&str, &str)],
+    dpop: Option<Dpop<'_>>,
 ) -> Result<(TokenSet, serde_json::Value), TokenError> {
-    let (form, auth) = authenticated_form(settings, params);
     let started = std::time::Instant::now();
-    let result = token_call(http, endpoint, form, auth).await;
+    let result = token_call(http, endpoint, settings, params, dpop).await;
     metrics::histogram!("bff_idp_token_duration_seconds", "grant" => grant).record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
         let kind = match e {
@@ -84,33 +92,73 @@ async fn token_request(
     result
 }
 
+/// `htu` (RFC 9449 §4.2): the URL without query and fragment.
+pub(crate) fn htu(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    u.into()
+}
+
 async fn token_call(
     http: &IdpHttp,
     endpoint: &Url,
-    form: String,
-    auth: Option<String>,
+    settings: &OidcSettings,
+    params: &[(&str, &str)],
+    dpop: Option<Dpop<'_>>,
 ) -> Result<(TokenSet, serde_json::Value), TokenError> {
-    let resp = http.post_form(endpoint, form, auth).await?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&resp.body).map_err(|_| TokenError::Unavailable("token endpoint answered non-JSON"))?;
-    if resp.status.is_client_error() {
-        return match json.get("error").and_then(|e| e.as_str()) {
-            Some(code) => Err(TokenError::Refused(IdpErrorCode::filter(code))),
-            None => Err(TokenError::Unavailable("token endpoint answered 4xx without an OAuth error")),
+    let origin = endpoint.origin().ascii_serialization();
+    let target = htu(endpoint);
+    // RFC 9449 §8: a server that wants a nonce says so once; the request is sent again with it.
+    for attempt in 0..2 {
+        // Built afresh each time: a private_key_jwt assertion is single-use (fresh jti).
+        let (form, auth) = authenticated_form(settings, params);
+        let proof = match dpop {
+            Some(d) => {
+                let nonce = d.nonces.get(&origin);
+                let proof = d.signer.proof("POST", &target, None, nonce.as_deref(), crate::clock::now());
+                Some(proof.ok_or(TokenError::Unavailable("cannot sign a DPoP proof"))?)
+            }
+            None => None,
         };
+        let resp = http.post_form(endpoint, form, auth, proof).await?;
+        let fresh_nonce = match (dpop, resp.dpop_nonce.as_deref()) {
+            (Some(d), Some(n)) => d.nonces.set(&origin, n),
+            _ => false,
+        };
+        let json: serde_json::Value = serde_json::from_slice(&resp.body)
+            .map_err(|_| TokenError::Unavailable("token endpoint answered non-JSON"))?;
+        if resp.status.is_client_error() {
+            let code = json.get("error").and_then(|e| e.as_str());
+            if code == Some("use_dpop_nonce") && fresh_nonce && attempt == 0 {
+                tracing::info!("the IdP asked for a DPoP nonce; sending the request again with it");
+                continue;
+            }
+            return match code {
+                Some(code) => Err(TokenError::Refused(IdpErrorCode::filter(code))),
+                None => Err(TokenError::Unavailable("token endpoint answered 4xx without an OAuth error")),
+            };
+        }
+        if !resp.status.is_success() {
+            return Err(TokenError::Unavailable("token endpoint answered an error status"));
+        }
+        return parse_token_response(&json, dpop.is_some()).map(|set| (set, json));
     }
-    if !resp.status.is_success() {
-        return Err(TokenError::Unavailable("token endpoint answered an error status"));
-    }
-    parse_token_response(&json).map(|set| (set, json))
+    Err(TokenError::Unavailable("the IdP refused the DPoP nonce it had just sent"))
 }
 
-fn parse_token_response(json: &serde_json::Value) -> Result<TokenSet, TokenError> {
+/// `dpop`: the request carried a proof, so the token must be DPoP-bound (SPEC §3.6).
+fn parse_token_response(json: &serde_json::Value, dpop: bool) -> Result<TokenSet, TokenError> {
     let str_field = |k: &str| json.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
     let access_token =
         str_field("access_token").ok_or(TokenError::Unavailable("token response without access_token"))?;
-    if !str_field("token_type").is_some_and(|t| t.eq_ignore_ascii_case("bearer")) {
-        return Err(TokenError::Unavailable("token response token_type is not Bearer"));
+    let expected = if dpop { "DPoP" } else { "Bearer" };
+    if !str_field("token_type").is_some_and(|t| t.eq_ignore_ascii_case(expected)) {
+        return Err(TokenError::Unavailable(if dpop {
+            "token response token_type is not DPoP"
+        } else {
+            "token response token_type is not Bearer"
+        }));
     }
     let expires_in = match json.get("expires_in") {
         None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN,
@@ -139,6 +187,7 @@ pub async fn exchange_code(
     settings: &OidcSettings,
     code: &str,
     verifier: &str,
+    dpop: Option<Dpop<'_>>,
 ) -> Result<TokenSet, TokenError> {
     let mut params = vec![
         ("grant_type", "authorization_code"),
@@ -147,7 +196,7 @@ pub async fn exchange_code(
         ("code_verifier", verifier),
     ];
     params.extend(settings.resource.iter().map(|r| ("resource", r.as_str())));
-    let (set, _) = token_request(http, endpoint, settings, "authorization_code", &params).await?;
+    let (set, _) = token_request(http, endpoint, settings, "authorization_code", &params, dpop).await?;
     if set.id_token.is_none() {
         return Err(TokenError::Unavailable("token response without id_token"));
     }
@@ -159,21 +208,23 @@ pub async fn refresh(
     endpoint: &Url,
     settings: &OidcSettings,
     refresh_token: &str,
+    dpop: Option<Dpop<'_>>,
 ) -> Result<TokenSet, TokenError> {
     let mut params = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
     params.extend(settings.resource.iter().map(|r| ("resource", r.as_str())));
-    token_request(http, endpoint, settings, "refresh_token", &params).await.map(|(set, _)| set)
+    token_request(http, endpoint, settings, "refresh_token", &params, dpop).await.map(|(set, _)| set)
 }
 
 /// RFC 8693: the session's access token (`subject`) exchanged for one with `spec`'s resource,
 /// audience and scopes (SPEC §6.2). The answer must be an access token usable as a bearer; it
-/// needs no ID token.
+/// needs no ID token. With DPoP, the new token is bound to the session's key too.
 pub async fn exchange_token(
     http: &IdpHttp,
     endpoint: &Url,
     settings: &OidcSettings,
     subject: &str,
     spec: &ExchangeSpec,
+    dpop: Option<Dpop<'_>>,
 ) -> Result<TokenSet, TokenError> {
     let mut params = vec![
         ("grant_type", TOKEN_EXCHANGE),
@@ -186,7 +237,7 @@ pub async fn exchange_token(
             params.push((k, v.as_str()));
         }
     }
-    let (set, json) = token_request(http, endpoint, settings, "token_exchange", &params).await?;
+    let (set, json) = token_request(http, endpoint, settings, "token_exchange", &params, dpop).await?;
     match json.get("issued_token_type").and_then(|t| t.as_str()) {
         // RFC 8693 §2.2.1 requires it; an IdP that leaves it out is taken at its token_type.
         None | Some(ACCESS_TOKEN_TYPE) => Ok(set),
@@ -202,7 +253,8 @@ pub async fn revoke(
     refresh_token: &str,
 ) -> Result<(), TokenError> {
     let (form, auth) = authenticated_form(settings, &[("token", refresh_token), ("token_type_hint", "refresh_token")]);
-    let resp = http.post_form(endpoint, form, auth).await?;
+    // SPEC §3.6: the revocation request needs no proof.
+    let resp = http.post_form(endpoint, form, auth, None).await?;
     if resp.status.is_success() {
         Ok(())
     } else {
@@ -218,12 +270,18 @@ mod tests {
     #[test]
     fn token_response_rules() {
         let ok = json!({"access_token": "a", "token_type": "bearer", "id_token": "i"});
-        assert_eq!(parse_token_response(&ok).map(|t| t.expires_in), Ok(DEFAULT_EXPIRES_IN));
+        assert_eq!(parse_token_response(&ok, false).map(|t| t.expires_in), Ok(DEFAULT_EXPIRES_IN));
         let mac = json!({"access_token": "a", "token_type": "mac"});
-        assert!(parse_token_response(&mac).is_err());
+        assert!(parse_token_response(&mac, false).is_err());
         let neg = json!({"access_token": "a", "token_type": "Bearer", "expires_in": 0});
-        assert!(parse_token_response(&neg).is_err());
+        assert!(parse_token_response(&neg, false).is_err());
         let s = json!({"access_token": "a", "token_type": "Bearer", "expires_in": "60"});
-        assert_eq!(parse_token_response(&s).map(|t| t.expires_in), Ok(60));
+        assert_eq!(parse_token_response(&s, false).map(|t| t.expires_in), Ok(60));
+        // SPEC §3.6: a proof was sent, so a Bearer answer is refused, and the other way round.
+        let bearer = json!({"access_token": "a", "token_type": "Bearer"});
+        assert!(parse_token_response(&bearer, true).is_err());
+        let dpop = json!({"access_token": "a", "token_type": "dpop"});
+        assert!(parse_token_response(&dpop, true).is_ok());
+        assert!(parse_token_response(&dpop, false).is_err());
     }
 }

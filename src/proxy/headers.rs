@@ -135,9 +135,9 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 }
 
 /// Fields the browser may not send upstream, besides hop-by-hop ones: what the BFF sets itself
-/// (`Host`, `Authorization`, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`) and `SPOOFABLE`.
+/// (`Host`, `Authorization`, `DPoP`, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`) and `SPOOFABLE`.
 fn browser_may_not_set(name: &str) -> bool {
-    matches!(name, "host" | "authorization" | "forwarded" | "x-real-ip")
+    matches!(name, "host" | "authorization" | "dpop" | "forwarded" | "x-real-ip")
         || name.starts_with("x-forwarded-")
         || SPOOFABLE.contains(&name)
 }

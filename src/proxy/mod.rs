@@ -3,6 +3,7 @@
 //! selects, the upstream URI, header rewriting both ways (`headers`) and the idle timeout of
 //! streamed bodies (`idle`).
 
+pub mod dpop;
 pub mod headers;
 pub mod idle;
 pub mod path;
@@ -33,6 +34,8 @@ pub struct Proxy {
     pub proto: HeaderValue,
     pub host: HeaderValue,
     paths: path::PathRules,
+    /// DPoP nonces the upstreams asked for (SPEC §3.6).
+    pub nonces: crate::oidc::dpop::Nonces,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -81,6 +84,7 @@ impl Proxy {
             pools,
             proto: HeaderValue::from_str(url.scheme()).unwrap_or(HeaderValue::from_static("https")),
             host: HeaderValue::from_str(&host).unwrap_or(HeaderValue::from_static("")),
+            nonces: Default::default(),
         })
     }
 }

@@ -58,7 +58,8 @@ async fn login_get(State(state): State<AppState>, req: Request) -> Response {
         Ok(q) => q,
         Err(_) => return AppError::from(ErrorCode::InvalidRequest).into_navigational(error_url),
     };
-    match state.login.start(req.headers(), query.return_to.as_deref()) {
+    let peer = client_ip(&state, &req);
+    match state.login.start(req.headers(), query.return_to.as_deref(), peer).await {
         Ok((url, cookies)) => redirect(url.as_str(), cookies),
         Err(e) => e.into_navigational(error_url),
     }
@@ -71,6 +72,7 @@ struct StartBody {
 }
 
 async fn login_start(State(state): State<AppState>, req: Request) -> Response {
+    let peer = client_ip(&state, &req);
     let (parts, body) = req.into_parts();
     let limit = state.settings.server.max_body_bytes;
     let empty = parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0");
@@ -82,7 +84,7 @@ async fn login_start(State(state): State<AppState>, req: Request) -> Response {
             Err(e) => return e.into_response(),
         }
     };
-    match state.login.start(&parts.headers, start.return_to.as_deref()) {
+    match state.login.start(&parts.headers, start.return_to.as_deref(), peer).await {
         Ok((url, cookies)) => {
             let body =
                 serde_json::to_vec(&serde_json::json!({ "authorization_url": url.as_str() })).unwrap_or_default();

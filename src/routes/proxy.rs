@@ -5,6 +5,7 @@
 use crate::clock::now;
 use crate::error::{AppError, ErrorCode};
 use crate::middleware::{RequestId, client_ip, csrf_check, in_net};
+use crate::proxy::dpop::{self, DPOP, DpopCall};
 use crate::proxy::idle::IdleTimeout;
 use crate::proxy::{UpstreamBody, headers, upstream_uri};
 use crate::session::Current;
@@ -91,6 +92,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     }
     let mut set_cookies = Vec::new();
     let mut had_session = false;
+    let mut signer = None;
     let bearer = match route.auth {
         RouteAuth::None => None,
         auth => match state.sessions.current(req.headers(), When::Due, now()).await {
@@ -106,6 +108,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
             Current::Live { session, set_cookies: lines } => {
                 set_cookies = lines;
                 had_session = true;
+                signer = session.dpop.as_ref().and_then(|k| k.signer().cloned());
                 match &route.token {
                     RouteToken::Session => session.access_token.bearer(),
                     RouteToken::None => None,
@@ -123,6 +126,17 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
             }
         },
     };
+    // A session with a DPoP key sends its (sender-constrained) tokens as DPoP (SPEC §3.6).
+    let dpop = match (&bearer, signer) {
+        (Some(b), Some(s)) => match DpopCall::new(b, s) {
+            Some(call) => Some(call),
+            None => {
+                tracing::warn!("the access token is not a valid header value");
+                return fail(ErrorCode::IdpUnavailable, set_cookies);
+            }
+        },
+        _ => None,
+    };
     let peer = client_ip_and_trust(state, &req);
     // Behind a trusted proxy, the client is the first untrusted address of its chain.
     let client = if peer.1 { client_ip(state, &req) } else { peer.0 };
@@ -135,33 +149,55 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         client,
         proto: &state.proxy.proto,
         host: &state.proxy.host,
-        bearer,
+        bearer: match &dpop {
+            Some(call) => Some(call.authorization()),
+            None => bearer,
+        },
         request_id: request_id.as_ref(),
     };
     let mut upstream_headers = parts.headers;
     headers::upstream_request(&mut upstream_headers, &fwd);
+    // RFC 9449 §9: a request without a body can be sent again when the upstream asks for a
+    // nonce; one with a body cannot (it is streamed), so its 401 goes back to the SPA.
+    let mut again = None;
+    let target = dpop.as_ref().map(|_| uri.clone());
+    if let Some(call) = &dpop {
+        if http_body::Body::is_end_stream(&body) {
+            again = Some((parts.method.clone(), uri.clone(), upstream_headers.clone()));
+        }
+        match call.proof(&parts.method, &uri, &state.proxy.nonces) {
+            Some(proof) => upstream_headers.insert(&DPOP, proof),
+            None => return fail(ErrorCode::IdpUnavailable, set_cookies),
+        };
+    }
     let mut upstream_req = http::Request::new(UpstreamBody::new(IdleTimeout::new(body, route.timeout)));
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = upstream_headers;
-    let started = crate::metrics::enabled().then(Instant::now);
-    let result = tokio::time::timeout(route.timeout, state.proxy.send(upstream_req)).await;
-    if let Some(t) = started {
-        metrics::histogram!("bff_upstream_duration_seconds").record(t.elapsed().as_secs_f64());
-    }
-    let upstream = match result {
-        Err(_) => {
-            tracing::warn!(route = %route.prefix, "upstream did not answer within the route timeout");
-            metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
-            return fail(ErrorCode::UpstreamTimeout, set_cookies);
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(route = %route.prefix, error = %e, connect = e.is_connect(), "upstream unreachable");
-            metrics::counter!("bff_upstream_errors_total", "kind" => "unavailable").increment(1);
-            return fail(ErrorCode::UpstreamUnavailable, set_cookies);
-        }
-        Ok(Ok(r)) => r,
+    let mut upstream = match send(state, route, upstream_req).await {
+        Ok(r) => r,
+        Err(code) => return fail(code, set_cookies),
     };
+    if let (Some(call), Some(target)) = (&dpop, &target)
+        && dpop::take_nonce(upstream.status(), upstream.headers(), target, &state.proxy.nonces)
+        && let Some((method, uri, mut headers)) = again
+    {
+        tracing::info!(route = %route.prefix, "the upstream asked for a DPoP nonce; sending the request again with it");
+        match call.proof(&method, &uri, &state.proxy.nonces) {
+            Some(proof) => headers.insert(&DPOP, proof),
+            None => return fail(ErrorCode::IdpUnavailable, set_cookies),
+        };
+        let mut retry = http::Request::new(UpstreamBody::new(IdleTimeout::new(Body::empty(), route.timeout)));
+        *retry.method_mut() = method;
+        *retry.uri_mut() = uri;
+        *retry.headers_mut() = headers;
+        upstream = match send(state, route, retry).await {
+            Ok(r) => r,
+            Err(code) => return fail(code, set_cookies),
+        };
+        // A second request for a nonce is passed back to the SPA; the nonce is kept.
+        dpop::take_nonce(upstream.status(), upstream.headers(), target, &state.proxy.nonces);
+    }
     let (mut parts, body) = upstream.into_parts();
     headers::downstream_response(&mut parts.headers, state.sessions.cookies(), route.forward_set_cookie);
     if had_session {
@@ -178,6 +214,32 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     *response.status_mut() = parts.status;
     *response.headers_mut() = parts.headers;
     response
+}
+
+/// One upstream call within the route's timeout; its failure as the SPEC's code.
+async fn send(
+    state: &AppState,
+    route: &Route,
+    req: http::Request<UpstreamBody>,
+) -> Result<http::Response<crate::proxy::PooledBody>, ErrorCode> {
+    let started = crate::metrics::enabled().then(Instant::now);
+    let result = tokio::time::timeout(route.timeout, state.proxy.send(req)).await;
+    if let Some(t) = started {
+        metrics::histogram!("bff_upstream_duration_seconds").record(t.elapsed().as_secs_f64());
+    }
+    match result {
+        Err(_) => {
+            tracing::warn!(route = %route.prefix, "upstream did not answer within the route timeout");
+            metrics::counter!("bff_upstream_errors_total", "kind" => "timeout").increment(1);
+            Err(ErrorCode::UpstreamTimeout)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(route = %route.prefix, error = %e, connect = e.is_connect(), "upstream unreachable");
+            metrics::counter!("bff_upstream_errors_total", "kind" => "unavailable").increment(1);
+            Err(ErrorCode::UpstreamUnavailable)
+        }
+        Ok(Ok(r)) => Ok(r),
+    }
 }
 
 fn client_ip_and_trust(state: &AppState, req: &Request) -> (std::net::IpAddr, bool) {

@@ -132,6 +132,7 @@ mod tests {
             refreshed_from: None,
             logout_token: LogoutToken::random(),
             stored: None,
+            dpop: None,
         })
     }
 

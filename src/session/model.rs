@@ -6,6 +6,7 @@
 //! second time — and the ID token's claims are not stored twice: `/session` shows the payload
 //! of the stored ID token, which was verified at login and is sealed since.
 
+use crate::oidc::dpop::DpopKey;
 use crate::secret::{Secret, ct_eq};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -135,6 +136,17 @@ pub struct Session {
     /// Where a server-side session is stored; `None` in cookie mode. Not serialized.
     #[serde(skip)]
     pub stored: Option<StoredRef>,
+    /// The session's DPoP key (SPEC §3.6), when it was created with `dpop = true`. Stored after
+    /// the fields above (`to_bytes`), so sessions sealed before DPoP existed still open.
+    #[serde(skip)]
+    pub dpop: Option<DpopKey>,
+}
+
+/// What may follow a session's fields in its stored form.
+#[derive(Serialize, Deserialize)]
+enum Extension {
+    /// The DPoP private scalar.
+    DpopKey([u8; 32]),
 }
 
 /// A server-side session's row: SHA-256 of the cookie's id, and the version read.
@@ -220,12 +232,32 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// The session's fields, then each extension it has (a tag and its value).
     pub fn to_bytes(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        let mut out = postcard::to_allocvec(self).unwrap_or_default();
+        if let Some(key) = &self.dpop
+            && let Ok(ext) = postcard::to_allocvec(&Extension::DpopKey(*key.scalar()))
+        {
+            out.extend_from_slice(&ext);
+        }
+        out
     }
 
+    /// `None` for anything but the exact form `to_bytes` writes (an unknown or malformed
+    /// extension included).
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        postcard::from_bytes(b).ok()
+        let (mut session, mut rest) = postcard::take_from_bytes::<Self>(b).ok()?;
+        while !rest.is_empty() {
+            let (ext, after) = postcard::take_from_bytes::<Extension>(rest).ok()?;
+            match ext {
+                Extension::DpopKey(scalar) if session.dpop.is_none() => {
+                    session.dpop = Some(DpopKey::from_scalar(scalar)?)
+                }
+                Extension::DpopKey(_) => return None,
+            }
+            rest = after;
+        }
+        Some(session)
     }
 }
 
@@ -268,6 +300,45 @@ mod tests {
         assert!(jws.bearer().is_some_and(|h| h.is_sensitive()));
         let back: Token = postcard::from_bytes(&[1, 2, b'r', b't']).unwrap_or_else(|_| Token::new(""));
         assert_eq!(back.compact().expose(), "rt");
+    }
+
+    #[test]
+    fn the_dpop_key_follows_the_fields_and_older_sessions_still_open() {
+        let mut s = Session {
+            sub: "alice".into(),
+            sid: None,
+            id_token: Token::new("e30.e30.c2ln"),
+            access_token: Token::new("at"),
+            access_expires_at: 2,
+            access_issued_at: 1,
+            refresh_token: None,
+            scope: None,
+            created_at: 1,
+            absolute_expires_at: 3,
+            sealed_at: 1,
+            refreshed_from: None,
+            logout_token: LogoutToken::random(),
+            stored: None,
+            dpop: None,
+        };
+        let plain = s.to_bytes();
+        assert!(Session::from_bytes(&plain).is_some_and(|back| back.dpop.is_none()));
+        let key = DpopKey::generate();
+        s.dpop = Some(key.clone());
+        let with_key = s.to_bytes();
+        // Exactly the older form, then the extension: a tag and the 32-byte scalar.
+        assert_eq!(&with_key[..plain.len()], &plain[..]);
+        assert_eq!(with_key.len(), plain.len() + 33);
+        let back = Session::from_bytes(&with_key).and_then(|b| b.dpop);
+        assert_eq!(back.as_ref().map(DpopKey::scalar), Some(key.scalar()));
+        // Anything else after the fields is refused: junk, a second key, an invalid scalar.
+        assert!(Session::from_bytes(&[&plain[..], &[7]].concat()).is_none());
+        assert!(Session::from_bytes(&[&with_key[..], &with_key[plain.len()..]].concat()).is_none());
+        let mut zero = plain.clone();
+        zero.push(0);
+        zero.extend_from_slice(&[0; 32]);
+        assert!(Session::from_bytes(&zero).is_none());
+        assert!(!format!("{s:?}").contains(&key.to_encoded()));
     }
 
     #[test]

@@ -102,6 +102,21 @@ pub struct OidcSettings {
     /// RFC 8707 resource indicators for the login's access token: sent with the authorization
     /// request, the code exchange and every refresh.
     pub resource: Vec<String>,
+    /// RFC 9126 (SPEC §3.5).
+    pub par: Par,
+    /// RFC 9449 (SPEC §3.6): new sessions get a key of their own.
+    pub dpop: bool,
+}
+
+/// When the authorization request goes through the PAR endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Par {
+    /// When discovery lists a `pushed_authorization_request_endpoint`.
+    Auto,
+    /// Always; start-up fails without the endpoint.
+    Required,
+    /// Never; start-up fails when discovery says PAR is required.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

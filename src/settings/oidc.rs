@@ -155,6 +155,15 @@ pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Proble
             p.push("oidc.resource", format_args!("{r:?} is not an absolute URI without a fragment (RFC 8707)"));
         }
     }
+    let par = match raw.par.as_str() {
+        "auto" => Some(Par::Auto),
+        "required" => Some(Par::Required),
+        "off" => Some(Par::Off),
+        _ => {
+            p.push("oidc.par", "must be auto, required or off");
+            None
+        }
+    };
     let skew = secs("oidc.clock_skew_secs", raw.clock_skew_secs, 0, 600, p);
     let timeout = secs("oidc.http_timeout_secs", raw.http_timeout_secs, 1, 120, p);
     let margin = secs("oidc.refresh_margin_secs", raw.refresh_margin_secs, 0, 3600, p);
@@ -179,6 +188,8 @@ pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Proble
         refresh_margin_secs: margin,
         refresh_grace_secs: grace,
         resource: raw.resource,
+        par: par?,
+        dpop: raw.dpop,
     })
 }
 

@@ -57,6 +57,8 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("refresh_margin_secs", Kind::Int),
             ("refresh_grace_secs", Kind::Int),
             ("resource", Kind::List),
+            ("par", Kind::Str),
+            ("dpop", Kind::Bool),
         ],
     ),
     (
@@ -158,6 +160,8 @@ pub struct RawOidc {
     pub refresh_margin_secs: u64,
     pub refresh_grace_secs: u64,
     pub resource: Vec<String>,
+    pub par: String,
+    pub dpop: bool,
 }
 
 impl Default for RawOidc {
@@ -180,6 +184,8 @@ impl Default for RawOidc {
             refresh_margin_secs: 30,
             refresh_grace_secs: 60,
             resource: vec![],
+            par: "auto".into(),
+            dpop: false,
         }
     }
 }

@@ -46,6 +46,7 @@ impl Fake {
             "jwks_uri": format!("{issuer}/jwks"),
             "end_session_endpoint": format!("{issuer}/signoff"),
             "authorization_response_iss_parameter_supported": true,
+            "dpop_signing_alg_values_supported": ["ES256"],
         });
         Mock::given(method("GET"))
             .and(path("/ENV/as/.well-known/openid-configuration"))
@@ -292,6 +293,25 @@ async fn token_type_other_than_bearer_is_idp_unavailable() {
     let t = f.sign(&f.claims(), "rsa.pem");
     drop(f);
     token_body_fails(json!({"access_token": "a", "token_type": "mac", "id_token": t}), 502, "idp_unavailable").await;
+}
+
+/// SPEC §3.6: a proof was sent, so the token must be DPoP-bound; a Bearer one is refused, and
+/// the same answer saying DPoP opens the session.
+#[tokio::test]
+async fn a_bearer_token_while_dpop_is_on_is_idp_unavailable() {
+    let mut f = Fake::start(&[("BFF_OIDC__DPOP", "true")]).await;
+    let t = f.sign(&f.claims(), "rsa.pem");
+    f.token_answers(Fake::token_response(&t)).await;
+    f.callback_fails(502, "idp_unavailable").await;
+    let received = f.server.received_requests().await.unwrap_or_default();
+    let token = received.iter().find(|r| r.url.path() == "/ENV/as/token").unwrap_or_else(|| panic!("no token call"));
+    assert!(token.headers.get("dpop").is_some(), "the code exchange carried no DPoP proof");
+
+    let mut f = Fake::start(&[("BFF_OIDC__DPOP", "true")]).await;
+    let t = f.sign(&f.claims(), "rsa.pem");
+    let body = json!({"access_token": "at-123", "token_type": "DPoP", "expires_in": 3600, "id_token": t});
+    f.token_answers(ResponseTemplate::new(200).set_body_json(body)).await;
+    assert_eq!(f.callback().await.status, 302);
 }
 
 #[tokio::test]

@@ -89,6 +89,19 @@ impl Idp {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The `state` of the login `authorization_url` starts: in its query, or, when the login
+    /// went through PAR (only `client_id` and `request_uri` there), in the pushed request the
+    /// IdP recorded.
+    pub async fn state_of(&self, authorization_url: &str) -> String {
+        let url = url::Url::parse(authorization_url).unwrap_or_else(|e| panic!("{e}"));
+        if let Some((_, s)) = url.query_pairs().find(|(k, _)| k == "state") {
+            return s.into_owned();
+        }
+        let requests = self.control_method(reqwest::Method::GET, "requests").await;
+        let pushed = requests.as_array().and_then(|r| r.iter().rev().find(|e| e["endpoint"] == "par"));
+        pushed.and_then(|e| e["state"].as_str()).unwrap_or_else(|| panic!("no pushed state: {requests}")).to_owned()
+    }
+
     pub async fn events(&self) -> Value {
         reqwest::get(format!("{}/__test/events", self.origin()))
             .await

@@ -20,7 +20,7 @@ async fn logs_of_a_full_login_contain_no_secret() {
     let config = dir.join("bff.toml");
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-         [oidc]\nissuer = \"{}\"\nclient_id = \"bff-basic\"\nclient_secret = \"{SECRET_BASIC}\"\n\
+         [oidc]\nissuer = \"{}\"\nclient_id = \"bff-basic\"\nclient_secret = \"{SECRET_BASIC}\"\ndpop = true\n\
          [session]\nkeys = [\"{KEY_A}\"]\nurl = \"sqlite://{}/revocations.db?mode=rwc\"\n\
          [logging]\nformat = \"json\"\nlevel = \"trace\"\n",
         idp.issuer,
@@ -99,6 +99,11 @@ async fn logs_of_a_full_login_contain_no_secret() {
         secrets.push(s.id_token.compact().expose().to_owned());
         secrets.extend(s.refresh_token.map(|r| r.expose().to_owned()));
         secrets.push(s.logout_token.encoded());
+        // The DPoP private key, in every form it could be written (SPEC §3.6).
+        let key = s.dpop.unwrap_or_else(|| panic!("a dpop = true session has a key"));
+        secrets.push(key.to_encoded());
+        secrets.push(oidc_bff::secret::hex(key.scalar()));
+        secrets.push(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.scalar()));
     }
     for s in secrets.iter().filter(|s| s.len() >= 8) {
         assert!(!logs.contains(s.as_str()), "a secret reached the logs");

@@ -9,6 +9,7 @@ mod cookies;
 mod cors;
 mod docs;
 mod exchange;
+mod fapi;
 mod faults;
 mod layout;
 mod limits;

@@ -58,6 +58,7 @@ fn session(sub: String, id_token: String, access: String, claims_pad: usize) -> 
         refreshed_from: None,
         logout_token: LogoutToken::random(),
         stored: None,
+        dpop: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn session(id_token_len: usize) -> Session {
         refreshed_from: None,
         logout_token: LogoutToken::random(),
         stored: None,
+        dpop: None,
     }
 }
 

@@ -26,6 +26,7 @@ use super::seal::{SharedLabel, shared_id_of};
 use crate::clock::now;
 use crate::error::{AppError, ErrorCode, route_exchange_error};
 use crate::oidc::Oidc;
+use crate::oidc::dpop::Signer;
 use crate::oidc::token::TokenError;
 use crate::settings::routes::{ExchangeSpec, Route, RouteToken};
 use crate::store::Store;
@@ -106,7 +107,8 @@ impl Exchanger {
         // the entry could never be used again) nor the session.
         let usable_until = session.access_expires_at.min(session.absolute_expires_at);
         // Boxed: rarely taken, and large (the IdP call, the store and its lock).
-        Box::pin(self.exchange_once(key, subject, spec, usable_until)).await
+        let dpop = session.dpop.as_ref().and_then(|k| k.signer().cloned());
+        Box::pin(self.exchange_once(key, subject, spec, usable_until, dpop)).await
     }
 
     async fn exchange_once(
@@ -115,6 +117,7 @@ impl Exchanger {
         subject: &HeaderValue,
         spec: &ExchangeSpec,
         usable_until: i64,
+        dpop: Option<Arc<Signer>>,
     ) -> Result<HeaderValue, AppError> {
         let Some(token) = subject.to_str().ok().and_then(|b| b.strip_prefix("Bearer ")) else {
             return Err(ErrorCode::IdpUnavailable.into());
@@ -135,6 +138,7 @@ impl Exchanger {
                         token: token.to_owned(),
                         spec: spec.clone(),
                         usable_until,
+                        dpop,
                     };
                     let task = tokio::spawn(job.run());
                     async move { task.await.unwrap_or(Outcome::Failed(ErrorCode::IdpUnavailable.into())) }
@@ -194,6 +198,8 @@ struct Job {
     spec: ExchangeSpec,
     /// The entry is not kept past this (the session's access-token and absolute expiry).
     usable_until: i64,
+    /// The session's DPoP signer: the exchange carries a proof, and its token is bound too.
+    dpop: Option<Arc<Signer>>,
 }
 
 /// Leaves the in-flight map however the job ends (even by a panic).
@@ -266,7 +272,7 @@ impl Job {
             return Outcome::Failed(ErrorCode::IdpUnavailable.into());
         };
         let issued_at = now();
-        let answer = x.oidc.exchange_token(&provider, &self.token, &self.spec).await;
+        let answer = x.oidc.exchange_token(&provider, &self.token, &self.spec, self.dpop.as_deref()).await;
         drop(permit);
         let outcome = match answer {
             Ok(set) => match bearer_value(set.access_token.expose()) {

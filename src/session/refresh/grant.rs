@@ -3,6 +3,7 @@
 
 use crate::error::ErrorCode;
 use crate::oidc::Oidc;
+use crate::oidc::dpop::Signer;
 use crate::oidc::id_token::{Check, IdTokenError};
 use crate::oidc::token::TokenError;
 use crate::secret::Secret;
@@ -17,6 +18,8 @@ pub(super) struct Original {
     pub aud: Vec<String>,
     /// When the session's current access token was issued (to judge a cached answer).
     pub issued_at: i64,
+    /// The session's DPoP signer: the refresh carries a proof and must come back DPoP-bound.
+    pub dpop: Option<Arc<Signer>>,
 }
 
 /// Tokens a refresh produced: what a cache entry holds.
@@ -59,7 +62,7 @@ pub(super) async fn refresh_grant(oidc: &Oidc, rt: &Secret, original: &Original)
         return Outcome::Temporary(ErrorCode::IdpUnavailable);
     };
     let started = crate::clock::now();
-    let tokens = match oidc.refresh(&provider, rt.expose()).await {
+    let tokens = match oidc.refresh(&provider, rt.expose(), original.dpop.as_deref()).await {
         Ok(t) => t,
         Err(TokenError::Refused(code)) => {
             tracing::info!(idp_error = code.as_str(), "IdP refused the refresh token; ending the session");

@@ -193,6 +193,7 @@ impl Refresher {
                             sub: session.sub.clone(),
                             aud: session.audience(),
                             issued_at: session.access_issued_at,
+                            dpop: session.dpop.as_ref().and_then(|k| k.signer().cloned()),
                         };
                         let task = tokio::spawn(run_refresh(self.clone(), id, rt.clone(), original));
                         async move { task.await.unwrap_or(Outcome::Temporary(ErrorCode::IdpUnavailable)) }

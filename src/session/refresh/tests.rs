@@ -106,6 +106,7 @@ fn expired_session(rt: &str) -> Session {
         refreshed_from: None,
         logout_token: LogoutToken::random(),
         stored: None,
+        dpop: None,
     }
 }
 

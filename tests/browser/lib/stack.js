@@ -55,8 +55,11 @@ function tempDir() {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'oidc-bff-browser-'));
 }
 
-/** The real OpenID Provider with one confidential client for a BFF at `appOrigin`. */
-export async function startIdp({ appOrigin, accessTokenTtl } = {}) {
+/**
+ * The real OpenID Provider with one confidential client for a BFF at `appOrigin`.
+ * `idpConfig`: more IDP_CONFIG fields (tests/idp/README.md), e.g. `{ requirePar: true }`.
+ */
+export async function startIdp({ appOrigin, accessTokenTtl, idpConfig = {} } = {}) {
   const dir = path.join(ROOT, 'tests/idp');
   if (!fs.existsSync(path.join(dir, 'node_modules/oidc-provider'))) {
     throw new Error('tests/idp/node_modules is missing: run `npm ci --prefix tests/idp` (scripts/test.sh does)');
@@ -71,6 +74,7 @@ export async function startIdp({ appOrigin, accessTokenTtl } = {}) {
     }],
     signingAlgs: ['ES256'], // fastest start-up
     ...(accessTokenTtl ? { accessTokenTtl } : {}),
+    ...idpConfig,
   };
   const child = spawn(process.execPath, [path.join(dir, 'server.js')], {
     env: { ...process.env, IDP_CONFIG: JSON.stringify(config) },
@@ -89,8 +93,8 @@ export async function startIdp({ appOrigin, accessTokenTtl } = {}) {
     child.once('exit', (code) => reject(new Error(`the IdP exited (${code}) before it was ready:\n${stderr}`)));
   }));
   const origin = `http://127.0.0.1:${ready.port}`;
-  const control = async (p) => {
-    const res = await within(5000, `GET ${p}`, fetch(`${origin}/__test/${p}`));
+  const control = async (p, method = 'GET') => {
+    const res = await within(5000, `${method} ${p}`, fetch(`${origin}/__test/${p}`, { method }));
     return res.json();
   };
   return {
@@ -98,6 +102,11 @@ export async function startIdp({ appOrigin, accessTokenTtl } = {}) {
     origin,
     events: () => control('events'),
     issuedTokens: () => control('issued-tokens'),
+    /** What /authorize, /par and /token received (`GET /__test/requests`), oldest first. */
+    requests: () => control('requests'),
+    /** Turn a test switch on or off: `switchOn('dpop-nonce')`, `switchOff('refuse-par')`. */
+    switchOn: (name) => control(name, 'POST'),
+    switchOff: (name) => control(name, 'DELETE'),
     /** RFC 7662 introspection, authenticated as the BFF's client. */
     async introspect(token) {
       const res = await within(5000, 'introspection', fetch(`${ready.issuer}/introspect`, {
@@ -119,7 +128,11 @@ export async function startIdp({ appOrigin, accessTokenTtl } = {}) {
   };
 }
 
-/** The oidc-bff binary on 127.0.0.1:`port`, public as http://localhost:`port`. */
+/**
+ * The oidc-bff binary on 127.0.0.1:`port`, public as http://localhost:`port`. `extraOidc`:
+ * more `[oidc]` lines, a string or a function of the upstream's URL; `extraRoutes`: a
+ * function of the upstream's URL giving more TOML after the `/api` route.
+ */
 export async function startBff({ port, issuer, upstream, spaMode = false, extraOidc = '', extraRoutes = () => '' }) {
   if (!fs.existsSync(BFF_BIN)) {
     throw new Error(`${BFF_BIN} is missing: build it first (cargo build), or set OIDC_BFF_BIN`);
@@ -140,7 +153,7 @@ issuer = "${issuer}"
 client_id = "${CLIENT_ID}"
 client_secret = "${CLIENT_SECRET}"
 ${spaMode ? `redirect_uri = "${appOrigin}/signed-in"` : ''}
-${extraOidc}
+${typeof extraOidc === 'function' ? extraOidc(upstream) : extraOidc}
 
 [session]
 keys = ["${key}"]
@@ -224,13 +237,15 @@ export async function startHostileSite() {
 
 /**
  * Everything the IdP, oidc-bff and the echo API need for one test file. `idp` and `bff`
- * options pass through. `close()` stops it all.
+ * options pass through (`idpConfig`: more IDP_CONFIG fields; `extraOidc`, `extraRoutes`: more
+ * oidc-bff TOML); `echoOptions` go to startEcho (e.g. `{ dpopNonce: true }`). `close()` stops
+ * it all.
  */
-export async function startStack({ spaMode = false, accessTokenTtl, extraOidc, extraRoutes } = {}) {
+export async function startStack({ spaMode = false, accessTokenTtl, extraOidc, extraRoutes, idpConfig, echoOptions } = {}) {
   const port = await freePort();
   const appOrigin = `http://localhost:${port}`;
-  const echo = await startEcho();
-  const idp = await startIdp({ appOrigin, accessTokenTtl });
+  const echo = await startEcho(echoOptions);
+  const idp = await startIdp({ appOrigin, accessTokenTtl, idpConfig });
   let bff;
   try {
     bff = await startBff({ port, issuer: idp.issuer, upstream: echo.url, spaMode, extraOidc, extraRoutes });
