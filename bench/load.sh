@@ -7,6 +7,9 @@
 #   oidc-bff proxy  GET /api/x through oidc-bff (session, token added) to the same upstream
 #   bff-exchange    GET /xapi/api/x: the same upstream through a token = "exchange" route (SPEC §6.2),
 #                   its exchanged token cached after the first request (not in the default list)
+#   bff-dpop        GET /api/x on an instance with dpop = true (SPEC §3.6): the same route, sent
+#                   as `Authorization: DPoP` with a fresh ES256 proof per request (not in the
+#                   default list; compare with bff-proxy)
 #   upstream        the upstream (nginx) hit directly
 #   …-log           the same four with access logs on: nginx `access_log … buffer=64k` to a file,
 #                   oidc-bff with its default `access_log = true` (stderr to a file)
@@ -59,7 +62,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); PROXY=$(free_port); STATIC=$(free_port); BFF=$(free_port)
-STATIC_LOG=$(free_port); PROXY_LOG=$(free_port); BFF_LOG=$(free_port); BASE=$(free_port); EXCH=$(free_port)
+STATIC_LOG=$(free_port); PROXY_LOG=$(free_port); BFF_LOG=$(free_port); BASE=$(free_port); EXCH=$(free_port); DPOP=$(free_port)
 BASE_BIN=${BASE_BIN:-}
 if [ -n "$BASE_BIN" ] && [ ! -x "$BASE_BIN" ]; then echo "BASE_BIN $BASE_BIN is not an executable" >&2; exit 1; fi
 
@@ -105,7 +108,7 @@ done
 
 idp_config="{\"clients\":[{\"client_id\":\"bench\",\"client_secret\":\"bench-secret\",
   \"token_endpoint_auth_method\":\"client_secret_basic\",
-  \"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\",\"http://127.0.0.1:$BFF_LOG/callback\",\"http://127.0.0.1:$BASE/callback\",\"http://127.0.0.1:$EXCH/callback\"]}]}"
+  \"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\",\"http://127.0.0.1:$BFF_LOG/callback\",\"http://127.0.0.1:$BASE/callback\",\"http://127.0.0.1:$EXCH/callback\",\"http://127.0.0.1:$DPOP/callback\"]}]}"
 IDP_CONFIG="$idp_config" taskset -c 1 node tests/idp/server.js > "$work/idp.out" 2> "$work/idp.log" &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q '"ready":true' "$work/idp.out" 2> /dev/null && break; sleep 0.1; done
@@ -143,6 +146,8 @@ strip_prefix = true
 token = "exchange"
 resource = "https://api.bench.test/"
 TOML
+# bff-dpop: DPoP on (the [oidc] key is appended after the section's other keys by sed).
+bff_config "$DPOP" $'[logging]\naccess_log = false\nlevel = "warn"' | sed 's/^\[session\]$/dpop = true\n[session]/' > "$work/dpop.toml"
 # The defaults a user keeps: access_log = true, level = "info", pretty lines.
 bff_config "$BFF_LOG" "" > "$work/bff-log.toml"
 start_bff() { # config, port, log file; sets started_pid
@@ -158,6 +163,9 @@ start_bff "$work/bff.toml" "$BFF" "$work/bff.log"; bff_pid=$started_pid
 start_bff "$work/bff-log.toml" "$BFF_LOG" "$work/bff-access.log"; bff_log_pid=$started_pid
 case " ${TARGETS:-} " in
   *" bff-exchange "*) start_bff "$work/exch.toml" "$EXCH" "$work/exch.log" ;;
+esac
+case " ${TARGETS:-} " in
+  *" bff-dpop "*) start_bff "$work/dpop.toml" "$DPOP" "$work/dpop.log" ;;
 esac
 base_pid=
 if [ -n "$BASE_BIN" ]; then
@@ -237,6 +245,7 @@ for round in $(seq 1 "$ROUNDS"); do
       proxy-floor) results+=("$round $(run proxy-floor "http://127.0.0.1:$PROXY/api/x")") ;;
       bff-proxy) results+=("$round $(run bff-proxy "http://127.0.0.1:$BFF/api/x" "$(login)")") ;;
       bff-exchange) results+=("$round $(run bff-exchange "http://127.0.0.1:$EXCH/xapi/api/x" "$(login "$EXCH")")") ;;
+      bff-dpop) results+=("$round $(run bff-dpop "http://127.0.0.1:$DPOP/api/x" "$(login "$DPOP")")") ;;
       static-floor-log) results+=("$round $(run static-floor-log "http://127.0.0.1:$STATIC_LOG/session")") ;;
       bff-session-log) results+=("$round $(run bff-session-log "http://127.0.0.1:$BFF_LOG/session" "$(login "$BFF_LOG")")") ;;
       proxy-floor-log) results+=("$round $(run proxy-floor-log "http://127.0.0.1:$PROXY_LOG/api/x")") ;;
@@ -296,6 +305,8 @@ for what in ("session", "proxy"):
         print(f"- {what}, this build vs BASE_BIN: {show(ratios(f'bff-{what}', f'base-{what}', 'rps'))} requests/s, p99 {show(ratios(f'bff-{what}', f'base-{what}', 'p99'))}")
 if int(base_idle):
     print(f"- BASE_BIN RSS: idle {int(base_idle)/1024:.1f} MiB, peak {int(base_peak)/1024:.1f} MiB")
+if "bff-dpop" in runs and "bff-proxy" in runs:
+    print(f"- DPoP route vs bearer route: {show(ratios('bff-dpop', 'bff-proxy', 'rps'))} requests/s, p99 {show(ratios('bff-dpop', 'bff-proxy', 'p99'))}")
 if "bff-exchange" in runs and "bff-proxy" in runs:
     print(f"- exchange route (cached token) vs session-token route: {show(ratios('bff-exchange', 'bff-proxy', 'rps'))} requests/s, p99 {show(ratios('bff-exchange', 'bff-proxy', 'p99'))}")
 if "bff-proxy" in runs and "upstream-direct" in runs:

@@ -218,8 +218,9 @@ function describe(req, bodyBytes, dpop) {
  * - `requests` lists `{ method, path, authorization, dpop, cookie, origin, body, status,
  *   verdict }` for every request received, in order (`dpop`: the proof header; `verdict`: as
  *   in `log`); control requests (`/__echo/…`) are not listed;
- * - `log` is what `GET /__echo/requests` answers: `{ method, path, scheme, status, dpop }`
- *   with `dpop` = `{ ok, reason, jkt, nonce }` or null, never a token;
+ * - `log` is what `GET /__echo/requests` answers: `{ method, path, scheme, status, dpop,
+ *   dpop_header }` with `dpop` = `{ ok, reason, jkt, nonce }` or null and `dpop_header`
+ *   whether a `DPoP` header arrived, never a token;
  * - `dpopNonce(true)` demands nonces with a fresh one (returned), `dpopNonce(false)` stops.
  */
 export function startEcho({ port = 0, log = false, dpopNonce = false } = {}) {
@@ -351,6 +352,8 @@ export function startEcho({ port = 0, log = false, dpopNonce = false } = {}) {
         scheme,
         status,
         dpop: verdict,
+        // Whether a DPoP header arrived at all (a proxy must never pass the browser's on).
+        dpop_header: req.headers.dpop !== undefined,
         at: new Date().toISOString(),
       });
       if (log) {

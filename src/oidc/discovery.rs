@@ -68,12 +68,17 @@ fn endpoint(name: &str, s: &str) -> Result<Url, DiscoveryError> {
 pub fn check_requirements(m: &ProviderMetadata, par: Par, dpop: bool) -> Result<(), DiscoveryError> {
     if par == Par::Required && m.par_endpoint.is_none() {
         return Err(DiscoveryError::Contradicts(
-            "oidc.par = \"required\" but discovery lists no pushed_authorization_request_endpoint",
+            "oidc.par = \"required\" but discovery lists no usable pushed_authorization_request_endpoint",
         ));
     }
     if par == Par::Off && m.par_required {
         return Err(DiscoveryError::Contradicts(
             "discovery says require_pushed_authorization_requests but oidc.par = \"off\"",
+        ));
+    }
+    if m.par_required && m.par_endpoint.is_none() {
+        return Err(DiscoveryError::Contradicts(
+            "discovery says require_pushed_authorization_requests but lists no usable pushed_authorization_request_endpoint",
         ));
     }
     if dpop && !m.dpop_algs.iter().any(|a| a == "ES256") {
@@ -110,11 +115,13 @@ pub async fn discover(http: &IdpHttp, issuer: &str) -> Result<ProviderMetadata, 
             .map(|s| endpoint("revocation_endpoint", s))
             .transpose()?,
         iss_parameter_supported: raw.authorization_response_iss_parameter_supported,
-        par_endpoint: raw
-            .pushed_authorization_request_endpoint
-            .as_deref()
-            .map(|s| endpoint("pushed_authorization_request_endpoint", s))
-            .transpose()?,
+        // Unusable (not https, not a URL) is as good as absent: with par = "off" it must not stop
+        // discovery, and par = "required" then refuses to start (`check_requirements`).
+        par_endpoint: raw.pushed_authorization_request_endpoint.as_deref().and_then(|s| {
+            endpoint("pushed_authorization_request_endpoint", s)
+                .inspect_err(|e| tracing::warn!(error = %e, "ignoring the PAR endpoint"))
+                .ok()
+        }),
         par_required: raw.require_pushed_authorization_requests,
         dpop_algs: raw.dpop_signing_alg_values_supported,
         issuer: raw.issuer,

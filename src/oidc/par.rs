@@ -7,7 +7,7 @@ use super::http::{IdpHttp, IdpHttpError};
 use super::token::IdpErrorCode;
 use url::Url;
 
-/// Longest `request_uri` accepted: it goes into a `Location` header.
+/// Longest `request_uri` accepted: it goes into a `Location` header (as visible ASCII only).
 const MAX_REQUEST_URI: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +83,7 @@ fn parse(json: &serde_json::Value) -> Result<String, ParError> {
     let uri = json
         .get("request_uri")
         .and_then(|v| v.as_str())
-        .filter(|u| (1..=MAX_REQUEST_URI).contains(&u.len()) && !u.bytes().any(|b| b.is_ascii_control()))
+        .filter(|u| (1..=MAX_REQUEST_URI).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or(ParError::Unavailable("PAR answer without a usable request_uri"))?;
     if json.get("expires_in").and_then(|v| v.as_i64()).is_none_or(|e| e <= 0) {
         return Err(ParError::Unavailable("PAR answer without a positive expires_in"));
@@ -105,6 +105,8 @@ mod tests {
         assert!(parse(&json!({"request_uri": "urn:x\r\nSet-Cookie: a=b", "expires_in": 60})).is_err());
         assert!(parse(&json!({"request_uri": "urn:x", "expires_in": 0})).is_err());
         assert!(parse(&json!({"request_uri": "urn:x"})).is_err());
+        assert!(parse(&json!({"request_uri": "urn:x\u{202e}y", "expires_in": 60})).is_err());
+        assert!(parse(&json!({"request_uri": "urn:x y", "expires_in": 60})).is_err());
         let long = "u".repeat(MAX_REQUEST_URI + 1);
         assert!(parse(&json!({"request_uri": long, "expires_in": 60})).is_err());
     }

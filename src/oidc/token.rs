@@ -110,7 +110,8 @@ async fn token_call(
     let origin = endpoint.origin().ascii_serialization();
     let target = htu(endpoint);
     // RFC 9449 §8: a server that wants a nonce says so once; the request is sent again with it.
-    for attempt in 0..2 {
+    let mut retried = false;
+    loop {
         // Built afresh each time: a private_key_jwt assertion is single-use (fresh jti).
         let (form, auth) = authenticated_form(settings, params);
         let proof = match dpop {
@@ -130,11 +131,18 @@ async fn token_call(
             .map_err(|_| TokenError::Unavailable("token endpoint answered non-JSON"))?;
         if resp.status.is_client_error() {
             let code = json.get("error").and_then(|e| e.as_str());
-            if code == Some("use_dpop_nonce") && fresh_nonce && attempt == 0 {
+            if resp.status == http::StatusCode::BAD_REQUEST && code == Some("use_dpop_nonce") && fresh_nonce && !retried
+            {
                 tracing::info!("the IdP asked for a DPoP nonce; sending the request again with it");
+                retried = true;
                 continue;
             }
             return match code {
+                // The proof, not the grant, was refused (a nonce asked for again, a clock the IdP
+                // disagrees with): the IdP's fault or ours, never a reason to end a session.
+                Some("use_dpop_nonce" | "invalid_dpop_proof") if dpop.is_some() => {
+                    Err(TokenError::Unavailable("the IdP refused the DPoP proof"))
+                }
                 Some(code) => Err(TokenError::Refused(IdpErrorCode::filter(code))),
                 None => Err(TokenError::Unavailable("token endpoint answered 4xx without an OAuth error")),
             };
@@ -144,7 +152,6 @@ async fn token_call(
         }
         return parse_token_response(&json, dpop.is_some()).map(|set| (set, json));
     }
-    Err(TokenError::Unavailable("the IdP refused the DPoP nonce it had just sent"))
 }
 
 /// `dpop`: the request carried a proof, so the token must be DPoP-bound (SPEC §3.6).

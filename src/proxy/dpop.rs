@@ -69,6 +69,8 @@ pub fn take_nonce(status: StatusCode, headers: &HeaderMap, uri: &Uri, nonces: &N
     if !nonces.set(&htu[..origin_len], nonce) {
         return false;
     }
+    // A challenge is recognised only as a field of its own that starts with the DPoP scheme; a
+    // DPoP challenge after another scheme in one field gets no retry (the 401 goes back).
     status == StatusCode::UNAUTHORIZED
         && headers.get_all(header::WWW_AUTHENTICATE).iter().any(|v| {
             let v = v.as_bytes();

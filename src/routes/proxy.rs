@@ -174,7 +174,9 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = upstream_headers;
-    let mut upstream = match send(state, route, upstream_req).await {
+    // One deadline for the request, a nonce retry included.
+    let deadline = tokio::time::Instant::now() + route.timeout;
+    let mut upstream = match send(state, route, upstream_req, deadline).await {
         Ok(r) => r,
         Err(code) => return fail(code, set_cookies),
     };
@@ -191,7 +193,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         *retry.method_mut() = method;
         *retry.uri_mut() = uri;
         *retry.headers_mut() = headers;
-        upstream = match send(state, route, retry).await {
+        upstream = match send(state, route, retry, deadline).await {
             Ok(r) => r,
             Err(code) => return fail(code, set_cookies),
         };
@@ -216,14 +218,15 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     response
 }
 
-/// One upstream call within the route's timeout; its failure as the SPEC's code.
+/// One upstream call, answered by `deadline`; its failure as the SPEC's code.
 async fn send(
     state: &AppState,
     route: &Route,
     req: http::Request<UpstreamBody>,
+    deadline: tokio::time::Instant,
 ) -> Result<http::Response<crate::proxy::PooledBody>, ErrorCode> {
     let started = crate::metrics::enabled().then(Instant::now);
-    let result = tokio::time::timeout(route.timeout, state.proxy.send(req)).await;
+    let result = tokio::time::timeout_at(deadline, state.proxy.send(req)).await;
     if let Some(t) = started {
         metrics::histogram!("bff_upstream_duration_seconds").record(t.elapsed().as_secs_f64());
     }

@@ -248,7 +248,7 @@ impl<'a> SessionCookie<'a> {
 }
 
 pub fn seal_session(names: &CookieNames, keys: &Keyring, session: &Session) -> String {
-    keys.seal(Purpose::Session, &names.session, &session.to_bytes())
+    session.seal(keys, Purpose::Session, &names.session)
 }
 
 /// Append Set-Cookie lines to a response's headers.

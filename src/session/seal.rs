@@ -21,6 +21,11 @@ use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 
 const VERSION: u8 = 1;
+/// The same format for a plaintext that builds older than this one would misread: a session
+/// holding a DPoP key (SPEC §3.6). Those builds refuse the version, so during a rollout or a
+/// rollback such a session is anonymous there — never silently stripped of its key and served
+/// as a bearer session. Part of the associated data, like `VERSION`: it cannot be changed.
+const VERSION_EXTENDED: u8 = 2;
 const KID_LEN: usize = 4;
 const NONCE_LEN: usize = 24;
 const HEADER_LEN: usize = 1 + KID_LEN + NONCE_LEN;
@@ -107,7 +112,7 @@ impl Keyring {
 
     /// Run `f` with the associated data for (`kid`, `purpose`, `name`), built on the stack:
     /// this is on every request's path.
-    fn with_aad<R>(kid: &[u8], purpose: Purpose, name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
+    fn with_aad<R>(version: u8, kid: &[u8], purpose: Purpose, name: &str, f: impl FnOnce(&[u8]) -> R) -> R {
         let label = purpose.label();
         let len = 1 + kid.len() + label.len() + 1 + name.len();
         let mut stack = [0u8; 128];
@@ -118,7 +123,7 @@ impl Keyring {
             heap.resize(len, 0);
             &mut heap
         };
-        buf[0] = VERSION;
+        buf[0] = version;
         let mut at = 1;
         for part in [kid, label, &[0u8][..], name.as_bytes()] {
             buf[at..at + part.len()].copy_from_slice(part);
@@ -129,18 +134,27 @@ impl Keyring {
 
     /// Seal `plaintext` for the cookie (or cache entry) called `name`.
     pub fn seal(&self, purpose: Purpose, name: &str, plaintext: &[u8]) -> String {
+        self.seal_version(VERSION, purpose, name, plaintext)
+    }
+
+    /// [`Self::seal`] for a plaintext older builds must not open (`VERSION_EXTENDED`).
+    pub fn seal_extended(&self, purpose: Purpose, name: &str, plaintext: &[u8]) -> String {
+        self.seal_version(VERSION_EXTENDED, purpose, name, plaintext)
+    }
+
+    fn seal_version(&self, version: u8, purpose: Purpose, name: &str, plaintext: &[u8]) -> String {
         let Some(key) = self.keys.first() else {
             return String::new();
         };
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
-        out.push(VERSION);
+        out.push(version);
         out.extend_from_slice(&key.kid);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
         let cipher = &key.ciphers[purpose.index()];
         // Encryption with a valid key and in-memory buffers cannot fail.
-        let tag = Self::with_aad(&key.kid, purpose, name, |aad| {
+        let tag = Self::with_aad(version, &key.kid, purpose, name, |aad| {
             cipher.encrypt_in_place_detached(&nonce, aad, &mut out[HEADER_LEN..])
         });
         match tag {
@@ -161,7 +175,7 @@ impl Keyring {
     /// place in the decoded buffer.
     pub fn open_checked(&self, purpose: Purpose, name: &str, sealed: &str) -> Result<Vec<u8>, OpenError> {
         let mut raw = URL_SAFE_NO_PAD.decode(sealed).map_err(|_| OpenError::Invalid)?;
-        if raw.len() < HEADER_LEN + TAG_LEN || raw[0] != VERSION {
+        if raw.len() < HEADER_LEN + TAG_LEN || !matches!(raw[0], VERSION | VERSION_EXTENDED) {
             return Err(OpenError::Invalid);
         }
         let mut kid = [0u8; KID_LEN];
@@ -174,7 +188,7 @@ impl Keyring {
         let end = raw.len() - TAG_LEN;
         let mut tag = Tag::default();
         tag.copy_from_slice(&raw[end..]);
-        let opened = Self::with_aad(&kid, purpose, name, |aad| {
+        let opened = Self::with_aad(raw[0], &kid, purpose, name, |aad| {
             // The tag is checked before any byte is decrypted, so a failed attempt leaves the
             // buffer as it was for the next candidate key.
             self.keys.iter().filter(|k| k.kid == kid).any(|k| {
@@ -301,6 +315,21 @@ mod tests {
         assert_eq!(r.open(Purpose::Session, "__Host-bff", &s).as_deref(), Some(&b"hello"[..]));
         assert_eq!(r.open(Purpose::Session, "bff", &s), None);
         assert_eq!(r.open(Purpose::Tx, "__Host-bff", &s), None);
+    }
+
+    #[test]
+    fn an_extended_value_opens_here_under_its_own_version_only() {
+        let r = ring(&[1]);
+        let s = r.seal_extended(Purpose::Session, "__Host-bff", b"with a key");
+        assert_eq!(r.open(Purpose::Session, "__Host-bff", &s).as_deref(), Some(&b"with a key"[..]));
+        let mut raw = URL_SAFE_NO_PAD.decode(&s).unwrap_or_default();
+        assert_eq!(raw[0], VERSION_EXTENDED);
+        // Relabelled as the older version (what older builds would open): the tag fails.
+        raw[0] = VERSION;
+        assert_eq!(
+            r.open_checked(Purpose::Session, "__Host-bff", &URL_SAFE_NO_PAD.encode(&raw)),
+            Err(OpenError::Invalid)
+        );
     }
 
     #[test]

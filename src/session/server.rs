@@ -40,7 +40,7 @@ pub struct Rows<'a> {
 
 impl Rows<'_> {
     fn seal(&self, key: &[u8; 32], s: &Session) -> String {
-        self.keys.seal(Purpose::Session, &row_name(key), &s.to_bytes())
+        s.seal(self.keys, Purpose::Session, &row_name(key))
     }
 
     fn open(&self, key: &[u8; 32], row: &SessionRow) -> Result<Session, OpenError> {

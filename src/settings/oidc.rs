@@ -23,6 +23,12 @@ const RESERVED_AUTH_PARAMS: &[&str] = &[
     // A request object could replace every parameter above at a JAR-capable IdP.
     "request",
     "request_uri",
+    // DPoP binds the code to the BFF's own key (SPEC §3.6).
+    "dpop_jkt",
+    // Client authentication travels in a pushed request's body (SPEC §3.5).
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
 ];
 
 pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Option<OidcSettings> {

@@ -119,17 +119,25 @@ async fn par_required_carries_only_the_request_uri_in_both_login_modes() {
     let authorize = requests(&idp, "authorize").await;
     assert!(authorize.iter().all(|a| a["query_keys"] == json!(["client_id", "request_uri"])), "{authorize:?}");
 
-    // SPA mode.
+    // SPA mode: the IdP returns to an SPA page, which completes with POST /login/end.
+    let listener = reserve().await;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let idp = Idp::start(port, json!({"requirePar": true})).await;
+    let redirect = format!("http://127.0.0.1:{port}/spa/callback");
+    let vars = [("BFF_OIDC__PAR", "required"), ("BFF_OIDC__REDIRECT_URI", redirect.as_str())];
+    let bff = spawn_bff(listener, settings(port, &idp.issuer, &vars)).await;
     let mut spa = Browser::new(&bff);
     let start = spa.fetch(Method::POST, &bff.url("/login/start"), Some(json!({"return_to": "/spa"}))).await;
     assert_eq!(start.status, 200, "{}", start.body);
     let auth_url = start.json()["authorization_url"].as_str().unwrap_or_default().to_owned();
-    let q: Vec<String> =
+    let mut keys: Vec<String> =
         url::Url::parse(&auth_url).map(|u| u.query_pairs().map(|(k, _)| k.into_owned()).collect()).unwrap_or_default();
-    assert_eq!(q.len(), 2, "{auth_url}");
+    keys.sort();
+    assert_eq!(keys, ["client_id", "request_uri"], "{auth_url}");
     let landed = spa.idp_login(&auth_url, "bob").await;
-    let end = spa.get(&landed).await;
-    assert_eq!((end.status, end.location()), (302, "/spa".to_owned()));
+    assert!(landed.starts_with(&redirect), "{landed}");
+    let end = spa.fetch(Method::POST, &bff.url("/login/end"), Some(json!({"url": landed}))).await;
+    assert_eq!((end.status, end.json()["return_to"].as_str()), (200, Some("/spa")), "{}", end.body);
     assert_eq!(spa.session(&bff).await.json()["sub"], "bob");
 }
 
@@ -305,23 +313,73 @@ async fn a_nonce_demanded_by_the_idp_and_by_the_upstream_costs_one_retry_each() 
     assert_eq!(echo.requests().await.len(), 5);
 }
 
+/// The browser's own `DPoP` header never reaches an upstream: not with the BFF's bearer token,
+/// nor on routes where the BFF adds no credential (`token = "none"`, `auth = "none"`).
 #[tokio::test]
 async fn the_browser_cannot_send_its_own_dpop_proof_upstream() {
     let echo = Echo::start(false).await;
-    let (_idp, bff) = stack_with(json!({}), &[], &api_route(&echo)).await;
+    let routes = format!(
+        "{}[[routes]]\nprefix = \"/bare\"\nupstream = \"{u}\"\ntoken = \"none\"\n\
+         [[routes]]\nprefix = \"/open\"\nupstream = \"{u}\"\nauth = \"none\"\n",
+        api_route(&echo),
+        u = echo.url
+    );
+    // The login's token a JWT for the echo API, so that the echo can check the BFF's proof.
+    let resource = format!("{}/", echo.url);
+    let vars = [("BFF_OIDC__DPOP", "true"), ("BFF_OIDC__RESOURCE", resource.as_str()), SCOPES];
+    let (_idp, bff) = stack_with(json!({}), &vars, &routes).await;
     let mut b = Browser::new(&bff);
     b.login(&bff, "ivan", "/").await;
-    let forged = reqwest::Client::new()
-        .get(bff.url("/api/x"))
-        .header("x-csrf", "1")
-        .header("cookie", b.jar().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
-        .header("dpop", "forged.proof.value")
-        .send()
+    let cookie = b.jar().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    for path in ["/api/x", "/bare/x", "/open/x"] {
+        let forged = reqwest::Client::new()
+            .get(bff.url(path))
+            .header("x-csrf", "1")
+            .header("cookie", &cookie)
+            .header("dpop", "forged.proof.value")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(forged.status(), 200, "{path}");
+        let last = echo.requests().await.pop().unwrap_or_default();
+        let want = path == "/api/x"; // the BFF's own proof, not the browser's
+        assert_eq!(last["dpop_header"], json!(want), "{path}: {last}");
+        if want {
+            assert_eq!(last["dpop"]["ok"], true, "{last}");
+        }
+    }
+}
+
+/// A route's exchanged token (SPEC §6.2) is requested with the session's proof, bound to the
+/// same key, and sent as DPoP.
+#[tokio::test]
+async fn an_exchanged_route_token_is_bound_to_the_session_key_too() {
+    let echo = Echo::start(false).await;
+    let routes = format!(
+        "{}[[routes]]\nprefix = \"/payments\"\nupstream = \"{}\"\ntoken = \"exchange\"\nresource = \"https://payments.example.test/\"\n",
+        api_route(&echo),
+        echo.url
+    );
+    let resource = format!("{}/", echo.url);
+    let vars = [("BFF_OIDC__DPOP", "true"), ("BFF_OIDC__RESOURCE", resource.as_str()), SCOPES];
+    let (idp, bff) = stack_with(json!({}), &vars, &routes).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "judy", "/").await;
+    let jkt = thumbprint(&bff, &b);
+    let r = b.fetch(Method::GET, &bff.url("/payments/x"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let auth = &r.json()["authorization"];
+    assert_eq!(
+        (auth["scheme"].as_str(), auth["audience"].as_str()),
+        (Some("DPoP"), Some("https://payments.example.test/")),
+        "{}",
+        r.body
+    );
+    assert_eq!((&auth["cnf_jkt"], &auth["dpop"]["verified"]), (&json!(jkt), &json!(true)), "{}", r.body);
+    let exchange = requests(&idp, "token")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(forged.status(), 200);
-    let body: Value = forged.json().await.unwrap_or_default();
-    assert_eq!(body["authorization"]["scheme"], "Bearer", "{body}");
-    let last = echo.requests().await.pop().unwrap_or_default();
-    assert_eq!(last["dpop"], Value::Null, "the browser's DPoP header reached the upstream: {last}");
+        .into_iter()
+        .rev()
+        .find(|t| t["grant_type"] == "urn:ietf:params:oauth:grant-type:token-exchange");
+    assert_eq!(exchange.map(|t| t["dpop_proof"].clone()), Some(json!(true)));
 }

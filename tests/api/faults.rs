@@ -314,6 +314,32 @@ async fn a_bearer_token_while_dpop_is_on_is_idp_unavailable() {
     assert_eq!(f.callback().await.status, 302);
 }
 
+/// SPEC §3.6: one retry with the nonce the IdP sends; an IdP that asks again is unavailable (a
+/// refresh would keep its session), not a refusal of the code.
+#[tokio::test]
+async fn an_idp_that_keeps_asking_for_a_dpop_nonce_gets_one_retry_then_idp_unavailable() {
+    let mut f = Fake::start(&[("BFF_OIDC__DPOP", "true")]).await;
+    let again = ResponseTemplate::new(400)
+        .insert_header("dpop-nonce", "nonce-1")
+        .set_body_json(json!({"error": "use_dpop_nonce", "error_description": "nonce required"}));
+    f.token_answers(again).await;
+    f.callback_fails(502, "idp_unavailable").await;
+    let received = f.server.received_requests().await.unwrap_or_default();
+    let proofs: Vec<String> = received
+        .iter()
+        .filter(|r| r.url.path() == "/ENV/as/token")
+        .map(|r| r.headers.get("dpop").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(proofs.len(), 2, "exactly one retry");
+    let nonce_of = |jws: &str| {
+        let payload = jws.split('.').nth(1).unwrap_or_default();
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap_or_default();
+        serde_json::from_slice::<Value>(&bytes).unwrap_or_default()["nonce"].clone()
+    };
+    assert_eq!((nonce_of(&proofs[0]), nonce_of(&proofs[1])), (Value::Null, json!("nonce-1")));
+}
+
 #[tokio::test]
 async fn token_response_without_id_token_is_idp_unavailable() {
     token_body_fails(json!({"access_token": "a", "token_type": "Bearer", "expires_in": 60}), 502, "idp_unavailable")

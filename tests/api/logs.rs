@@ -94,7 +94,8 @@ async fn logs_of_a_full_login_contain_no_secret() {
     let mut secrets = vec![code, SECRET_BASIC.to_owned(), logout_token.clone()];
     secrets.extend(logout_token.split('.').map(str::to_owned));
     secrets.extend(jar.values().cloned());
-    if let Some(s) = session {
+    {
+        let s = session.unwrap_or_else(|| panic!("the session cookie did not open"));
         secrets.push(s.access_token.compact().expose().to_owned());
         secrets.push(s.id_token.compact().expose().to_owned());
         secrets.extend(s.refresh_token.map(|r| r.expose().to_owned()));
