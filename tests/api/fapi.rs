@@ -120,12 +120,7 @@ async fn par_required_carries_only_the_request_uri_in_both_login_modes() {
     assert!(authorize.iter().all(|a| a["query_keys"] == json!(["client_id", "request_uri"])), "{authorize:?}");
 
     // SPA mode: the IdP returns to an SPA page, which completes with POST /login/end.
-    let listener = reserve().await;
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-    let idp = Idp::start(port, json!({"requirePar": true})).await;
-    let redirect = format!("http://127.0.0.1:{port}/spa/callback");
-    let vars = [("BFF_OIDC__PAR", "required"), ("BFF_OIDC__REDIRECT_URI", redirect.as_str())];
-    let bff = spawn_bff(listener, settings(port, &idp.issuer, &vars)).await;
+    let (_idp, bff, redirect) = spa_stack_with(json!({"requirePar": true}), &[("BFF_OIDC__PAR", "required")]).await;
     let mut spa = Browser::new(&bff);
     let start = spa.fetch(Method::POST, &bff.url("/login/start"), Some(json!({"return_to": "/spa"}))).await;
     assert_eq!(start.status, 200, "{}", start.body);

@@ -237,6 +237,18 @@ pub async fn stack(idp_extra: Value, vars: &[(&str, &str)]) -> (Idp, Bff) {
     stack_with(idp_extra, vars, "").await
 }
 
+/// SPA mode (SPEC §3.2): `redirect_uri` is the SPA page `/spa/callback` (returned too).
+pub async fn spa_stack_with(idp_extra: Value, vars: &[(&str, &str)]) -> (Idp, Bff, String) {
+    let listener = reserve().await;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let idp = Idp::start(port, idp_extra).await;
+    let redirect = format!("http://127.0.0.1:{port}/spa/callback");
+    let mut all = vec![("BFF_OIDC__REDIRECT_URI", redirect.as_str())];
+    all.extend_from_slice(vars);
+    let bff = spawn_bff(listener, settings(port, &idp.issuer, &all)).await;
+    (idp, bff, redirect)
+}
+
 pub async fn stack_with(idp_extra: Value, vars: &[(&str, &str)], extra_toml: &str) -> (Idp, Bff) {
     let listener = reserve().await;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();

@@ -36,11 +36,7 @@ async fn redirect_mode_login_ends_in_session_with_claims_and_no_token_in_any_bod
 }
 
 async fn spa_stack() -> (Idp, Bff) {
-    let listener = reserve().await;
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-    let idp = Idp::start(port, json!({})).await;
-    let redirect = format!("http://127.0.0.1:{port}/spa/callback");
-    let bff = spawn_bff(listener, settings(port, &idp.issuer, &[("BFF_OIDC__REDIRECT_URI", &redirect)])).await;
+    let (idp, bff, _) = spa_stack_with(json!({}), &[]).await;
     (idp, bff)
 }
 
