@@ -72,7 +72,7 @@ impl DpopKey {
 /// like the session memo: 64 slots, replaced on collision, the full scalar compared in
 /// constant time. It holds keys this process already holds in its sessions.
 mod recent {
-    use super::Signer;
+    use crate::oidc::dpop::Signer;
     use std::cell::RefCell;
     use std::hash::{BuildHasher, RandomState};
     use std::sync::Arc;
