@@ -188,6 +188,8 @@ async fn par_auto_without_an_endpoint_uses_the_front_channel() {
     assert_eq!(b.session(&bff).await.status, 200);
 }
 
+/// SPEC §3.5–§3.6: a discovery that contradicts the configuration stops the server, with a line
+/// that names what is missing.
 #[tokio::test]
 async fn start_up_stops_when_discovery_contradicts_par_or_dpop() {
     for (idp_extra, var, want) in [
@@ -195,10 +197,17 @@ async fn start_up_stops_when_discovery_contradicts_par_or_dpop() {
         (json!({"requirePar": true}), ("BFF_OIDC__PAR", "off"), "require_pushed_authorization_requests"),
         (json!({"dpop": false}), ("BFF_OIDC__DPOP", "true"), "dpop_signing_alg_values_supported"),
     ] {
-        let idp = Idp::start(1, idp_extra).await;
-        let oidc = oidc_bff::oidc::Oidc::new(settings(1, &idp.issuer, &[var]).oidc).unwrap_or_else(|e| panic!("{e}"));
-        let err = oidc.discover_with_retry().await.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains(want), "{var:?}: {err}");
+        let listener = reserve().await;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let idp = Idp::start(port, idp_extra).await;
+        let app = oidc_bff::startup::App::with_listener(settings(port, &idp.issuer, &[var]), listener)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let result = tokio::time::timeout(Duration::from_secs(10), app.run_until(std::future::pending())).await;
+        let err = match result {
+            Ok(Err(e @ oidc_bff::startup::StartupError::Discovery(_))) => e.to_string(),
+            other => panic!("{var:?}: the server did not stop: {other:?}"),
+        };
+        assert!(err.contains(want) && !err.contains('\n'), "{var:?}: {err}");
     }
 }
 
@@ -275,6 +284,27 @@ async fn two_sessions_have_two_keys_and_a_refresh_stays_bound() {
     let refreshes = requests(&idp, "token").await;
     let refresh = refreshes.iter().rev().find(|t| t["grant_type"] == "refresh_token");
     assert_eq!(refresh.map(|t| (t["dpop_proof"].clone(), t["status"].clone())), Some((json!(true), json!(200))));
+}
+
+/// A server-side session keeps its key in its sealed row (SPEC §3.6): the proofs go on, request
+/// after request, each from a freshly decoded row.
+#[tokio::test]
+async fn a_server_side_session_keeps_its_key_in_the_store() {
+    let echo = Echo::start(false).await;
+    let db = std::env::temp_dir().join(format!("oidc-bff-dpop-{}.db", std::process::id()));
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let vars = [("BFF_SESSION__STORE", "sqlite"), ("BFF_SESSION__URL", url.as_str())];
+    let (_idp, bff) = dpop_stack(json!({}), &echo, &vars).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "kim", "/").await;
+    let mut jkts = Vec::new();
+    for _ in 0..3 {
+        let r = b.fetch(Method::GET, &bff.url("/api/x"), None).await;
+        assert_eq!((r.status, &r.json()["authorization"]["dpop"]["verified"]), (200, &json!(true)), "{}", r.body);
+        jkts.push(r.json()["authorization"]["cnf_jkt"].clone());
+    }
+    assert!(jkts[0].is_string() && jkts.iter().all(|j| *j == jkts[0]), "{jkts:?}");
+    let _ = std::fs::remove_file(&db);
 }
 
 #[tokio::test]
