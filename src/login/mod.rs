@@ -127,7 +127,9 @@ impl Login {
             Some(key) => Some(key.signer().ok_or(ErrorCode::IdpUnavailable)?.thumbprint()),
             None => None,
         };
-        let url = if self.oidc.uses_par() {
+        // Read once: the limits below and the push go together.
+        let par = self.oidc.uses_par();
+        let url = if par {
             if !self.limiter.allow(peer, t) {
                 tracing::warn!(reason = "exchange rate limit", "pushed authorization request refused");
                 return Err(ErrorCode::RateLimited.into());
@@ -136,14 +138,14 @@ impl Login {
                 tracing::warn!(reason = "too many IdP calls in flight", "pushed authorization request refused");
                 return Err(ErrorCode::RateLimited.into());
             };
-            self.oidc.authorization_url(&provider, &req, jkt).await.map_err(|e| {
+            self.oidc.authorization_url(&provider, &req, jkt, true).await.map_err(|e| {
                 tracing::warn!(error = %e, "pushed authorization request failed");
                 let err = AppError::from(e);
                 crate::metrics::login_failed(err.code.as_str());
                 err
             })?
         } else {
-            self.oidc.authorization_url(&provider, &req, jkt).await?
+            self.oidc.authorization_url(&provider, &req, jkt, false).await?
         };
         let tx = LoginTx {
             state: Secret::new(req.state),
@@ -156,7 +158,7 @@ impl Login {
             dpop: dpop.map(|k| Secret::new(k.to_encoded())),
         };
         let cookies = tx::start(self.sessions.cookies(), self.sessions.keys(), headers, &tx, t);
-        tracing::info!(par = self.oidc.uses_par(), dpop = tx.dpop.is_some(), "login started");
+        tracing::info!(par, dpop = tx.dpop.is_some(), "login started");
         metrics::counter!("bff_logins_total", "result" => "started", "reason" => "").increment(1);
         Ok((url, cookies))
     }

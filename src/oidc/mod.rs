@@ -118,16 +118,18 @@ impl Oidc {
         }
     }
 
-    /// Where to send the browser for `req`: the front-channel URL, or, when logins use PAR,
-    /// the URL carrying only the `request_uri` the IdP returned for the pushed parameters.
+    /// Where to send the browser for `req`: the front-channel URL, or, with `par` (the caller's
+    /// one reading of [`Self::uses_par`], under which it applied the push's limits), the URL
+    /// carrying only the `request_uri` the IdP returned for the pushed parameters.
     pub async fn authorization_url(
         &self,
         provider: &Provider,
         req: &AuthRequest,
         dpop_jkt: Option<&str>,
+        par: bool,
     ) -> Result<Url, ParError> {
         let m = &provider.metadata;
-        if !self.uses_par() {
+        if !par {
             return Ok(req.url(m, &self.settings, dpop_jkt));
         }
         let Some(endpoint) = &m.par_endpoint else {
