@@ -121,32 +121,35 @@ impl Login {
         let provider = self.oidc.provider()?;
         let req = AuthRequest::new();
         let t = now();
+        // Read once: the limits below and the push go together.
+        let par = self.oidc.uses_par();
+        // Limits first: they are what stands between an anonymous flood and both the IdP and
+        // the key's scalar multiplication below.
+        let _permit = if par {
+            if !self.limiter.allow(peer, t) {
+                tracing::warn!(reason = "exchange rate limit", "pushed authorization request refused");
+                return Err(ErrorCode::RateLimited.into());
+            }
+            let Ok(permit) = self.exchanges.try_acquire() else {
+                tracing::warn!(reason = "too many IdP calls in flight", "pushed authorization request refused");
+                return Err(ErrorCode::RateLimited.into());
+            };
+            Some(permit)
+        } else {
+            None
+        };
         // SPEC §3.6: a fresh key per login; its thumbprint binds the code to it.
         let dpop = self.oidc.settings().dpop.then(DpopKey::generate);
         let jkt = match &dpop {
             Some(key) => Some(key.signer().ok_or(ErrorCode::IdpUnavailable)?.thumbprint()),
             None => None,
         };
-        // Read once: the limits below and the push go together.
-        let par = self.oidc.uses_par();
-        let url = if par {
-            if !self.limiter.allow(peer, t) {
-                tracing::warn!(reason = "exchange rate limit", "pushed authorization request refused");
-                return Err(ErrorCode::RateLimited.into());
-            }
-            let Ok(_permit) = self.exchanges.try_acquire() else {
-                tracing::warn!(reason = "too many IdP calls in flight", "pushed authorization request refused");
-                return Err(ErrorCode::RateLimited.into());
-            };
-            self.oidc.authorization_url(&provider, &req, jkt, true).await.map_err(|e| {
-                tracing::warn!(error = %e, "pushed authorization request failed");
-                let err = AppError::from(e);
-                crate::metrics::login_failed(err.code.as_str());
-                err
-            })?
-        } else {
-            self.oidc.authorization_url(&provider, &req, jkt, false).await?
-        };
+        let url = self.oidc.authorization_url(&provider, &req, jkt, par).await.map_err(|e| {
+            tracing::warn!(error = %e, "pushed authorization request failed");
+            let err = AppError::from(e);
+            crate::metrics::login_failed(err.code.as_str());
+            err
+        })?;
         let tx = LoginTx {
             state: Secret::new(req.state),
             nonce: Secret::new(req.nonce),
