@@ -5,9 +5,7 @@ use crate::helpers::*;
 use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const SCOPES: (&str, &str) = ("BFF_OIDC__SCOPES", "openid,profile,offline_access,read");
 
@@ -25,19 +23,7 @@ impl Echo {
         if demand_nonces {
             cmd.arg("--dpop-nonce");
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let line = tokio::time::timeout(Duration::from_secs(20), BufReader::new(stdout).lines().next_line())
-            .await
-            .unwrap_or_else(|_| panic!("echo API not ready in 20 s"))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let (child, line) = spawn_until_ready_line(cmd, "echo API").await;
         let url = line.strip_prefix("echo-api listening on ").unwrap_or_else(|| panic!("ready line {line:?}"));
         Echo { _child: child, url: url.to_owned() }
     }

@@ -61,22 +61,9 @@ impl Idp {
                 c.insert(k.clone(), v.clone());
             }
         }
-        let mut child = tokio::process::Command::new("node")
-            .arg(dir.join("server.js"))
-            .env("IDP_CONFIG", cfg.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("IdP did not become ready in 30 s"))
-            .unwrap_or_else(|e| panic!("IdP stdout: {e}"))
-            .unwrap_or_else(|| panic!("IdP exited before it was ready"));
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(dir.join("server.js")).env("IDP_CONFIG", cfg.to_string()).stdin(Stdio::piped());
+        let (child, line) = spawn_until_ready_line(cmd, "IdP").await;
         let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("IdP ready line {line:?}: {e}"));
         Idp {
             child,
@@ -143,6 +130,25 @@ impl Idp {
             .await
             .unwrap_or_default()
     }
+}
+
+/// Start `cmd` (stdout piped, stderr dropped, killed on drop) and wait at most 30 s for the
+/// first line it writes to stdout: its ready line.
+pub async fn spawn_until_ready_line(mut cmd: tokio::process::Command, what: &str) -> (tokio::process::Child, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the {what}: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not become ready in 30 s"))
+        .unwrap_or_else(|e| panic!("{what} stdout: {e}"))
+        .unwrap_or_else(|| panic!("{what} exited before it was ready"));
+    (child, line)
 }
 
 /// Settings for a BFF on `port` talking to `issuer` as client `bff-basic`, with `vars`
