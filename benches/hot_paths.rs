@@ -123,6 +123,7 @@ fn session(id_token_len: usize, t: i64) -> Session {
         logout_token: LogoutToken::random(),
         stored: None,
         dpop: None,
+        provider: None,
     }
 }
 

@@ -76,6 +76,10 @@ pub enum ErrorCode {
     BackchannelUnavailable,
     /// 400: a back-channel logout token failed validation.
     InvalidLogoutToken,
+    /// 400: `provider=` names no configured provider (SPEC §3.7).
+    UnknownProvider,
+    /// 403: the route is limited to other providers' sessions (SPEC §3.7).
+    ProviderNotAllowed,
 }
 
 impl ErrorCode {
@@ -110,6 +114,8 @@ impl ErrorCode {
             Self::SessionStoreUnavailable => "session_store_unavailable",
             Self::BackchannelUnavailable => "backchannel_unavailable",
             Self::InvalidLogoutToken => "invalid_logout_token",
+            Self::UnknownProvider => "unknown_provider",
+            Self::ProviderNotAllowed => "provider_not_allowed",
         }
     }
 
@@ -125,9 +131,10 @@ impl ErrorCode {
             | Self::InvalidLogoutRequest
             | Self::InvalidPath
             | Self::WebsocketUnsupported
-            | Self::InvalidLogoutToken => StatusCode::BAD_REQUEST,
+            | Self::InvalidLogoutToken
+            | Self::UnknownProvider => StatusCode::BAD_REQUEST,
             Self::Unauthenticated | Self::SessionExpired => StatusCode::UNAUTHORIZED,
-            Self::Csrf | Self::TokenExchangeRefused => StatusCode::FORBIDDEN,
+            Self::Csrf | Self::TokenExchangeRefused | Self::ProviderNotAllowed => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -174,6 +181,8 @@ impl ErrorCode {
             Self::SessionStoreUnavailable => "The session store is unavailable. Try again shortly.",
             Self::BackchannelUnavailable => "Back-channel logout needs a session store ([session] url).",
             Self::InvalidLogoutToken => "The logout token failed validation.",
+            Self::UnknownProvider => "No identity provider of that name is configured.",
+            Self::ProviderNotAllowed => "This API does not accept sessions of your identity provider.",
         }
     }
 }

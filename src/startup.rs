@@ -4,9 +4,9 @@
 
 use crate::listener::Limits;
 use crate::login::Login;
-use crate::oidc::Oidc;
 use crate::oidc::discovery::DiscoveryError;
 use crate::oidc::http::BuildError;
+use crate::oidc::providers::Providers;
 use crate::proxy::Proxy;
 use crate::routes;
 use crate::session::Sessions;
@@ -44,15 +44,15 @@ impl From<BuildError> for StartupError {
 
 /// Settings → services → `AppState`: each service gets only what it uses.
 pub fn app_state(settings: Settings) -> Result<AppState, StartupError> {
-    let oidc = Arc::new(Oidc::new(settings.oidc.clone())?);
+    let providers = Arc::new(Providers::new(settings.oidc.clone(), settings.providers.clone())?);
     let store = match &settings.session.url {
         Some(url) => Some(Store::open(url).map_err(StartupError::Store)?),
         None => None,
     };
-    let sessions = Arc::new(Sessions::new(&settings.session, store, oidc.clone(), &settings.routes));
-    let login = Login::new(&settings, oidc.clone(), sessions.clone());
+    let sessions = Arc::new(Sessions::new(&settings.session, store, providers.clone(), &settings.routes));
+    let login = Login::new(&settings, providers.clone(), sessions.clone());
     let proxy = Proxy::new(&settings)?;
-    Ok(AppState::new(settings, oidc, sessions, login, proxy))
+    Ok(AppState::new(settings, providers, sessions, login, proxy))
 }
 
 pub struct App {
@@ -151,10 +151,16 @@ impl App {
         let discovery_state = state.clone();
         let discovery_fatal = fatal_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = discovery_state.oidc.discover_with_retry().await {
+            if let Err(e) = discovery_state.providers.default_provider().discover_with_retry().await {
                 let _ = discovery_fatal.send(e.into()).await;
             }
         });
+        // The other providers load on their own: a failing one never stops the process or
+        // holds up readiness (SPEC §3.7).
+        for oidc in state.providers.iter().skip(1) {
+            let oidc = oidc.clone();
+            tokio::spawn(async move { oidc.keep_discovering().await });
+        }
         let sweeper = if state.sessions.store().is_some() {
             tokio::spawn(store_maintenance(state.clone(), fatal_tx));
             None

@@ -3,7 +3,7 @@
 //! Nothing in it is locked across an await.
 
 use crate::login::Login;
-use crate::oidc::Oidc;
+use crate::oidc::providers::Providers;
 use crate::proxy::Proxy;
 use crate::session::Sessions;
 use crate::settings::Settings;
@@ -18,8 +18,8 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 pub struct Inner {
     pub settings: Settings,
-    /// The OpenID Provider's client.
-    pub oidc: Arc<Oidc>,
+    /// The OpenID Providers' clients ("default" first).
+    pub providers: Arc<Providers>,
     pub sessions: Arc<Sessions>,
     pub login: Login,
     /// The upstream client of `[[routes]]`.
@@ -28,6 +28,9 @@ pub struct Inner {
     pub static_files: Option<ServeDir<ServeFile>>,
     /// `{base_path}/logout?sid=`, prebuilt for `/session`.
     pub logout_path_prefix: String,
+    /// With several providers, their names as a JSON array, prebuilt for an anonymous
+    /// `/session` (the SPA's login buttons).
+    pub provider_names: Option<String>,
     /// The store answered and `migrations/` are applied.
     pub store_ready: AtomicBool,
     /// When the store last answered the maintenance task (unix ms): `/readyz` reads this
@@ -37,8 +40,18 @@ pub struct Inner {
 
 impl AppState {
     /// Compose the services (built by `startup`).
-    pub fn new(settings: Settings, oidc: Arc<Oidc>, sessions: Arc<Sessions>, login: Login, proxy: Proxy) -> Self {
+    pub fn new(
+        settings: Settings,
+        providers: Arc<Providers>,
+        sessions: Arc<Sessions>,
+        login: Login,
+        proxy: Proxy,
+    ) -> Self {
         let logout_path_prefix = format!("{}/logout?sid=", settings.server.base_path);
+        let provider_names = providers
+            .several()
+            .then(|| serde_json::to_string(&providers.iter().map(|p| p.name()).collect::<Vec<_>>()).ok())
+            .flatten();
         let static_files = settings
             .server
             .static_dir
@@ -46,12 +59,13 @@ impl AppState {
             .map(|dir| ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html"))));
         Self(Arc::new(Inner {
             settings,
-            oidc,
+            providers,
             sessions,
             login,
             proxy,
             static_files,
             logout_path_prefix,
+            provider_names,
             store_ready: AtomicBool::new(false),
             store_ok_ms: AtomicI64::new(0),
         }))

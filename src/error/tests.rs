@@ -44,6 +44,8 @@ fn all_codes() -> Vec<ErrorCode> {
         SessionStoreUnavailable,
         BackchannelUnavailable,
         InvalidLogoutToken,
+        UnknownProvider,
+        ProviderNotAllowed,
     ];
     for code in all {
         match code {
@@ -75,7 +77,9 @@ fn all_codes() -> Vec<ErrorCode> {
             | SessionTooLarge
             | SessionStoreUnavailable
             | BackchannelUnavailable
-            | InvalidLogoutToken => {}
+            | InvalidLogoutToken
+            | UnknownProvider
+            | ProviderNotAllowed => {}
         }
     }
     all.to_vec()
@@ -110,7 +114,7 @@ fn every_code_maps_to_its_spec_status() {
         assert!(!code.description().is_empty());
     }
     let names: std::collections::HashSet<&str> = all_codes().iter().map(|c| c.as_str()).collect();
-    assert_eq!(names.len(), 29, "two variants share a code");
+    assert_eq!(names.len(), 31, "two variants share a code");
     // The six cases this test began with, kept as they were.
     let cases = [
         (ErrorCode::InvalidState, 400, "invalid_state"),

@@ -14,6 +14,7 @@ use crate::oidc::Oidc;
 use crate::oidc::auth_request::AuthRequest;
 use crate::oidc::dpop::DpopKey;
 use crate::oidc::id_token::{Check, IdTokenError};
+use crate::oidc::providers::Providers;
 use crate::secret::Secret;
 use crate::session::Sessions;
 use crate::session::model::{LogoutToken, Session, Token};
@@ -61,6 +62,30 @@ pub enum Completed {
     AlreadyDone { return_to: String },
 }
 
+/// Where the authorization response arrived, to check against the transaction's provider
+/// (SPEC §3.7: a provider with its own `{base}/callback/<name>` is told apart by that path).
+#[derive(Debug, Clone, Copy)]
+pub enum Arrival<'a> {
+    /// `GET {base}/callback`.
+    SharedCallback,
+    /// `GET {base}/callback/<name>`.
+    OwnCallback(&'a str),
+    /// `POST /login/end` with the URL the IdP redirected to, already matched against the
+    /// transaction's provider's `redirect_uri`.
+    RedirectUrl(&'a url::Url),
+    /// `POST /login/end` with the parameters only: nothing says where they arrived.
+    ParametersOnly,
+}
+
+/// Is `url` (where the IdP sent the browser) at `redirect_uri`? Scheme, host, port and path;
+/// the query holds the response.
+pub fn redirect_matches(url: &Url, redirect_uri: &Url) -> bool {
+    url.scheme() == redirect_uri.scheme()
+        && url.host() == redirect_uri.host()
+        && url.port_or_known_default() == redirect_uri.port_or_known_default()
+        && url.path() == redirect_uri.path()
+}
+
 /// An error plus the Set-Cookie lines to send with it (the spent transaction is expired).
 pub type Failure = (AppError, Vec<String>);
 
@@ -73,7 +98,7 @@ fn fail(code: impl Into<AppError>, why: &str, cookies: Vec<String>) -> Failure {
 
 /// The login service: what a login needs and nothing else.
 pub struct Login {
-    oidc: Arc<Oidc>,
+    providers: Arc<Providers>,
     sessions: Arc<Sessions>,
     /// States completed on this instance (replays within the transaction lifetime).
     completed: CompletedStates,
@@ -91,9 +116,9 @@ impl std::fmt::Debug for Login {
 }
 
 impl Login {
-    pub fn new(settings: &Settings, oidc: Arc<Oidc>, sessions: Arc<Sessions>) -> Self {
+    pub fn new(settings: &Settings, providers: Arc<Providers>, sessions: Arc<Sessions>) -> Self {
         Self {
-            oidc,
+            providers,
             sessions,
             completed: CompletedStates::default(),
             limiter: ExchangeLimiter::new(settings.server.exchange_rate_per_minute),
@@ -108,21 +133,42 @@ impl Login {
         &self.exchanges
     }
 
-    /// Begin a login: the IdP URL to send the browser to, and the Set-Cookie lines. With PAR
-    /// (SPEC §3.5) the parameters are pushed first, under the same per-client rate limit and
-    /// in-flight cap as code exchanges, and the transaction cookie is set only if that worked.
+    /// The provider `name` chooses (absent: "default"; SPEC §3.7).
+    fn chosen(&self, name: Option<&str>) -> Result<&Arc<Oidc>, AppError> {
+        self.providers.of(name).ok_or_else(|| {
+            tracing::warn!("login refused: unknown provider");
+            crate::metrics::login_failed(ErrorCode::UnknownProvider.as_str());
+            AppError::from(ErrorCode::UnknownProvider)
+        })
+    }
+
+    /// Begin a login at `provider` (absent: "default"): the IdP URL to send the browser to, and
+    /// the Set-Cookie lines. With PAR (SPEC §3.5) the parameters are pushed first, under the same
+    /// per-client rate limit and in-flight cap as code exchanges, and the transaction cookie is
+    /// set only if that worked.
     pub async fn start(
         &self,
         headers: &HeaderMap,
         return_to: Option<&str>,
+        provider_name: Option<&str>,
         peer: IpAddr,
     ) -> Result<(Url, Vec<String>), AppError> {
+        let oidc = self.chosen(provider_name)?;
         let return_to = ReturnTo::parse(return_to, &self.allowed_origins)?;
-        let provider = self.oidc.provider()?;
+        let provider = oidc.provider()?;
+        if !oidc.can_tell_callbacks_apart(&provider, self.providers.several()) {
+            tracing::error!(
+                provider = oidc.name(),
+                "login refused: this provider shares {{base}}/callback but does not send RFC 9207's iss; \
+                 give it its own redirect_uri, {{public_url}}{{base}}/callback/<name>"
+            );
+            crate::metrics::login_failed(ErrorCode::IdpUnavailable.as_str());
+            return Err(ErrorCode::IdpUnavailable.into());
+        }
         let req = AuthRequest::new();
         let t = now();
         // Read once: the limits below and the push go together.
-        let par = self.oidc.uses_par();
+        let par = oidc.uses_par();
         // Limits first: they are what stands between an anonymous flood and both the IdP and
         // the key's scalar multiplication below.
         let _permit = if par {
@@ -139,13 +185,13 @@ impl Login {
             None
         };
         // SPEC §3.6: a fresh key per login; its thumbprint binds the code to it.
-        let dpop = self.oidc.settings().dpop.then(DpopKey::generate);
+        let dpop = oidc.settings().dpop.then(DpopKey::generate);
         let jkt = match &dpop {
             Some(key) => Some(key.signer().ok_or(ErrorCode::IdpUnavailable)?.thumbprint()),
             None => None,
         };
-        let url = self.oidc.authorization_url(&provider, &req, jkt, par).await.map_err(|e| {
-            tracing::warn!(error = %e, "pushed authorization request failed");
+        let url = oidc.authorization_url(&provider, &req, jkt, par).await.map_err(|e| {
+            tracing::warn!(provider = oidc.name(), error = %e, "pushed authorization request failed");
             let err = AppError::from(e);
             crate::metrics::login_failed(err.code.as_str());
             err
@@ -159,9 +205,10 @@ impl Login {
             done: false,
             replaces: self.sessions.current_key(headers).map(|k| URL_SAFE_NO_PAD.encode(k)),
             dpop: dpop.map(|k| Secret::new(k.to_encoded())),
+            provider: (oidc.name() != crate::settings::DEFAULT_PROVIDER).then(|| oidc.name().to_owned()),
         };
         let cookies = tx::start(self.sessions.cookies(), self.sessions.keys(), headers, &tx, t);
-        tracing::info!(par, dpop = tx.dpop.is_some(), "login started");
+        tracing::info!(provider = oidc.name(), par, dpop = tx.dpop.is_some(), "login started");
         metrics::counter!("bff_logins_total", "result" => "started", "reason" => "").increment(1);
         Ok((url, cookies))
     }
@@ -170,6 +217,7 @@ impl Login {
         &self,
         headers: &HeaderMap,
         params: CallbackParams,
+        arrival: Arrival<'_>,
         peer: IpAddr,
     ) -> Result<Completed, Failure> {
         let t = now();
@@ -191,8 +239,31 @@ impl Login {
                 spent,
             ));
         }
-        let provider = self.oidc.provider().map_err(|e| (AppError::from(e), vec![]))?;
-        let issuer = &self.oidc.settings().issuer;
+        // Everything below is checked against the provider the login started at, and only it
+        // (SPEC §3.7, RFC 9700 §4.4).
+        let Some(oidc) = self.providers.of(tx.provider.as_deref()) else {
+            return Err(fail(ErrorCode::InvalidState, "the transaction's provider is no longer configured", spent));
+        };
+        let several = self.providers.several();
+        let own = oidc.settings().callback_is_own;
+        let wrong_place = match arrival {
+            Arrival::SharedCallback => several && own,
+            Arrival::OwnCallback(name) => name != oidc.name() || !own,
+            Arrival::RedirectUrl(url) => !redirect_matches(url, &oidc.settings().redirect_uri),
+            Arrival::ParametersOnly => several && own,
+        };
+        if wrong_place {
+            return Err(fail(
+                ErrorCode::InvalidIssuer,
+                "the response arrived where another provider's responses arrive (mix-up defence)",
+                spent,
+            ));
+        }
+        let provider = oidc.provider().map_err(|e| (AppError::from(e), vec![]))?;
+        if !oidc.can_tell_callbacks_apart(&provider, several) {
+            return Err(fail(ErrorCode::IdpUnavailable, "provider shares the callback without RFC 9207 iss", spent));
+        }
+        let issuer = &oidc.settings().issuer;
         match params.iss.as_deref() {
             Some(iss) if iss != issuer => {
                 return Err(fail(ErrorCode::InvalidIssuer, "iss parameter differs from the issuer", spent));
@@ -251,11 +322,10 @@ impl Login {
             },
             None => None,
         };
-        let tokens =
-            self.oidc.exchange_code(&provider, code.expose(), tx.verifier.expose(), signer).await.map_err(|e| {
-                let why = e.to_string();
-                fail(AppError::from(e), &why, spent.clone())
-            })?;
+        let tokens = oidc.exchange_code(&provider, code.expose(), tx.verifier.expose(), signer).await.map_err(|e| {
+            let why = e.to_string();
+            fail(AppError::from(e), &why, spent.clone())
+        })?;
         let id_token = tokens.id_token.clone().unwrap_or_default();
         let check = Check {
             login: true,
@@ -264,7 +334,7 @@ impl Login {
             access_token: Some(tokens.access_token.expose()),
             now: t,
         };
-        let valid = self.oidc.verify_id_token(&provider, id_token.expose(), &check).await.map_err(|e| {
+        let valid = oidc.verify_id_token(&provider, id_token.expose(), &check).await.map_err(|e| {
             let code =
                 if e == IdTokenError::KeysUnavailable { ErrorCode::IdpUnavailable } else { ErrorCode::InvalidIdToken };
             fail(code, &e.to_string(), spent.clone())
@@ -285,6 +355,7 @@ impl Login {
             logout_token: LogoutToken::random(),
             stored: None,
             dpop,
+            provider: tx.provider.clone(),
         };
         let replaces =
             tx.replaces.as_deref().and_then(|r| URL_SAFE_NO_PAD.decode(r).ok()).and_then(|k| k.try_into().ok());
@@ -294,7 +365,7 @@ impl Login {
         };
         let return_to = tx.return_to.clone();
         set_cookies.push(tx::seal(self.sessions.cookies(), self.sessions.keys(), &name, &tx.into_done(), t));
-        tracing::info!(has_refresh_token = session.refresh_token.is_some(), "login completed");
+        tracing::info!(provider = oidc.name(), has_refresh_token = session.refresh_token.is_some(), "login completed");
         metrics::counter!("bff_logins_total", "result" => "completed", "reason" => "").increment(1);
         Ok(Completed::Session { session: Box::new(session), return_to, set_cookies })
     }

@@ -37,6 +37,10 @@ pub struct LoginTx {
     /// With `dpop = true`: the session-to-be's DPoP private scalar, base64url (SPEC §3.6).
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub dpop: Option<Secret>,
+    /// The provider the login started at, when not "default" (SPEC §3.7): the callback is
+    /// checked against that provider only.
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 impl LoginTx {
@@ -46,7 +50,15 @@ impl LoginTx {
 
     /// The marker left after completion: no secrets, only where to send a returning visitor.
     pub fn into_done(self) -> Self {
-        Self { nonce: Secret::default(), verifier: Secret::default(), done: true, replaces: None, dpop: None, ..self }
+        Self {
+            nonce: Secret::default(),
+            verifier: Secret::default(),
+            done: true,
+            replaces: None,
+            dpop: None,
+            provider: None,
+            ..self
+        }
     }
 }
 
@@ -132,7 +144,7 @@ pub fn expire_all(names: &CookieNames, headers: &HeaderMap) -> Vec<String> {
 
 /// The longest `Cookie` header this BFF can make a browser send (SPEC §4): 8 session chunks
 /// holding the largest sealed session, and 5 live transaction cookies, each with the longest
-/// `return_to`, the session id a server-side store records and a DPoP key. `server.max_header_bytes` must
+/// `return_to`, the session id a server-side store records, a DPoP key and a provider name. `server.max_header_bytes` must
 /// be at least this plus the rest of a request head (`settings::MIN_MAX_HEADER_BYTES`).
 pub fn largest_cookie_header(names: &CookieNames) -> usize {
     use crate::session::cookie::{CHUNK_BYTES, MAX_CHUNKS, MAX_SEALED_BYTES};
@@ -147,6 +159,8 @@ pub fn largest_cookie_header(names: &CookieNames) -> usize {
         done: false,
         replaces: Some(URL_SAFE_NO_PAD.encode([0xffu8; 32])),
         dpop: Some(Secret::new(crate::oidc::dpop::DpopKey::generate().to_encoded())),
+        // The longest provider name (SPEC §2: 32 characters).
+        provider: Some("p".repeat(32)),
     };
     let name = tx_name(names, tx.state.expose());
     let tx_value = keys.seal(Purpose::Tx, &name, &serde_json::to_vec(&tx).unwrap_or_default()).len();
@@ -176,6 +190,7 @@ mod tests {
             done: false,
             replaces: None,
             dpop: None,
+            provider: None,
         };
         let sealed = |t: &LoginTx| {
             keys.seal(Purpose::Tx, "__Host-bff-tx.abcdefghijk", &serde_json::to_vec(t).unwrap_or_default()).len()

@@ -37,6 +37,10 @@ pub enum IdTokenError {
     InvalidIssuedAt,
     #[error("sub missing")]
     MissingSubject,
+    /// Stores scope ids by provider with a control-character separator (`session::scope`), so
+    /// ids may not hold control characters (OIDC Core §2: `sub` is printable ASCII anyway).
+    #[error("sub or sid holds control characters")]
+    ControlCharacters,
     #[error("nonce missing or wrong")]
     InvalidNonce,
     #[error("at_hash does not match the access token")]
@@ -92,6 +96,11 @@ pub struct Check<'a> {
     /// At login (`max_age` is checked then); a refresh does not re-authenticate.
     pub login: bool,
     pub now: i64,
+}
+
+/// Any control character (C0, DEL, C1)?
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +244,9 @@ pub async fn validate(
         decode_verified(token, alg, header.kid.as_deref(), &validation, v.hmac_key.as_ref(), jwks, http).await?;
 
     let sub = claims.sub.filter(|s| !s.is_empty()).ok_or(IdTokenError::MissingSubject)?;
+    if has_control(&sub) || claims.sid.as_deref().is_some_and(has_control) {
+        return Err(IdTokenError::ControlCharacters);
+    }
     let iat = claims.iat.ok_or(IdTokenError::InvalidIssuedAt)?;
     if iat > (exp.now + v.clock_skew_secs as i64) as f64 {
         return Err(IdTokenError::InvalidIssuedAt);

@@ -116,5 +116,10 @@ pub async fn validate(
     if sub.is_none() && sid.is_none() {
         return Err(LogoutTokenError::MissingSubject);
     }
+    // As for ID tokens: no session can hold such an id, and ids are scoped by provider with a
+    // control-character separator (`session::scope`).
+    if [sub.as_deref(), sid.as_deref(), Some(jti.as_str())].into_iter().flatten().any(super::id_token::has_control) {
+        return Err(LogoutTokenError::Jwt(IdTokenError::ControlCharacters));
+    }
     Ok(ValidLogoutToken { sub, sid, iat, jti, usable_until: iat + MAX_AGE_SECS + 2 * skew })
 }

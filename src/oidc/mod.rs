@@ -12,6 +12,7 @@ pub mod id_token;
 pub mod jwks;
 pub mod logout_token;
 pub mod par;
+pub mod providers;
 pub mod token;
 
 use crate::settings::OidcSettings;
@@ -55,7 +56,11 @@ pub struct Oidc {
 
 impl std::fmt::Debug for Oidc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Oidc").field("issuer", &self.settings.issuer).field("ready", &self.is_ready()).finish()
+        f.debug_struct("Oidc")
+            .field("name", &self.settings.name)
+            .field("issuer", &self.settings.issuer)
+            .field("ready", &self.is_ready())
+            .finish()
     }
 }
 
@@ -71,6 +76,11 @@ impl Oidc {
         &self.settings
     }
 
+    /// "default" for `[oidc]`, else the `[[providers]]` name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
     pub fn is_ready(&self) -> bool {
         self.provider.read().map(|p| p.is_some()).unwrap_or(false)
     }
@@ -78,7 +88,7 @@ impl Oidc {
     /// The discovered provider.
     pub fn provider(&self) -> Result<Arc<Provider>, NotDiscovered> {
         self.provider.read().ok().and_then(|p| p.clone()).ok_or_else(|| {
-            tracing::warn!("IdP discovery has not completed yet");
+            tracing::warn!(provider = %self.settings.name, "IdP discovery has not completed yet");
             NotDiscovered
         })
     }
@@ -95,6 +105,7 @@ impl Oidc {
         if let Ok(mut p) = self.provider.write() {
             *p = Some(provider);
         }
+        metrics::gauge!("bff_provider_ready", "provider" => self.settings.name.clone()).set(1.0);
         Ok(())
     }
 
@@ -105,17 +116,51 @@ impl Oidc {
         loop {
             match self.load().await {
                 Ok(()) => {
-                    tracing::info!(issuer = %self.settings.issuer, "IdP discovery and JWKS loaded");
+                    tracing::info!(provider = %self.settings.name, issuer = %self.settings.issuer, "IdP discovery and JWKS loaded");
                     return Ok(());
                 }
                 Err(e @ (DiscoveryError::IssuerMismatch { .. } | DiscoveryError::Contradicts(_))) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IdP discovery failed; retrying");
+                    tracing::warn!(provider = %self.settings.name, error = %e, retry_in_ms = delay.as_millis() as u64, "IdP discovery failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         }
+    }
+
+    /// A provider other than `default` (SPEC §3.7): its failures never stop the process. A
+    /// discovery that contradicts the configuration marks it failed (logged once per load, as
+    /// an error) and is retried like an unreachable IdP, with backoff up to a minute, until
+    /// the IdP or its configuration is fixed.
+    pub async fn keep_discovering(&self) {
+        let mut delay = Duration::from_millis(250);
+        let mut cap = Duration::from_secs(10);
+        loop {
+            match self.load().await {
+                Ok(()) => {
+                    tracing::info!(provider = %self.settings.name, issuer = %self.settings.issuer, "IdP discovery and JWKS loaded");
+                    return;
+                }
+                Err(e @ (DiscoveryError::IssuerMismatch { .. } | DiscoveryError::Contradicts(_))) => {
+                    cap = Duration::from_secs(60);
+                    delay = delay.max(Duration::from_secs(5));
+                    tracing::error!(provider = %self.settings.name, error = %e, retry_in_ms = delay.as_millis() as u64, "provider marked failed: its discovery contradicts the configuration; its logins answer idp_unavailable");
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %self.settings.name, error = %e, retry_in_ms = delay.as_millis() as u64, "IdP discovery failed; retrying");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(cap);
+        }
+    }
+
+    /// May a login start at this provider? With several providers, one whose callbacks share
+    /// `{base}/callback` must send RFC 9207's `iss`, or a response could not be told apart from
+    /// another provider's (RFC 9700 §4.4.2, SPEC §3.7).
+    pub fn can_tell_callbacks_apart(&self, provider: &Provider, several: bool) -> bool {
+        !several || self.settings.callback_is_own || provider.metadata.iss_parameter_supported
     }
 
     /// Where to send the browser for `req`: the front-channel URL, or, with `par` (the caller's

@@ -48,14 +48,16 @@ pub async fn push(
     let (form, auth) = authenticated_form(settings, &borrowed);
     let started = std::time::Instant::now();
     let result = call(http, endpoint, form, auth).await;
-    metrics::histogram!("bff_idp_par_duration_seconds").record(started.elapsed().as_secs_f64());
+    let provider = settings.name.clone();
+    metrics::histogram!("bff_idp_par_duration_seconds", "provider" => provider.clone())
+        .record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
         let kind = match e {
             ParError::Rejected(_) => "rejected",
             ParError::Timeout => "timeout",
             ParError::Unavailable(_) => "unavailable",
         };
-        metrics::counter!("bff_idp_par_errors_total", "kind" => kind).increment(1);
+        metrics::counter!("bff_idp_par_errors_total", "kind" => kind, "provider" => provider).increment(1);
     }
     result
 }

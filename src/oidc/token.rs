@@ -80,14 +80,17 @@ async fn token_request(
 ) -> Result<(TokenSet, serde_json::Value), TokenError> {
     let started = std::time::Instant::now();
     let result = token_call(http, endpoint, settings, params, dpop).await;
-    metrics::histogram!("bff_idp_token_duration_seconds", "grant" => grant).record(started.elapsed().as_secs_f64());
+    let provider = settings.name.clone();
+    metrics::histogram!("bff_idp_token_duration_seconds", "grant" => grant, "provider" => provider.clone())
+        .record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
         let kind = match e {
             TokenError::Refused(_) => "refused",
             TokenError::Timeout => "timeout",
             TokenError::Unavailable(_) => "unavailable",
         };
-        metrics::counter!("bff_idp_token_errors_total", "grant" => grant, "kind" => kind).increment(1);
+        metrics::counter!("bff_idp_token_errors_total", "grant" => grant, "kind" => kind, "provider" => provider)
+            .increment(1);
     }
     result
 }

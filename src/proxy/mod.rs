@@ -77,7 +77,7 @@ impl Proxy {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
-        let endpoints = crate::settings::reserved_paths(&settings.server.base_path);
+        let endpoints = crate::settings::endpoint_paths(settings);
         Ok(Self {
             paths: path::PathRules::new(&settings.routes, &endpoints),
             client,

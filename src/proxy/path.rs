@@ -103,6 +103,7 @@ mod tests {
             methods: vec![],
             forward_set_cookie: false,
             token: crate::settings::routes::RouteToken::Session,
+            providers: vec![],
         }
     }
 

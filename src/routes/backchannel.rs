@@ -54,15 +54,37 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
     let form = read_form(body, state.settings.server.header_read_timeout).await.inspect_err(|e| {
         tracing::warn!(error = e.code.as_str(), "back-channel logout request malformed");
     })?;
-    let provider = state.oidc.provider()?;
-    let t = now();
-    let token = match state.oidc.verify_logout_token(&provider, form.logout_token.expose(), t).await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(reason = %e, "back-channel logout token refused");
-            metrics::counter!("bff_backchannel_logouts_total", "result" => "invalid").increment(1);
-            return Err(ErrorCode::InvalidLogoutToken.into());
-        }
+    // SPEC §3.7: the token's (unverified) `iss` only chooses which provider verifies it; that
+    // provider's keys, issuer and client id then decide, and only its sessions can end.
+    let invalid = |reason: &dyn std::fmt::Display| {
+        tracing::warn!(%reason, "back-channel logout token refused");
+        metrics::counter!("bff_backchannel_logouts_total", "result" => "invalid").increment(1);
+        AppError::from(ErrorCode::InvalidLogoutToken)
     };
-    state.sessions.backchannel_logout(&token, t).await
+    let Some(iss) = unverified_issuer(form.logout_token.expose()) else {
+        return Err(invalid(&"not a JWT with an iss claim"));
+    };
+    let Some(oidc) = state.providers.by_issuer(&iss) else {
+        return Err(invalid(&"iss is no configured provider's issuer"));
+    };
+    let provider = oidc.provider()?;
+    let t = now();
+    let token = match oidc.verify_logout_token(&provider, form.logout_token.expose(), t).await {
+        Ok(v) => v,
+        Err(e) => return Err(invalid(&e)),
+    };
+    state.sessions.backchannel_logout(oidc.settings(), &token, t).await
+}
+
+/// The `iss` claim of a compact JWS, read without verifying anything: it is only used to pick
+/// the provider that verifies the token.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|c| c.iss)
 }

@@ -16,8 +16,10 @@ pub async fn healthz() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
+/// SPEC §3.7: ready needs the "default" provider and the store; every other provider's state
+/// is only reported (a failing partner IdP must not take the whole fleet out of rotation).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if !state.oidc.is_ready() {
+    if !state.providers.default_provider().is_ready() {
         return AppError::from(ErrorCode::NotReady).into_response();
     }
     if !state.is_store_ready() {
@@ -31,6 +33,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             tracing::warn!("not ready: the session store has not answered recently");
             return AppError::from(ErrorCode::SessionStoreUnavailable).into_response();
         }
+    }
+    if state.providers.several() {
+        let providers: serde_json::Map<String, serde_json::Value> = state
+            .providers
+            .iter()
+            .map(|p| (p.name().to_owned(), if p.is_ready() { "ready" } else { "unavailable" }.into()))
+            .collect();
+        return Json(serde_json::json!({"status": "ready", "providers": providers})).into_response();
     }
     Json(serde_json::json!({"status": "ready"})).into_response()
 }

@@ -5,7 +5,7 @@ use super::body::read_json;
 use super::session::session_body;
 use crate::clock::now;
 use crate::error::{AppError, ErrorCode};
-use crate::login::{CallbackParams, Completed};
+use crate::login::{Arrival, CallbackParams, Completed, redirect_matches};
 use crate::middleware::client_ip;
 use crate::secret::Secret;
 use crate::session::cookie::append_set_cookies;
@@ -13,14 +13,17 @@ use crate::session::model::Loaded;
 use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
 pub fn navigation_router() -> Router<AppState> {
-    Router::new().route("/login", get(login_get)).route("/callback", get(callback_get))
+    Router::new()
+        .route("/login", get(login_get))
+        .route("/callback", get(callback_get))
+        .route("/callback/{provider}", get(own_callback_get))
 }
 
 pub fn spa_router() -> Router<AppState> {
@@ -48,18 +51,19 @@ fn json_with_cookies(body: Vec<u8>, cookies: Vec<String>) -> Response {
 }
 
 #[derive(Deserialize)]
-struct ReturnToQuery {
+struct LoginQuery {
     return_to: Option<String>,
+    provider: Option<String>,
 }
 
 async fn login_get(State(state): State<AppState>, req: Request) -> Response {
     let error_url = state.settings.server.error_url.as_ref();
-    let query: ReturnToQuery = match serde_urlencoded::from_str(req.uri().query().unwrap_or("")) {
+    let query: LoginQuery = match serde_urlencoded::from_str(req.uri().query().unwrap_or("")) {
         Ok(q) => q,
         Err(_) => return AppError::from(ErrorCode::InvalidRequest).into_navigational(error_url),
     };
     let peer = client_ip(&state, &req);
-    match state.login.start(req.headers(), query.return_to.as_deref(), peer).await {
+    match state.login.start(req.headers(), query.return_to.as_deref(), query.provider.as_deref(), peer).await {
         Ok((url, cookies)) => redirect(url.as_str(), cookies),
         Err(e) => e.into_navigational(error_url),
     }
@@ -69,6 +73,7 @@ async fn login_get(State(state): State<AppState>, req: Request) -> Response {
 #[serde(deny_unknown_fields)]
 struct StartBody {
     return_to: Option<String>,
+    provider: Option<String>,
 }
 
 async fn login_start(State(state): State<AppState>, req: Request) -> Response {
@@ -84,7 +89,7 @@ async fn login_start(State(state): State<AppState>, req: Request) -> Response {
             Err(e) => return e.into_response(),
         }
     };
-    match state.login.start(&parts.headers, start.return_to.as_deref(), peer).await {
+    match state.login.start(&parts.headers, start.return_to.as_deref(), start.provider.as_deref(), peer).await {
         Ok((url, cookies)) => {
             let body =
                 serde_json::to_vec(&serde_json::json!({ "authorization_url": url.as_str() })).unwrap_or_default();
@@ -95,13 +100,26 @@ async fn login_start(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn callback_get(State(state): State<AppState>, req: Request) -> Response {
+    callback(&state, req, Arrival::SharedCallback).await
+}
+
+/// `{base}/callback/<name>`: the callback of a provider told apart by its path (SPEC §3.7).
+async fn own_callback_get(State(state): State<AppState>, Path(provider): Path<String>, req: Request) -> Response {
+    if state.providers.get(&provider).is_none() {
+        tracing::warn!("callback at the path of an unknown provider");
+        return AppError::from(ErrorCode::UnknownProvider).into_navigational(state.settings.server.error_url.as_ref());
+    }
+    callback(&state, req, Arrival::OwnCallback(&provider)).await
+}
+
+async fn callback(state: &AppState, req: Request, arrival: Arrival<'_>) -> Response {
     let error_url = state.settings.server.error_url.as_ref();
     let params = match CallbackParams::from_query(req.uri().query().unwrap_or("")) {
         Ok(p) => p,
         Err(e) => return e.into_navigational(error_url),
     };
-    let peer = client_ip(&state, &req);
-    match state.login.complete(req.headers(), params, peer).await {
+    let peer = client_ip(state, &req);
+    match state.login.complete(req.headers(), params, arrival, peer).await {
         Ok(Completed::Session { return_to, set_cookies, .. }) => redirect(&return_to, set_cookies),
         Ok(Completed::AlreadyDone { return_to }) => redirect(&return_to, vec![]),
         Err((e, cookies)) => {
@@ -123,24 +141,22 @@ struct EndBody {
     error: Option<String>,
 }
 
-fn params_from_end(state: &AppState, body: EndBody) -> Result<CallbackParams, AppError> {
+/// The parameters, and the URL they arrived at when the SPA sent it (it must be some
+/// provider's `redirect_uri`; `Login::complete` checks it is the transaction's provider's).
+fn params_from_end(state: &AppState, body: EndBody) -> Result<(CallbackParams, Option<url::Url>), AppError> {
     let Some(url) = body.url else {
-        return Ok(CallbackParams { code: body.code, state: body.state, iss: body.iss, error: body.error });
+        return Ok((CallbackParams { code: body.code, state: body.state, iss: body.iss, error: body.error }, None));
     };
     if body.code.is_some() || body.state.is_some() || body.iss.is_some() || body.error.is_some() {
         return Err(ErrorCode::InvalidRequest.into());
     }
     let url = url::Url::parse(&url).map_err(|_| AppError::from(ErrorCode::InvalidRequest))?;
-    let expected = &state.oidc.settings().redirect_uri;
-    let same = url.scheme() == expected.scheme()
-        && url.host() == expected.host()
-        && url.port_or_known_default() == expected.port_or_known_default()
-        && url.path() == expected.path();
-    if !same {
+    if !state.providers.iter().any(|p| redirect_matches(&url, &p.settings().redirect_uri)) {
         tracing::warn!("login/end url does not match redirect_uri");
         return Err(ErrorCode::InvalidRequest.into());
     }
-    CallbackParams::from_query(url.query().unwrap_or(""))
+    let params = CallbackParams::from_query(url.query().unwrap_or(""))?;
+    Ok((params, Some(url)))
 }
 
 async fn login_end(State(state): State<AppState>, req: Request) -> Response {
@@ -151,12 +167,13 @@ async fn login_end(State(state): State<AppState>, req: Request) -> Response {
             Ok(b) => b,
             Err(e) => return e.into_response(),
         };
-    let params = match params_from_end(&state, end) {
+    let (params, url) = match params_from_end(&state, end) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    let arrival = url.as_ref().map_or(Arrival::ParametersOnly, Arrival::RedirectUrl);
     let t = now();
-    match state.login.complete(&parts.headers, params, peer).await {
+    match state.login.complete(&parts.headers, params, arrival, peer).await {
         Ok(Completed::Session { session, return_to, set_cookies }) => {
             json_with_cookies(session_body(&state, &session, t, Some(&return_to)), set_cookies)
         }

@@ -42,17 +42,26 @@ async fn end(state: &AppState, session: &Session) -> Result<Option<String>, AppE
     Ok(idp_logout(state, session).await)
 }
 
+/// Revocation and the logout URL go to the session's own provider (SPEC §3.7).
 async fn idp_logout(state: &AppState, session: &Session) -> Option<String> {
-    let provider = state.oidc.provider().ok()?;
+    let oidc = state.providers.of(session.provider.as_deref())?;
+    let provider = oidc.provider().ok()?;
     if let Some(rt) = &session.refresh_token {
-        match state.oidc.revoke(&provider, rt.expose()).await {
-            Ok(true) => tracing::info!("refresh token revoked at the IdP"),
+        match oidc.revoke(&provider, rt.expose()).await {
+            Ok(true) => tracing::info!(provider = oidc.name(), "refresh token revoked at the IdP"),
             Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "refresh token revocation failed"),
+            Err(e) => tracing::warn!(provider = oidc.name(), error = %e, "refresh token revocation failed"),
         }
     }
     let hint = session.id_token.compact();
-    state.oidc.end_session_url(&provider, hint.expose(), &random_urlsafe(16)).map(String::from)
+    oidc.end_session_url(&provider, hint.expose(), &random_urlsafe(16)).map(String::from)
+}
+
+/// Where a logout without an IdP logout URL ends: the session's provider's
+/// `post_logout_redirect_uri`.
+fn post_logout_redirect(state: &AppState, session: &Session) -> String {
+    let oidc = state.providers.of(session.provider.as_deref()).unwrap_or(state.providers.default_provider());
+    oidc.settings().post_logout_redirect_uri.clone()
 }
 
 async fn logout_post(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -116,14 +125,14 @@ async fn logout_get(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     let target = match end(&state, &session).await {
-        Ok(url) => url.unwrap_or_else(|| state.oidc.settings().post_logout_redirect_uri.clone()),
+        Ok(url) => url.unwrap_or_else(|| post_logout_redirect(&state, &session)),
         Err(e) => return failed(e),
     };
     tracing::info!("session ended by GET /logout");
     let mut r = StatusCode::FOUND.into_response();
     let h = r.headers_mut();
     let fallback =
-        HeaderValue::from_str(&state.oidc.settings().post_logout_redirect_uri).unwrap_or(HeaderValue::from_static("/"));
+        HeaderValue::from_str(&post_logout_redirect(&state, &session)).unwrap_or(HeaderValue::from_static("/"));
     h.insert(header::LOCATION, HeaderValue::from_str(&target).unwrap_or(fallback));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     append_set_cookies(h, clear_all(&state, &headers));

@@ -107,6 +107,10 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
             }
             Current::Live { session, set_cookies: lines } => {
                 set_cookies = lines;
+                if !route.providers.is_empty() && !route.providers.iter().any(|p| p == session.provider_name()) {
+                    tracing::warn!(provider = session.provider_name(), "route refused a session of another provider");
+                    return fail(ErrorCode::ProviderNotAllowed, set_cookies);
+                }
                 had_session = true;
                 signer = session.dpop.as_ref().and_then(|k| k.signer().cloned());
                 match &route.token {

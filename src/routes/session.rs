@@ -27,6 +27,8 @@ pub fn session_body(state: &AppState, s: &Session, now: i64, return_to: Option<&
     let mut out = Vec::with_capacity(claims.len() + s.sub.len() + 256);
     let _ = out.write_all(b"{\"authenticated\":true,\"sub\":");
     let _ = serde_json::to_writer(&mut out, &s.sub);
+    let _ = out.write_all(b",\"provider\":");
+    let _ = serde_json::to_writer(&mut out, s.provider_name());
     let _ = out.write_all(b",\"claims\":");
     let _ = out.write_all(claims);
     let _ = write!(
@@ -65,13 +67,22 @@ fn add_route_tokens(body: &mut Vec<u8>, expiries: &[(&str, i64)]) {
     body.extend_from_slice(b"}}");
 }
 
-/// 401 `{"authenticated":false}` (with the code that ended the session, if one did), and the
-/// lines that expire a stale session cookie.
-pub fn anonymous(expire: Vec<String>, error: Option<&str>) -> Response {
-    let body = match error {
-        Some(code) => format!("{{\"authenticated\":false,\"error\":\"{code}\"}}"),
-        None => "{\"authenticated\":false}".to_owned(),
-    };
+/// 401 `{"authenticated":false}` (with the code that ended the session, if one did, and, with
+/// several IdPs, the names an SPA offers logins at: `"providers":["default","partners"]`), and
+/// the lines that expire a stale session cookie.
+pub fn anonymous(expire: Vec<String>, error: Option<&str>, providers: Option<&str>) -> Response {
+    let mut body = String::with_capacity(64);
+    body.push_str("{\"authenticated\":false");
+    if let Some(code) = error {
+        body.push_str(",\"error\":\"");
+        body.push_str(code);
+        body.push('"');
+    }
+    if let Some(list) = providers {
+        body.push_str(",\"providers\":");
+        body.push_str(list);
+    }
+    body.push('}');
     let mut r = (StatusCode::UNAUTHORIZED, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -85,8 +96,10 @@ async fn session_get(State(state): State<AppState>, req: Request) -> Response {
     let t = now();
     let (s, set_cookies) = match state.sessions.current(req.headers(), When::Expired, t).await {
         Current::Live { session, set_cookies } => (session, set_cookies),
-        Current::Anonymous { expire } => return anonymous(expire, None),
-        Current::Ended { error, expire } => return anonymous(expire, Some(error.code.as_str())),
+        Current::Anonymous { expire } => return anonymous(expire, None, state.provider_names.as_deref()),
+        Current::Ended { error, expire } => {
+            return anonymous(expire, Some(error.code.as_str()), state.provider_names.as_deref());
+        }
         Current::Failed(e) => return e.into_response(),
     };
     let mut body = session_body(&state, &s, t, None);

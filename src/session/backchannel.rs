@@ -16,6 +16,9 @@ pub struct Target<'a> {
     /// Server-side sessions live in `store`; otherwise cookie mode's revocation list does.
     pub server_side: bool,
     pub revocations: Option<&'a Revocations>,
+    /// The provider whose keys validated the token: ids are scoped by it (`super::scope`).
+    pub provider: &'a str,
+    /// That provider's.
     pub clock_skew_secs: u64,
     pub absolute_timeout_secs: u64,
 }
@@ -25,7 +28,8 @@ pub struct Target<'a> {
 /// error still succeeds.
 pub async fn apply(to: &Target<'_>, token: &ValidLogoutToken, t: i64) -> Result<(), AppError> {
     let store = to.store;
-    let jti = format!("jti:{}", token.jti);
+    let scoped = |id| super::scope::scoped(to.provider, id);
+    let jti = format!("jti:{}", scoped(&token.jti));
     if store.is_used(&jti, t).await? {
         tracing::warn!("back-channel logout token replayed (jti already seen)");
         metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);
@@ -37,7 +41,8 @@ pub async fn apply(to: &Target<'_>, token: &ValidLogoutToken, t: i64) -> Result<
     // would look newer than it and survive. So allow the skew — but never past our receipt,
     // so that a login after the logout is not ended by it.
     let created_by = token.iat.saturating_add(to.clock_skew_secs as i64).min(t);
-    let who = match (&token.sid, &token.sub) {
+    let (sid, sub) = (token.sid.as_deref().map(scoped), token.sub.as_deref().map(scoped));
+    let who = match (&sid, &sub) {
         (Some(sid), sub) => Subject::Sid { sid, sub: sub.as_deref(), received },
         (None, Some(sub)) => Subject::Sub(sub),
         (None, None) => return Err(ErrorCode::InvalidLogoutToken.into()),
@@ -47,7 +52,12 @@ pub async fn apply(to: &Target<'_>, token: &ValidLogoutToken, t: i64) -> Result<
     // retry into a "replay" and leave the sessions alive).
     if to.server_side {
         let n = store.delete_sessions_of(who, created_by).await?;
-        tracing::info!(sessions = n, by_sid = token.sid.is_some(), "back-channel logout: sessions deleted");
+        tracing::info!(
+            provider = to.provider,
+            sessions = n,
+            by_sid = token.sid.is_some(),
+            "back-channel logout: sessions deleted"
+        );
     } else {
         // Kept until no session it can match is still alive.
         let until = crate::clock::now().max(token.iat) + to.absolute_timeout_secs as i64 + 120;
@@ -57,7 +67,11 @@ pub async fn apply(to: &Target<'_>, token: &ValidLogoutToken, t: i64) -> Result<
                 rev.apply(&r);
             }
         }
-        tracing::info!(by_sid = token.sid.is_some(), "back-channel logout: revocation recorded");
+        tracing::info!(
+            provider = to.provider,
+            by_sid = token.sid.is_some(),
+            "back-channel logout: revocation recorded"
+        );
     }
     if !store.first_use(&jti, token.usable_until).await? {
         tracing::warn!("back-channel logout token replayed concurrently (jti already seen)");

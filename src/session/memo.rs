@@ -133,6 +133,7 @@ mod tests {
             logout_token: LogoutToken::random(),
             stored: None,
             dpop: None,
+            provider: None,
         })
     }
 

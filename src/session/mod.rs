@@ -13,12 +13,13 @@ mod memory_cache;
 pub mod model;
 pub mod refresh;
 pub mod revocations;
+pub mod scope;
 pub mod seal;
 pub mod server;
 
 use crate::error::{AppError, ErrorCode};
-use crate::oidc::Oidc;
 use crate::oidc::logout_token::ValidLogoutToken;
+use crate::oidc::providers::Providers;
 use crate::settings::routes::Route;
 use crate::settings::{SessionSettings, StoreKind};
 use crate::store::Store;
@@ -59,7 +60,6 @@ pub struct Sessions {
     exchanger: Exchanger,
     idle_timeout_secs: u64,
     absolute_timeout_secs: u64,
-    clock_skew_secs: u64,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -70,23 +70,21 @@ impl std::fmt::Debug for Sessions {
 
 impl Sessions {
     /// `store`: the client for `[session] url`, when one is set. Refreshes and the token
-    /// exchanges of `routes` go to `oidc`.
-    pub fn new(settings: &SessionSettings, store: Option<Store>, oidc: Arc<Oidc>, routes: &[Route]) -> Self {
+    /// exchanges of `routes` go to each session's provider.
+    pub fn new(settings: &SessionSettings, store: Option<Store>, providers: Arc<Providers>, routes: &[Route]) -> Self {
         let server_side = store.is_some() && settings.store != StoreKind::Cookie;
         let revocations = (store.is_some() && !server_side).then(Revocations::default);
-        let clock_skew_secs = oidc.settings().clock_skew_secs;
         let memory = memory_cache::shared(settings.cache_max_bytes);
         Self {
             keys: Keyring::new(&settings.keys),
             cookies: CookieNames::new(settings),
-            refresher: Refresher::new(oidc.clone(), store.clone(), memory.clone()),
-            exchanger: Exchanger::new(oidc, store.clone(), memory, routes),
+            refresher: Refresher::new(providers.clone(), store.clone(), memory.clone()),
+            exchanger: Exchanger::new(providers, store.clone(), memory, routes),
             store,
             server_side,
             revocations,
             idle_timeout_secs: settings.idle_timeout_secs,
             absolute_timeout_secs: settings.absolute_timeout_secs,
-            clock_skew_secs,
         }
     }
 
@@ -278,7 +276,14 @@ impl Sessions {
     /// Apply a validated back-channel logout token received at `now`. Cookie mode without a
     /// store has nowhere to record it (501 `backchannel_unavailable`): HTTP callers check
     /// [`Sessions::store`] before reading the request body, so that answer costs nothing.
-    pub async fn backchannel_logout(&self, token: &ValidLogoutToken, now: i64) -> Result<(), AppError> {
+    /// `provider` is the one whose keys and client id validated the token: only its sessions
+    /// end (SPEC §3.7).
+    pub async fn backchannel_logout(
+        &self,
+        provider: &crate::settings::OidcSettings,
+        token: &ValidLogoutToken,
+        now: i64,
+    ) -> Result<(), AppError> {
         let Some(store) = &self.store else {
             return Err(ErrorCode::BackchannelUnavailable.into());
         };
@@ -286,7 +291,8 @@ impl Sessions {
             store,
             server_side: self.server_side,
             revocations: self.revocations.as_ref(),
-            clock_skew_secs: self.clock_skew_secs,
+            provider: &provider.name,
+            clock_skew_secs: provider.clock_skew_secs,
             absolute_timeout_secs: self.absolute_timeout_secs,
         };
         backchannel::apply(&target, token, now).await

@@ -140,13 +140,20 @@ pub struct Session {
     /// the fields above (`to_bytes`), so sessions sealed before DPoP existed still open.
     #[serde(skip)]
     pub dpop: Option<DpopKey>,
+    /// The provider the session was created at (SPEC §3.7); `None` is "default". Stored as an
+    /// extension, so single-provider sessions keep their form.
+    #[serde(skip)]
+    pub provider: Option<String>,
 }
 
-/// What may follow a session's fields in its stored form.
+/// What may follow a session's fields in its stored form. Tags are postcard's variant
+/// indexes: append only.
 #[derive(Serialize, Deserialize)]
 enum Extension {
     /// The DPoP private scalar.
     DpopKey([u8; 32]),
+    /// The name of a provider other than "default".
+    Provider(String),
 }
 
 /// A server-side session's row: SHA-256 of the cookie's id, and the version read.
@@ -198,6 +205,11 @@ impl LogoutToken {
 }
 
 impl Session {
+    /// The provider's name ("default" unless set).
+    pub fn provider_name(&self) -> &str {
+        self.provider.as_deref().unwrap_or(crate::settings::DEFAULT_PROVIDER)
+    }
+
     pub fn idle_expires_at(&self, idle_timeout_secs: u64) -> i64 {
         self.sealed_at.saturating_add(idle_timeout_secs as i64)
     }
@@ -240,6 +252,11 @@ impl Session {
         {
             out.extend_from_slice(&ext);
         }
+        if let Some(name) = &self.provider
+            && let Ok(ext) = postcard::to_allocvec(&Extension::Provider(name.clone()))
+        {
+            out.extend_from_slice(&ext);
+        }
         out
     }
 
@@ -251,7 +268,7 @@ impl Session {
         purpose: crate::session::seal::Purpose,
         name: &str,
     ) -> String {
-        if self.dpop.is_some() {
+        if self.dpop.is_some() || self.provider.is_some() {
             keys.seal_extended(purpose, name, &self.to_bytes())
         } else {
             keys.seal(purpose, name, &self.to_bytes())
@@ -269,6 +286,13 @@ impl Session {
                     session.dpop = Some(DpopKey::from_scalar(scalar)?)
                 }
                 Extension::DpopKey(_) => return None,
+                // "default" is never written: its sessions carry no extension.
+                Extension::Provider(name)
+                    if session.provider.is_none() && name != crate::settings::DEFAULT_PROVIDER =>
+                {
+                    session.provider = Some(name)
+                }
+                Extension::Provider(_) => return None,
             }
             rest = after;
         }
@@ -335,6 +359,7 @@ mod tests {
             logout_token: LogoutToken::random(),
             stored: None,
             dpop: None,
+            provider: None,
         };
         let plain = s.to_bytes();
         assert!(Session::from_bytes(&plain).is_some_and(|back| back.dpop.is_none()));
@@ -354,6 +379,14 @@ mod tests {
         zero.extend_from_slice(&[0; 32]);
         assert!(Session::from_bytes(&zero).is_none());
         assert_eq!(format!("{:?}", s.dpop), "Some(DpopKey([redacted]))");
+        // The provider follows too; "default" is never written, and only one name is read.
+        s.provider = Some("partners".into());
+        let both = s.to_bytes();
+        assert_eq!(&both[..with_key.len()], &with_key[..]);
+        assert_eq!(Session::from_bytes(&both).as_ref().map(Session::provider_name), Some("partners"));
+        assert!(Session::from_bytes(&[&both[..], &both[with_key.len()..]].concat()).is_none());
+        let named_default = postcard::to_allocvec(&Extension::Provider("default".into())).unwrap_or_default();
+        assert!(Session::from_bytes(&[&with_key[..], &named_default[..]].concat()).is_none());
     }
 
     #[test]

@@ -45,10 +45,16 @@ impl Revocations {
         if now_ms() - self.synced_ms.load(Ordering::Relaxed) > MAX_STALENESS_MS {
             return Err(StoreError::Backend("revocation list not refreshed recently".into()));
         }
-        let by_sub = read(&self.sub).get(&s.sub).is_some_and(|iat| s.created_at <= *iat);
+        // Entries hold provider-scoped ids (`super::scope`); "default"'s are the ids themselves,
+        // so its sessions are checked without an allocation.
+        let provider = s.provider_name();
+        let sub = super::scope::scoped(provider, &s.sub);
+        let by_sub = read(&self.sub).get(sub.as_ref()).is_some_and(|iat| s.created_at <= *iat);
         let by_sid = match &s.sid {
-            Some(sid) => read(&self.sid).get(sid).is_some_and(|received| s.created_at <= *received),
-            None => read(&self.sub_without_sid).get(&s.sub).is_some_and(|iat| s.created_at <= *iat),
+            Some(sid) => read(&self.sid)
+                .get(super::scope::scoped(provider, sid).as_ref())
+                .is_some_and(|received| s.created_at <= *received),
+            None => read(&self.sub_without_sid).get(sub.as_ref()).is_some_and(|iat| s.created_at <= *iat),
         };
         Ok(by_sub || by_sid)
     }

@@ -153,11 +153,16 @@ impl Rows<'_> {
         session.sealed_at = now;
         let data = self.seal(&key, session);
         let idle = self.idle_timeout_secs;
+        // Indexed by provider-scoped ids (SPEC §3.7): a back-channel logout of one provider
+        // never finds another's sessions.
+        let provider = session.provider_name();
+        let sub = super::scope::scoped(provider, &session.sub);
+        let sid = session.sid.as_deref().map(|sid| super::scope::scoped(provider, sid));
         self.store
             .insert_session(&NewSession {
                 key: &key,
-                sub: &session.sub,
-                sid: session.sid.as_deref(),
+                sub: &sub,
+                sid: sid.as_deref(),
                 created_at: session.created_at,
                 last_seen: now,
                 expires_at: session.expires_at(idle),

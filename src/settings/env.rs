@@ -1,7 +1,9 @@
 //! Environment overrides: only variables shaped exactly `BFF_<SECTION>__<KEY>` are read, so
 //! `BFF_CONFIG` or an orchestrator's `BFF_PORT_8080_TCP` never break start-up. Each value is
 //! typed by the key it targets (a secret `0123` stays the string "0123"); lists are
-//! comma-separated.
+//! comma-separated. `[[providers]]` entries are reached by name,
+//! `BFF_PROVIDERS__<NAME>__<KEY>` (`-` written as `_`): they are applied to the file's entry of
+//! that name after the merge (`super::providers`), since a TOML array has no keys to merge by.
 
 use super::raw::{Kind, kind_of};
 use config::{Map, Source, Value, ValueKind};
@@ -34,10 +36,25 @@ fn split_name(name: &str) -> Option<(String, String)> {
     (valid(section) && valid(key)).then(|| (section.to_ascii_lowercase(), key.to_ascii_lowercase()))
 }
 
+/// `partners__client_secret` → ("partners", "client_secret"); `my_idp__x` → ("my-idp", "x").
+fn provider_key(key: &str) -> Option<(String, &str)> {
+    let (name, key) = key.split_once("__")?;
+    (!name.is_empty() && !key.is_empty()).then(|| (name.replace('_', "-"), key))
+}
+
 fn typed(name: &str, value: &str) -> Result<(String, ValueKind), String> {
     let (section, key) = split_name(name).ok_or_else(|| format!("{name}: not a BFF_<SECTION>__<KEY> name"))?;
-    let path = format!("{section}.{key}");
-    let kind = kind_of(&section, &key).ok_or_else(|| format!("{path}: unknown key (from {name})"))?;
+    let (path, kind) = if section == "providers" {
+        let (provider, key) =
+            provider_key(&key).ok_or_else(|| format!("{name}: not a BFF_PROVIDERS__<NAME>__<KEY> name"))?;
+        let path = format!("providers.{provider}.{key}");
+        let kind = kind_of("oidc", key).ok_or_else(|| format!("{path}: unknown key (from {name})"))?;
+        (path, kind)
+    } else {
+        let path = format!("{section}.{key}");
+        let kind = kind_of(&section, &key).ok_or_else(|| format!("{path}: unknown key (from {name})"))?;
+        (path, kind)
+    };
     let v = match kind {
         Kind::Str => ValueKind::String(value.to_owned()),
         Kind::Int => ValueKind::U64(
@@ -63,6 +80,33 @@ fn typed(name: &str, value: &str) -> Result<(String, ValueKind), String> {
     Ok((path, v))
 }
 
+impl BffEnvironment {
+    /// The `[[providers]]` overrides: (provider name, key, value), typed like `[oidc]`'s keys.
+    pub fn provider_overrides(&self) -> Vec<(String, String, serde_json::Value)> {
+        self.vars
+            .iter()
+            .filter_map(|(name, value)| typed(name, value).ok())
+            .filter_map(|(path, kind)| {
+                let rest = path.strip_prefix("providers.")?;
+                let (provider, key) = rest.split_once('.')?;
+                Some((provider.to_owned(), key.to_owned(), json_of(kind)?))
+            })
+            .collect()
+    }
+}
+
+fn json_of(kind: ValueKind) -> Option<serde_json::Value> {
+    Some(match kind {
+        ValueKind::String(s) => serde_json::Value::String(s),
+        ValueKind::U64(n) => serde_json::Value::from(n),
+        ValueKind::Boolean(b) => serde_json::Value::Bool(b),
+        ValueKind::Array(items) => {
+            serde_json::Value::Array(items.into_iter().filter_map(|v| v.into_string().ok()).map(Into::into).collect())
+        }
+        _ => return None,
+    })
+}
+
 impl Source for BffEnvironment {
     fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
         Box::new(self.clone())
@@ -74,6 +118,7 @@ impl Source for BffEnvironment {
             .vars
             .iter()
             .filter_map(|(name, value)| typed(name, value).ok())
+            .filter(|(path, _)| !path.starts_with("providers."))
             .map(|(path, kind)| (path, Value::new(Some(&origin), kind)))
             .collect())
     }
@@ -106,6 +151,23 @@ mod tests {
         assert_eq!(map["server.max_connections"].clone().into_uint().ok(), Some(12));
         assert_eq!(map["oidc.scopes"].clone().into_array().map(|a| a.len()).ok(), Some(2));
         assert_eq!(map["session.secure"].clone().into_bool().ok(), Some(false));
+    }
+
+    #[test]
+    fn provider_overrides_are_found_by_name() {
+        let env = BffEnvironment::from_vars([
+            ("BFF_PROVIDERS__MY_IDP__CLIENT_SECRET".to_owned(), "0123".to_owned()),
+            ("BFF_PROVIDERS__MY_IDP__DPOP".to_owned(), "true".to_owned()),
+            ("BFF_PROVIDERS__MY_IDP__CLIENT_SECRT".to_owned(), "x".to_owned()),
+        ]);
+        assert!(env.collect().unwrap_or_default().is_empty(), "never merged as a table");
+        let o = env.provider_overrides();
+        assert_eq!(o.len(), 2);
+        assert_eq!((o[0].0.as_str(), o[0].1.as_str(), &o[0].2), ("my-idp", "client_secret", &"0123".into()));
+        assert_eq!(o[1].2, serde_json::Value::Bool(true));
+        let p = env.problems();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("providers.my-idp.client_secrt: unknown key"), "{p:?}");
     }
 
     #[test]

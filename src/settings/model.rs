@@ -9,10 +9,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
+/// The name of the provider `[oidc]` configures (SPEC §3.7).
+pub const DEFAULT_PROVIDER: &str = "default";
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    /// The provider named "default".
     pub oidc: OidcSettings,
+    /// `[[providers]]`: the other IdPs, in the file's order (SPEC §3.7).
+    pub providers: Vec<OidcSettings>,
     pub session: SessionSettings,
     pub logging: LoggingSettings,
     /// Longest prefix first.
@@ -80,6 +86,8 @@ impl Eq for SigningKey {}
 
 #[derive(Debug, Clone)]
 pub struct OidcSettings {
+    /// "default" for `[oidc]`, else the `[[providers]]` entry's name.
+    pub name: String,
     /// Exactly as configured: compared byte for byte with discovery, `iss` claims and RFC 9207.
     pub issuer: String,
     pub client_id: String,
@@ -90,6 +98,9 @@ pub struct OidcSettings {
     pub redirect_uri: Url,
     /// True when `redirect_uri` is the BFF's own `/callback`.
     pub redirect_is_callback: bool,
+    /// True when `redirect_uri` is this provider's own `{base}/callback/<name>`: its callbacks
+    /// are told apart by their path, not by RFC 9207's `iss` (SPEC §3.7).
+    pub callback_is_own: bool,
     pub post_logout_redirect_uri: String,
     pub auth_params: Vec<(String, String)>,
     pub id_token_signing_algs: Vec<Algorithm>,

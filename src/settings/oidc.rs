@@ -31,7 +31,25 @@ const RESERVED_AUTH_PARAMS: &[&str] = &[
     "client_assertion_type",
 ];
 
-pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Problems) -> Option<OidcSettings> {
+/// `[oidc]` (`name` "default") or one `[[providers]]` entry: every problem is named after
+/// where it was written (`oidc.client_id`, `providers.partners.client_id`).
+pub(super) fn oidc(
+    raw: RawOidc,
+    name: &str,
+    server: Option<&ServerSettings>,
+    p: &mut Problems,
+) -> Option<OidcSettings> {
+    let mut mine = Problems(Vec::new());
+    let settings = read(raw, name, server, &mut mine);
+    let prefix = if name == DEFAULT_PROVIDER { "oidc.".to_owned() } else { format!("providers.{name}.") };
+    p.0.extend(mine.0.into_iter().map(|line| match line.strip_prefix("oidc.") {
+        Some(rest) => format!("{prefix}{rest}"),
+        None => line,
+    }));
+    settings
+}
+
+fn read(raw: RawOidc, name: &str, server: Option<&ServerSettings>, p: &mut Problems) -> Option<OidcSettings> {
     let issuer_ok = match Url::parse(&raw.issuer) {
         _ if raw.issuer.is_empty() => {
             p.push("oidc.issuer", "required");
@@ -116,6 +134,8 @@ pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Proble
         }
     };
     let redirect_is_callback = redirect_uri.is_some() && redirect_uri == default_callback;
+    let own_callback = server.and_then(|s| s.public_url.join(&format!("{}/callback/{name}", s.base_path)).ok());
+    let callback_is_own = redirect_uri.is_some() && redirect_uri == own_callback;
     let post_logout_redirect_uri = if raw.post_logout_redirect_uri.is_empty() {
         server.map(|s| format!("{}/", s.public_origin)).unwrap_or_default()
     } else {
@@ -178,6 +198,7 @@ pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Proble
         return None;
     }
     Some(OidcSettings {
+        name: name.to_owned(),
         issuer: raw.issuer,
         client_id: raw.client_id,
         client_secret: Secret::new(secret?),
@@ -185,6 +206,7 @@ pub(super) fn oidc(raw: RawOidc, server: Option<&ServerSettings>, p: &mut Proble
         scope: raw.scopes.join(" "),
         redirect_uri: redirect_uri?,
         redirect_is_callback,
+        callback_is_own,
         post_logout_redirect_uri,
         auth_params: raw.auth_params.into_iter().collect(),
         id_token_signing_algs: algs,

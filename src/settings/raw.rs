@@ -96,6 +96,9 @@ pub struct RawSettings {
     pub session: RawSession,
     pub logging: RawLogging,
     pub routes: Vec<RawRoute>,
+    /// `[[providers]]` as written: each is read into a [`RawOidc`] (plus its `name`) by
+    /// `super::providers`, which names the provider in every problem it reports.
+    pub providers: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,4 +267,6 @@ pub struct RawRoute {
     pub audience: Option<String>,
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub providers: Vec<String>,
 }

@@ -52,6 +52,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     pub forward_set_cookie: bool,
     pub token: RouteToken,
+    /// Only sessions of these providers may use the route (SPEC §3.7); empty = every one.
+    pub providers: Vec<String>,
 }
 
 impl Route {
@@ -192,6 +194,9 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
             bad("websocket", "not supported by this build yet");
         }
         let token = route_token(&r, auth, &mut bad);
+        if !r.providers.is_empty() && auth == RouteAuth::None {
+            bad("providers", "limits sessions: not allowed with auth = \"none\"");
+        }
         if let Some(upstream) = upstream {
             routes.push(Route {
                 prefix: r.prefix,
@@ -203,6 +208,7 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
                 methods,
                 forward_set_cookie: r.forward_set_cookie,
                 token,
+                providers: r.providers,
             });
         }
     }

@@ -29,17 +29,40 @@ pub fn reserved_paths(base_path: &str) -> Vec<String> {
     v
 }
 
+/// The paths the router serves, exactly: [`reserved_paths`] and each provider's own
+/// `{base}/callback/<name>` (SPEC §3.7).
+pub fn endpoint_paths(settings: &Settings) -> Vec<String> {
+    let base = &settings.server.base_path;
+    let mut v = reserved_paths(base);
+    for name in std::iter::once(&settings.oidc.name).chain(settings.providers.iter().map(|p| &p.name)) {
+        v.push(format!("{base}/callback/{name}"));
+    }
+    v
+}
+
 pub fn validate(raw: RawSettings) -> Result<Settings, ConfigErrors> {
     let mut p = Problems(Vec::new());
     let server = server(raw.server, &mut p);
     let session = session(raw.session, server.as_ref(), &mut p);
-    let oidc = super::oidc::oidc(raw.oidc, server.as_ref(), &mut p);
+    let oidc = super::oidc::oidc(raw.oidc, DEFAULT_PROVIDER, server.as_ref(), &mut p);
+    let providers = super::providers::validate(raw.providers, server.as_ref(), &mut p);
+    if let (Some(server), Some(oidc)) = (&server, &oidc) {
+        let all: Vec<&OidcSettings> = std::iter::once(oidc).chain(&providers).collect();
+        super::providers::check_all(&all, server, &mut p);
+    }
     let logging = logging(raw.logging, &mut p);
     let reserved = reserved_paths(server.as_ref().map(|s| s.base_path.as_str()).unwrap_or(""));
     let routes = super::routes::validate(raw.routes, &reserved, &mut p.0);
+    for (i, r) in routes.iter().enumerate() {
+        for name in &r.providers {
+            if name != DEFAULT_PROVIDER && !providers.iter().any(|s| &s.name == name) {
+                p.push(&format!("routes[{i}].providers"), format_args!("{name:?} is not a configured provider"));
+            }
+        }
+    }
     match (server, oidc, session, logging) {
         (Some(server), Some(oidc), Some(session), Some(logging)) if p.0.is_empty() => {
-            Ok(Settings { server, oidc, session, logging, routes })
+            Ok(Settings { server, oidc, providers, session, logging, routes })
         }
         _ => Err(ConfigErrors(p.0)),
     }

@@ -74,7 +74,7 @@ async fn idp_down_at_boot_is_retried_and_readiness_waits_for_it() {
     assert_eq!(r.status, 502, "login before discovery is idp_unavailable");
     let _idp = Idp::start(port, json!({"port": idp_port})).await;
     for _ in 0..100 {
-        if state.oidc.is_ready() {
+        if state.providers.default_provider().is_ready() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -46,7 +46,12 @@ impl Idp {
                 "client_id": id,
                 "client_secret": secret,
                 "token_endpoint_auth_method": method,
-                "redirect_uris": [format!("{origin}/callback"), format!("{origin}/bff/callback"), format!("{origin}/spa/callback")],
+                "redirect_uris": [
+                    format!("{origin}/callback"),
+                    format!("{origin}/bff/callback"),
+                    format!("{origin}/spa/callback"),
+                    format!("{origin}/callback/partners"),
+                ],
                 "post_logout_redirect_uris": [format!("{origin}/")],
             })
         };
@@ -230,7 +235,7 @@ pub async fn spawn_bff(listener: tokio::net::TcpListener, settings: Settings) ->
     });
     let bff = Bff { addr, state, stop: Some(tx), task: Some(task) };
     for _ in 0..1200 {
-        if bff.state.oidc.is_ready() && bff.state.is_store_ready() {
+        if bff.state.providers.default_provider().is_ready() && bff.state.is_store_ready() {
             return bff;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

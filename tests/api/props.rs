@@ -59,6 +59,7 @@ fn session(sub: String, id_token: String, access: String, claims_pad: usize) -> 
         logout_token: LogoutToken::random(),
         stored: None,
         dpop: None,
+        provider: None,
     }
 }
 

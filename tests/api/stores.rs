@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Sqlite,
     Postgres,
     Redis,
@@ -21,7 +21,7 @@ enum Kind {
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// One test's private store: a SQLite file, a PostgreSQL schema or a Redis key prefix.
-struct TestStore {
+pub(crate) struct TestStore {
     kind: Kind,
     name: String,
     /// The address the BFF dials (the real server, or a relay in front of it).
@@ -45,7 +45,7 @@ async fn answers(port: u16) -> bool {
 
 impl TestStore {
     /// `None` (with the reason printed) where the server does not answer on loopback.
-    async fn new(kind: Kind, label: &str) -> Option<Self> {
+    pub(crate) async fn new(kind: Kind, label: &str) -> Option<Self> {
         let name = unique(label);
         match kind {
             Kind::Sqlite => Some(Self {
@@ -73,7 +73,7 @@ impl TestStore {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.url_via(self.port)
     }
 
@@ -87,7 +87,7 @@ impl TestStore {
         }
     }
 
-    fn store_name(&self) -> &'static str {
+    pub(crate) fn store_name(&self) -> &'static str {
         match self.kind {
             Kind::Sqlite => "sqlite",
             Kind::Postgres => "postgres",
@@ -95,7 +95,7 @@ impl TestStore {
         }
     }
 
-    async fn drop_all(&self) {
+    pub(crate) async fn drop_all(&self) {
         match self.kind {
             Kind::Sqlite => {
                 for ext in ["", "-wal", "-shm"] {
@@ -217,7 +217,7 @@ fn store_vars<'a>(store: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
 }
 
 /// An IdP whose clients get back-channel logout calls at the BFF on `bff_port`.
-fn backchannel_idp(bff_port: u16, extra: Value) -> Value {
+pub(crate) fn backchannel_idp(bff_port: u16, extra: Value) -> Value {
     let origin = format!("http://127.0.0.1:{bff_port}");
     let mut cfg = json!({
         "clients": [{

@@ -35,6 +35,7 @@ fn session(id_token_len: usize) -> Session {
         logout_token: LogoutToken::random(),
         stored: None,
         dpop: None,
+        provider: None,
     }
 }
 

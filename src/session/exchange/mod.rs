@@ -27,6 +27,7 @@ use crate::clock::now;
 use crate::error::{AppError, ErrorCode, route_exchange_error};
 use crate::oidc::Oidc;
 use crate::oidc::dpop::Signer;
+use crate::oidc::providers::Providers;
 use crate::oidc::token::TokenError;
 use crate::settings::routes::{ExchangeSpec, Route, RouteToken};
 use crate::store::Store;
@@ -45,7 +46,8 @@ const REFUSAL_SECS: i64 = 10;
 pub struct Exchanger(Arc<Inner>);
 
 struct Inner {
-    oidc: Arc<Oidc>,
+    /// An exchange goes to the session's provider (SPEC §3.7).
+    providers: Arc<Providers>,
     cache: ExchangeCache,
     /// The `token = "exchange"` routes (prefix, what is asked for): what logout deletes.
     routes: Vec<(String, ExchangeSpec)>,
@@ -53,7 +55,6 @@ struct Inner {
     /// Exchanges at the IdP at once on this instance; more wait their turn (an IdP outage must
     /// not open one call per session and route).
     grants: tokio::sync::Semaphore,
-    margin_secs: i64,
 }
 
 /// Exchanges in flight at the IdP at once on one instance (as many as refresh grants).
@@ -66,8 +67,12 @@ impl std::fmt::Debug for Exchanger {
 }
 
 impl Exchanger {
-    pub fn new(oidc: Arc<Oidc>, store: Option<Store>, memory: memory_cache::Shared, routes: &[Route]) -> Self {
-        let margin_secs = oidc.settings().refresh_margin_secs as i64;
+    pub fn new(
+        providers: Arc<Providers>,
+        store: Option<Store>,
+        memory: memory_cache::Shared,
+        routes: &[Route],
+    ) -> Self {
         let routes = routes
             .iter()
             .filter_map(|r| match &r.token {
@@ -77,7 +82,7 @@ impl Exchanger {
             .collect();
         let cache = ExchangeCache { store, memory };
         let grants = tokio::sync::Semaphore::new(MAX_CONCURRENT_EXCHANGES);
-        Self(Arc::new(Inner { oidc, cache, routes, inflight: Mutex::default(), grants, margin_secs }))
+        Self(Arc::new(Inner { providers, cache, routes, inflight: Mutex::default(), grants }))
     }
 
     /// Are there exchange routes at all? (`/session` lists their tokens' expiry only then.)
@@ -108,7 +113,10 @@ impl Exchanger {
         let usable_until = session.access_expires_at.min(session.absolute_expires_at);
         // Boxed: rarely taken, and large (the IdP call, the store and its lock).
         let dpop = session.dpop.as_ref().and_then(|k| k.signer().cloned());
-        Box::pin(self.exchange_once(key, subject, spec, usable_until, dpop)).await
+        let Some(oidc) = self.0.providers.of(session.provider.as_deref()).cloned() else {
+            return Err(ErrorCode::SessionExpired.into());
+        };
+        Box::pin(self.exchange_once(key, subject, spec, usable_until, dpop, oidc)).await
     }
 
     async fn exchange_once(
@@ -118,6 +126,7 @@ impl Exchanger {
         spec: &ExchangeSpec,
         usable_until: i64,
         dpop: Option<Arc<Signer>>,
+        oidc: Arc<Oidc>,
     ) -> Result<HeaderValue, AppError> {
         let Some(token) = subject.to_str().ok().and_then(|b| b.strip_prefix("Bearer ")) else {
             return Err(ErrorCode::IdpUnavailable.into());
@@ -139,6 +148,7 @@ impl Exchanger {
                         spec: spec.clone(),
                         usable_until,
                         dpop,
+                        oidc,
                     };
                     let task = tokio::spawn(job.run());
                     async move { task.await.unwrap_or(Outcome::Failed(ErrorCode::IdpUnavailable.into())) }
@@ -154,7 +164,8 @@ impl Exchanger {
     /// whichever access token they came from. A tombstone takes each place for as long as an
     /// exchange already under way could still try to cache its result there.
     pub async fn forget(&self, session: &Session) {
-        let until = now() + lock_ttl(self.0.oidc.settings().http_timeout).as_secs() as i64;
+        let timeout = self.0.providers.of(session.provider.as_deref()).map(|p| p.settings().http_timeout);
+        let until = now() + lock_ttl(timeout.unwrap_or(std::time::Duration::from_secs(120))).as_secs() as i64;
         for (prefix, _) in &self.0.routes {
             self.0.cache.bury(&entry_id(session.logout_token.as_bytes(), prefix), until).await;
         }
@@ -200,6 +211,8 @@ struct Job {
     usable_until: i64,
     /// The session's DPoP signer: the exchange carries a proof, and its token is bound too.
     dpop: Option<Arc<Signer>>,
+    /// The session's provider.
+    oidc: Arc<Oidc>,
 }
 
 /// Leaves the in-flight map however the job ends (even by a panic).
@@ -230,7 +243,7 @@ impl Job {
         // holder that failed must not make the others wait out the lock), and retried by the
         // waiters, so one of them takes over from a holder that failed or died.
         let owner: [u8; 16] = crate::secret::random_bytes();
-        let ttl = lock_ttl(x.0.oidc.settings().http_timeout);
+        let ttl = lock_ttl(self.oidc.settings().http_timeout);
         let deadline = tokio::time::Instant::now() + ttl;
         loop {
             match store.try_lock(&self.flight, &owner, ttl.as_millis() as i64).await {
@@ -264,7 +277,7 @@ impl Job {
     /// The exchange at the IdP (one of at most `MAX_CONCURRENT_EXCHANGES`) and its caching.
     async fn exchange_and_cache(&self, key: &Key<'_>) -> Outcome {
         let x = &self.exchanger.0;
-        let provider = match x.oidc.provider() {
+        let provider = match self.oidc.provider() {
             Ok(p) => p,
             Err(e) => return Outcome::Failed(e.into()),
         };
@@ -272,7 +285,7 @@ impl Job {
             return Outcome::Failed(ErrorCode::IdpUnavailable.into());
         };
         let issued_at = now();
-        let answer = x.oidc.exchange_token(&provider, &self.token, &self.spec, self.dpop.as_deref()).await;
+        let answer = self.oidc.exchange_token(&provider, &self.token, &self.spec, self.dpop.as_deref()).await;
         drop(permit);
         let outcome = match answer {
             Ok(set) => match bearer_value(set.access_token.expose()) {
@@ -298,7 +311,9 @@ impl Job {
         };
         metrics::counter!("bff_token_exchanges_total", "outcome" => kind).increment(1);
         let until = match &outcome {
-            Outcome::Token { expires_at, .. } => renew_at(issued_at, *expires_at, x.margin_secs),
+            Outcome::Token { expires_at, .. } => {
+                renew_at(issued_at, *expires_at, self.oidc.settings().refresh_margin_secs as i64)
+            }
             _ => issued_at + REFUSAL_SECS,
         };
         x.cache.put(key, &outcome, until.min(self.usable_until), now()).await;

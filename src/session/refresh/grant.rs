@@ -14,6 +14,8 @@ use std::sync::Arc;
 /// What a refreshed ID token must keep (`iss` is fixed by configuration and checked exactly by
 /// validation).
 pub(super) struct Original {
+    /// The session's provider: the only one that may refresh it.
+    pub oidc: Arc<Oidc>,
     pub sub: String,
     pub aud: Vec<String>,
     /// When the session's current access token was issued (to judge a cached answer).
@@ -57,7 +59,8 @@ pub(super) fn apply(session: &mut Session, fresh: &Fresh, from: &[u8; 32]) {
     session.refreshed_from = Some(*from);
 }
 
-pub(super) async fn refresh_grant(oidc: &Oidc, rt: &Secret, original: &Original) -> Outcome {
+pub(super) async fn refresh_grant(rt: &Secret, original: &Original) -> Outcome {
+    let oidc = &original.oidc;
     let Ok(provider) = oidc.provider() else {
         return Outcome::Temporary(ErrorCode::IdpUnavailable);
     };

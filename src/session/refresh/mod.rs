@@ -25,7 +25,7 @@ use super::model::Session;
 use super::seal::{SharedLabel, shared_id};
 use crate::clock::now;
 use crate::error::{AppError, ErrorCode};
-use crate::oidc::Oidc;
+use crate::oidc::providers::Providers;
 use crate::secret::Secret;
 use crate::store::Store;
 use cache::{CacheHit, RefreshCache, lock};
@@ -67,13 +67,12 @@ const MAX_CONCURRENT_GRANTS: usize = 64;
 pub struct Refresher(Arc<Inner>);
 
 struct Inner {
-    oidc: Arc<Oidc>,
+    providers: Arc<Providers>,
     /// `[session] url`: the shared cache and the refresh locks live there.
     store: Option<Store>,
     cache: RefreshCache,
     inflight: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
     grants: tokio::sync::Semaphore,
-    margin_secs: u64,
 }
 
 impl std::fmt::Debug for Refresher {
@@ -84,17 +83,17 @@ impl std::fmt::Debug for Refresher {
 
 impl Refresher {
     /// `memory`: the instance's in-memory cache (used when there is no store).
-    pub fn new(oidc: Arc<Oidc>, store: Option<Store>, memory: crate::session::memory_cache::Shared) -> Self {
-        let settings = oidc.settings();
-        let cache = RefreshCache::new(store.clone(), settings.refresh_grace_secs, memory);
-        let margin_secs = settings.refresh_margin_secs;
+    /// The shared cache serves every provider's sessions with the `[oidc]` (default)
+    /// provider's `refresh_grace_secs`; margins and timeouts are each session's provider's.
+    pub fn new(providers: Arc<Providers>, store: Option<Store>, memory: crate::session::memory_cache::Shared) -> Self {
+        let grace = providers.default_provider().settings().refresh_grace_secs;
+        let cache = RefreshCache::new(store.clone(), grace, memory);
         Self(Arc::new(Inner {
-            oidc,
+            providers,
             store,
             cache,
             inflight: Mutex::default(),
             grants: tokio::sync::Semaphore::new(MAX_CONCURRENT_GRANTS),
-            margin_secs,
         }))
     }
 
@@ -111,7 +110,11 @@ impl Refresher {
     /// Does `session` need a refresh at `t`?
     pub(super) fn needed(&self, session: &Session, when: When, t: i64) -> bool {
         match when {
-            When::Due => due(session, t, self.0.margin_secs),
+            When::Due => {
+                let margin =
+                    self.0.providers.of(session.provider.as_deref()).map_or(0, |p| p.settings().refresh_margin_secs);
+                due(session, t, margin)
+            }
             When::Expired => t >= session.access_expires_at,
         }
     }
@@ -136,6 +139,11 @@ impl Refresher {
     }
 
     async fn refresh_session(&self, session: &mut Session, when: When) -> Result<bool, RefreshFailure> {
+        // Only the session's own provider refreshes it (SPEC §3.7).
+        let Some(oidc) = self.0.providers.of(session.provider.as_deref()).cloned() else {
+            tracing::warn!("the session's provider is no longer configured; ending it");
+            return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
+        };
         let mut changed = false;
         // A cached answer may itself have been refreshed since (several rotations within the grace
         // period): follow the chain to its newest link, so that an old cookie is never answered with
@@ -190,6 +198,7 @@ impl Refresher {
                     .entry(id)
                     .or_insert_with(|| {
                         let original = Original {
+                            oidc: oidc.clone(),
                             sub: session.sub.clone(),
                             aud: session.audience(),
                             issued_at: session.access_issued_at,
@@ -287,7 +296,7 @@ async fn run_refresh(refresher: Refresher, id: [u8; 32], rt: Secret, original: O
     // refetch (each bounded by http_timeout), the cache read and write (each bounded by the
     // store's timeout), plus margin. The grant slot is taken before the lock, so waiting for
     // one never eats into it. Expiry is on the store's clock.
-    let http_timeout = r.oidc.settings().http_timeout;
+    let http_timeout = original.oidc.settings().http_timeout;
     let lock_ttl = lock_ttl(http_timeout);
     let lock_ttl_ms = lock_ttl.as_millis() as i64;
     // The grant slot first: the lock's lifetime must not be spent queueing for one.
@@ -353,7 +362,7 @@ async fn grant_and_cache(
             Err(_) => return (Outcome::Temporary(ErrorCode::IdpUnavailable), true),
         },
     };
-    let outcome = refresh_grant(&r.oidc, rt, original).await;
+    let outcome = refresh_grant(rt, original).await;
     drop(permit);
     let t = now();
     let shared = match &outcome {

@@ -84,7 +84,8 @@ async fn state_with(server: &MockServer) -> Fixture {
     let settings = Settings::from_toml_str(&toml, vec![]).unwrap_or_else(|e| panic!("{e}"));
     let oidc = Arc::new(crate::oidc::Oidc::new(settings.oidc.clone()).unwrap_or_else(|e| panic!("{e}")));
     oidc.load().await.unwrap_or_else(|e| panic!("{e}"));
-    let sessions = Sessions::new(&settings.session, None, oidc, &settings.routes);
+    let providers = Arc::new(crate::oidc::providers::Providers::single(oidc));
+    let sessions = Sessions::new(&settings.session, None, providers, &settings.routes);
     Fixture { sessions, refresh_grace_secs: settings.oidc.refresh_grace_secs }
 }
 
@@ -107,6 +108,7 @@ fn expired_session(rt: &str) -> Session {
         logout_token: LogoutToken::random(),
         stored: None,
         dpop: None,
+        provider: None,
     }
 }
 
