@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# README's first command: the demo IdP (tests/idp, oidc-provider) on 127.0.0.1:9000, the
-# upstream echo API (examples/echo-api) on 127.0.0.1:9001, and oidc-bff with config/demo.toml
-# on 127.0.0.1:8080 serving the sample SPA (examples/spa) and proxying /api to the echo API.
-# Ctrl-C stops all three. Loopback only.
+# README's first command: two demo IdPs (tests/idp, oidc-provider) — the company's on
+# 127.0.0.1:9000 and the partners' on 127.0.0.1:9002, each with its own keys —, the upstream
+# echo API (examples/echo-api) on 127.0.0.1:9001, and oidc-bff with config/demo.toml on
+# 127.0.0.1:8080 serving the sample SPA (examples/spa) and proxying /api to the echo API.
+# Ctrl-C stops them all. Loopback only.
 #
 # SPA-mode login (the IdP returns to the SPA page /signed-in, which posts to /login/end):
 #   BFF_OIDC__REDIRECT_URI=http://127.0.0.1:8080/signed-in scripts/demo.sh
+# (that variable is [oidc]'s, the company IdP's; the partners' logins keep /callback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,19 +21,32 @@ idp_config='{"port":9000,"clients":[{"client_id":"demo-spa","client_secret":"dem
   "token_endpoint_auth_method":"client_secret_basic",
   "redirect_uris":["http://127.0.0.1:8080/callback","http://127.0.0.1:8080/signed-in"],
   "post_logout_redirect_uris":["http://127.0.0.1:8080/"]}]}'
+# The [[providers]] entry "partners" of config/demo.toml: another issuer (envId), another client.
+partners_config='{"port":9002,"envId":"PARTNERS","clients":[{"client_id":"demo-partners",
+  "client_secret":"demo-partners-secret-not-for-production",
+  "token_endpoint_auth_method":"client_secret_basic",
+  "redirect_uris":["http://127.0.0.1:8080/callback","http://127.0.0.1:8080/signed-in"],
+  "post_logout_redirect_uris":["http://127.0.0.1:8080/"]}]}'
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 
-# The IdP exits when its stdin closes; keep it open for the life of this script.
+# Both IdPs start at once (key generation dominates their start-up); oidc-bff needs both.
+# A background job's stdin is /dev/null, which server.js ignores: it lives until killed.
+rm -f .demo/idp.out .demo/partners-idp.out
 IDP_CONFIG="$idp_config" node tests/idp/server.js > .demo/idp.out 2> .demo/idp.log &
 pids+=($!)
-for _ in $(seq 1 100); do
-  grep -q '"ready":true' .demo/idp.out 2>/dev/null && break
-  sleep 0.1
+IDP_CONFIG="$partners_config" node tests/idp/server.js > .demo/partners-idp.out 2> .demo/partners-idp.log &
+pids+=($!)
+for idp in idp partners-idp; do
+  for _ in $(seq 1 100); do
+    grep -q '"ready":true' ".demo/$idp.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q '"ready":true' ".demo/$idp.out" ||
+    { echo "the demo IdP did not start; see .demo/$idp.log" >&2; exit 1; }
 done
-grep -q '"ready":true' .demo/idp.out || { echo "the demo IdP did not start; see .demo/idp.log" >&2; exit 1; }
 
 node examples/echo-api/echo.mjs 9001 &
 pids+=($!)
@@ -46,7 +61,9 @@ done
 cat <<MSG
 
   oidc-bff demo is running.
-  Open  http://127.0.0.1:8080/  and click "Log in": any user name works at the demo IdP.
+  Open  http://127.0.0.1:8080/  and pick an IdP: "Log in with default" (the company's,
+  127.0.0.1:9000) or "Log in with partners" (the partners', 127.0.0.1:9002). Any user name
+  works at either; the page shows which one you used.
   "Call API" goes through oidc-bff to the echo API on 127.0.0.1:9001.
   Ctrl-C stops it.
 

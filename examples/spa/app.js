@@ -10,10 +10,18 @@ const show = (id, on) => { $(id).hidden = !on; };
 const text = (id, value) => { $(id).textContent = value; };
 
 let session = null;
+// The IdPs the BFF offers (SPEC §3.7), as an anonymous GET /session lists them: empty with
+// only one, which the plain "Log in" button uses.
+let providers = [];
 
 const bff = createBff({
   // A 401 from an API call: the session ended (logged out elsewhere, refresh refused).
-  onUnauthenticated: () => render(null, 'Your session has ended. Log in again to continue.'),
+  onUnauthenticated: () => {
+    const notice = 'Your session has ended. Log in again to continue.';
+    render(null, notice);
+    // A page that started logged in never learnt which IdPs there are: ask now.
+    load(notice).catch(fail);
+  },
 });
 
 function fail(err) {
@@ -35,6 +43,24 @@ function tick() {
   text('session-expires-in', relative(session.session_expires_at));
 }
 
+function loginButton(name) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.id = `login-${name}`; // provider names are [a-z0-9-]
+  button.dataset.provider = name;
+  button.textContent = `Log in with ${name}`;
+  button.addEventListener('click', () => bff.login({ provider: name }));
+  return button;
+}
+
+function renderLogin() {
+  const several = providers.length > 1;
+  show('login', !several);
+  show('providers', several);
+  const shown = [...$('providers').children].map((b) => b.dataset.provider);
+  if (shown.join('\n') !== providers.join('\n')) $('providers').replaceChildren(...providers.map(loginButton));
+}
+
 function render(s, notice) {
   session = s;
   document.body.dataset.state = s ? 'authenticated' : 'anonymous';
@@ -44,6 +70,7 @@ function render(s, notice) {
   show('notice', Boolean(notice));
   if (!s) {
     text('status', 'Not logged in');
+    renderLogin();
     return;
   }
   const c = s.claims || {};
@@ -51,6 +78,8 @@ function render(s, notice) {
   text('name', c.name || c.preferred_username || s.sub);
   text('sub', s.sub);
   text('email', c.email || '—');
+  text('provider', s.provider || '—');
+  text('provider-issuer', c.iss ? `(${c.iss})` : '');
   text('expires', new Date(s.expires_at * 1000).toLocaleString());
   $('expires').dataset.unix = String(s.expires_at);
   text('session-expires', new Date(s.session_expires_at * 1000).toLocaleString());
@@ -77,16 +106,26 @@ async function callApi(path) {
   $('api-result').classList.toggle('muted', false);
   $('api-result').dataset.status = String(res.status);
   // The call may have refreshed the access token: show the new expiry.
-  render(await bff.session());
+  await load();
+}
+
+async function load(notice) {
+  const status = await bff.status();
+  providers = status.providers;
+  render(status.session, notice);
 }
 
 async function start() {
   if (bff.isLoginCallback()) {
     // SPA mode: the IdP redirected to this page; hand its URL to the BFF.
-    render(await bff.completeLogin());
-  } else {
-    render(await bff.session());
+    try {
+      render(await bff.completeLogin());
+      return;
+    } catch (err) {
+      fail(err); // and offer the login again, with every IdP
+    }
   }
+  await load();
 }
 
 $('login').addEventListener('click', () => bff.login());

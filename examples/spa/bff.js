@@ -12,8 +12,12 @@
 //   bff.fetch(path, init)    fetch() with `X-CSRF: 1` and same-origin credentials; a 401 calls
 //                            onUnauthenticated(response) (if given), then resolves as usual
 //   bff.session()            GET /session: the session object, or null when anonymous
-//   bff.login(returnTo)      navigate to GET /login (redirect mode; default: this page)
-//   bff.startLogin(returnTo) POST /login/start, then navigate to the authorization URL
+//   bff.status()             GET /session: { session, providers }; session as above, providers
+//                            the IdPs to offer when anonymous and the BFF has several ([] else)
+//   bff.login(returnTo)      navigate to GET /login (redirect mode; default: this page); or
+//                            bff.login({ returnTo, provider }) to choose the IdP (SPEC §3.7)
+//   bff.startLogin(returnTo) POST /login/start, then navigate to the authorization URL; also
+//                            takes { returnTo, provider }
 //   bff.isLoginCallback()    does this page's URL carry the IdP's answer (state + code/error)?
 //   bff.completeLogin()      POST /login/end with this page's URL (SPA mode: redirect_uri is an
 //                            SPA page); resolves to the session (with `return_to`); the code is
@@ -31,6 +35,12 @@ export class BffError extends Error {
 }
 
 const here = () => location.pathname + location.search + location.hash;
+
+// login() and startLogin() take a returnTo string, as they always have, or an options object.
+function loginOptions(arg) {
+  const { returnTo = here(), provider } = typeof arg === 'string' ? { returnTo: arg } : (arg ?? {});
+  return { returnTo, provider };
+}
 
 async function failure(res) {
   let body = {};
@@ -57,21 +67,37 @@ export function createBff({ base = '', onUnauthenticated } = {}) {
     },
 
     async session() {
+      return (await bff.status()).session;
+    },
+
+    // One request for both: an anonymous answer is where the BFF lists its IdPs.
+    async status() {
       const res = await call(`${base}/session`, { cache: 'no-store' });
-      if (res.status === 401) return null;
+      if (res.status === 401) {
+        let body = {};
+        try {
+          body = await res.json();
+        } catch {
+          // not JSON: anonymous all the same
+        }
+        return { session: null, providers: Array.isArray(body.providers) ? body.providers : [] };
+      }
       if (!res.ok) throw await failure(res);
-      return res.json();
+      return { session: await res.json(), providers: [] };
     },
 
-    login(returnTo = here()) {
-      location.assign(`${base}/login?return_to=${encodeURIComponent(returnTo)}`);
+    login(options) {
+      const { returnTo, provider } = loginOptions(options);
+      const choice = provider ? `&provider=${encodeURIComponent(provider)}` : '';
+      location.assign(`${base}/login?return_to=${encodeURIComponent(returnTo)}${choice}`);
     },
 
-    async startLogin(returnTo = here()) {
+    async startLogin(options) {
+      const { returnTo, provider } = loginOptions(options);
       const res = await call(`${base}/login/start`, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ return_to: returnTo }),
+        body: JSON.stringify(provider ? { return_to: returnTo, provider } : { return_to: returnTo }),
       });
       if (!res.ok) throw await failure(res);
       const { authorization_url: url } = await res.json();

@@ -192,3 +192,51 @@ fn oidc_resource_is_a_list_of_absolute_uris_and_not_an_auth_param() {
     let toml = minimal().replace("[session]", "auth_params = { resource = \"https://x.example/\" }\n[session]");
     assert!(errors(&toml, vec![]).iter().any(|l| l.starts_with("oidc.auth_params: resource is set by oidc-bff")));
 }
+
+#[test]
+fn providers_are_read_like_oidc_from_their_own_keys_and_named_in_every_problem() {
+    let toml = format!(
+        "{}\n[[providers]]\nname = \"partners\"\nissuer = \"https://login.example.com/t/v2.0\"\nclient_id = \"p\"\n\
+         client_secret_file = \"/nonexistent/partners-secret\"\n",
+        minimal()
+            .replace("client_secret = \"s3cret\"", "client_secret = \"s3cret\"\ndpop = true\nscopes = [\"openid\"]")
+    );
+    // The file's secret is missing; the environment supplies it, by the provider's name.
+    let vars = vec![
+        ("BFF_PROVIDERS__PARTNERS__CLIENT_SECRET_FILE".to_owned(), String::new()),
+        ("BFF_PROVIDERS__PARTNERS__CLIENT_SECRET".to_owned(), "0123".to_owned()),
+    ];
+    let s = Settings::from_toml_str(&toml, vars).map_err(|e| e.to_string());
+    let p = &s.as_ref().map_err(String::as_str).unwrap_or_else(|e| panic!("{e}")).providers;
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].name.as_str(), p[0].client_secret.expose()), ("partners", "0123"));
+    // Unset keys take the built-in defaults, never [oidc]'s values.
+    assert!(!p[0].dpop);
+    assert_eq!(p[0].scope, "openid profile email offline_access");
+    assert_eq!(p[0].redirect_uri.as_str(), "https://app.example.com/callback");
+
+    let bad = format!(
+        "{}\n[[providers]]\nname = \"partners\"\nissuer = \"https://auth.pingone.com/ENV/as\"\nclientid = \"x\"\n\
+         [[providers]]\nname = \"Bad_Name\"\n[[providers]]\nname = \"default\"\n\
+         [[providers]]\nname = \"p2\"\nissuer = \"https://auth.pingone.com/ENV/as\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+         redirect_uri = \"https://app.example.com/callback/partners\"\n\
+         [[routes]]\nprefix = \"/api\"\nupstream = \"http://api:1\"\nproviders = [\"nobody\"]\n",
+        minimal()
+    );
+    let mut e = errors(&bad, vec![("BFF_PROVIDERS__GHOST__CLIENT_ID".to_owned(), "x".to_owned())]);
+    e.sort();
+    let want = [
+        "providers.default.name: \"default\" is [oidc]'s name",
+        "providers.ghost: set from the environment, but no [[providers]] entry has that name",
+        "providers.p2.redirect_uri: /callback/partners is the callback of provider \"partners\"",
+        "providers.partners.client_id: required",
+        "providers.partners.client_secret: required",
+        "providers.partners.clientid: unknown key",
+        "providers.p2.issuer: already the issuer of provider \"default\"",
+        "providers[1].name: \"Bad_Name\" must match",
+        "routes[0].providers: \"nobody\" is not a configured provider",
+    ];
+    for w in want {
+        assert!(e.iter().any(|l| l.starts_with(w)), "missing {w:?} in {e:#?}");
+    }
+}

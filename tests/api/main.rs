@@ -18,6 +18,7 @@ mod logs;
 mod ops;
 mod pool;
 mod props;
+mod providers;
 mod proxy;
 mod stores;
 mod streaming;

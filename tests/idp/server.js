@@ -41,6 +41,9 @@ const exchangeTtl = cfg.exchangeTtl ?? 600;
 const parEnabled = cfg.par ?? true;
 const requirePar = cfg.requirePar ?? false;
 const dpopEnabled = cfg.dpop ?? true;
+// RFC 9207: oidc-provider always sends `iss` in authorization responses and advertises it;
+// `false` makes this IdP look like one that predates the RFC (both are stripped below).
+const issAuthResp = cfg.issAuthResp ?? true;
 if (requirePar && !parEnabled) die('requirePar needs par');
 if (cfg.dpopNonce && !dpopEnabled) die('dpopNonce needs dpop');
 // Server-provided DPoP nonces (RFC 9449 §8): the secret is fixed for the process (rotate-keys
@@ -125,7 +128,16 @@ async function findAccount(ctx, sub) {
 const events = {
   grants: { authorization_code: 0, refresh_token: 0, token_exchange: 0 },
   revocations: 0, end_sessions: 0, introspections: 0,
+  // Every POST to the token endpoint, whatever the answer: `grants` only sees successes, and a
+  // mix-up test must prove that a code never reached the wrong IdP at all.
+  token_requests: { total: 0, authorization_code: 0, refresh_token: 0, token_exchange: 0 },
 };
+function countTokenRequest(grantType) {
+  const type = grantType === TOKEN_EXCHANGE ? 'token_exchange'
+    : typeof grantType === 'string' && grantType ? grantType : 'none';
+  events.token_requests.total += 1;
+  events.token_requests[type] = (events.token_requests[type] ?? 0) + 1;
+}
 // The RFC 8707/8693 parameters of the newest 200 authorization and token requests (for
 // /__test/requests): tests check what the BFF sent, not only what it received.
 const requests = [];
@@ -273,6 +285,30 @@ function interactions(provider) {
   };
 }
 
+// issAuthResp: false. The library adds `iss` to every authorization response (success and
+// error, each response mode) and to discovery, with no switch: take them out of the answer.
+function withoutIss(ctx) {
+  if (ctx.path.startsWith('/.well-known/') && ctx.body && typeof ctx.body === 'object') {
+    delete ctx.body.authorization_response_iss_parameter_supported;
+    return;
+  }
+  if (!/^\/authorize(\/|$)/.test(ctx.path)) return;
+  const location = ctx.response.get('Location');
+  if (location && /^https?:\/\//i.test(location)) { // query and fragment modes
+    const url = new URL(location);
+    const fragment = new URLSearchParams(url.hash.slice(1));
+    if (!url.searchParams.has('iss') && !fragment.has('iss')) return;
+    if (url.searchParams.has('iss')) url.searchParams.delete('iss');
+    if (fragment.has('iss')) {
+      fragment.delete('iss');
+      url.hash = fragment.toString();
+    }
+    ctx.redirect(url.href); // keeps the status (303), redoes the "Redirecting to" body
+  } else if (ctx.response.is('html') && typeof ctx.body === 'string') { // form_post
+    ctx.body = ctx.body.replace(/\s*<input type="hidden" name="iss" value="[^"]*"\/>/g, '');
+  }
+}
+
 // ---- Provider ---------------------------------------------------------------------------
 const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
 let keys;
@@ -365,6 +401,10 @@ function buildProvider(issuer) {
   // v9 emits no revocation.success / introspection.success: count answered requests.
   provider.use(async (ctx, next) => {
     await next();
+    if (!issAuthResp) withoutIss(ctx);
+    if (ctx.path === '/token' && ctx.method === 'POST') {
+      countTokenRequest(ctx.oidc?.params?.grant_type ?? ctx.oidc?.body?.grant_type);
+    }
     if (ctx.path === '/authorize' || ctx.path === '/par' || ctx.path === '/token') {
       // A PAR refused by the test switch never reached the library: its form is in ctx.state.
       const params = ctx.oidc?.params ?? ctx.state.refusedPar ?? {};
@@ -549,7 +589,7 @@ async function control(req, res) {
       return json(200, {
         issuer, port: server.address().port, envId, accessTokenTtl, idTokenTtl, refreshTokenTtl,
         bigClaimBytes, signingAlgs, apiScopes, exchangeTtl, kids: keys.map((k) => k.kid),
-        par: parEnabled, requirePar, dpop: dpopEnabled, dpopNonce: dpopNonceRequired,
+        par: parEnabled, requirePar, dpop: dpopEnabled, dpopNonce: dpopNonceRequired, issAuthResp,
         clients: clients.map(({ client_secret: _secret, ...c }) => c),
       });
     default: return json(404, { error: 'not_found' });
@@ -562,7 +602,12 @@ const server = http.createServer((req, res) => {
   if (url.startsWith('/__test/')) {
     control(req, res).catch((err) => { console.error(err); res.writeHead(500).end(); });
   } else if (tokenOutage && url.split('?')[0] === `${prefix}/token`) {
-    res.writeHead(503, { 'content-type': 'text/plain' }).end('unavailable\n');
+    // Never reaches the provider, but it did reach the token endpoint: count it too.
+    const unavailable = (form) => {
+      if (req.method === 'POST') countTokenRequest(form?.get('grant_type'));
+      res.writeHead(503, { 'content-type': 'text/plain' }).end('unavailable\n');
+    };
+    readForm(req).then(unavailable, () => unavailable(undefined));
   } else if (current && (url.startsWith(`${prefix}/`) || url.startsWith(`${prefix}?`) || url === prefix)) {
     // Mount the way express does: oidc-provider derives its mount path from
     // req.originalUrl minus req.url, so every URL it generates carries the prefix.

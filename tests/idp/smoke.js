@@ -80,7 +80,8 @@ function verifyJwt(jwt, jwks) {
 // Browser-like login. expect: 'form' (no session), 'consent' (session, no grant: auto-consent
 // redirect, no form), 'none' (session + grant: authorize redirects straight to the client).
 // par: push the parameters first (RFC 9126), then authorize with client_id and request_uri only.
-async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'form', scope = 'openid profile email offline_access', extra = {}, par = false } = {}) {
+// iss: whether the authorization response must carry RFC 9207's iss (false: must not).
+async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'form', scope = 'openid profile email offline_access', extra = {}, par = false, iss = true } = {}) {
   const verifier = b64u(crypto.randomBytes(32));
   const state = b64u(crypto.randomBytes(16));
   const nonce = b64u(crypto.randomBytes(16));
@@ -125,7 +126,7 @@ async function login(idp, client, { jar = new Jar(), user = 'alice', expect = 'f
   }
   assert.equal(`${loc.origin}${loc.pathname}`, client.redirect_uris[0]);
   assert.equal(loc.searchParams.get('state'), state);
-  assert.equal(loc.searchParams.get('iss'), idp.issuer, 'RFC 9207 iss');
+  assert.equal(loc.searchParams.get('iss'), iss ? idp.issuer : null, 'RFC 9207 iss');
   return { code: loc.searchParams.get('code'), verifier, nonce, state, jar };
 }
 
@@ -191,6 +192,7 @@ const C = { client_id: 'bff-ps', client_secret: 'ps-secret', redirect_uris: [`${
 const server = startIdp({ clients: [A, B, C], signingAlgs: ['RS256', 'PS256', 'ES256'], bigClaimBytes: 5000, accessTokenTtl: 300 });
 let idp2; // requirePar + dpopNonce
 let idp3; // par: false, dpop: false
+let idp4; // issAuthResp: false
 let failed = false;
 try {
   const idp = await server.ready;
@@ -366,7 +368,11 @@ try {
 
   // 9. Counters and config.
   const ev = await getJson(`http://127.0.0.1:${idp.port}/__test/events`);
-  assert.deepEqual(ev, { grants: { authorization_code: 8, refresh_token: 5, token_exchange: 2 }, revocations: 1, end_sessions: 1, introspections: 1 });
+  assert.deepEqual(ev, {
+    grants: { authorization_code: 8, refresh_token: 5, token_exchange: 2 }, revocations: 1, end_sessions: 1, introspections: 1,
+    // Refused ones too: 2 replayed codes, 7 refused refreshes, 3 refused exchanges.
+    token_requests: { total: 27, authorization_code: 10, refresh_token: 12, token_exchange: 5 },
+  });
   const conf = await getJson(`http://127.0.0.1:${idp.port}/__test/config`);
   assert.ok(!JSON.stringify(conf).includes('secret"'), 'no secrets');
   assert.deepEqual(conf.clients[0].grant_types, ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange']);
@@ -530,6 +536,60 @@ try {
   assert.deepEqual([t.status, t.json.token_type], [200, 'Bearer'], 'the DPoP header is ignored');
   log('par: false, dpop: false: discovery lacks both, /par is 404, a DPoP header is ignored (token_type Bearer)');
 
+  // issAuthResp: false on a fourth IdP: an IdP without RFC 9207 (no iss, not advertised).
+  idp4 = startIdp({ clients: [A], signingAlgs: ['ES256'], issAuthResp: false });
+  const i4 = await idp4.ready;
+  const disc4 = await getJson(`${i4.issuer}/.well-known/openid-configuration`);
+  assert.ok(!('authorization_response_iss_parameter_supported' in disc4), 'not advertised');
+  assert.ok(!('authorization_response_iss_parameter_supported' in await getJson(`${i4.issuer}/.well-known/oauth-authorization-server`)));
+  assert.equal(disc4.issuer, i4.issuer);
+  assert.equal((await getJson(`http://127.0.0.1:${i4.port}/__test/config`)).issAuthResp, false);
+  const l14 = await login(i4, A, { scope: 'openid', iss: false }); // asserts: no iss
+  assert.equal((await exchange(i4, A, l14)).status, 200);
+  const l15 = await login(i4, A, { scope: 'openid', par: true, iss: false, jar: l14.jar, expect: 'none' });
+  assert.equal((await exchange(i4, A, l15)).status, 200);
+  res = await fetch(`${i4.issuer}/authorize?${form({ response_type: 'code', client_id: A.client_id, redirect_uri: A.redirect_uris[0], scope: 'openid', state: 'nopkce' })}`, { redirect: 'manual' });
+  let loc4 = new URL(res.headers.get('location'));
+  assert.deepEqual([res.status, loc4.searchParams.get('error'), loc4.searchParams.get('state'), loc4.searchParams.has('iss')], [303, 'invalid_request', 'nopkce', false], 'error responses too');
+  assert.ok(!(await res.text()).includes('iss='), 'nor in the redirect body');
+  // form_post and fragment response modes, with the IdP session (no interaction): compared
+  // with the first IdP, whose answers do carry iss.
+  const direct = (i, jar, mode) => req(jar, `${i.issuer}/authorize?${form({
+    response_type: 'code', response_mode: mode, client_id: A.client_id, redirect_uri: A.redirect_uris[0], scope: 'openid', state: mode,
+    code_challenge: b64u(crypto.randomBytes(32)), code_challenge_method: 'S256',
+  })}`);
+  const fp = await Promise.all([[idp, l1.jar], [i4, l14.jar]].map(async ([i, jar]) => {
+    const r = await direct(i, jar, 'form_post');
+    assert.equal(r.status, 200, 'form_post answers the auto-submitting form');
+    const page = await r.text();
+    return ['code', 'state', 'iss'].map((n) => page.includes(`name="${n}"`));
+  }));
+  assert.deepEqual(fp, [[true, true, true], [true, true, false]], 'form_post: iss only from the RFC 9207 IdP');
+  res = await direct(i4, l14.jar, 'fragment');
+  loc4 = new URL(res.headers.get('location'));
+  const frag = new URLSearchParams(loc4.hash.slice(1));
+  assert.deepEqual([res.status, frag.has('code'), frag.get('state'), frag.has('iss')], [303, true, 'fragment', false]);
+  log('issAuthResp: false: discovery lacks authorization_response_iss_parameter_supported; no iss in query, error, PAR, fragment or form_post responses');
+
+  // token_requests counts what reached the token endpoint whatever the answer: a code of the
+  // first IdP presented to this one (a mix-up) is refused, and counted; grants are not.
+  const before4 = await getJson(`http://127.0.0.1:${i4.port}/__test/events`);
+  assert.deepEqual(before4.token_requests, { total: 2, authorization_code: 2, refresh_token: 0, token_exchange: 0 });
+  const foreign = await login(idp, A, { scope: 'openid' });
+  t = await exchange(i4, A, foreign);
+  assert.deepEqual([t.status, t.json.error], [400, 'invalid_grant']);
+  await post(`http://127.0.0.1:${i4.port}/__test/outage`);
+  t = await refresh(i4, A, 'any');
+  assert.equal(t.status, 503);
+  await fetch(`http://127.0.0.1:${i4.port}/__test/outage`, { method: 'DELETE' });
+  t = await token(i4, A, { code: 'x' }); // no grant_type at all
+  assert.deepEqual([t.status, t.json.error], [400, 'invalid_request']);
+  const after4 = await getJson(`http://127.0.0.1:${i4.port}/__test/events`);
+  assert.deepEqual(after4.grants, before4.grants, 'no new grant');
+  assert.deepEqual(after4.token_requests, { total: 5, authorization_code: 3, refresh_token: 1, token_exchange: 0, none: 1 });
+  assert.equal((await exchange(idp, A, foreign)).status, 200, 'the code is still good at its own IdP');
+  log('token_requests: a refused foreign code, an outage 503 and a request without grant_type are counted; grants unchanged');
+
   // 10. Shutdown: SIGTERM exits 0; stdout carried exactly one line.
   server.child.kill('SIGTERM');
   const [code] = await once(server.child, 'exit');
@@ -549,11 +609,12 @@ try {
   failed = true;
   console.error('SMOKE FAILED:', err);
   console.error('--- server stderr ---\n', server.stderr());
-  for (const other of [idp2, idp3]) if (other) console.error('--- other server stderr ---\n', other.stderr());
+  for (const other of [idp2, idp3, idp4]) if (other) console.error('--- other server stderr ---\n', other.stderr());
 } finally {
   server.child.kill('SIGTERM');
   idp2?.child.kill('SIGTERM');
   idp3?.child.kill('SIGTERM');
+  idp4?.child.kill('SIGTERM');
   rp.close();
 }
 console.log(failed ? 'smoke: FAIL' : 'smoke: OK');
