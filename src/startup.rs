@@ -79,9 +79,10 @@ impl App {
     /// Use an already-bound listener (tests bind port 0 first so they know the port).
     pub fn with_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
         install_crypto_providers();
-        if let crate::settings::ClientAuth::PrivateKeyJwt(key) = &settings.oidc.client_auth
-            && key.alg == jsonwebtoken::Algorithm::RS256
-        {
+        let all_providers = || std::iter::once(&settings.oidc).chain(&settings.providers);
+        if all_providers().any(|p| {
+            matches!(&p.client_auth, crate::settings::ClientAuth::PrivateKeyJwt(key) if key.alg == jsonwebtoken::Algorithm::RS256)
+        }) {
             // Accepted in deny.toml for this configuration only (docs/security.md).
             tracing::warn!(
                 advisory = "RUSTSEC-2023-0071",
@@ -91,7 +92,7 @@ impl App {
             );
         }
         let https = |u: &str| u.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
-        if https(&settings.oidc.issuer) || settings.routes.iter().any(|r| https(&r.upstream)) {
+        if all_providers().any(|p| https(&p.issuer)) || settings.routes.iter().any(|r| https(&r.upstream)) {
             crate::tls::preload()?;
         }
         let admin = match settings.server.admin_listen {
@@ -139,6 +140,12 @@ impl App {
             };
             tokio::spawn(crate::admin::serve(l, handle, admin_limits, stopped, server.shutdown_timeout))
         });
+        // Now that a recorder may exist: every provider's readiness, so that one down since
+        // start-up shows as 0 rather than as no series at all.
+        for p in state.providers.iter() {
+            metrics::gauge!("bff_provider_ready", "provider" => p.name().to_owned())
+                .set(f64::from(u8::from(p.is_ready())));
+        }
         let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<StartupError>(2);
         // Resolves only on a fatal error (issuer mismatch, a schema the binary does not know);
         // the senders going away (discovery done) must not end the server.

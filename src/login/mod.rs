@@ -32,8 +32,8 @@ use tokio::sync::Semaphore;
 use tx::LoginTx;
 use url::Url;
 
-/// Code exchanges allowed in flight at once on one instance.
-pub const MAX_CONCURRENT_EXCHANGES: usize = 256;
+/// Code exchanges (and PAR pushes) allowed in flight at once on one instance, per provider.
+pub const MAX_CONCURRENT_EXCHANGES: usize = crate::oidc::LOGIN_SLOTS;
 
 /// The authorization response, however it reached us.
 /// Unknown parameters (IdPs add `scope`, `session_state`, `authuser`…; an SPA page may have its
@@ -103,8 +103,6 @@ pub struct Login {
     /// States completed on this instance (replays within the transaction lifetime).
     completed: CompletedStates,
     limiter: ExchangeLimiter,
-    /// Code exchanges in flight (see `complete`).
-    exchanges: Semaphore,
     allowed_origins: Vec<String>,
     absolute_timeout_secs: u64,
 }
@@ -122,15 +120,14 @@ impl Login {
             sessions,
             completed: CompletedStates::default(),
             limiter: ExchangeLimiter::new(settings.server.exchange_rate_per_minute),
-            exchanges: Semaphore::new(MAX_CONCURRENT_EXCHANGES),
             allowed_origins: settings.server.allowed_origins.clone(),
             absolute_timeout_secs: settings.session.absolute_timeout_secs,
         }
     }
 
-    /// The code exchanges in flight (tests hold its permits to fill it).
+    /// The default provider's code exchanges in flight (tests hold its permits to fill it).
     pub fn exchanges(&self) -> &Semaphore {
-        &self.exchanges
+        &self.providers.default_provider().slots().login
     }
 
     /// The provider `name` chooses (absent: "default"; SPEC §3.7).
@@ -157,6 +154,10 @@ impl Login {
         let return_to = ReturnTo::parse(return_to, &self.allowed_origins)?;
         let provider = oidc.provider()?;
         if !oidc.can_tell_callbacks_apart(&provider, self.providers.several()) {
+            if !oidc.first_report() {
+                crate::metrics::login_failed(ErrorCode::IdpUnavailable.as_str());
+                return Err(ErrorCode::IdpUnavailable.into());
+            }
             tracing::error!(
                 provider = oidc.name(),
                 "login refused: this provider shares {{base}}/callback but does not send RFC 9207's iss; \
@@ -176,7 +177,7 @@ impl Login {
                 tracing::warn!(reason = "exchange rate limit", "pushed authorization request refused");
                 return Err(ErrorCode::RateLimited.into());
             }
-            let Ok(permit) = self.exchanges.try_acquire() else {
+            let Ok(permit) = oidc.slots().login.try_acquire() else {
                 tracing::warn!(reason = "too many IdP calls in flight", "pushed authorization request refused");
                 return Err(ErrorCode::RateLimited.into());
             };
@@ -287,7 +288,7 @@ impl Login {
         }
         // Bound the token-endpoint calls in flight, so a flood of junk callbacks cannot pile up
         // requests at the IdP under our client credentials.
-        let Ok(_permit) = self.exchanges.try_acquire() else {
+        let Ok(_permit) = oidc.slots().login.try_acquire() else {
             return Err(fail(ErrorCode::RateLimited, "too many code exchanges in flight", vec![]));
         };
         // Burn the state before calling the IdP: a concurrent replay must not exchange twice.

@@ -41,6 +41,22 @@ pub struct Provider {
 #[error("IdP discovery has not completed yet")]
 pub struct NotDiscovered;
 
+/// IdP calls one instance makes to one provider at once; more wait their turn (refresh,
+/// exchange) or are refused with 429 (logins). Per provider: a slow or hostile IdP fills only
+/// its own slots, never another provider's (SPEC §3.7).
+pub struct Slots {
+    /// Code exchanges and PAR pushes.
+    pub login: tokio::sync::Semaphore,
+    /// Refresh grants.
+    pub refresh: tokio::sync::Semaphore,
+    /// Route token exchanges (SPEC §6.2).
+    pub exchange: tokio::sync::Semaphore,
+}
+
+pub const LOGIN_SLOTS: usize = 256;
+pub const REFRESH_SLOTS: usize = 64;
+pub const EXCHANGE_SLOTS: usize = 64;
+
 /// The client of one OpenID Provider.
 pub struct Oidc {
     settings: OidcSettings,
@@ -52,6 +68,10 @@ pub struct Oidc {
     uses_par: AtomicBool,
     /// DPoP nonces the IdP gave us (SPEC §3.6).
     nonces: Nonces,
+    /// A refusal caused by configuration was logged since the last discovery (see
+    /// [`Self::first_report`]).
+    reported: AtomicBool,
+    slots: Slots,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -69,11 +89,28 @@ impl Oidc {
         let http = IdpHttp::new(settings.http_timeout)?;
         let verifier = Verifier::new(&settings);
         let uses_par = AtomicBool::new(settings.par == crate::settings::Par::Required);
-        Ok(Self { settings, http, verifier, provider: RwLock::new(None), uses_par, nonces: Nonces::default() })
+        Ok(Self {
+            settings,
+            http,
+            verifier,
+            provider: RwLock::new(None),
+            uses_par,
+            nonces: Nonces::default(),
+            reported: AtomicBool::new(false),
+            slots: Slots {
+                login: tokio::sync::Semaphore::new(LOGIN_SLOTS),
+                refresh: tokio::sync::Semaphore::new(REFRESH_SLOTS),
+                exchange: tokio::sync::Semaphore::new(EXCHANGE_SLOTS),
+            },
+        })
     }
 
     pub fn settings(&self) -> &OidcSettings {
         &self.settings
+    }
+
+    pub fn slots(&self) -> &Slots {
+        &self.slots
     }
 
     /// "default" for `[oidc]`, else the `[[providers]]` name.
@@ -106,6 +143,7 @@ impl Oidc {
             *p = Some(provider);
         }
         metrics::gauge!("bff_provider_ready", "provider" => self.settings.name.clone()).set(1.0);
+        self.reported.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -154,6 +192,12 @@ impl Oidc {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(cap);
         }
+    }
+
+    /// True once per discovery: a refusal that configuration causes is logged as an error the
+    /// first time, not once per anonymous request.
+    pub fn first_report(&self) -> bool {
+        !self.reported.swap(true, Ordering::Relaxed)
     }
 
     /// May a login start at this provider? With several providers, one whose callbacks share

@@ -26,9 +26,6 @@ impl Providers {
         for s in others {
             all.push(Arc::new(Oidc::new(s)?));
         }
-        for p in &all {
-            metrics::gauge!("bff_provider_ready", "provider" => p.name().to_owned()).set(0.0);
-        }
         Ok(Self { all })
     }
 

@@ -34,6 +34,8 @@ pub struct Proxy {
     pub proto: HeaderValue,
     pub host: HeaderValue,
     paths: path::PathRules,
+    /// `{base}/callback/`: the providers' own callback paths live below it (SPEC §3.7).
+    callback_prefix: String,
     /// DPoP nonces the upstreams asked for (SPEC §3.6).
     pub nonces: crate::oidc::dpop::Nonces,
 }
@@ -78,7 +80,9 @@ impl Proxy {
             None => url.host_str().unwrap_or_default().to_owned(),
         };
         let endpoints = crate::settings::endpoint_paths(settings);
+        let callback_prefix = format!("{}/callback/", settings.server.base_path);
         Ok(Self {
+            callback_prefix,
             paths: path::PathRules::new(&settings.routes, &endpoints),
             client,
             pools,
@@ -100,9 +104,10 @@ impl Proxy {
         self.paths.select(routes, path)
     }
 
-    /// Is `path` literally one of the BFF's own endpoints (as the router matches them)?
+    /// Is `path` literally one of the BFF's own endpoints (as the router matches them)? Every
+    /// path below `{base}/callback/` is the router's (it answers unknown provider names 404).
     pub fn is_endpoint(&self, path: &str) -> bool {
-        self.paths.is_endpoint(path)
+        self.paths.is_endpoint(path) || path.starts_with(self.callback_prefix.as_str())
     }
 
     /// Send one request upstream: plain http on this process's own pools (`pool`), https

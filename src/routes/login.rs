@@ -13,7 +13,7 @@ use crate::session::model::Loaded;
 use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
@@ -104,12 +104,16 @@ async fn callback_get(State(state): State<AppState>, req: Request) -> Response {
 }
 
 /// `{base}/callback/<name>`: the callback of a provider told apart by its path (SPEC §3.7).
-async fn own_callback_get(State(state): State<AppState>, Path(provider): Path<String>, req: Request) -> Response {
-    if state.providers.get(&provider).is_none() {
+/// Every path below `{base}/callback/` reaches this handler; only configured names (compared
+/// as the raw segment: names are plain `[a-z0-9-]`) are callbacks, the rest is 404.
+async fn own_callback_get(State(state): State<AppState>, req: Request) -> Response {
+    let name = req.uri().path().rsplit_once("/callback/").map(|(_, n)| n).unwrap_or_default();
+    let Some(provider) = state.providers.get(name).filter(|_| !name.is_empty()) else {
         tracing::warn!("callback at the path of an unknown provider");
-        return AppError::from(ErrorCode::UnknownProvider).into_navigational(state.settings.server.error_url.as_ref());
-    }
-    callback(&state, req, Arrival::OwnCallback(&provider)).await
+        return AppError::from(ErrorCode::NotFound).into_navigational(state.settings.server.error_url.as_ref());
+    };
+    let provider = provider.clone();
+    callback(&state, req, Arrival::OwnCallback(provider.name())).await
 }
 
 async fn callback(state: &AppState, req: Request, arrival: Arrival<'_>) -> Response {

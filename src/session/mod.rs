@@ -58,6 +58,9 @@ pub struct Sessions {
     revocations: Option<Revocations>,
     refresher: Refresher,
     exchanger: Exchanger,
+    /// A session of a provider no longer configured is over (removing a compromised IdP ends
+    /// its sessions at their next request, not when their tokens expire).
+    providers: Arc<Providers>,
     idle_timeout_secs: u64,
     absolute_timeout_secs: u64,
 }
@@ -79,7 +82,8 @@ impl Sessions {
             keys: Keyring::new(&settings.keys),
             cookies: CookieNames::new(settings),
             refresher: Refresher::new(providers.clone(), store.clone(), memory.clone()),
-            exchanger: Exchanger::new(providers, store.clone(), memory, routes),
+            exchanger: Exchanger::new(providers.clone(), store.clone(), memory, routes),
+            providers,
             store,
             server_side,
             revocations,
@@ -202,6 +206,11 @@ impl Sessions {
             }
             Err(e) => return Current::Failed(e),
         };
+        if s.provider.is_some() && self.providers.of(s.provider.as_deref()).is_none() {
+            tracing::warn!("a session of a provider that is no longer configured; ending it");
+            metrics::counter!("bff_sessions_ended_total", "reason" => "provider_removed").increment(1);
+            return self.ended(ErrorCode::SessionExpired.into());
+        }
         if rows.is_none() && !self.refresher.needed(&s, when, crate::clock::now()) {
             let mut s = s;
             let set_cookies = self.save_cookie(&mut s, now, false);

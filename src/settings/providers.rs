@@ -77,6 +77,10 @@ pub(super) fn validate(
             let known = oidc_keys.iter().any(|(k, _)| k == key);
             if !known {
                 p.push(&format!("providers.{name}.{key}"), "unknown key");
+            } else if key == "refresh_grace_secs" {
+                // One refresh cache serves every provider, with one grace period.
+                p.push(&format!("providers.{name}.{key}"), "set it in [oidc]: it applies to every provider");
+                return false;
             }
             known
         });

@@ -217,7 +217,7 @@ fn providers_are_read_like_oidc_from_their_own_keys_and_named_in_every_problem()
 
     let bad = format!(
         "{}\n[[providers]]\nname = \"partners\"\nissuer = \"https://auth.pingone.com/ENV/as\"\nclientid = \"x\"\n\
-         [[providers]]\nname = \"Bad_Name\"\n[[providers]]\nname = \"default\"\n\
+         refresh_grace_secs = 5\n[[providers]]\nname = \"Bad_Name\"\n[[providers]]\nname = \"default\"\n\
          [[providers]]\nname = \"p2\"\nissuer = \"https://auth.pingone.com/ENV/as\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
          redirect_uri = \"https://app.example.com/callback/partners\"\n\
          [[routes]]\nprefix = \"/api\"\nupstream = \"http://api:1\"\nproviders = [\"nobody\"]\n",
@@ -232,6 +232,7 @@ fn providers_are_read_like_oidc_from_their_own_keys_and_named_in_every_problem()
         "providers.partners.client_id: required",
         "providers.partners.client_secret: required",
         "providers.partners.clientid: unknown key",
+        "providers.partners.refresh_grace_secs: set it in [oidc]",
         "providers.p2.issuer: already the issuer of provider \"default\"",
         "providers[1].name: \"Bad_Name\" must match",
         "routes[0].providers: \"nobody\" is not a configured provider",

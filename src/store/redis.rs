@@ -2,12 +2,14 @@
 //! touches keys it finds in an index set). Keys, under a prefix (default `bff:`, or the URL's
 //! `prefix` query parameter, which is removed before the URL reaches the driver):
 //!
-//! - `s:{hex key}` hash `sub sid created seen v data`, expiring with the session;
-//! - `sid:{sid}`, `sub:{sub}` sets of session keys (back-channel logout), expiring with the
-//!   longest-lived member;
+//! - `s:{hex key}` hash `sub sid isub isid created seen v data`, expiring with the session
+//!   (`isub`/`isid`: the hex hashes naming its index sets);
+//! - `hsid:{hex SHA-256(sid)}`, `hsub:{hex SHA-256(sub)}` sets of session keys (back-channel
+//!   logout), expiring with the longest-lived member. Key names carry hashes of ids (SPEC §9);
+//!   older builds' `sid:{sid}`/`sub:{sub}` sets are still walked until they have expired;
 //! - `rev` sorted set of cookie-mode revocations `kind:iat:value`, scored by when recorded;
-//! - `used:{id}` (spent logout-token jtis and login states), `rc:{hex id}`, `lock:{hex name}`
-//!   with their own expiry.
+//! - `used:{hex SHA-256(id)}` (spent logout-token jtis and login states; `used:{id}` of older
+//!   builds still counts), `rc:{hex id}`, `lock:{hex name}` with their own expiry.
 
 use super::model::{CacheRow, NewSession, OP_TIMEOUT, Revocation, RevocationKind, SessionRow, StoreError, Subject};
 use crate::secret::hex;
@@ -76,16 +78,27 @@ return n",
 });
 
 // Delete a session and its index entries. KEYS[1]: the session. ARGV: index key prefix, id.
+// Sessions written by older builds have no isub/isid: their sets are named by the raw ids.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local f = redis.call('HMGET', KEYS[1], 'sub', 'sid')
+local f = redis.call('HMGET', KEYS[1], 'sub', 'sid', 'isub', 'isid')
 redis.call('DEL', KEYS[1])
-if f[1] then redis.call('SREM', ARGV[1] .. 'sub:' .. f[1], ARGV[2]) end
-if f[2] and f[2] ~= '' then redis.call('SREM', ARGV[1] .. 'sid:' .. f[2], ARGV[2]) end
+if f[3] then
+  redis.call('SREM', ARGV[1] .. 'hsub:' .. f[3], ARGV[2])
+  if f[4] and f[4] ~= '' then redis.call('SREM', ARGV[1] .. 'hsid:' .. f[4], ARGV[2]) end
+else
+  if f[1] then redis.call('SREM', ARGV[1] .. 'sub:' .. f[1], ARGV[2]) end
+  if f[2] and f[2] ~= '' then redis.call('SREM', ARGV[1] .. 'sid:' .. f[2], ARGV[2]) end
+end
 return 1",
     )
 });
+
+/// Hex SHA-256 of an id: what key names carry instead of it (SPEC §9).
+fn id_hash(id: &str) -> String {
+    hex(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()))
+}
 
 // A revocation stamped with Redis's own clock. KEYS[1]: the sorted set. ARGV: the member.
 static REVOKE: LazyLock<Script> = LazyLock::new(|| {
@@ -143,6 +156,7 @@ impl RedisStore {
         let mut c = self.conn.clone();
         let id = hex(s.key);
         let k = self.key("s", &id);
+        let (isub, isid) = (id_hash(s.sub), s.sid.map(id_hash));
         let mut p = redis::pipe();
         p.atomic()
             .hset_multiple(
@@ -150,6 +164,8 @@ impl RedisStore {
                 &[
                     ("sub", s.sub.to_owned()),
                     ("sid", s.sid.unwrap_or_default().to_owned()),
+                    ("isub", isub.clone()),
+                    ("isid", isid.clone().unwrap_or_default()),
                     ("created", s.created_at.to_string()),
                     ("seen", s.last_seen.to_string()),
                     ("v", "1".to_owned()),
@@ -159,9 +175,9 @@ impl RedisStore {
             .ignore()
             .expire_at(&k, s.expires_at)
             .ignore();
-        let mut index = vec![self.key("sub", s.sub)];
-        if let Some(sid) = s.sid {
-            index.push(self.key("sid", sid));
+        let mut index = vec![self.key("hsub", &isub)];
+        if let Some(isid) = &isid {
+            index.push(self.key("hsid", isid));
         }
         // An index set lives as long as its longest-lived session can (NX then GT: a set
         // without expiry counts as infinite for GT). The absolute expiry, not the idle one:
@@ -253,17 +269,29 @@ impl RedisStore {
         }
     }
 
+    /// Each index is walked under its hashed name and under the raw name older builds used
+    /// (empty, and answered at once, once their sessions have expired).
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, redis::RedisError> {
+        let sets = |kind: &str, id: &str| [self.key(&format!("h{kind}"), &id_hash(id)), self.key(kind, id)];
+        let mut n = 0;
         match who {
             Subject::Sid { sid, sub, received } => {
-                let mut n = self.logout_set(self.key("sid", sid), "any", received, sub.unwrap_or("")).await?;
-                if let Some(sub) = sub {
-                    n += self.logout_set(self.key("sub", sub), "nosid", iat, sub).await?;
+                for set in sets("sid", sid) {
+                    n += self.logout_set(set, "any", received, sub.unwrap_or("")).await?;
                 }
-                Ok(n)
+                if let Some(sub) = sub {
+                    for set in sets("sub", sub) {
+                        n += self.logout_set(set, "nosid", iat, sub).await?;
+                    }
+                }
             }
-            Subject::Sub(sub) => self.logout_set(self.key("sub", sub), "any", iat, "").await,
+            Subject::Sub(sub) => {
+                for set in sets("sub", sub) {
+                    n += self.logout_set(set, "any", iat, "").await?;
+                }
+            }
         }
+        Ok(n)
     }
 
     pub async fn add_revocation(&self, r: &Revocation, _expires_at: i64) -> Result<(), redis::RedisError> {
@@ -298,13 +326,15 @@ impl RedisStore {
 
     pub async fn is_used(&self, id: &str, _now: i64) -> Result<bool, redis::RedisError> {
         let mut c = self.conn.clone();
-        c.exists(self.key("used", id)).await
+        // The raw name too: spent by an older build within the value's lifetime.
+        let keys = [self.key("used", &id_hash(id)), self.key("used", id)];
+        Ok(c.exists::<_, u64>(&keys[..]).await? > 0)
     }
 
     pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, redis::RedisError> {
         let mut c = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
-            .arg(self.key("used", id))
+            .arg(self.key("used", &id_hash(id)))
             .arg(1)
             .arg("NX")
             .arg("EXAT")

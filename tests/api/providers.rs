@@ -256,6 +256,10 @@ async fn logouts_stay_with_their_provider(kind: Kind, mode: &str) {
     login_at(&mut at_b, bff, "partners", "ann").await;
     let sid_a = at_a.session(bff).await.json()["claims"]["sid"].as_str().map(str::to_owned);
     let sid_a = sid_a.unwrap_or_else(|| panic!("A's session has no sid"));
+    // SPEC §9: Redis key names carry hashes of ids, never the ids.
+    let keys = store.redis_keys().await;
+    assert_eq!(keys.is_empty(), kind != Kind::Redis, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("ann") && !k.contains(&sid_a) && !k.contains('\u{1}')), "{keys:?}");
     let now = oidc_bff::clock::now();
     let typ = json!({ "typ": "logout+jwt" });
     let token = |iss: &str, jti: &str, who: (&str, &str)| json!({ "iss": iss, "aud": "bff-basic", "iat": now, "jti": jti, who.0: who.1, "events": { EVENT: {} } });
@@ -408,4 +412,66 @@ async fn routes_limited_to_a_provider_refuse_the_others_sessions() {
     login_at(&mut partner, bff, "partners", "pat").await;
     let r = partner.fetch(Method::GET, &bff.url("/partner-api/x"), None).await;
     assert_eq!((r.status, r.body.as_str()), (200, "upstream"));
+}
+
+#[tokio::test]
+async fn sessions_of_a_removed_provider_end_at_their_next_request() {
+    let t = two(json!({}), json!({}), &[], "", "").await;
+    let mut partner = Browser::new(&t.bff);
+    login_at(&mut partner, &t.bff, "partners", "pat").await;
+    assert_eq!(partner.session(&t.bff).await.status, 200);
+    // The same keys, the partners entry gone (a compromised IdP removed from the configuration).
+    let listener = reserve().await;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let without = spawn_bff(listener, settings(port, &t.a.issuer, &[])).await;
+    let mut same = Browser::new(&without);
+    same.set_jar(partner.jar());
+    let r = same.session(&without).await;
+    assert_eq!((r.status, r.json()["error"].clone()), (401, json!("session_expired")), "{}", r.body);
+    assert!(r.set_cookies().iter().any(|c| c.contains("Max-Age=0")), "the cookie is expired: {:?}", r.set_cookies());
+}
+
+#[tokio::test]
+async fn a_provider_whose_idp_calls_pile_up_does_not_hold_up_the_others() {
+    let t = two(json!({}), json!({}), &[], "", "").await;
+    let bff = &t.bff;
+    // Every login slot of "partners" taken (its IdP hanging on code exchanges).
+    let partners = bff.state.providers.get("partners").unwrap_or_else(|| panic!("no partners"));
+    let all = oidc_bff::oidc::LOGIN_SLOTS as u32;
+    let held = partners.slots().login.try_acquire_many(all).unwrap_or_else(|e| panic!("{e}"));
+    let mut staff = Browser::new(bff);
+    let r = login_at(&mut staff, bff, "default", "ada").await;
+    assert_eq!(r.status, 302, "the default provider's logins go on: {}", r.body);
+    // Its own logins wait: the PAR push at login start takes a slot too.
+    let r = Browser::new(bff).get(&bff.url("/login?provider=partners")).await;
+    assert_eq!((r.status, code(&r)), (429, "rate_limited".to_owned()), "{}", r.body);
+    drop(held);
+    assert_eq!(t.b.events().await["token_requests"]["total"], json!(0));
+}
+
+#[tokio::test]
+async fn provider_readiness_is_exported_also_for_a_provider_down_since_start_up() {
+    let (port, admin) = (free_port(), free_port());
+    let a = Idp::start(port, json!({})).await;
+    let down = format!("http://127.0.0.1:{}/PARTNERS/as", free_port());
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         admin_listen = \"127.0.0.1:{admin}\"\n[oidc]\nissuer = \"{}\"\nclient_id = \"bff-basic\"\n\
+         client_secret = \"{SECRET_BASIC}\"\n[session]\nkeys = [\"{KEY_A}\"]\n{}",
+        a.issuer,
+        partners(&down, "")
+    );
+    let bin = spawn_binary(port, &toml).await;
+    bin.wait_ready().await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let ready = |p: &str| {
+        metrics.lines().find(|l| l.starts_with(&format!("bff_provider_ready{{provider=\"{p}\"}}"))).map(str::to_owned)
+    };
+    assert_eq!(ready("default").as_deref(), Some("bff_provider_ready{provider=\"default\"} 1"), "{metrics}");
+    assert_eq!(ready("partners").as_deref(), Some("bff_provider_ready{provider=\"partners\"} 0"), "{metrics}");
 }

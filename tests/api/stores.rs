@@ -23,7 +23,7 @@ const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// One test's private store: a SQLite file, a PostgreSQL schema or a Redis key prefix.
 pub(crate) struct TestStore {
     kind: Kind,
-    name: String,
+    pub(crate) name: String,
     /// The address the BFF dials (the real server, or a relay in front of it).
     port: u16,
 }
@@ -120,6 +120,16 @@ impl TestStore {
                 }
             }
         }
+    }
+
+    /// Every Redis key name under this store's prefix (empty for the SQL stores).
+    pub(crate) async fn redis_keys(&self) -> Vec<String> {
+        if self.kind != Kind::Redis {
+            return vec![];
+        }
+        let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));
+        let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"));
+        redis::cmd("KEYS").arg(format!("{}*", self.name)).query_async(&mut c).await.unwrap_or_default()
     }
 
     /// How many server-side sessions the store holds.
@@ -801,14 +811,15 @@ async fn redis_index_sets_live_as_long_as_the_session_can() {
     b.login(&bff, "uma", "/").await;
     let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));
     let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"));
-    let ttl: i64 = redis::cmd("TTL").arg(format!("{}sub:uma", store.name)).query_async(&mut c).await.unwrap_or(-3);
+    // The set is named by the id's hash (SPEC §9).
+    let set = format!("{}hsub:{}", store.name, oidc_bff::secret::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"uma")));
+    let ttl: i64 = redis::cmd("TTL").arg(&set).query_async(&mut c).await.unwrap_or(-3);
     // The session's own key slides with activity; its index entry must outlive the idle
     // timeout, or a back-channel logout after an hour of activity would find nothing.
     assert!(ttl > 60 * 60, "index set TTL {ttl}s must reach the absolute expiry (8 h)");
     assert_eq!(b.session(&bff).await.status, 200);
     b.fetch(Method::POST, &bff.url("/logout"), None).await;
-    let members: i64 =
-        redis::cmd("SCARD").arg(format!("{}sub:uma", store.name)).query_async(&mut c).await.unwrap_or(-1);
+    let members: i64 = redis::cmd("SCARD").arg(&set).query_async(&mut c).await.unwrap_or(-1);
     assert_eq!(members, 0, "a deleted session leaves its index sets");
     store.drop_all().await;
 }
@@ -1045,4 +1056,59 @@ async fn a_sub_only_logout_whose_iat_is_behind_our_clock_still_ends_the_session_
 #[tokio::test]
 async fn a_sub_only_logout_whose_iat_is_behind_our_clock_still_ends_the_session_cookie_mode() {
     sub_only_logout_behind_our_clock(Kind::Sqlite, "cookie").await;
+}
+
+/// Sessions written by a build that named Redis index sets by the raw ids (before SPEC §9's
+/// hashed names) are still found by a back-channel logout and cleaned by a delete, and a jti
+/// such a build spent is still spent.
+#[tokio::test]
+async fn redis_sessions_indexed_by_an_older_build_are_still_found() {
+    let Some(store) = TestStore::new(Kind::Redis, "legacy").await else { return };
+    let url = oidc_bff::settings::StoreUrl {
+        backend: oidc_bff::settings::StoreKind::Redis,
+        url: oidc_bff::secret::Secret::new(store.url()),
+    };
+    let s = oidc_bff::store::Store::open(&url).unwrap_or_else(|e| panic!("{e}"));
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));
+    let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"));
+    let p = &store.name;
+    let now = oidc_bff::clock::now();
+    // What the older build wrote: the session hash without isub/isid, sets named by raw ids.
+    for (id, sid) in [("aa", "sid-1"), ("bb", "sid-2")] {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{p}s:{id}"))
+            .arg(&["sub", "old", "sid", sid, "created", &(now - 10).to_string(), "seen", "0", "v", "1", "data", "x"])
+            .query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _: () = redis::cmd("SADD").arg(format!("{p}sub:old")).arg(id).query_async(&mut c).await.unwrap_or(());
+        let _: () = redis::cmd("SADD").arg(format!("{p}sid:{sid}")).arg(id).query_async(&mut c).await.unwrap_or(());
+    }
+    let _: () = redis::cmd("SET").arg(format!("{p}used:jti:old")).arg(1).query_async(&mut c).await.unwrap_or(());
+    let who = oidc_bff::store::Subject::Sid { sid: "sid-1", sub: None, received: now };
+    assert_eq!(s.delete_sessions_of(who, now).await.unwrap_or(0), 1);
+    let left: i64 = redis::cmd("EXISTS").arg(format!("{p}s:aa")).query_async(&mut c).await.unwrap_or(-1);
+    assert_eq!(left, 0);
+    let mut key = [0u8; 32];
+    key[0] = 0xbb;
+    // A delete of a session whose hash has no isub/isid removes it from the raw-named sets.
+    let _: () = redis::cmd("RENAME")
+        .arg(format!("{p}s:bb"))
+        .arg(format!("{p}s:{}", oidc_bff::secret::hex(&key)))
+        .query_async(&mut c)
+        .await
+        .unwrap_or(());
+    let _: () = redis::cmd("SADD")
+        .arg(format!("{p}sub:old"))
+        .arg(oidc_bff::secret::hex(&key))
+        .query_async(&mut c)
+        .await
+        .unwrap_or(());
+    s.delete_session(&key).await.unwrap_or_else(|e| panic!("{e}"));
+    let left: Vec<String> =
+        redis::cmd("SMEMBERS").arg(format!("{p}sub:old")).query_async(&mut c).await.unwrap_or_default();
+    assert!(!left.contains(&oidc_bff::secret::hex(&key)), "{left:?}");
+    assert!(s.is_used("jti:old", now).await.unwrap_or(false), "a jti an older build spent stays spent");
+    assert!(!s.is_used("jti:new", now).await.unwrap_or(true));
+    store.drop_all().await;
 }

@@ -52,13 +52,7 @@ struct Inner {
     /// The `token = "exchange"` routes (prefix, what is asked for): what logout deletes.
     routes: Vec<(String, ExchangeSpec)>,
     inflight: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
-    /// Exchanges at the IdP at once on this instance; more wait their turn (an IdP outage must
-    /// not open one call per session and route).
-    grants: tokio::sync::Semaphore,
 }
-
-/// Exchanges in flight at the IdP at once on one instance (as many as refresh grants).
-const MAX_CONCURRENT_EXCHANGES: usize = 64;
 
 impl std::fmt::Debug for Exchanger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,8 +75,7 @@ impl Exchanger {
             })
             .collect();
         let cache = ExchangeCache { store, memory };
-        let grants = tokio::sync::Semaphore::new(MAX_CONCURRENT_EXCHANGES);
-        Self(Arc::new(Inner { providers, cache, routes, inflight: Mutex::default(), grants }))
+        Self(Arc::new(Inner { providers, cache, routes, inflight: Mutex::default() }))
     }
 
     /// Are there exchange routes at all? (`/session` lists their tokens' expiry only then.)
@@ -274,14 +267,15 @@ impl Job {
         }
     }
 
-    /// The exchange at the IdP (one of at most `MAX_CONCURRENT_EXCHANGES`) and its caching.
+    /// The exchange at the IdP (in one of the provider's `oidc::Slots::exchange`: an IdP outage
+    /// must not open one call per session and route) and its caching.
     async fn exchange_and_cache(&self, key: &Key<'_>) -> Outcome {
         let x = &self.exchanger.0;
         let provider = match self.oidc.provider() {
             Ok(p) => p,
             Err(e) => return Outcome::Failed(e.into()),
         };
-        let Ok(permit) = x.grants.acquire().await else {
+        let Ok(permit) = self.oidc.slots().exchange.acquire().await else {
             return Outcome::Failed(ErrorCode::IdpUnavailable.into());
         };
         let issued_at = now();

@@ -111,7 +111,7 @@ impl RefreshCache {
         let ids = session
             .refresh_token
             .as_ref()
-            .map(|rt| shared_id(SharedLabel::RefreshCache, rt.expose()))
+            .map(|rt| shared_id(SharedLabel::RefreshCache, &cache_key(session.provider_name(), rt)))
             .into_iter()
             .chain(session.refreshed_from);
         match &self.store {
@@ -137,4 +137,10 @@ impl RefreshCache {
         let cache = lock(&self.memory);
         (cache.len(), cache.bytes())
     }
+}
+
+/// What the refresh cache names and seals an entry by: the refresh token, scoped by its
+/// provider (`session::scope`; "default"'s is the token itself, so entries survive an upgrade).
+pub(super) fn cache_key<'a>(provider: &str, rt: &'a crate::secret::Secret) -> std::borrow::Cow<'a, str> {
+    crate::session::scope::scoped(provider, rt.expose())
 }

@@ -28,7 +28,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::oidc::providers::Providers;
 use crate::secret::Secret;
 use crate::store::Store;
-use cache::{CacheHit, RefreshCache, lock};
+use cache::{CacheHit, RefreshCache, cache_key, lock};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use grant::{Original, Outcome, apply, refresh_grant};
@@ -57,9 +57,6 @@ pub enum When {
 /// Cached answers followed for one request (each link is one rotation within the grace period).
 const MAX_CHAIN_LINKS: usize = 8;
 
-/// Refresh grants in flight at once on one instance; more wait their turn.
-const MAX_CONCURRENT_GRANTS: usize = 64;
-
 /// Refresh coordination: single-flight on this instance, the result cache, and the
 /// cross-replica lock when a store is configured. Cheap to clone (one `Arc`): a refresh runs in
 /// its own task, which holds a clone.
@@ -72,7 +69,6 @@ struct Inner {
     store: Option<Store>,
     cache: RefreshCache,
     inflight: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
-    grants: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Refresher {
@@ -88,13 +84,7 @@ impl Refresher {
     pub fn new(providers: Arc<Providers>, store: Option<Store>, memory: crate::session::memory_cache::Shared) -> Self {
         let grace = providers.default_provider().settings().refresh_grace_secs;
         let cache = RefreshCache::new(store.clone(), grace, memory);
-        Self(Arc::new(Inner {
-            providers,
-            store,
-            cache,
-            inflight: Mutex::default(),
-            grants: tokio::sync::Semaphore::new(MAX_CONCURRENT_GRANTS),
-        }))
+        Self(Arc::new(Inner { providers, store, cache, inflight: Mutex::default() }))
     }
 
     /// Drop expired in-memory cache entries: the bytes given back, and those still held.
@@ -160,8 +150,11 @@ impl Refresher {
                 tracing::info!("access token expired and the session has no refresh token; ending it");
                 return Err(RefreshFailure::Ended(ErrorCode::SessionExpired.into()));
             };
-            let id = shared_id(SharedLabel::RefreshCache, rt.expose());
-            let hit = match self.0.cache.cached(&id, rt.expose(), session.access_issued_at, t).await {
+            // Named and sealed by the token *and* its provider: a refresh token string two IdPs
+            // both issued never shares an entry.
+            let key = cache_key(oidc.name(), &rt);
+            let id = shared_id(SharedLabel::RefreshCache, &key);
+            let hit = match self.0.cache.cached(&id, &key, session.access_issued_at, t).await {
                 Ok(hit) => hit,
                 Err(e) if changed || t < session.access_expires_at => {
                     tracing::warn!(error = %e, "refresh cache unavailable; continuing with the current access token");
@@ -276,6 +269,7 @@ pub fn lock_ttl(http_timeout: std::time::Duration) -> std::time::Duration {
 async fn run_refresh(refresher: Refresher, id: [u8; 32], rt: Secret, original: Original) -> Outcome {
     let _in_flight = InFlight { refresher: refresher.clone(), id };
     let r = &refresher.0;
+    let key = cache_key(original.oidc.name(), &rt);
     let from_cache = |hit: CacheHit| match hit {
         CacheHit::Fresh(f) => Outcome::Refreshed(Arc::new(f)),
         CacheHit::Refused => Outcome::Refused,
@@ -284,7 +278,7 @@ async fn run_refresh(refresher: Refresher, id: [u8; 32], rt: Secret, original: O
         // The caller's cache check and this in-flight slot are not one atomic step: a refresh
         // of the same token may have finished (cached, then left the map) in between. Its
         // result is in the cache now, since it is cached before the slot is freed.
-        if let Ok(Some(hit)) = r.cache.cached(&id, rt.expose(), original.issued_at, now()).await {
+        if let Ok(Some(hit)) = r.cache.cached(&id, &key, original.issued_at, now()).await {
             return from_cache(hit);
         }
         return grant_and_cache(r, id, &rt, &original, None).await.0;
@@ -300,13 +294,14 @@ async fn run_refresh(refresher: Refresher, id: [u8; 32], rt: Secret, original: O
     let lock_ttl = lock_ttl(http_timeout);
     let lock_ttl_ms = lock_ttl.as_millis() as i64;
     // The grant slot first: the lock's lifetime must not be spent queueing for one.
-    let Ok(permit) = r.grants.acquire().await else {
+    // Grants in flight are bounded per provider (`oidc::Slots`).
+    let Ok(permit) = original.oidc.slots().refresh.acquire().await else {
         return Outcome::Temporary(ErrorCode::IdpUnavailable);
     };
     match store.try_lock(&id, &owner, lock_ttl_ms).await {
         Ok(true) => {
             // Another replica may have finished between our cache check and the lock.
-            let (outcome, shared) = match r.cache.cached(&id, rt.expose(), original.issued_at, now()).await {
+            let (outcome, shared) = match r.cache.cached(&id, &key, original.issued_at, now()).await {
                 Ok(Some(hit)) => (from_cache(hit), true),
                 Ok(None) => grant_and_cache(r, id, &rt, &original, Some(permit)).await,
                 Err(_) => (Outcome::Temporary(ErrorCode::SessionStoreUnavailable), true),
@@ -327,7 +322,7 @@ async fn run_refresh(refresher: Refresher, id: [u8; 32], rt: Secret, original: O
             let deadline = tokio::time::Instant::now() + lock_ttl;
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                match r.cache.cached(&id, rt.expose(), original.issued_at, now()).await {
+                match r.cache.cached(&id, &key, original.issued_at, now()).await {
                     Ok(Some(hit)) => {
                         metrics::counter!("bff_refresh_cache_hits_total").increment(1);
                         return from_cache(hit);
@@ -357,7 +352,7 @@ async fn grant_and_cache(
 ) -> (Outcome, bool) {
     let permit = match permit {
         Some(p) => p,
-        None => match r.grants.acquire().await {
+        None => match original.oidc.slots().refresh.acquire().await {
             Ok(p) => p,
             Err(_) => return (Outcome::Temporary(ErrorCode::IdpUnavailable), true),
         },
@@ -365,9 +360,10 @@ async fn grant_and_cache(
     let outcome = refresh_grant(rt, original).await;
     drop(permit);
     let t = now();
+    let key = cache_key(original.oidc.name(), rt);
     let shared = match &outcome {
-        Outcome::Refreshed(fresh) => r.cache.put(id, rt.expose(), Some(fresh), t).await,
-        Outcome::Refused => r.cache.put(id, rt.expose(), None, t).await,
+        Outcome::Refreshed(fresh) => r.cache.put(id, &key, Some(fresh), t).await,
+        Outcome::Refused => r.cache.put(id, &key, None, t).await,
         Outcome::Temporary(_) => true,
     };
     (outcome, shared)
