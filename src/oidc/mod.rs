@@ -113,6 +113,17 @@ impl Oidc {
         &self.slots
     }
 
+    /// A refresh-grant slot, waited for at most `http_timeout_secs`: the queue behind an IdP
+    /// that hangs ends in a timeout instead of growing with every request (`None`).
+    pub async fn refresh_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(self.settings.http_timeout, self.slots.refresh.acquire()).await.ok()?.ok()
+    }
+
+    /// A token-exchange slot, waited for likewise.
+    pub async fn exchange_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(self.settings.http_timeout, self.slots.exchange.acquire()).await.ok()?.ok()
+    }
+
     /// "default" for `[oidc]`, else the `[[providers]]` name.
     pub fn name(&self) -> &str {
         &self.settings.name

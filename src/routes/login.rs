@@ -109,7 +109,7 @@ async fn callback_get(State(state): State<AppState>, req: Request) -> Response {
 async fn own_callback_get(State(state): State<AppState>, req: Request) -> Response {
     let name = req.uri().path().rsplit_once("/callback/").map(|(_, n)| n).unwrap_or_default();
     let Some(provider) = state.providers.get(name).filter(|_| !name.is_empty()) else {
-        tracing::warn!("callback at the path of an unknown provider");
+        tracing::debug!("callback at the path of an unknown provider");
         return AppError::from(ErrorCode::NotFound).into_navigational(state.settings.server.error_url.as_ref());
     };
     let provider = provider.clone();

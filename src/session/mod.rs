@@ -209,6 +209,11 @@ impl Sessions {
         if s.provider.is_some() && self.providers.of(s.provider.as_deref()).is_none() {
             tracing::warn!("a session of a provider that is no longer configured; ending it");
             metrics::counter!("bff_sessions_ended_total", "reason" => "provider_removed").increment(1);
+            // Deleted, not only refused: a provider added back (or its name reused) must not
+            // revive it. A store failure here still refuses it.
+            if let Err(e) = Box::pin(self.end(&s)).await {
+                tracing::warn!(error = %e.code.as_str(), "the removed provider's session was not deleted");
+            }
             return self.ended(ErrorCode::SessionExpired.into());
         }
         if rows.is_none() && !self.refresher.needed(&s, when, crate::clock::now()) {

@@ -1109,6 +1109,10 @@ async fn redis_sessions_indexed_by_an_older_build_are_still_found() {
         redis::cmd("SMEMBERS").arg(format!("{p}sub:old")).query_async(&mut c).await.unwrap_or_default();
     assert!(!left.contains(&oidc_bff::secret::hex(&key)), "{left:?}");
     assert!(s.is_used("jti:old", now).await.unwrap_or(false), "a jti an older build spent stays spent");
+    let _: () = redis::cmd("SET").arg(format!("{p}used:state:old")).arg(1).query_async(&mut c).await.unwrap_or(());
+    assert!(!s.first_use("state:old", now + 60).await.unwrap_or(true), "a state an older build spent is refused");
+    assert!(s.first_use("state:new", now + 60).await.unwrap_or(false));
+    assert!(!s.first_use("state:new", now + 60).await.unwrap_or(true), "and spent once");
     assert!(!s.is_used("jti:new", now).await.unwrap_or(true));
     store.drop_all().await;
 }

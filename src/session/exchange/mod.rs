@@ -275,8 +275,8 @@ impl Job {
             Ok(p) => p,
             Err(e) => return Outcome::Failed(e.into()),
         };
-        let Ok(permit) = self.oidc.slots().exchange.acquire().await else {
-            return Outcome::Failed(ErrorCode::IdpUnavailable.into());
+        let Some(permit) = self.oidc.exchange_slot().await else {
+            return Outcome::Failed(ErrorCode::IdpTimeout.into());
         };
         let issued_at = now();
         let answer = self.oidc.exchange_token(&provider, &self.token, &self.spec, self.dpop.as_deref()).await;

@@ -295,8 +295,8 @@ async fn run_refresh(refresher: Refresher, id: [u8; 32], rt: Secret, original: O
     let lock_ttl_ms = lock_ttl.as_millis() as i64;
     // The grant slot first: the lock's lifetime must not be spent queueing for one.
     // Grants in flight are bounded per provider (`oidc::Slots`).
-    let Ok(permit) = original.oidc.slots().refresh.acquire().await else {
-        return Outcome::Temporary(ErrorCode::IdpUnavailable);
+    let Some(permit) = original.oidc.refresh_slot().await else {
+        return Outcome::Temporary(ErrorCode::IdpTimeout);
     };
     match store.try_lock(&id, &owner, lock_ttl_ms).await {
         Ok(true) => {
@@ -352,9 +352,9 @@ async fn grant_and_cache(
 ) -> (Outcome, bool) {
     let permit = match permit {
         Some(p) => p,
-        None => match original.oidc.slots().refresh.acquire().await {
-            Ok(p) => p,
-            Err(_) => return (Outcome::Temporary(ErrorCode::IdpUnavailable), true),
+        None => match original.oidc.refresh_slot().await {
+            Some(p) => p,
+            None => return (Outcome::Temporary(ErrorCode::IdpTimeout), true),
         },
     };
     let outcome = refresh_grant(rt, original).await;

@@ -14,9 +14,12 @@
 use super::model::{CacheRow, NewSession, OP_TIMEOUT, Revocation, RevocationKind, SessionRow, StoreError, Subject};
 use crate::secret::hex;
 use crate::settings::store_url::redis_parts;
+use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
-use std::sync::{Arc, LazyLock};
+use scripts::{DELETE, FIRST_USE, LOGOUT, REVOKE, TOUCH, UNLOCK, UPDATE};
+use std::sync::Arc;
+
+mod scripts;
 
 /// An index set larger than this is pruned of dead ids when a session is added to it.
 const PRUNE_ABOVE: u64 = 32;
@@ -27,96 +30,10 @@ pub struct RedisStore {
     prefix: Arc<str>,
 }
 
-static UPDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'data', ARGV[3], 'seen', ARGV[4])
-redis.call('EXPIREAT', KEYS[1], ARGV[5])
-return 1",
-    )
-});
-
-static TOUCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local seen = redis.call('HGET', KEYS[1], 'seen')
-if not seen or tonumber(seen) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-redis.call('EXPIREAT', KEYS[1], ARGV[2])
-return 1",
-    )
-});
-
-// One batch of an index set (the caller walks the set with SSCAN, so no call blocks Redis for
-// long however large the set). KEYS[1]: the index set. ARGV: mode ('any': every session
-// created <= bound; 'nosid': those without a sid; 'prune': none, only forget dead ids),
-// bound, session key prefix, required sub ('' = any), then the ids. Ids whose session is gone
-// leave the set.
-static LOGOUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local n = 0
-for i = 5, #ARGV do
-  local id = ARGV[i]
-  local k = ARGV[3] .. id
-  local f = redis.call('HMGET', k, 'created', 'sub', 'sid')
-  if not f[1] then
-    redis.call('SREM', KEYS[1], id)
-  else
-    local old = tonumber(f[1]) <= tonumber(ARGV[2])
-    local hit = (ARGV[1] == 'any' and old) or (ARGV[1] == 'nosid' and old and f[3] == '')
-    if hit and (ARGV[4] == '' or f[2] == ARGV[4]) then
-      redis.call('DEL', k)
-      redis.call('SREM', KEYS[1], id)
-      n = n + 1
-    end
-  end
-end
-return n",
-    )
-});
-
-// Delete a session and its index entries. KEYS[1]: the session. ARGV: index key prefix, id.
-// Sessions written by older builds have no isub/isid: their sets are named by the raw ids.
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local f = redis.call('HMGET', KEYS[1], 'sub', 'sid', 'isub', 'isid')
-redis.call('DEL', KEYS[1])
-if f[3] then
-  redis.call('SREM', ARGV[1] .. 'hsub:' .. f[3], ARGV[2])
-  if f[4] and f[4] ~= '' then redis.call('SREM', ARGV[1] .. 'hsid:' .. f[4], ARGV[2]) end
-else
-  if f[1] then redis.call('SREM', ARGV[1] .. 'sub:' .. f[1], ARGV[2]) end
-  if f[2] and f[2] ~= '' then redis.call('SREM', ARGV[1] .. 'sid:' .. f[2], ARGV[2]) end
-end
-return 1",
-    )
-});
-
 /// Hex SHA-256 of an id: what key names carry instead of it (SPEC §9).
 fn id_hash(id: &str) -> String {
     hex(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()))
 }
-
-// A revocation stamped with Redis's own clock. KEYS[1]: the sorted set. ARGV: the member.
-static REVOKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
-return 1",
-    )
-});
-
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0",
-    )
-});
 
 impl RedisStore {
     pub fn open(url: &str) -> Result<Self, StoreError> {
@@ -333,15 +250,9 @@ impl RedisStore {
 
     pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, redis::RedisError> {
         let mut c = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.key("used", &id_hash(id)))
-            .arg(1)
-            .arg("NX")
-            .arg("EXAT")
-            .arg(expires_at)
-            .query_async(&mut c)
-            .await?;
-        Ok(set.is_some())
+        let (hashed, legacy) = (self.key("used", &id_hash(id)), self.key("used", id));
+        let n: i64 = FIRST_USE.key(hashed).key(legacy).arg(expires_at).invoke_async(&mut c).await?;
+        Ok(n == 1)
     }
 
     pub async fn cache_put(
