@@ -70,8 +70,8 @@ pub enum Arrival<'a> {
     SharedCallback,
     /// `GET {base}/callback/<name>`.
     OwnCallback(&'a str),
-    /// `POST /login/end` with the URL the IdP redirected to, already matched against the
-    /// transaction's provider's `redirect_uri`.
+    /// `POST /login/end` with the URL the IdP redirected to (some provider's `redirect_uri`;
+    /// `Login::complete` requires the transaction's provider's).
     RedirectUrl(&'a url::Url),
     /// `POST /login/end` with the parameters only: nothing says where they arrived.
     ParametersOnly,
@@ -154,15 +154,13 @@ impl Login {
         let return_to = ReturnTo::parse(return_to, &self.allowed_origins)?;
         let provider = oidc.provider()?;
         if !oidc.can_tell_callbacks_apart(&provider, self.providers.several()) {
-            if !oidc.first_report() {
-                crate::metrics::login_failed(ErrorCode::IdpUnavailable.as_str());
-                return Err(ErrorCode::IdpUnavailable.into());
+            if oidc.first_report() {
+                tracing::error!(
+                    provider = oidc.name(),
+                    "login refused: this provider shares {{base}}/callback but does not send RFC 9207's iss; \
+                     give it its own redirect_uri, {{public_url}}{{base}}/callback/<name>"
+                );
             }
-            tracing::error!(
-                provider = oidc.name(),
-                "login refused: this provider shares {{base}}/callback but does not send RFC 9207's iss; \
-                 give it its own redirect_uri, {{public_url}}{{base}}/callback/<name>"
-            );
             crate::metrics::login_failed(ErrorCode::IdpUnavailable.as_str());
             return Err(ErrorCode::IdpUnavailable.into());
         }

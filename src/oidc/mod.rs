@@ -159,45 +159,41 @@ impl Oidc {
     }
 
     /// Load discovery at start-up, retrying with capped exponential backoff while the IdP is
-    /// down. Returns only on success or on a fatal error (issuer mismatch).
+    /// down. Returns only on success or on a fatal error (issuer mismatch, a contradiction of
+    /// the configuration): the `default` provider stops the process on those.
     pub async fn discover_with_retry(&self) -> Result<(), DiscoveryError> {
-        let mut delay = Duration::from_millis(250);
-        loop {
-            match self.load().await {
-                Ok(()) => {
-                    tracing::info!(provider = %self.settings.name, issuer = %self.settings.issuer, "IdP discovery and JWKS loaded");
-                    return Ok(());
-                }
-                Err(e @ (DiscoveryError::IssuerMismatch { .. } | DiscoveryError::Contradicts(_))) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(provider = %self.settings.name, error = %e, retry_in_ms = delay.as_millis() as u64, "IdP discovery failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        self.discover(true).await
     }
 
     /// A provider other than `default` (SPEC §3.7): its failures never stop the process. A
-    /// discovery that contradicts the configuration marks it failed (logged once per load, as
-    /// an error) and is retried like an unreachable IdP, with backoff up to a minute, until
-    /// the IdP or its configuration is fixed.
+    /// discovery that contradicts the configuration marks it failed (logged as an error on each
+    /// attempt) and is retried like an unreachable IdP, with backoff up to a minute, until the
+    /// IdP or its configuration is fixed.
     pub async fn keep_discovering(&self) {
+        let _ = self.discover(false).await;
+    }
+
+    /// The retry loop of both: with `fatal`, a contradiction ends it with the error.
+    async fn discover(&self, fatal: bool) -> Result<(), DiscoveryError> {
+        let name = &self.settings.name;
         let mut delay = Duration::from_millis(250);
         let mut cap = Duration::from_secs(10);
         loop {
             match self.load().await {
                 Ok(()) => {
-                    tracing::info!(provider = %self.settings.name, issuer = %self.settings.issuer, "IdP discovery and JWKS loaded");
-                    return;
+                    tracing::info!(provider = %name, issuer = %self.settings.issuer, "IdP discovery and JWKS loaded");
+                    return Ok(());
+                }
+                Err(e @ (DiscoveryError::IssuerMismatch { .. } | DiscoveryError::Contradicts(_))) if fatal => {
+                    return Err(e);
                 }
                 Err(e @ (DiscoveryError::IssuerMismatch { .. } | DiscoveryError::Contradicts(_))) => {
                     cap = Duration::from_secs(60);
                     delay = delay.max(Duration::from_secs(5));
-                    tracing::error!(provider = %self.settings.name, error = %e, retry_in_ms = delay.as_millis() as u64, "provider marked failed: its discovery contradicts the configuration; its logins answer idp_unavailable");
+                    tracing::error!(provider = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "provider marked failed: its discovery contradicts the configuration; its logins answer idp_unavailable");
                 }
                 Err(e) => {
-                    tracing::warn!(provider = %self.settings.name, error = %e, retry_in_ms = delay.as_millis() as u64, "IdP discovery failed; retrying");
+                    tracing::warn!(provider = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "IdP discovery failed; retrying");
                 }
             }
             tokio::time::sleep(delay).await;

@@ -61,7 +61,7 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
         metrics::counter!("bff_backchannel_logouts_total", "result" => "invalid").increment(1);
         AppError::from(ErrorCode::InvalidLogoutToken)
     };
-    let Some(iss) = unverified_issuer(form.logout_token.expose()) else {
+    let Some(iss) = crate::oidc::logout_token::unverified_issuer(form.logout_token.expose()) else {
         return Err(invalid(&"not a JWT with an iss claim"));
     };
     let Some(oidc) = state.providers.by_issuer(&iss) else {
@@ -74,17 +74,4 @@ async fn handle(state: &AppState, body: Body) -> Result<(), AppError> {
         Err(e) => return Err(invalid(&e)),
     };
     state.sessions.backchannel_logout(oidc.settings(), &token, t).await
-}
-
-/// The `iss` claim of a compact JWS, read without verifying anything: it is only used to pick
-/// the provider that verifies the token.
-fn unverified_issuer(token: &str) -> Option<String> {
-    use base64::Engine;
-    #[derive(Deserialize)]
-    struct Iss {
-        iss: String,
-    }
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<Iss>(&bytes).ok().map(|c| c.iss)
 }

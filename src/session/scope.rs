@@ -35,10 +35,9 @@ mod tests {
     #[test]
     fn scoped_ids_of_different_providers_never_meet() {
         assert_eq!(scoped("default", "abc"), "abc");
-        let ids = ["abc", "b\u{1}abc", "", "a"];
         let mut seen = std::collections::HashSet::new();
         for p in ["default", "a", "b", "ab", "a-b"] {
-            for id in ids.iter().filter(|i| !i.contains('\u{1}')) {
+            for id in ["abc", "", "a", "b", "ba"] {
                 assert!(seen.insert(scoped(p, id).into_owned()), "{p} {id}");
             }
         }

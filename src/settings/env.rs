@@ -44,17 +44,15 @@ fn provider_key(key: &str) -> Option<(String, &str)> {
 
 fn typed(name: &str, value: &str) -> Result<(String, ValueKind), String> {
     let (section, key) = split_name(name).ok_or_else(|| format!("{name}: not a BFF_<SECTION>__<KEY> name"))?;
-    let (path, kind) = if section == "providers" {
+    // A provider's keys are [oidc]'s.
+    let (path, schema_section, key) = if section == "providers" {
         let (provider, key) =
             provider_key(&key).ok_or_else(|| format!("{name}: not a BFF_PROVIDERS__<NAME>__<KEY> name"))?;
-        let path = format!("providers.{provider}.{key}");
-        let kind = kind_of("oidc", key).ok_or_else(|| format!("{path}: unknown key (from {name})"))?;
-        (path, kind)
+        (format!("providers.{provider}.{key}"), "oidc", key)
     } else {
-        let path = format!("{section}.{key}");
-        let kind = kind_of(&section, &key).ok_or_else(|| format!("{path}: unknown key (from {name})"))?;
-        (path, kind)
+        (format!("{section}.{key}"), section.as_str(), key.as_str())
     };
+    let kind = kind_of(schema_section, key).ok_or_else(|| format!("{path}: unknown key (from {name})"))?;
     let v = match kind {
         Kind::Str => ValueKind::String(value.to_owned()),
         Kind::Int => ValueKind::U64(
