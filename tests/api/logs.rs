@@ -223,34 +223,47 @@ async fn a_sigterm_under_load_loses_no_access_line() {
 #[tokio::test]
 async fn a_stalled_log_output_never_blocks_requests_and_every_line_is_accounted_for() {
     oidc_bff::startup::install_crypto_providers();
-    let (port, admin) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("oidc-bff-stalled-{port}"));
-    let _ = std::fs::create_dir_all(&dir);
-    let config = dir.join("bff.toml");
-    std::fs::write(&config, access_log_config(port, &format!("admin_listen = \"127.0.0.1:{admin}\"")))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    // `free_port` can hand out a port another test binds first: then this binary exits at once
+    // and the probe reaches the other server. Such an attempt is detected (the child is gone)
+    // and made again on other ports.
+    let mut attempt = None;
+    for _ in 0..3 {
+        let (port, admin) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!("oidc-bff-stalled-{port}"));
+        let _ = std::fs::create_dir_all(&dir);
+        let config = dir.join("bff.toml");
+        std::fs::write(&config, access_log_config(port, &format!("admin_listen = \"127.0.0.1:{admin}\"")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oidc-bff"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let probe = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..400 {
+            if probe.get(format!("{base}/healthz")).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if up && matches!(child.try_wait(), Ok(None)) {
+            attempt = Some((child, admin, dir, base, probe));
+            break;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (mut child, admin, dir, base, probe) = attempt.unwrap_or_else(|| panic!("binary did not start"));
     // Nobody reads stderr until the load is over: the pipe (64 KiB) fills, then the writer's
     // buffer (1 MiB); 20,000 JSON access lines are about 4.5 MB.
     let stderr = child.stderr.take();
-    let base = format!("http://127.0.0.1:{port}");
-    let probe = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..400 {
-        if probe.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "binary did not start");
     const REQUESTS: u64 = 20_000;
     let answered = tokio::time::timeout(Duration::from_secs(60), load(&format!("{base}/healthz"), 32, REQUESTS))
         .await
