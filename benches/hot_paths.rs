@@ -138,6 +138,7 @@ fn names_and_keys() -> (CookieNames, Keyring) {
         idle_timeout_secs: 1800,
         absolute_timeout_secs: 28800,
         cache_max_bytes: 16 << 20,
+        events_warning_secs: 120,
     });
     (names, Keyring::new(&[key]))
 }

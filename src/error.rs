@@ -72,6 +72,9 @@ pub enum ErrorCode {
     SessionTooLarge,
     /// 503: the session store (`[session] url`) did not answer in time or failed.
     SessionStoreUnavailable,
+    /// 503: `max_event_streams` event streams and WebSockets are open, or 8 streams of this
+    /// session (SPEC §5).
+    EventStreamsExhausted,
     /// 501: back-channel logout in cookie mode without a `[session] url` for the revocation list.
     BackchannelUnavailable,
     /// 400: a back-channel logout token failed validation.
@@ -112,6 +115,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::SessionTooLarge => "session_too_large",
             Self::SessionStoreUnavailable => "session_store_unavailable",
+            Self::EventStreamsExhausted => "event_streams_exhausted",
             Self::BackchannelUnavailable => "backchannel_unavailable",
             Self::InvalidLogoutToken => "invalid_logout_token",
             Self::UnknownProvider => "unknown_provider",
@@ -144,7 +148,9 @@ impl ErrorCode {
                 StatusCode::BAD_GATEWAY
             }
             Self::IdpTimeout | Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::NotReady | Self::SessionStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::SessionStoreUnavailable | Self::EventStreamsExhausted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::BackchannelUnavailable => StatusCode::NOT_IMPLEMENTED,
         }
     }
@@ -179,6 +185,7 @@ impl ErrorCode {
             Self::UpstreamTimeout => "The API did not answer in time.",
             Self::SessionTooLarge => "The identity provider's tokens are too large for a cookie session.",
             Self::SessionStoreUnavailable => "The session store is unavailable. Try again shortly.",
+            Self::EventStreamsExhausted => "Too many live session streams are open. Try again later.",
             Self::BackchannelUnavailable => "Back-channel logout needs a session store ([session] url).",
             Self::InvalidLogoutToken => "The logout token failed validation.",
             Self::UnknownProvider => "No identity provider of that name is configured.",

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod clock;
 pub mod cookie_header;
 pub mod error;
+pub mod events;
 pub mod listener;
 pub mod login;
 pub mod memory;

@@ -2,6 +2,7 @@
 //! drain), discovery and the store's upkeep in the background, and a graceful drain on
 //! shutdown (SPEC §7).
 
+use crate::events::Events;
 use crate::listener::Limits;
 use crate::login::Login;
 use crate::oidc::discovery::DiscoveryError;
@@ -49,7 +50,8 @@ pub fn app_state(settings: Settings) -> Result<AppState, StartupError> {
         Some(url) => Some(Store::open(url).map_err(StartupError::Store)?),
         None => None,
     };
-    let sessions = Arc::new(Sessions::new(&settings.session, store, providers.clone(), &settings.routes));
+    let events = Events::new(settings.server.max_event_streams, store.clone());
+    let sessions = Arc::new(Sessions::new(&settings.session, store, providers.clone(), &settings.routes, events));
     let login = Login::new(&settings, providers.clone(), sessions.clone());
     let proxy = Proxy::new(&settings)?;
     Ok(AppState::new(settings, providers, sessions, login, proxy))
@@ -168,6 +170,8 @@ impl App {
             let oidc = oidc.clone();
             tokio::spawn(async move { oidc.keep_discovering().await });
         }
+        // The one subscription per instance to the store's event channel (SPEC §5).
+        let feed = tokio::spawn(state.sessions.events().clone().run_feed());
         let sweeper = if state.sessions.store().is_some() {
             tokio::spawn(store_maintenance(state.clone(), fatal_tx));
             None
@@ -197,11 +201,21 @@ impl App {
             }
             // Both listeners drain at once, within one shutdown_timeout.
             let _ = admin_stop.send(());
+            // Event streams end now (their clients reconnect to another instance); WebSockets
+            // close with 1001 just before the drain runs out (SPEC §5, §6.3).
+            let events = state.sessions.events().clone();
+            events.close_streams();
+            let last = server.shutdown_timeout.saturating_sub(std::time::Duration::from_secs(1));
+            tokio::spawn(async move {
+                tokio::time::sleep(last).await;
+                events.close_sockets();
+            });
         };
         crate::listener::serve(listener, limits, handler, stop, server.shutdown_timeout).await;
         if let Some(s) = sweeper {
             s.abort();
         }
+        feed.abort();
         if let Some(mut t) = admin_task {
             // The admin listener drains like the public one; a stuck scrape must not hold up the exit.
             if tokio::time::timeout(server.shutdown_timeout, &mut t).await.is_err() {
@@ -247,11 +261,7 @@ async fn store_maintenance(state: AppState, fatal: tokio::sync::mpsc::Sender<Sta
     loop {
         // Each round is also the health check `/readyz` reports.
         let round = match state.sessions.revocations() {
-            Some(rev) => rev.sync(&store).await.map(|n| {
-                if n > 0 {
-                    tracing::trace!(entries = n, "revocation list read");
-                }
-            }),
+            Some(rev) => rev.sync(&store).await.map(|new| state.sessions.revoked_elsewhere(&new)),
             None => store.ping().await,
         };
         match round {

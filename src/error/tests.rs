@@ -42,6 +42,7 @@ fn all_codes() -> Vec<ErrorCode> {
         UpstreamTimeout,
         SessionTooLarge,
         SessionStoreUnavailable,
+        EventStreamsExhausted,
         BackchannelUnavailable,
         InvalidLogoutToken,
         UnknownProvider,
@@ -76,6 +77,7 @@ fn all_codes() -> Vec<ErrorCode> {
             | UpstreamTimeout
             | SessionTooLarge
             | SessionStoreUnavailable
+            | EventStreamsExhausted
             | BackchannelUnavailable
             | InvalidLogoutToken
             | UnknownProvider

@@ -215,6 +215,7 @@ mod tests {
                 idle_timeout_secs: 60,
                 absolute_timeout_secs: 60,
                 cache_max_bytes: 1 << 20,
+                events_warning_secs: 120,
             });
             let cookie = largest_cookie_header(&names);
             eprintln!("largest Cookie header (secure = {secure}): {cookie} bytes");

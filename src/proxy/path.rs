@@ -104,6 +104,7 @@ mod tests {
             forward_set_cookie: false,
             token: crate::settings::routes::RouteToken::Session,
             providers: vec![],
+            websocket: false,
         }
     }
 

@@ -37,7 +37,7 @@ fn clear_all(state: &AppState, headers: &HeaderMap) -> Vec<String> {
 /// by the IdP client's timeout; a failure is logged, the local logout stands) and build the IdP
 /// logout URL.
 async fn end(state: &AppState, session: &Session) -> Result<Option<String>, AppError> {
-    state.sessions.end(session).await?;
+    state.sessions.end(session, crate::events::Reason::Logout).await?;
     metrics::counter!("bff_sessions_ended_total", "reason" => "logout").increment(1);
     Ok(idp_logout(state, session).await)
 }

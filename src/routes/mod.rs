@@ -4,6 +4,7 @@
 
 mod backchannel;
 mod body;
+mod events;
 mod health;
 mod login;
 mod logout;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
     let spa = Router::new()
         .merge(login::spa_router())
         .merge(session::router())
+        .merge(events::router())
         .merge(logout::spa_router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::csrf));
     let bff = Router::new()
@@ -95,6 +97,7 @@ mod tests {
             include_str!("login.rs"),
             include_str!("logout.rs"),
             include_str!("session.rs"),
+            include_str!("events.rs"),
             include_str!("health.rs"),
             include_str!("proxy.rs"),
             include_str!("body.rs"),
@@ -110,6 +113,6 @@ mod tests {
                 seen += 1;
             }
         }
-        assert!(seen >= 9, "{seen}");
+        assert!(seen >= 10, "{seen}");
     }
 }

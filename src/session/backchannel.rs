@@ -13,6 +13,8 @@ use crate::store::{Revocation, SID_RECEIPT_MARGIN_SECS, Store, Subject};
 /// Where a logout is applied.
 pub struct Target<'a> {
     pub store: &'a Store,
+    /// Listeners of the ended sessions, on every instance, are told (SPEC §5).
+    pub events: &'a crate::events::Events,
     /// Server-side sessions live in `store`; otherwise cookie mode's revocation list does.
     pub server_side: bool,
     pub revocations: Option<&'a Revocations>,
@@ -50,6 +52,7 @@ pub async fn apply(to: &Target<'_>, token: &ValidLogoutToken, t: i64) -> Result<
     // Apply first, then spend the jti: both steps are idempotent, and a store failure between
     // them must leave the IdP's retry able to succeed (spending the jti first would turn that
     // retry into a "replay" and leave the sessions alive).
+    let rules = Revocation::for_subject(who, created_by);
     if to.server_side {
         let n = store.delete_sessions_of(who, created_by).await?;
         tracing::info!(
@@ -61,10 +64,10 @@ pub async fn apply(to: &Target<'_>, token: &ValidLogoutToken, t: i64) -> Result<
     } else {
         // Kept until no session it can match is still alive.
         let until = crate::clock::now().max(token.iat) + to.absolute_timeout_secs as i64 + 120;
-        for r in Revocation::for_subject(who, created_by) {
-            store.add_revocation(&r, until).await?;
+        for r in &rules {
+            store.add_revocation(r, until).await?;
             if let Some(rev) = to.revocations {
-                rev.apply(&r);
+                rev.apply(r);
             }
         }
         tracing::info!(
@@ -73,6 +76,7 @@ pub async fn apply(to: &Target<'_>, token: &ValidLogoutToken, t: i64) -> Result<
             "back-channel logout: revocation recorded"
         );
     }
+    to.events.publish(super::live::backchannel_event(&rules));
     if !store.first_use(&jti, token.usable_until).await? {
         tracing::warn!("back-channel logout token replayed concurrently (jti already seen)");
         metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);

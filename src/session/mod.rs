@@ -8,6 +8,7 @@
 pub mod backchannel;
 pub mod cookie;
 pub mod exchange;
+pub mod live;
 mod memo;
 mod memory_cache;
 pub mod model;
@@ -18,6 +19,7 @@ pub mod seal;
 pub mod server;
 
 use crate::error::{AppError, ErrorCode};
+use crate::events::{Event, Events, Reason};
 use crate::oidc::logout_token::ValidLogoutToken;
 use crate::oidc::providers::Providers;
 use crate::settings::routes::Route;
@@ -63,6 +65,9 @@ pub struct Sessions {
     providers: Arc<Providers>,
     idle_timeout_secs: u64,
     absolute_timeout_secs: u64,
+    /// What happens to sessions, told to the listeners on every instance (SPEC §5).
+    events: Events,
+    events_warning_secs: u64,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -74,7 +79,13 @@ impl std::fmt::Debug for Sessions {
 impl Sessions {
     /// `store`: the client for `[session] url`, when one is set. Refreshes and the token
     /// exchanges of `routes` go to each session's provider.
-    pub fn new(settings: &SessionSettings, store: Option<Store>, providers: Arc<Providers>, routes: &[Route]) -> Self {
+    pub fn new(
+        settings: &SessionSettings,
+        store: Option<Store>,
+        providers: Arc<Providers>,
+        routes: &[Route],
+        events: Events,
+    ) -> Self {
         let server_side = store.is_some() && settings.store != StoreKind::Cookie;
         let revocations = (store.is_some() && !server_side).then(Revocations::default);
         let memory = memory_cache::shared(settings.cache_max_bytes);
@@ -89,6 +100,25 @@ impl Sessions {
             revocations,
             idle_timeout_secs: settings.idle_timeout_secs,
             absolute_timeout_secs: settings.absolute_timeout_secs,
+            events,
+            events_warning_secs: settings.events_warning_secs,
+        }
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Tell every instance's listeners that `s` ended.
+    fn publish_end(&self, s: &Session, reason: Reason) {
+        self.events.publish(Event::Ended { session: live::session_route(s), reason });
+    }
+
+    /// Back-channel logout rules this instance learnt from the revocation list's poll (another
+    /// instance recorded them): its own listeners of those sessions are told.
+    pub fn revoked_elsewhere(&self, rules: &[crate::store::Revocation]) {
+        if !rules.is_empty() {
+            self.events.deliver(&Arc::new(live::backchannel_event(rules)));
         }
     }
 
@@ -211,7 +241,7 @@ impl Sessions {
             metrics::counter!("bff_sessions_ended_total", "reason" => "provider_removed").increment(1);
             // Deleted, not only refused: a provider added back (or its name reused) must not
             // revive it. A store failure here still refuses it.
-            if let Err(e) = Box::pin(self.end(&s)).await {
+            if let Err(e) = Box::pin(self.end(&s, Reason::Revoked)).await {
                 tracing::warn!(error = %e.code.as_str(), "the removed provider's session was not deleted");
             }
             return self.ended(ErrorCode::SessionExpired.into());
@@ -229,7 +259,10 @@ impl Sessions {
     async fn refresh_and_save(&self, mut s: Arc<Session>, rows: Option<Rows<'_>>, when: When, now: i64) -> Current {
         let changed = match self.refresher.ensure_fresh(&mut s, when).await {
             Ok(changed) => changed,
-            Err(RefreshFailure::Ended(error)) => return self.ended(error),
+            Err(RefreshFailure::Ended(error)) => {
+                self.publish_end(&s, Reason::RefreshFailed);
+                return self.ended(error);
+            }
             Err(RefreshFailure::Temporary(e)) => return Current::Failed(e),
         };
         let saved = match (&s.stored, rows) {
@@ -237,7 +270,13 @@ impl Sessions {
             _ => Ok(self.save_cookie(&mut s, now, changed)),
         };
         match saved {
-            Ok(set_cookies) => Current::Live { session: s, set_cookies },
+            Ok(set_cookies) => {
+                if changed {
+                    let (session, expires_at) = (live::session_route(&s), s.access_expires_at);
+                    self.events.publish(Event::Refreshed { session, expires_at });
+                }
+                Current::Live { session: s, set_cookies }
+            }
             Err(e) if e.code == ErrorCode::SessionExpired => self.ended(e),
             Err(e) => Current::Failed(e),
         }
@@ -273,10 +312,11 @@ impl Sessions {
         self.rows()?.cookie_key(&SessionCookie::from_headers(&self.cookies, headers)).ok()
     }
 
-    /// End a session where it is kept (server-side row, refresh-cache entries). Cookies are
-    /// the caller's to expire.
-    pub async fn end(&self, s: &Session) -> Result<(), AppError> {
+    /// End a session where it is kept (server-side row, refresh-cache entries), and tell its
+    /// listeners why. Cookies are the caller's to expire.
+    pub async fn end(&self, s: &Session, reason: Reason) -> Result<(), AppError> {
         memo::forget(s);
+        self.publish_end(s, reason);
         if let Some(stored) = &s.stored
             && let Some(rows) = self.rows()
         {
@@ -303,6 +343,7 @@ impl Sessions {
         };
         let target = backchannel::Target {
             store,
+            events: &self.events,
             server_side: self.server_side,
             revocations: self.revocations.as_ref(),
             provider: &provider.name,

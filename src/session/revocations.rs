@@ -63,32 +63,46 @@ impl Revocations {
         now_ms() - self.synced_ms.load(Ordering::Relaxed) <= MAX_STALENESS_MS
     }
 
-    /// Apply an entry (from the store, or just recorded by this instance).
-    pub fn apply(&self, r: &Revocation) {
+    /// Apply an entry (from the store, or just recorded by this instance). True when it
+    /// revokes more than before.
+    pub fn apply(&self, r: &Revocation) -> bool {
         let map = match r.kind {
             RevocationKind::Sid => &self.sid,
             RevocationKind::Sub => &self.sub,
             RevocationKind::SubWithoutSid => &self.sub_without_sid,
         };
         let mut m = write(map);
-        let e = m.entry(r.value.clone()).or_insert(r.iat);
-        *e = (*e).max(r.iat);
+        match m.get_mut(r.value.as_str()) {
+            Some(iat) if *iat >= r.iat => false,
+            Some(iat) => {
+                *iat = r.iat;
+                true
+            }
+            None => {
+                m.insert(r.value.clone(), r.iat);
+                true
+            }
+        }
     }
 
-    /// One poll. The first reads everything still in force.
-    pub async fn sync(&self, store: &Store) -> Result<usize, StoreError> {
+    /// One poll. The first reads everything still in force. Returns the entries that revoke
+    /// more than before (another instance's back-channel logouts, SPEC §5).
+    pub async fn sync(&self, store: &Store) -> Result<Vec<Revocation>, StoreError> {
         let started = now_ms();
         let cursor = self.cursor_ms.load(Ordering::Relaxed);
         let since = if cursor == 0 { 0 } else { cursor - OVERLAP_MS };
         let entries = store.revocations_since(since, crate::clock::now()).await?;
         let mut newest = cursor;
-        for (r, stamp) in &entries {
-            self.apply(r);
-            newest = newest.max(*stamp);
+        let mut new = Vec::new();
+        for (r, stamp) in entries {
+            newest = newest.max(stamp);
+            if self.apply(&r) {
+                new.push(r);
+            }
         }
         self.cursor_ms.store(newest, Ordering::Relaxed);
         self.synced_ms.store(started, Ordering::Relaxed);
-        Ok(entries.len())
+        Ok(new)
     }
 
     /// Forget entries that can no longer match a live session (older than the longest session).

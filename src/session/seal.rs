@@ -216,6 +216,9 @@ pub enum SharedLabel {
     /// The access token an exchanged token was obtained from (not a secret that opens anything:
     /// a cached token is used only by a session that still holds that access token).
     ExchangeSubject,
+    /// The routing id of a session's live events (SPEC §5): of its `logout_token`, never the
+    /// value, and of its provider-scoped `sid` and `sub`.
+    Events,
 }
 
 impl SharedLabel {
@@ -224,6 +227,7 @@ impl SharedLabel {
             Self::RefreshCache => b"oidc-bff/v1/refresh-cache-id",
             Self::ExchangeCache => b"oidc-bff/v1/exchange-cache-id",
             Self::ExchangeSubject => b"oidc-bff/v1/exchange-subject",
+            Self::Events => b"oidc-bff/v1/events-route",
         }
     }
 
@@ -233,6 +237,7 @@ impl SharedLabel {
             Self::ExchangeCache => b"oidc-bff/v1/exchange-cache-entry-key",
             // Never a sealing key; a distinct label all the same.
             Self::ExchangeSubject => b"oidc-bff/v1/exchange-subject-key",
+            Self::Events => b"oidc-bff/v1/events-route-key",
         }
     }
 }

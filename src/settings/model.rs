@@ -48,6 +48,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub exchange_rate_per_minute: u32,
+    /// `/session/events` streams and WebSockets open at once (SPEC §5, §6.3); 0 = none.
+    pub max_event_streams: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +162,8 @@ pub struct SessionSettings {
     pub absolute_timeout_secs: u64,
     /// Bound of the in-memory refresh cache (bytes, entries and their bookkeeping).
     pub cache_max_bytes: usize,
+    /// `/session/events` says `expiring` this long before the session ends.
+    pub events_warning_secs: u64,
 }
 
 /// Where sessions live (SPEC §4).

@@ -35,6 +35,7 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("max_body_bytes", Kind::Int),
             ("header_read_timeout_secs", Kind::Int),
             ("exchange_rate_per_minute", Kind::Int),
+            ("max_event_streams", Kind::Int),
         ],
     ),
     (
@@ -74,6 +75,7 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("url", Kind::Str),
             ("url_file", Kind::Str),
             ("cache_max_bytes", Kind::Int),
+            ("events_warning_secs", Kind::Int),
         ],
     ),
     ("logging", &[("format", Kind::Str), ("level", Kind::Str), ("access_log", Kind::Bool)]),
@@ -119,6 +121,7 @@ pub struct RawServer {
     pub max_body_bytes: u64,
     pub header_read_timeout_secs: u64,
     pub exchange_rate_per_minute: u64,
+    pub max_event_streams: u64,
 }
 
 impl Default for RawServer {
@@ -139,6 +142,7 @@ impl Default for RawServer {
             max_body_bytes: 65536,
             header_read_timeout_secs: 10,
             exchange_rate_per_minute: 0,
+            max_event_streams: 1000,
         }
     }
 }
@@ -206,6 +210,7 @@ pub struct RawSession {
     pub url: String,
     pub url_file: String,
     pub cache_max_bytes: u64,
+    pub events_warning_secs: u64,
 }
 
 impl Default for RawSession {
@@ -221,6 +226,7 @@ impl Default for RawSession {
             url: String::new(),
             url_file: String::new(),
             cache_max_bytes: 16 * 1024 * 1024,
+            events_warning_secs: 120,
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct Route {
     pub token: RouteToken,
     /// Only sessions of these providers may use the route (SPEC §3.7); empty = every one.
     pub providers: Vec<String>,
+    /// `Upgrade: websocket` is relayed (SPEC §6.3).
+    pub websocket: bool,
 }
 
 impl Route {
@@ -190,8 +192,8 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
         if !csrf && !read_only {
             bad("csrf", "false is allowed only on routes whose methods are limited to GET and HEAD");
         }
-        if r.websocket {
-            bad("websocket", "not supported by this build yet");
+        if r.websocket && !methods.is_empty() && !methods.contains(&Method::GET) {
+            bad("websocket", "a WebSocket opens with GET: methods must include it");
         }
         let token = route_token(&r, auth, &mut bad);
         if !r.providers.is_empty() && auth == RouteAuth::None {
@@ -209,6 +211,7 @@ pub fn validate(raw: Vec<RawRoute>, reserved: &[String], problems: &mut Vec<Stri
                 forward_set_cookie: r.forward_set_cookie,
                 token,
                 providers: r.providers,
+                websocket: r.websocket,
             });
         }
     }

@@ -19,11 +19,19 @@ pub const MIN_MAX_HEADER_BYTES: usize = 56 * 1024;
 
 /// The BFF's own paths, which routes may not overlap (SPEC §6).
 pub fn reserved_paths(base_path: &str) -> Vec<String> {
-    let mut v: Vec<String> =
-        ["/login", "/login/start", "/login/end", "/callback", "/session", "/logout", "/backchannel-logout"]
-            .iter()
-            .map(|p| format!("{base_path}{p}"))
-            .collect();
+    let mut v: Vec<String> = [
+        "/login",
+        "/login/start",
+        "/login/end",
+        "/callback",
+        "/session",
+        "/session/events",
+        "/logout",
+        "/backchannel-logout",
+    ]
+    .iter()
+    .map(|p| format!("{base_path}{p}"))
+    .collect();
     v.push("/healthz".into());
     v.push("/readyz".into());
     v
@@ -159,6 +167,12 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
     let max_body_bytes = secs("server.max_body_bytes", raw.max_body_bytes, 1024, 1 << 20, p);
     let header_read = secs("server.header_read_timeout_secs", raw.header_read_timeout_secs, 1, 300, p);
     let rate = secs("server.exchange_rate_per_minute", raw.exchange_rate_per_minute, 0, 1_000_000, p);
+    // Below the connection cap: event streams and WebSockets hold a connection each, and the
+    // rest of the traffic needs connections too.
+    let max_event_streams = secs("server.max_event_streams", raw.max_event_streams, 0, 1_000_000, p);
+    if max_event_streams >= max_connections {
+        p.push("server.max_event_streams", "must be below server.max_connections");
+    }
     let (public_url, public_origin) = public?;
     Some(ServerSettings {
         listen: listen?,
@@ -177,6 +191,7 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
         max_body_bytes: max_body_bytes as usize,
         header_read_timeout: Duration::from_secs(header_read),
         exchange_rate_per_minute: rate as u32,
+        max_event_streams: max_event_streams as usize,
     })
 }
 
@@ -230,6 +245,7 @@ fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -
     let idle = secs("session.idle_timeout_secs", raw.idle_timeout_secs, 60, 30 * 86400, p);
     let absolute = secs("session.absolute_timeout_secs", raw.absolute_timeout_secs, 60, 90 * 86400, p);
     let cache_max_bytes = secs("session.cache_max_bytes", raw.cache_max_bytes, 65_536, 1 << 30, p);
+    let events_warning_secs = secs("session.events_warning_secs", raw.events_warning_secs, 0, 86_400, p);
     if keys.is_empty() {
         return None;
     }
@@ -242,6 +258,7 @@ fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -
         idle_timeout_secs: idle,
         absolute_timeout_secs: absolute,
         cache_max_bytes: cache_max_bytes as usize,
+        events_warning_secs,
     })
 }
 

@@ -13,15 +13,16 @@
 //! never a hung request. Connections are made lazily and re-made after failures, so a store
 //! that comes back needs no restart.
 
+mod feed;
 mod model;
 pub mod redis;
 pub mod sql;
 
+pub use feed::{Feed, Received};
 pub use model::*;
+use model::{timed, timed_for};
 
 use crate::settings::{StoreKind, StoreUrl};
-use std::future::Future;
-use std::time::Duration;
 
 #[derive(Clone)]
 pub enum Store {
@@ -35,27 +36,6 @@ impl std::fmt::Debug for Store {
         match self {
             Self::Sql(s) => write!(f, "Store({})", s.backend_name()),
             Self::Redis(_) => f.write_str("Store(redis)"),
-        }
-    }
-}
-
-async fn timed<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, StoreError> {
-    timed_for(OP_TIMEOUT, f).await
-}
-
-async fn timed_for<T, E: std::fmt::Display>(
-    limit: Duration,
-    f: impl Future<Output = Result<T, E>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            metrics::counter!("bff_store_errors_total").increment(1);
-            Err(StoreError::Backend(e.to_string()))
-        }
-        Err(_) => {
-            metrics::counter!("bff_store_errors_total").increment(1);
-            Err(StoreError::Timeout)
         }
     }
 }
@@ -174,6 +154,33 @@ impl Store {
     /// Release the lock if `owner` still holds it.
     pub async fn unlock(&self, name: &[u8; 32], owner: &[u8; 16]) -> Result<(), StoreError> {
         dispatch!(self.unlock(name, owner))
+    }
+
+    /// Send `payload` to every instance's event channel (this one's included); a store without
+    /// a channel (SQLite) accepts it and does nothing.
+    pub async fn publish_event(&self, payload: &str) -> Result<(), StoreError> {
+        match self.channel() {
+            Some(c) => c.publish(payload).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether this store carries events between instances (SPEC §5).
+    pub fn has_feed(&self) -> bool {
+        self.channel().is_some()
+    }
+
+    /// This instance's subscription to the event channel, not yet connected.
+    pub fn feed(&self) -> Option<Feed> {
+        self.channel().map(Feed::new)
+    }
+
+    fn channel(&self) -> Option<feed::Channel> {
+        match self {
+            Store::Redis(r) => Some(feed::Channel::Redis(r.clone())),
+            Store::Sql(sql::SqlStore::Postgres(pool)) => Some(feed::Channel::Postgres(pool.clone())),
+            Store::Sql(sql::SqlStore::Sqlite(_)) => None,
+        }
     }
 
     /// Delete expired rows (SQL; Redis expires keys itself).

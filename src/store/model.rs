@@ -1,5 +1,6 @@
 //! What the store holds and answers, shared by its backends.
 
+use std::future::Future;
 use std::time::Duration;
 
 /// The longest any one store operation may take.
@@ -117,4 +118,25 @@ impl Revocation {
 pub enum CacheRow {
     Sealed(Vec<u8>),
     Refused,
+}
+
+pub(super) async fn timed<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, StoreError> {
+    timed_for(OP_TIMEOUT, f).await
+}
+
+pub(super) async fn timed_for<T, E: std::fmt::Display>(
+    limit: Duration,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            metrics::counter!("bff_store_errors_total").increment(1);
+            Err(StoreError::Backend(e.to_string()))
+        }
+        Err(_) => {
+            metrics::counter!("bff_store_errors_total").increment(1);
+            Err(StoreError::Timeout)
+        }
+    }
 }

@@ -19,6 +19,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("session/", 30),
     // The one place where protocol and storage errors become the SPEC's codes.
     ("error.rs", 25),
+    // Live session events: the bus and its channel through the store, no session knowledge.
+    ("events/", 22),
     ("oidc/", 20),
     ("store/", 20),
     ("settings/", 10),
@@ -28,7 +30,7 @@ const LAYERS: &[(&str, u32)] = &[
 ];
 
 /// Folders whose code knows nothing of HTTP frameworks or of the application state.
-const FRAMEWORK_FREE: &[&str] = &["oidc/", "session/", "login/", "store/", "proxy/"];
+const FRAMEWORK_FREE: &[&str] = &["oidc/", "session/", "login/", "store/", "proxy/", "events/"];
 
 const MAX_LINES: usize = 400;
 

@@ -8,6 +8,7 @@ mod cli;
 mod cookies;
 mod cors;
 mod docs;
+mod events;
 mod exchange;
 mod fapi;
 mod faults;

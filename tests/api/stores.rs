@@ -222,7 +222,7 @@ impl Drop for Relay {
 
 /// With a generous IdP timeout: the suite runs in parallel on two cores, and a refresh that
 /// timed out would hide what these tests count.
-fn store_vars<'a>(store: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn store_vars<'a>(store: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![("BFF_SESSION__STORE", store), ("BFF_SESSION__URL", url), ("BFF_OIDC__HTTP_TIMEOUT_SECS", "10")]
 }
 
@@ -247,7 +247,7 @@ pub(crate) fn backchannel_idp(bff_port: u16, extra: Value) -> Value {
     cfg
 }
 
-async fn stack_store(idp_extra: Value, vars: &[(&str, &str)], toml: &str, backchannel: bool) -> (Idp, Bff) {
+pub(crate) async fn stack_store(idp_extra: Value, vars: &[(&str, &str)], toml: &str, backchannel: bool) -> (Idp, Bff) {
     let listener = reserve().await;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let idp_cfg = if backchannel { backchannel_idp(port, idp_extra) } else { idp_extra };
@@ -346,7 +346,7 @@ async fn redis_store_core_flow() {
 
 /// End the user's session at the IdP (RP-initiated logout confirmed at the IdP, from the
 /// browser that holds the IdP session): the IdP then calls `/backchannel-logout` itself.
-async fn logout_at_idp(b: &mut Browser, idp: &Idp) {
+pub(crate) async fn logout_at_idp(b: &mut Browser, idp: &Idp) {
     let r = b.get(&format!("{}/signoff", idp.issuer)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let action = r.body.split("action=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default().to_owned();

@@ -13,6 +13,7 @@ fn names() -> CookieNames {
         idle_timeout_secs: 60,
         absolute_timeout_secs: 60,
         cache_max_bytes: 16 << 20,
+        events_warning_secs: 120,
     })
 }
 

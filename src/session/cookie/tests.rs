@@ -15,6 +15,7 @@ fn names(secure: bool) -> CookieNames {
         idle_timeout_secs: 1800,
         absolute_timeout_secs: 28800,
         cache_max_bytes: 16 << 20,
+        events_warning_secs: 120,
     })
 }
 

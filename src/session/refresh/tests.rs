@@ -85,7 +85,8 @@ async fn state_with(server: &MockServer) -> Fixture {
     let oidc = Arc::new(crate::oidc::Oidc::new(settings.oidc.clone()).unwrap_or_else(|e| panic!("{e}")));
     oidc.load().await.unwrap_or_else(|e| panic!("{e}"));
     let providers = Arc::new(crate::oidc::providers::Providers::single(oidc));
-    let sessions = Sessions::new(&settings.session, None, providers, &settings.routes);
+    let sessions =
+        Sessions::new(&settings.session, None, providers, &settings.routes, crate::events::Events::new(10, None));
     Fixture { sessions, refresh_grace_secs: settings.oidc.refresh_grace_secs }
 }
 

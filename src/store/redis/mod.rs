@@ -28,6 +28,8 @@ const PRUNE_ABOVE: u64 = 32;
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
+    /// For the event channel's own connection (a subscribed connection serves nothing else).
+    client: Arc<redis::Client>,
 }
 
 /// Hex SHA-256 of an id: what key names carry instead of it (SPEC §9).
@@ -46,9 +48,9 @@ impl RedisStore {
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(std::time::Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self { conn, prefix: prefix.into() })
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self { conn, prefix: prefix.into(), client: Arc::new(client) })
     }
 
     fn key(&self, kind: &str, rest: &str) -> String {
@@ -62,6 +64,20 @@ impl RedisStore {
 
     fn session_key(&self, key: &[u8; 32]) -> String {
         self.key("s", &hex(key))
+    }
+
+    /// The one channel every instance's events go through (SPEC §5).
+    pub fn events_channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub async fn publish_event(&self, payload: &str) -> Result<(), redis::RedisError> {
+        let mut c = self.conn.clone();
+        c.publish::<_, _, ()>(self.events_channel(), payload).await
     }
 
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
