@@ -170,6 +170,20 @@ pub fn csrf_check(state: &AppState, method: &Method, headers: &HeaderMap) -> Res
     Ok(())
 }
 
+/// SPEC §6.3: a WebSocket upgrade cannot carry `X-CSRF`, so it needs one `Origin`, exactly
+/// `public_url`'s origin or one of `allowed_origins` (a missing one is refused too: a browser
+/// always sends it on a WebSocket handshake).
+pub fn websocket_origin_check(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (Some(o), None) if origin_allowed(state, o.as_bytes()) => Ok(()),
+        _ => {
+            tracing::warn!("WebSocket upgrade from a foreign or missing Origin refused");
+            Err(ErrorCode::Csrf.into())
+        }
+    }
+}
+
 pub async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match csrf_check(&state, req.method(), req.headers()) {
         Ok(()) => next.run(req).await,

@@ -42,6 +42,12 @@ use tokio::time::Instant;
 mod conn;
 use conn::{Activity, ConnIo, InProgress, Tracked, Watch};
 
+/// A connection's place under `max_connections`, handed (in the request's extensions) to a
+/// request that asks to upgrade: an upgraded socket outlives the HTTP connection that carried
+/// it, and must still count, and still be waited for by the drain, until it closes.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
 /// Connections the admin listener (`/metrics`) serves at once (SPEC §7).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
@@ -159,15 +165,18 @@ pub async fn serve<H, F>(
                         continue;
                     }
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                let Ok(permit) = permits.clone().try_acquire_owned().map(|p| ConnectionSlot(Arc::new(p))) else {
                     tracing::warn!(limit = limits.max_connections, "connection cap reached; closing a new connection");
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let activity = Activity::new();
-                let (handle, seen) = (handle.clone(), activity.clone());
-                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let (handle, seen, slot) = (handle.clone(), activity.clone(), permit.clone());
+                let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                     let in_progress = InProgress::begin(&seen);
+                    if req.headers().contains_key(http::header::UPGRADE) {
+                        req.extensions_mut().insert(slot.clone());
+                    }
                     let response = handle(req.map(Body::new), peer);
                     async move {
                         // In progress until the body has been produced (or dropped).
@@ -191,7 +200,8 @@ pub async fn serve<H, F>(
                         tracing::debug!("HTTP/2 is not offered on this listener; closing");
                         Ok(())
                     } else {
-                        let conn = builders.0.serve_connection(TokioIo::new(io), svc);
+                        // With upgrades: a WebSocket route takes the connection over (SPEC §6.3).
+                        let conn = builders.0.serve_connection(TokioIo::new(io), svc).with_upgrades();
                         tokio::pin!(conn);
                         drive(conn.as_mut(), |c| c.graceful_shutdown(), &activity, idle, &mut stopping).await
                     };

@@ -8,6 +8,7 @@ pub mod headers;
 pub mod idle;
 pub mod path;
 pub mod pool;
+pub mod websocket;
 
 use crate::settings::Settings;
 use crate::settings::routes::Route;
@@ -38,6 +39,8 @@ pub struct Proxy {
     callback_prefix: String,
     /// DPoP nonces the upstreams asked for (SPEC §3.6).
     pub nonces: crate::oidc::dpop::Nonces,
+    /// WebSocket upstreams (SPEC §6.3): a connection of their own each, HTTP/1.1 only.
+    pub websockets: websocket::Connector,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -59,6 +62,11 @@ impl Proxy {
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
+            .wrap_connector(http.clone());
+        let websockets = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::client_config()?)
+            .https_or_http()
+            .enable_http1()
             .wrap_connector(http.clone());
         let mut pools: Vec<pool::Pool> = Vec::new();
         for route in &settings.routes {
@@ -89,6 +97,7 @@ impl Proxy {
             proto: HeaderValue::from_str(url.scheme()).unwrap_or(HeaderValue::from_static("https")),
             host: HeaderValue::from_str(&host).unwrap_or(HeaderValue::from_static("")),
             nonces: Default::default(),
+            websockets,
         })
     }
 }

@@ -10,6 +10,8 @@ mod login;
 mod logout;
 mod proxy;
 pub mod session;
+mod upstream_call;
+mod websocket;
 
 use crate::error::{AppError, ErrorCode};
 use crate::middleware;

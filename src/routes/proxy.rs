@@ -2,16 +2,15 @@
 //! route match, method and CSRF rules, the session and its refresh, then the upstream call
 //! through `proxy`; or the SPA's static files; or 404.
 
-use crate::clock::now;
+use super::upstream_call::{Credentials, client_ip_and_trust, credentials, fail};
 use crate::error::{AppError, ErrorCode};
-use crate::middleware::{RequestId, client_ip, csrf_check, in_net};
-use crate::proxy::dpop::{self, DPOP, DpopCall};
+use crate::middleware::{RequestId, client_ip, csrf_check};
+use crate::proxy::dpop::{self, DPOP};
 use crate::proxy::idle::IdleTimeout;
+use crate::proxy::websocket::{Upgrade, upgrade_of};
 use crate::proxy::{UpstreamBody, headers, upstream_uri};
-use crate::session::Current;
 use crate::session::cookie::append_set_cookies;
-use crate::session::refresh::When;
-use crate::settings::routes::{Route, RouteAuth, RouteToken};
+use crate::settings::routes::Route;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -65,15 +64,6 @@ fn never_forwarded(m: &http::Method) -> bool {
     *m == http::Method::TRACE || *m == http::Method::CONNECT || m.as_str() == "TRACK"
 }
 
-/// The response a proxied request ends with when it does not reach the upstream: the error,
-/// plus the session cookie if it was re-sealed (a refresh that rotated the refresh token must
-/// reach the browser whatever happens next).
-fn fail(e: impl Into<AppError>, set_cookies: Vec<String>) -> Response {
-    let mut r = e.into().into_response();
-    append_set_cookies(r.headers_mut(), set_cookies);
-    r
-}
-
 async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     if never_forwarded(req.method()) || (!route.methods.is_empty() && !route.methods.contains(req.method())) {
         return AppError::from(ErrorCode::MethodNotAllowed).into_response();
@@ -81,66 +71,28 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     let Some(uri) = upstream_uri(route, req.uri().path(), req.uri().query()) else {
         return AppError::from(ErrorCode::InvalidPath).into_response();
     };
-    if req.headers().contains_key(header::UPGRADE) {
-        tracing::warn!("Upgrade request on a route without websocket support");
-        return AppError::from(ErrorCode::WebsocketUnsupported).into_response();
+    match upgrade_of(req.headers()) {
+        Upgrade::None => {}
+        Upgrade::Other => {
+            tracing::warn!("Upgrade to something other than websocket refused");
+            return AppError::from(ErrorCode::InvalidRequest).into_response();
+        }
+        Upgrade::WebSocket if !route.websocket => {
+            tracing::warn!("Upgrade request on a route without websocket support");
+            return AppError::from(ErrorCode::WebsocketUnsupported).into_response();
+        }
+        Upgrade::WebSocket => return Box::pin(super::websocket::open(state, route, uri, req)).await,
     }
     if route.csrf
         && let Err(e) = csrf_check(state, req.method(), req.headers())
     {
         return e.into_response();
     }
-    let mut set_cookies = Vec::new();
-    let mut had_session = false;
-    let mut signer = None;
-    let bearer = match route.auth {
-        RouteAuth::None => None,
-        auth => match state.sessions.current(req.headers(), When::Due, now()).await {
-            Current::Failed(e) => return e.into_response(),
-            Current::Ended { error, expire } => return fail(error, expire),
-            Current::Anonymous { expire } => {
-                if auth == RouteAuth::Required {
-                    return fail(ErrorCode::Unauthenticated, expire);
-                }
-                set_cookies = expire;
-                None
-            }
-            Current::Live { session, set_cookies: lines } => {
-                set_cookies = lines;
-                if !route.providers.is_empty() && !route.providers.iter().any(|p| p == session.provider_name()) {
-                    tracing::warn!(provider = session.provider_name(), "route refused a session of another provider");
-                    return fail(ErrorCode::ProviderNotAllowed, set_cookies);
-                }
-                had_session = true;
-                signer = session.dpop.as_ref().and_then(|k| k.signer().cloned());
-                match &route.token {
-                    RouteToken::Session => session.access_token.bearer(),
-                    RouteToken::None => None,
-                    RouteToken::Exchange(spec) => {
-                        let Some(subject) = session.access_token.bearer() else {
-                            tracing::warn!("the session's access token is not a valid header value");
-                            return fail(ErrorCode::IdpUnavailable, set_cookies);
-                        };
-                        match state.sessions.exchanger().bearer(&session, &subject, &route.prefix, spec).await {
-                            Ok(bearer) => Some(bearer),
-                            Err(e) => return fail(e, set_cookies),
-                        }
-                    }
-                }
-            }
-        },
+    let Credentials { bearer, dpop, set_cookies, session } = match credentials(state, route, req.headers()).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    // A session with a DPoP key sends its (sender-constrained) tokens as DPoP (SPEC §3.6).
-    let dpop = match (&bearer, signer) {
-        (Some(b), Some(s)) => match DpopCall::new(b, s) {
-            Some(call) => Some(call),
-            None => {
-                tracing::warn!("the access token is not a valid header value");
-                return fail(ErrorCode::IdpUnavailable, set_cookies);
-            }
-        },
-        _ => None,
-    };
+    let had_session = session.is_some();
     let peer = client_ip_and_trust(state, &req);
     // Behind a trusted proxy, the client is the first untrusted address of its chain.
     let client = if peer.1 { client_ip(state, &req) } else { peer.0 };
@@ -247,14 +199,4 @@ async fn send(
         }
         Ok(Ok(r)) => Ok(r),
     }
-}
-
-fn client_ip_and_trust(state: &AppState, req: &Request) -> (std::net::IpAddr, bool) {
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical())
-        .unwrap_or_else(|| client_ip(state, req));
-    let trusted = state.settings.server.trusted_proxies.iter().any(|n| in_net(peer, *n));
-    (peer, trusted)
 }

@@ -118,6 +118,30 @@ impl Sessions {
         })
     }
 
+    /// A listener without a session (a WebSocket on an `auth = "optional"` or `"none"` route):
+    /// it counts toward `max_event_streams` and hears only the process's signals.
+    pub fn live_without_session(&self, kind: Kind) -> Result<Live, AppError> {
+        let subscription = self.events.subscribe(kind, &[]).map_err(|_| {
+            tracing::warn!("WebSocket refused: max_event_streams reached");
+            AppError::from(ErrorCode::EventStreamsExhausted)
+        })?;
+        let recheck_seen = subscription.current_signal().recheck;
+        Ok(Live {
+            subscription,
+            session: [0; 32],
+            sid: None,
+            sub: [0; 32],
+            created_at: i64::MAX,
+            absolute_expires_at: i64::MAX,
+            stored: None,
+            end_at: i64::MAX,
+            warn_secs: 0,
+            warned: true,
+            check_at: i64::MAX,
+            recheck_seen,
+        })
+    }
+
     /// When the server-side session `key` ends now, as its row says; `None` when it is gone.
     async fn stored_end(&self, key: &[u8; 32], absolute: i64, now: i64) -> Result<Option<i64>, AppError> {
         let Some(rows) = self.rows() else { return Ok(None) };
@@ -146,7 +170,8 @@ impl Live {
         }
         loop {
             let now = crate::clock::now();
-            let wait = Duration::from_secs(self.wake_at().saturating_sub(now).max(0) as u64);
+            // At most a day at a time: far deadlines (or none) never overflow the timer.
+            let wait = Duration::from_secs(self.wake_at().saturating_sub(now).clamp(0, 86_400) as u64);
             tokio::select! {
                 biased;
                 next = self.subscription.next() => match next {

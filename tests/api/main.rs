@@ -24,3 +24,4 @@ mod proxy;
 mod stores;
 mod streaming;
 mod upstream;
+mod websocket;
