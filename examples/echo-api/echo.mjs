@@ -3,7 +3,7 @@
 // forwarding headers arrived, and whether an `Authorization: Bearer` or `DPoP` token came with
 // it. It never sends the token back (the browser must never see one, SPEC §1): only its
 // length, a short SHA-256 fingerprint and, for a JWT, its audience, scope and `cnf.jkt` (read,
-// not verified: this is a demo). Dependency-free (node:crypto only); loopback only.
+// not verified: this is a demo). Dependency-free (node:* only); loopback only.
 //
 // DPoP (RFC 9449) resource-server checks, as a real API would make them:
 // - `Authorization: DPoP <token>` needs a `DPoP` proof: a compact JWS with header
@@ -21,6 +21,17 @@
 // Bearer tokens without `cnf.jkt` and requests without Authorization are answered 200, as
 // before: the echo checks bindings, it is not an access-control layer.
 //
+// WebSocket (RFC 6455, what a `websocket = true` route of oidc-bff proxies to, SPEC §6.3): a
+// `GET` with `Upgrade: websocket` whose path is `/ws` or starts with `/ws/` is accepted (101
+// with `Sec-WebSocket-Accept`) after the same Authorization/DPoP checks as any request (a
+// refusal is the same 401, before the upgrade). The socket then sends a text frame
+// `{"tick":n}` (n = 1, 2, …) every second and echoes every text or binary message back with
+// its opcode; fragmented messages are reassembled, pings answered with pongs, a close frame
+// answered with the same code. A message over 4 MiB is closed with 1009, invalid UTF-8 text
+// with 1007, an unmasked or malformed frame with 1002. Other upgrade requests get 404
+// (another path) or 400 (not a valid WebSocket handshake). Every upgrade request is listed in
+// the request log like any request (status 101, 401, 404 or 400, plus `websocket: true`).
+//
 //   node examples/echo-api/echo.mjs [PORT] [--dpop-nonce]   # default 9001; 0 = a free port
 //
 // It prints `echo-api listening on http://127.0.0.1:PORT` on stdout once listening.
@@ -30,9 +41,14 @@
 //   DELETE /__echo/requests    forget it
 //   POST   /__echo/dpop-nonce  demand DPoP nonces from now on, with a fresh one: {"dpop_nonce":true,"nonce":"…"}
 //   DELETE /__echo/dpop-nonce  stop demanding them
+//   GET    /__echo/websockets  {"open":N,"closes":[{"path","code","reason"}]}: sockets open now,
+//                              and the close codes received (1006: the connection was lost
+//                              without a close frame), oldest first
+//   DELETE /__echo/websockets  forget the closes
 //
 // Tests import `startEcho()` and read `echo.requests`: every request as received, with the
-// full Authorization header, kept in this process only.
+// full Authorization header, kept in this process only; `echo.wsOpen` and `echo.wsCloses`
+// are what `/__echo/websockets` answers.
 import { createHash, createPublicKey, randomBytes, verify } from 'node:crypto';
 import * as http from 'node:http';
 import { fileURLToPath } from 'node:url';
@@ -177,6 +193,247 @@ function sameUrl(htu, expected) {
 /** A fresh server nonce (RFC 9449 §8: NQCHAR; base64url is a subset). */
 const newNonce = () => b64u(randomBytes(24));
 
+// ---- WebSocket (RFC 6455) ------------------------------------------------------------------
+
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+const WS_MAX_MESSAGE = 4 << 20;
+const WS_TICK_MS = 1000;
+// After sending a close frame, wait this long for the peer's before cutting the connection.
+const WS_CLOSE_WAIT_MS = 2000;
+const OP = { continuation: 0, text: 1, binary: 2, close: 8, ping: 9, pong: 10 };
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2). */
+export const websocketAccept = (key) => createHash('sha1').update(key + WS_GUID).digest('base64');
+
+/** Is this upgrade request a WebSocket opening handshake the echo accepts? A reason if not. */
+function handshakeProblem(req) {
+  if (req.method !== 'GET') return 'the method must be GET';
+  if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return 'Upgrade must be websocket';
+  if (!/(^|,)\s*upgrade\s*(,|$)/i.test(req.headers.connection ?? '')) return 'Connection must include Upgrade';
+  if (req.headers['sec-websocket-version'] !== '13') return 'Sec-WebSocket-Version must be 13';
+  const key = req.headers['sec-websocket-key'] ?? '';
+  if (!/^[A-Za-z0-9+/]{22}==$/.test(key)) return 'Sec-WebSocket-Key must be 16 bytes in base64';
+  return null;
+}
+
+/** One frame from the server: never masked (RFC 6455 §5.1), always final. */
+function wsFrame(opcode, payload = Buffer.alloc(0)) {
+  const len = payload.length;
+  let head;
+  if (len < 126) {
+    head = Buffer.from([0, len]);
+  } else if (len < 0x10000) {
+    head = Buffer.alloc(4);
+    head.writeUInt16BE(len, 2);
+    head[1] = 126;
+  } else {
+    head = Buffer.alloc(10);
+    head.writeBigUInt64BE(BigInt(len), 2);
+    head[1] = 127;
+  }
+  head[0] = 0x80 | opcode;
+  return Buffer.concat([head, payload]);
+}
+
+function closePayload(code, reason = '') {
+  if (code === null) return Buffer.alloc(0);
+  const out = Buffer.alloc(2 + Buffer.byteLength(reason));
+  out.writeUInt16BE(code, 0);
+  out.write(reason, 2);
+  return out;
+}
+
+/** Codes a close frame may carry (RFC 6455 §7.4): 1005, 1006 and 1015 never appear on the wire. */
+const sendableCode = (code) => [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014].includes(code)
+  || (code >= 3000 && code <= 4999);
+
+class WsError extends Error {
+  constructor(code, reason) {
+    super(reason);
+    this.code = code;
+  }
+}
+
+/**
+ * The server side of one accepted WebSocket: ticks, echoes, answers pings and closes.
+ * `onClose({ code, reason })` runs once when the TCP connection is gone, with the close code
+ * the peer sent (1005: a close frame without one; 1006: no close frame at all).
+ */
+class EchoSocket {
+  chunks = [];
+  buffered = 0;
+  message = null; // { opcode, parts, size } while a fragmented message is arriving
+  received = null; // the peer's close, once it came
+  closeSent = false;
+  failed = false;
+  ticks = 0;
+
+  constructor(socket, head, onClose) {
+    this.socket = socket;
+    socket.setNoDelay(true);
+    socket.setTimeout(0);
+    socket.on('data', (chunk) => this.data(chunk));
+    socket.on('error', () => {}); // 'close' follows; a reset peer is not the echo's failure
+    socket.on('end', () => socket.end());
+    socket.once('close', () => {
+      clearInterval(this.timer);
+      clearTimeout(this.cutTimer);
+      onClose(this.received ?? { code: 1006, reason: '' });
+    });
+    this.timer = setInterval(() => {
+      // A peer that stopped reading gets no more ticks: they would only pile up in memory.
+      if (!this.closeSent && socket.writableLength < WS_MAX_MESSAGE) {
+        this.send(OP.text, Buffer.from(JSON.stringify({ tick: ++this.ticks })));
+      }
+    }, WS_TICK_MS);
+    if (head.length) this.data(head);
+  }
+
+  send(opcode, payload) {
+    if (!this.socket.destroyed) this.socket.write(wsFrame(opcode, payload));
+  }
+
+  /** Send a close frame and stop: the peer's reply, or a timeout, ends the connection. */
+  close(code, reason = '') {
+    if (this.closeSent) return;
+    this.closeSent = true;
+    clearInterval(this.timer);
+    this.send(OP.close, closePayload(code, reason));
+    this.cutTimer = setTimeout(() => this.socket.destroy(), WS_CLOSE_WAIT_MS);
+    this.cutTimer.unref();
+  }
+
+  data(chunk) {
+    if (this.failed) return; // after a protocol error the stream cannot be parsed any more
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    try {
+      while (this.frame()) { /* one frame per turn */ }
+    } catch (err) {
+      if (!(err instanceof WsError)) throw err;
+      this.failed = true;
+      this.chunks = [];
+      this.buffered = 0;
+      this.close(err.code, err.message);
+      this.socket.end();
+    }
+  }
+
+  /** Take the first `n` buffered bytes. */
+  take(n) {
+    const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+    const rest = all.subarray(n);
+    this.chunks = rest.length ? [rest] : [];
+    this.buffered = rest.length;
+    return all.subarray(0, n);
+  }
+
+  /** Parse and handle one complete frame; false when more bytes are needed. */
+  frame() {
+    if (this.buffered < 2) return false;
+    const peek = this.chunks[0].length >= 14 ? this.chunks[0] : Buffer.concat(this.chunks).subarray(0, 14);
+    const fin = (peek[0] & 0x80) !== 0;
+    const opcode = peek[0] & 0x0f;
+    if (peek[0] & 0x70) throw new WsError(1002, 'reserved bits set');
+    if (!(peek[1] & 0x80)) throw new WsError(1002, 'client frames must be masked');
+    if (![0, 1, 2, 8, 9, 10].includes(opcode)) throw new WsError(1002, `unknown opcode ${opcode}`);
+    const control = opcode >= 8;
+    let len = peek[1] & 0x7f;
+    let offset = 2;
+    if (len === 126) {
+      if (peek.length < 4) return false;
+      len = peek.readUInt16BE(2);
+      offset = 4;
+    } else if (len === 127) {
+      if (peek.length < 10) return false;
+      const big = peek.readBigUInt64BE(2);
+      if (big >> 63n) throw new WsError(1002, 'payload length has its top bit set');
+      // Refused on the header alone: an oversized message is never buffered.
+      len = big > BigInt(WS_MAX_MESSAGE) ? WS_MAX_MESSAGE + 1 : Number(big);
+      offset = 10;
+    }
+    if (control && (!fin || len > 125)) throw new WsError(1002, 'control frames are final and at most 125 bytes');
+    if (!control && len + (this.message?.size ?? 0) > WS_MAX_MESSAGE) {
+      throw new WsError(1009, `messages are limited to ${WS_MAX_MESSAGE} bytes`);
+    }
+    if (this.buffered < offset + 4 + len) return false;
+    const bytes = this.take(offset + 4 + len);
+    const mask = bytes.subarray(offset, offset + 4);
+    const payload = Buffer.from(bytes.subarray(offset + 4));
+    for (let i = 0; i < payload.length; i += 1) payload[i] ^= mask[i & 3];
+    if (this.received) return true; // after the peer's close frame, nothing counts
+    this.handle(fin, opcode, payload);
+    return true;
+  }
+
+  handle(fin, opcode, payload) {
+    switch (opcode) {
+      case OP.ping:
+        if (!this.closeSent) this.send(OP.pong, payload);
+        return;
+      case OP.pong:
+        return;
+      case OP.close:
+        this.peerClosed(payload);
+        return;
+      case OP.continuation:
+        if (!this.message) throw new WsError(1002, 'a continuation frame without a message');
+        break;
+      default: // text, binary
+        if (this.message) throw new WsError(1002, 'a new message before the last one ended');
+        this.message = { opcode, parts: [], size: 0 };
+    }
+    this.message.parts.push(payload);
+    this.message.size += payload.length;
+    if (!fin) return;
+    const { opcode: kind, parts } = this.message;
+    this.message = null;
+    const whole = Buffer.concat(parts);
+    if (kind === OP.text) {
+      try {
+        utf8.decode(whole);
+      } catch {
+        throw new WsError(1007, 'text messages must be UTF-8');
+      }
+    }
+    if (!this.closeSent) this.send(kind, whole);
+  }
+
+  peerClosed(payload) {
+    if (payload.length === 1) throw new WsError(1002, 'a close payload of one byte');
+    const code = payload.length ? payload.readUInt16BE(0) : 1005;
+    this.received = { code, reason: '' };
+    try {
+      this.received.reason = utf8.decode(payload.subarray(2));
+    } catch {
+      throw new WsError(1007, 'close reasons must be UTF-8');
+    }
+    if (payload.length && !sendableCode(code)) throw new WsError(1002, `close code ${code} is not allowed`);
+    // Our own close frame is the answer to theirs (§5.5.1): the same code, then the end.
+    this.close(payload.length ? code : null);
+    this.socket.end();
+  }
+
+  destroy() {
+    this.socket.destroy();
+  }
+}
+
+/** A plain HTTP answer on a socket that asked to upgrade (no `res` exists for it). */
+function rawResponse(socket, status, headers, body) {
+  const text = JSON.stringify(body);
+  const lines = [
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}`,
+    'content-type: application/json',
+    'cache-control: no-store',
+    `content-length: ${Buffer.byteLength(text)}`,
+    'connection: close',
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+  ];
+  socket.end(`${lines.join('\r\n')}\r\n\r\n${text}`);
+}
+
 function describe(req, bodyBytes, dpop) {
   const url = new URL(req.url, 'http://upstream.invalid');
   const auth = req.headers.authorization ?? '';
@@ -214,18 +471,25 @@ function describe(req, bodyBytes, dpop) {
 
 /**
  * Start the echo API on 127.0.0.1:`port` (0 = a free port). Resolves to
- * `{ port, url, requests, log, dpopNonce(on), currentNonce(), close() }`:
+ * `{ port, url, requests, log, wsOpen, wsCloses, dpopNonce(on), currentNonce(), close() }`:
  * - `requests` lists `{ method, path, authorization, dpop, cookie, origin, body, status,
  *   verdict }` for every request received, in order (`dpop`: the proof header; `verdict`: as
- *   in `log`); control requests (`/__echo/…`) are not listed;
+ *   in `log`); control requests (`/__echo/…`) are not listed; upgrade requests also have
+ *   `websocket: true` (status 101 when accepted);
  * - `log` is what `GET /__echo/requests` answers: `{ method, path, scheme, status, dpop,
  *   dpop_header }` with `dpop` = `{ ok, reason, jkt, nonce }` or null and `dpop_header`
- *   whether a `DPoP` header arrived, never a token;
+ *   whether a `DPoP` header arrived, never a token (upgrades: `websocket: true` too);
+ * - `wsOpen` is the number of WebSockets open now; `wsCloses` lists `{ path, code, reason }`
+ *   for every WebSocket that ended, in order: the close code its peer sent (oidc-bff sends
+ *   1001 upstream when the session ends), 1005 for a close frame without a code, 1006 for a
+ *   connection lost without a close frame;
  * - `dpopNonce(true)` demands nonces with a fresh one (returned), `dpopNonce(false)` stops.
  */
 export function startEcho({ port = 0, log = false, dpopNonce = false } = {}) {
   const requests = [];
   const entries = [];
+  const sockets = new Set();
+  const wsCloses = [];
   const jtis = new JtiCache();
   let nonce = dpopNonce ? newNonce() : null;
 
@@ -316,6 +580,10 @@ export function startEcho({ port = 0, log = false, dpopNonce = false } = {}) {
       case 'DELETE /__echo/dpop-nonce':
         nonce = null;
         return json(200, { dpop_nonce: false });
+      case 'GET /__echo/websockets': return json(200, { open: sockets.size, closes: wsCloses });
+      case 'DELETE /__echo/websockets':
+        wsCloses.length = 0;
+        return json(200, { cleared: true });
       default: return json(404, { error: 'not_found' });
     }
   }
@@ -369,6 +637,57 @@ export function startEcho({ port = 0, log = false, dpopNonce = false } = {}) {
       res.end(JSON.stringify(describe(req, size, dpop), null, 2));
     });
   });
+  // Node hands every request with an Upgrade header here, not to the request handler above.
+  server.on('upgrade', (req, socket, head) => {
+    socket.on('error', () => {}); // a peer gone mid-handshake is not the echo's failure
+    const path = req.url.split('?')[0];
+    const isWs = /^\/ws(\/|$)/.test(path);
+    const problem = isWs ? handshakeProblem(req) : null;
+    const { scheme, verdict, refusal } = isWs && !problem ? authorize(req) : { scheme: null, verdict: null };
+    const status = !isWs ? 404 : problem ? 400 : refusal ? 401 : 101;
+    if (!path.startsWith('/__echo/')) {
+      requests.push({
+        method: req.method,
+        path: req.url,
+        authorization: req.headers.authorization ?? null,
+        dpop: req.headers.dpop ?? null,
+        cookie: req.headers.cookie ?? null,
+        origin: req.headers.origin ?? null,
+        body: '',
+        status,
+        verdict,
+        websocket: true,
+      });
+      note({
+        method: req.method,
+        path,
+        scheme: scheme ?? /^(\S+)/.exec(req.headers.authorization ?? '')?.[1] ?? null,
+        status,
+        dpop: verdict,
+        dpop_header: req.headers.dpop !== undefined,
+        websocket: true,
+        at: new Date().toISOString(),
+      });
+    }
+    if (log) console.error(`echo-api: ${req.method} ${path} ${scheme ?? 'anonymous'} -> ${status} (websocket${problem ? `: ${problem}` : ''})`);
+    if (status === 404) return rawResponse(socket, 404, {}, { error: 'not_found', error_description: 'WebSockets are served under /ws' });
+    if (problem) return rawResponse(socket, 400, {}, { error: 'invalid_websocket_handshake', error_description: problem });
+    if (refusal) return rawResponse(socket, 401, refusal.headers, refusal.body);
+    socket.write([
+      'HTTP/1.1 101 Switching Protocols',
+      'Upgrade: websocket',
+      'Connection: Upgrade',
+      `Sec-WebSocket-Accept: ${websocketAccept(req.headers['sec-websocket-key'])}`,
+    ].join('\r\n') + '\r\n\r\n');
+    const ws = new EchoSocket(socket, head, ({ code, reason }) => {
+      sockets.delete(ws);
+      wsCloses.push({ path, code, reason });
+      if (wsCloses.length > LOG_MAX) wsCloses.shift();
+      if (log) console.error(`echo-api: websocket ${path} closed ${code}${reason ? ` ${reason}` : ''}`);
+    });
+    sockets.add(ws);
+  });
+
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', () => {
@@ -384,7 +703,11 @@ export function startEcho({ port = 0, log = false, dpopNonce = false } = {}) {
           return nonce;
         },
         currentNonce: () => nonce,
+        get wsOpen() { return sockets.size; },
+        wsCloses,
         close: () => new Promise((done) => {
+          // Upgraded sockets are no longer the HTTP server's connections: end them here.
+          for (const ws of sockets) ws.destroy();
           server.closeAllConnections();
           server.close(() => done());
         }),

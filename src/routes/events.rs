@@ -28,7 +28,9 @@ pub fn router() -> Router<AppState> {
 async fn session_events(State(state): State<AppState>, req: Request) -> Response {
     let t = now();
     let session = match state.sessions.load(req.headers(), t).await {
-        Ok(Loaded::Live(s)) => s,
+        // A session of a removed provider is over (SPEC §3.7); `/session` ends it.
+        Ok(Loaded::Live(s)) if s.provider.is_none() || state.providers.of(s.provider.as_deref()).is_some() => s,
+        Ok(Loaded::Live(_)) => return super::session::anonymous(Vec::new(), None, state.provider_names.as_deref()),
         Ok(Loaded::Anonymous { stale_cookie }) => {
             let expire = if stale_cookie { state.sessions.cookies().clear_session() } else { Vec::new() };
             return super::session::anonymous(expire, None, state.provider_names.as_deref());

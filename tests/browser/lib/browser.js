@@ -35,7 +35,8 @@ export async function launchChromium() {
  * Fetch domain at the response stage, before the page gets them: reading them afterwards
  * (Playwright's response.body()) loses any response whose page navigates away at once, such
  * as POST /logout's. Responses pass on unchanged; each appears twice in `seen`, once with its
- * body and once with its complete headers. Create pages with the returned `newPage()`
+ * body and once with its complete headers. Event streams are recorded without their body (it
+ * ends only with the session). Create pages with the returned `newPage()`
  * so that recording starts before their first request. Not for CORS tests: with
  * interception on, preflights take another path through Chromium.
  */
@@ -53,7 +54,10 @@ export function recordResponses(context) {
           headers[k] = k in headers ? `${headers[k]}\n${value}` : value;
         }
         let body = null;
-        if (status < 300 || status >= 400) {
+        // An event stream (GET /session/events) never completes while the session lives:
+        // asking for its whole body would hold it back from the page, and every event with it.
+        const streaming = /^text\/event-stream/i.test(headers['content-type'] ?? '');
+        if ((status < 300 || status >= 400) && !streaming) {
           try {
             const r = await cdp.send('Fetch.getResponseBody', { requestId: ev.requestId });
             body = r.base64Encoded ? Buffer.from(r.body, 'base64').toString('utf8') : r.body;

@@ -58,8 +58,10 @@ function tempDir() {
 /**
  * The real OpenID Provider with one confidential client for a BFF at `appOrigin`.
  * `idpConfig`: more IDP_CONFIG fields (tests/idp/README.md), e.g. `{ requirePar: true }`.
+ * `backchannelLogout`: the client gets a `backchannel_logout_uri` at the BFF, so ending the
+ * IdP session POSTs a logout token to it (and ID tokens carry `sid`).
  */
-export async function startIdp({ appOrigin, accessTokenTtl, idpConfig = {} } = {}) {
+export async function startIdp({ appOrigin, accessTokenTtl, idpConfig = {}, backchannelLogout = false } = {}) {
   const dir = path.join(ROOT, 'tests/idp');
   if (!fs.existsSync(path.join(dir, 'node_modules/oidc-provider'))) {
     throw new Error('tests/idp/node_modules is missing: run `npm ci --prefix tests/idp` (scripts/test.sh does)');
@@ -71,6 +73,9 @@ export async function startIdp({ appOrigin, accessTokenTtl, idpConfig = {} } = {
       token_endpoint_auth_method: 'client_secret_basic',
       redirect_uris: [`${appOrigin}/callback`, `${appOrigin}/signed-in`],
       post_logout_redirect_uris: [`${appOrigin}/`],
+      // 127.0.0.1, not the app's localhost: oidc-bff listens on 127.0.0.1 only, and Node's
+      // fetch in the IdP may try ::1 for localhost first.
+      ...(backchannelLogout ? { backchannel_logout_uri: `http://127.0.0.1:${new URL(appOrigin).port}/backchannel-logout` } : {}),
     }],
     signingAlgs: ['ES256'], // fastest start-up
     ...(accessTokenTtl ? { accessTokenTtl } : {}),
@@ -130,10 +135,12 @@ export async function startIdp({ appOrigin, accessTokenTtl, idpConfig = {} } = {
 
 /**
  * The oidc-bff binary on 127.0.0.1:`port`, public as http://localhost:`port`. `extraOidc`:
- * more `[oidc]` lines, a string or a function of the upstream's URL; `extraRoutes`: a
- * function of the upstream's URL giving more TOML after the `/api` route.
+ * more `[oidc]` lines, a string or a function of the upstream's URL; `extraSession`: more
+ * `[session]` lines, a string or a function of this BFF's temporary directory (where a
+ * store's file can live, removed with it); `extraRoutes`: a function of the upstream's URL
+ * giving more TOML after the `/api` route.
  */
-export async function startBff({ port, issuer, upstream, spaMode = false, extraOidc = '', extraRoutes = () => '' }) {
+export async function startBff({ port, issuer, upstream, spaMode = false, extraOidc = '', extraSession = '', extraRoutes = () => '' }) {
   if (!fs.existsSync(BFF_BIN)) {
     throw new Error(`${BFF_BIN} is missing: build it first (cargo build), or set OIDC_BFF_BIN`);
   }
@@ -158,6 +165,7 @@ ${typeof extraOidc === 'function' ? extraOidc(upstream) : extraOidc}
 [session]
 keys = ["${key}"]
 secure = false
+${typeof extraSession === 'function' ? extraSession(dir) : extraSession}
 
 [logging]
 level = "info"
@@ -237,18 +245,21 @@ export async function startHostileSite() {
 
 /**
  * Everything the IdP, oidc-bff and the echo API need for one test file. `idp` and `bff`
- * options pass through (`idpConfig`: more IDP_CONFIG fields; `extraOidc`, `extraRoutes`: more
- * oidc-bff TOML); `echoOptions` go to startEcho (e.g. `{ dpopNonce: true }`). `close()` stops
- * it all.
+ * options pass through (`idpConfig`: more IDP_CONFIG fields; `backchannelLogout`: the IdP
+ * calls the BFF's back-channel logout endpoint; `extraOidc`, `extraSession`, `extraRoutes`:
+ * more oidc-bff TOML); `echoOptions` go to startEcho (e.g. `{ dpopNonce: true }`). `close()`
+ * stops it all.
  */
-export async function startStack({ spaMode = false, accessTokenTtl, extraOidc, extraRoutes, idpConfig, echoOptions } = {}) {
+export async function startStack({
+  spaMode = false, accessTokenTtl, extraOidc, extraSession, extraRoutes, idpConfig, backchannelLogout, echoOptions,
+} = {}) {
   const port = await freePort();
   const appOrigin = `http://localhost:${port}`;
   const echo = await startEcho(echoOptions);
-  const idp = await startIdp({ appOrigin, accessTokenTtl, idpConfig });
+  const idp = await startIdp({ appOrigin, accessTokenTtl, idpConfig, backchannelLogout });
   let bff;
   try {
-    bff = await startBff({ port, issuer: idp.issuer, upstream: echo.url, spaMode, extraOidc, extraRoutes });
+    bff = await startBff({ port, issuer: idp.issuer, upstream: echo.url, spaMode, extraOidc, extraSession, extraRoutes });
   } catch (err) {
     await idp.stop();
     await echo.close();
