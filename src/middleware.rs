@@ -47,6 +47,7 @@ fn route_class(state: &AppState, path: &str) -> &'static str {
         Some("/login") | Some("/login/start") => "login",
         Some("/callback") | Some("/login/end") => "callback",
         Some("/session") => "session",
+        Some("/session/events") => "events",
         Some("/logout") => "logout",
         _ => "proxy_or_static",
     }

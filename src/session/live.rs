@@ -113,7 +113,8 @@ impl Sessions {
             end_at,
             warn_secs: self.events_warning_secs as i64,
             warned: false,
-            check_at: now + CHECK_EVERY,
+            // The row was just read: the next read at the first deadline, or a minute from now.
+            check_at: (now + CHECK_EVERY).min(end_at - self.events_warning_secs as i64),
             recheck_seen,
         })
     }
@@ -199,9 +200,15 @@ impl Live {
         }
     }
 
+    /// When the session's own clock next says something: the warning, then the end.
+    fn deadline(&self) -> i64 {
+        if !self.warned && self.warn_secs > 0 { self.end_at - self.warn_secs } else { self.end_at }
+    }
+
+    /// A server-side session is woken only to re-read its row (at its deadline at the latest:
+    /// another tab may have slid it); a cookie session at its deadline.
     fn wake_at(&self) -> i64 {
-        let end = if !self.warned && self.warn_secs > 0 { self.end_at - self.warn_secs } else { self.end_at };
-        if self.stored.is_some() { end.min(self.check_at) } else { end }
+        if self.stored.is_some() { self.check_at } else { self.deadline() }
     }
 
     fn apply(&self, e: &Event) -> Option<Update> {
@@ -228,9 +235,10 @@ impl Live {
 
     async fn on_time(&mut self, sessions: &Sessions) -> Option<Update> {
         let now = crate::clock::now();
-        if let Some(key) = self.stored
-            && now >= self.wake_at()
-        {
+        if let Some(key) = self.stored {
+            if now < self.check_at {
+                return None;
+            }
             match sessions.stored_end(&key, self.absolute_expires_at, now).await {
                 Ok(None) => {
                     let reason = if now >= self.end_at { Reason::Expired } else { Reason::Revoked };
@@ -243,22 +251,24 @@ impl Live {
                         self.warned = false;
                     }
                     self.end_at = end;
-                    self.check_at = now + CHECK_EVERY;
                 }
                 Err(e) => {
+                    // Only the re-read is retried: the end is not declared on a store outage.
                     tracing::debug!(error = %e.code.as_str(), "watched session not re-read; trying again");
                     self.check_at = now + RETRY_CHECK;
                     return None;
                 }
             }
         }
-        if now >= self.end_at {
-            return Some(Update::Ended(Reason::Expired));
-        }
-        if !self.warned && now >= self.end_at - self.warn_secs {
+        let update = if now >= self.end_at {
+            Some(Update::Ended(Reason::Expired))
+        } else if !self.warned && now >= self.end_at - self.warn_secs {
             self.warned = true;
-            return Some(Update::Expiring(self.end_at));
-        }
-        None
+            Some(Update::Expiring(self.end_at))
+        } else {
+            None
+        };
+        self.check_at = (now + CHECK_EVERY).min(self.deadline()).max(now + 1);
+        update
     }
 }

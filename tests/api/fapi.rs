@@ -394,3 +394,25 @@ async fn an_exchanged_route_token_is_bound_to_the_session_key_too() {
         .find(|t| t["grant_type"] == "urn:ietf:params:oauth:grant-type:token-exchange");
     assert_eq!(exchange.map(|t| t["dpop_proof"].clone()), Some(json!(true)));
 }
+
+/// SPEC §6.3: a WebSocket upgrade carries the route's token as any proxied request — with DPoP,
+/// `Authorization: DPoP` and a proof for `GET` and the upstream URL, which the echo verifies.
+#[tokio::test]
+async fn a_websocket_upgrade_carries_a_dpop_proof_the_echo_verifies() {
+    let echo = Echo::start(false).await;
+    let resource = format!("{}/", echo.url);
+    let vars = [("BFF_OIDC__DPOP", "true"), ("BFF_OIDC__RESOURCE", resource.as_str()), SCOPES];
+    let routes = crate::websocket::ws_route(&echo.url, "required");
+    let (_idp, bff) = stack_with(json!({}), &vars, &routes).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "erin", "/").await;
+    let jkt = thumbprint(&bff, &b);
+    let jar = b.jar().into_iter().filter(|(k, _)| !k.contains("tx")).collect();
+    let ws = crate::websocket::connect(&bff, "/ws/tick", &jar, Some(&bff.url(""))).await;
+    assert!(ws.is_ok(), "the upgrade was refused: {:?}", ws.err());
+    let upgrade = echo.requests().await.into_iter().rfind(|r| r["path"] == "/ws/tick");
+    let upgrade = upgrade.unwrap_or_else(|| panic!("the echo saw no upgrade"));
+    assert_eq!((upgrade["status"].clone(), upgrade["scheme"].clone()), (json!(101), json!("DPoP")), "{upgrade}");
+    assert_eq!(upgrade["dpop"]["ok"], true, "{upgrade}");
+    assert_eq!(upgrade["dpop"]["jkt"], json!(jkt), "{upgrade}");
+}

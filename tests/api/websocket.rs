@@ -70,14 +70,14 @@ async fn ws_upstream() -> (String, Arc<Mutex<Seen>>) {
     (format!("http://{addr}"), seen)
 }
 
-fn ws_route(upstream: &str, auth: &str) -> String {
+pub(crate) fn ws_route(upstream: &str, auth: &str) -> String {
     format!("[[routes]]\nprefix = \"/ws\"\nupstream = \"{upstream}\"\nauth = \"{auth}\"\nwebsocket = true\n")
 }
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Open `path` on `bff` as a browser page of `origin` would, with `jar`'s cookies.
-async fn connect(
+pub(crate) async fn connect(
     bff: &Bff,
     path: &str,
     jar: &BTreeMap<String, String>,
