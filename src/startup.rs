@@ -202,10 +202,14 @@ impl App {
             // Both listeners drain at once, within one shutdown_timeout.
             let _ = admin_stop.send(());
             // Event streams end now (their clients reconnect to another instance); WebSockets
-            // close with 1001 just before the drain runs out (SPEC §5, §6.3).
+            // close with 1001 before the drain runs out (SPEC §5, §6.3).
             let events = state.sessions.events().clone();
             events.close_streams();
-            let last = server.shutdown_timeout.saturating_sub(std::time::Duration::from_secs(1));
+            // Late enough to let sockets finish their work, early enough for their closing
+            // handshakes to complete within the drain.
+            let drain = server.shutdown_timeout;
+            let margin = crate::proxy::websocket::CLOSE_TIMEOUT + std::time::Duration::from_secs(1);
+            let last = drain.saturating_sub(margin).max(drain / 2);
             tokio::spawn(async move {
                 tokio::time::sleep(last).await;
                 events.close_sockets();

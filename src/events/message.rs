@@ -40,29 +40,28 @@ impl Reason {
 }
 
 /// One rule of a back-channel logout: the sessions whose `kind` id is `id` and that were
-/// created at or before `by` are over (as `store::Revocation`, with the id hashed).
+/// created at or before `by` are over (as `store::Revocation`, with the id hashed) — and, when
+/// `sub` is set, whose `sub` id is that too (server-side stores delete a `sid` only with the
+/// token's `sub`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Match {
     pub kind: RevocationKind,
     pub id: RouteId,
     pub by: i64,
+    pub sub: Option<RouteId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The session's tokens were refreshed; the new access token expires at `expires_at`.
-    Refreshed {
-        session: RouteId,
-        expires_at: i64,
-    },
-    Ended {
-        session: RouteId,
-        reason: Reason,
-    },
+    /// The session's tokens were refreshed; the new access token, obtained at `issued_at`,
+    /// expires at `expires_at`.
+    Refreshed { session: RouteId, expires_at: i64, issued_at: i64 },
+    /// `issued_at`: when the tokens of the copy that ended were obtained (a refused refresh of
+    /// an old copy of a cookie does not end listeners that know newer tokens); 0 for an end
+    /// that holds whatever the tokens.
+    Ended { session: RouteId, reason: Reason, issued_at: i64 },
     /// An IdP's logout token: every session matching one of the rules is over.
-    Backchannel {
-        matches: Vec<Match>,
-    },
+    Backchannel { matches: Vec<Match> },
 }
 
 /// The JSON form. Ids are base64url (43 characters).
@@ -82,10 +81,12 @@ enum WireEvent<'a> {
     Refreshed {
         r: &'a str,
         x: i64,
+        g: i64,
     },
     Ended {
         r: &'a str,
         why: Reason,
+        g: i64,
     },
     Backchannel {
         #[serde(borrow)]
@@ -99,6 +100,8 @@ struct WireMatch<'a> {
     k: &'a str,
     r: &'a str,
     by: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<&'a str>,
 }
 
 fn id_text(id: &RouteId) -> String {
@@ -113,15 +116,24 @@ fn id_of(text: &str) -> Option<RouteId> {
 impl Event {
     /// The message for the store's channel, from instance `origin`.
     pub fn encode(&self, origin: u64) -> String {
-        let ids: Vec<String> = match self {
-            Self::Refreshed { session, .. } | Self::Ended { session, .. } => vec![id_text(session)],
-            Self::Backchannel { matches } => matches.iter().map(|m| id_text(&m.id)).collect(),
+        let ids: Vec<(String, Option<String>)> = match self {
+            Self::Refreshed { session, .. } | Self::Ended { session, .. } => vec![(id_text(session), None)],
+            Self::Backchannel { matches } => {
+                matches.iter().map(|m| (id_text(&m.id), m.sub.as_ref().map(id_text))).collect()
+            }
         };
+        let first = ids.first().map(|(r, _)| r.as_str()).unwrap_or_default();
         let e = match self {
-            Self::Refreshed { expires_at, .. } => WireEvent::Refreshed { r: &ids[0], x: *expires_at },
-            Self::Ended { reason, .. } => WireEvent::Ended { r: &ids[0], why: *reason },
+            Self::Refreshed { expires_at, issued_at, .. } => {
+                WireEvent::Refreshed { r: first, x: *expires_at, g: *issued_at }
+            }
+            Self::Ended { reason, issued_at, .. } => WireEvent::Ended { r: first, why: *reason, g: *issued_at },
             Self::Backchannel { matches } => WireEvent::Backchannel {
-                m: matches.iter().zip(&ids).map(|(m, r)| WireMatch { k: m.kind.as_str(), r, by: m.by }).collect(),
+                m: matches
+                    .iter()
+                    .zip(&ids)
+                    .map(|(m, (r, s))| WireMatch { k: m.kind.as_str(), r, by: m.by, s: s.as_deref() })
+                    .collect(),
             },
         };
         serde_json::to_string(&Wire { v: VERSION, o: origin, e }).unwrap_or_default()
@@ -138,12 +150,18 @@ impl Event {
             return None;
         }
         let event = match w.e {
-            WireEvent::Refreshed { r, x } => Self::Refreshed { session: id_of(r)?, expires_at: x },
-            WireEvent::Ended { r, why } => Self::Ended { session: id_of(r)?, reason: why },
+            WireEvent::Refreshed { r, x, g } => Self::Refreshed { session: id_of(r)?, expires_at: x, issued_at: g },
+            WireEvent::Ended { r, why, g } => Self::Ended { session: id_of(r)?, reason: why, issued_at: g },
             WireEvent::Backchannel { m } => Self::Backchannel {
                 matches: m
                     .iter()
-                    .map(|m| Some(Match { kind: RevocationKind::parse(m.k)?, id: id_of(m.r)?, by: m.by }))
+                    .map(|m| {
+                        let sub = match m.s {
+                            Some(s) => Some(id_of(s)?),
+                            None => None,
+                        };
+                        Some(Match { kind: RevocationKind::parse(m.k)?, id: id_of(m.r)?, by: m.by, sub })
+                    })
                     .collect::<Option<_>>()?,
             },
         };
@@ -167,12 +185,12 @@ mod tests {
     #[test]
     fn every_event_survives_the_wire_and_nothing_else_is_accepted() {
         let events = [
-            Event::Refreshed { session: [1; 32], expires_at: 1_700_000_000 },
-            Event::Ended { session: [2; 32], reason: Reason::RefreshFailed },
+            Event::Refreshed { session: [1; 32], expires_at: 1_700_000_000, issued_at: 1_699_999_000 },
+            Event::Ended { session: [2; 32], reason: Reason::RefreshFailed, issued_at: 7 },
             Event::Backchannel {
                 matches: vec![
-                    Match { kind: RevocationKind::Sid, id: [3; 32], by: 5 },
-                    Match { kind: RevocationKind::SubWithoutSid, id: [4; 32], by: 6 },
+                    Match { kind: RevocationKind::Sid, id: [3; 32], by: 5, sub: Some([9; 32]) },
+                    Match { kind: RevocationKind::SubWithoutSid, id: [4; 32], by: 6, sub: None },
                 ],
             },
         ];
@@ -181,7 +199,7 @@ mod tests {
             assert!(text.len() < 400, "{text}");
             assert_eq!(Event::decode(&text), Some((42, e)));
         }
-        let good = Event::Ended { session: [2; 32], reason: Reason::Logout }.encode(1);
+        let good = Event::Ended { session: [2; 32], reason: Reason::Logout, issued_at: 0 }.encode(1);
         for bad in [
             good.replace("\"v\":1", "\"v\":2"),
             good.replace("logout", "teleported"),

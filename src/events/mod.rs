@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// Streams one session may hold open (SPEC §5; `bff.js` opens one per browser).
+/// Streams and WebSockets one session may hold open (SPEC §5; `bff.js` opens one stream per
+/// browser).
 pub const STREAMS_PER_SESSION: usize = 8;
 /// Events queued for one listener; a listener that falls this far behind is closed (its
 /// client reconnects and starts again from the `session` event).
@@ -60,6 +61,9 @@ struct Slot {
 struct Inner {
     registry: Mutex<HashMap<RouteId, Vec<Arc<Slot>>>>,
     open: AtomicUsize,
+    /// Listeners without a session (WebSockets on `auth = "none"`/`"optional"` routes): at
+    /// most half of `max`, so that they cannot starve the sessions' streams.
+    anonymous: AtomicUsize,
     max: usize,
     store: Option<Store>,
     /// This process, in the messages it publishes.
@@ -82,6 +86,7 @@ impl std::fmt::Debug for Events {
 pub enum Full {
     Process,
     Session,
+    Anonymous,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -103,6 +108,7 @@ impl Events {
         Self(Arc::new(Inner {
             registry: Mutex::new(HashMap::new()),
             open: AtomicUsize::new(0),
+            anonymous: AtomicUsize::new(0),
             max,
             store,
             origin,
@@ -116,23 +122,26 @@ impl Events {
     }
 
     /// Register a listener under `ids` (the first is its session's: the per-session cap counts
-    /// there). Refused at `max_event_streams`, or at [`STREAMS_PER_SESSION`] streams of the
-    /// session.
+    /// there; none for a listener without a session). Refused at `max_event_streams`, at
+    /// [`STREAMS_PER_SESSION`] listeners of the session, or, without a session, at half of
+    /// `max_event_streams` such listeners.
     pub fn subscribe(&self, kind: Kind, ids: &[RouteId]) -> Result<Subscription, Full> {
         let inner = &self.0;
         if inner.open.fetch_add(1, Ordering::Relaxed) >= inner.max {
             inner.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Full::Process);
         }
+        if ids.is_empty() && inner.anonymous.fetch_add(1, Ordering::Relaxed) >= inner.max / 2 {
+            inner.anonymous.fetch_sub(1, Ordering::Relaxed);
+            inner.open.fetch_sub(1, Ordering::Relaxed);
+            return Err(Full::Anonymous);
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let slot = Arc::new(Slot { tx, kind, lagged: AtomicBool::new(false) });
         {
             let mut registry = lock(&inner.registry);
-            if kind == Kind::Stream
-                && let Some(first) = ids.first()
-                && registry
-                    .get(first)
-                    .is_some_and(|v| v.iter().filter(|s| s.kind == Kind::Stream).count() >= STREAMS_PER_SESSION)
+            if let Some(first) = ids.first()
+                && registry.get(first).is_some_and(|v| v.len() >= STREAMS_PER_SESSION)
             {
                 drop(registry);
                 inner.open.fetch_sub(1, Ordering::Relaxed);
@@ -200,6 +209,8 @@ impl Events {
     /// store without a channel.
     pub async fn run_feed(self) {
         let Some(mut feed) = self.0.store.as_ref().and_then(Store::feed) else { return };
+        // The first subscription has nothing to make up for — unless it follows failures, while
+        // which streams may have opened.
         let (mut first, mut delay) = (true, Duration::from_millis(200));
         loop {
             match feed.next().await {
@@ -216,6 +227,7 @@ impl Events {
                     None => tracing::debug!(bytes = text.len(), "malformed session event ignored"),
                 },
                 Err(e) => {
+                    first = false;
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "session event channel unavailable");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -286,6 +298,9 @@ impl Drop for Subscription {
             }
         }
         inner.open.fetch_sub(1, Ordering::Relaxed);
+        if self.ids.is_empty() {
+            inner.anonymous.fetch_sub(1, Ordering::Relaxed);
+        }
         gauge(self.slot.kind).decrement(1.0);
     }
 }
@@ -295,7 +310,7 @@ mod tests {
     use super::*;
 
     fn ended(id: u8) -> Event {
-        Event::Ended { session: [id; 32], reason: Reason::Logout }
+        Event::Ended { session: [id; 32], reason: Reason::Logout, issued_at: 0 }
     }
 
     #[tokio::test]
@@ -305,7 +320,7 @@ mod tests {
         let mut b = events.subscribe(Kind::WebSocket, &[[2; 32]]).unwrap_or_else(|_| panic!("cap"));
         events.publish(ended(1));
         events.publish(Event::Backchannel {
-            matches: vec![Match { kind: crate::store::RevocationKind::Sub, id: [9; 32], by: 0 }],
+            matches: vec![Match { kind: crate::store::RevocationKind::Sub, id: [9; 32], by: 0, sub: None }],
         });
         assert!(matches!(a.next().await, Next::Event(e) if *e == ended(1)));
         assert!(matches!(a.next().await, Next::Event(e) if matches!(*e, Event::Backchannel { .. })));
@@ -319,20 +334,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_caps_count_streams_and_sockets_together_and_streams_per_session() {
-        let events = Events::new(10, None);
+    async fn the_caps_count_streams_and_sockets_together_per_process_and_per_session() {
+        let events = Events::new(12, None);
         let mut held = Vec::new();
-        for _ in 0..STREAMS_PER_SESSION {
-            held.push(events.subscribe(Kind::Stream, &[[1; 32]]).unwrap_or_else(|_| panic!("cap")));
+        for i in 0..STREAMS_PER_SESSION {
+            let kind = if i % 2 == 0 { Kind::Stream } else { Kind::WebSocket };
+            held.push(events.subscribe(kind, &[[1; 32]]).unwrap_or_else(|_| panic!("cap")));
         }
         assert_eq!(events.subscribe(Kind::Stream, &[[1; 32]]).err(), Some(Full::Session));
-        // Sockets are not limited per session; the process cap counts them.
-        held.push(events.subscribe(Kind::WebSocket, &[[1; 32]]).unwrap_or_else(|_| panic!("cap")));
+        assert_eq!(events.subscribe(Kind::WebSocket, &[[1; 32]]).err(), Some(Full::Session));
+        for _ in 0..4 {
+            held.push(events.subscribe(Kind::WebSocket, &[]).unwrap_or_else(|_| panic!("cap")));
+        }
+        assert_eq!(events.subscribe(Kind::WebSocket, &[]).err(), Some(Full::Process));
+        held.pop();
         held.push(events.subscribe(Kind::Stream, &[[2; 32]]).unwrap_or_else(|_| panic!("cap")));
         assert_eq!(events.subscribe(Kind::Stream, &[[3; 32]]).err(), Some(Full::Process));
-        assert_eq!(events.open(), 10);
+        assert_eq!(events.open(), 12);
         held.clear();
+        // Without a session: at most half of the process's places.
+        let events = Events::new(4, None);
+        let a = events.subscribe(Kind::WebSocket, &[]).unwrap_or_else(|_| panic!("cap"));
+        let b = events.subscribe(Kind::WebSocket, &[]).unwrap_or_else(|_| panic!("cap"));
+        assert_eq!(events.subscribe(Kind::WebSocket, &[]).err(), Some(Full::Anonymous));
+        let c = events.subscribe(Kind::Stream, &[[1; 32]]).unwrap_or_else(|_| panic!("cap"));
+        drop((a, b, c));
         assert_eq!(events.open(), 0);
+        assert_eq!(events.0.anonymous.load(Ordering::Relaxed), 0);
         assert!(lock(&events.0.registry).is_empty());
     }
 

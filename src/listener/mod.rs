@@ -170,6 +170,13 @@ pub async fn serve<H, F>(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                // A peer that vanished without closing (a laptop lid, a NAT that forgot it) is
+                // found out within about a minute and a half: what ends an idle upgraded socket.
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(60))
+                    .with_interval(Duration::from_secs(10))
+                    .with_retries(3);
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                 let activity = Activity::new();
                 let (handle, seen, slot) = (handle.clone(), activity.clone(), permit.clone());
                 let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {

@@ -28,7 +28,7 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 /// How long a write to either side may wait before the socket is given up.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a closing handshake may take once begun.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The close code and reason the browser sees when its session ends (SPEC §6.3).
 const SESSION_ENDED: u16 = 4401;
 
@@ -59,13 +59,17 @@ pub struct Handshake {
 
 /// Check the browser's handshake: `GET` over HTTP/1.1, `Connection: Upgrade`, version 13 and
 /// a key of 16 bytes. `None` if any of it is wrong.
-pub fn handshake(method: &Method, version: Version, headers: &HeaderMap) -> Option<Handshake> {
-    let connection_upgrade = headers
+fn connection_upgrade(headers: &HeaderMap) -> bool {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+pub fn handshake(method: &Method, version: Version, headers: &HeaderMap) -> Option<Handshake> {
+    let connection_upgrade = connection_upgrade(headers);
     let version_13 = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
     let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
     let key_ok =
@@ -112,7 +116,7 @@ pub enum ConnectError {
     #[error("handshake: {0}")]
     Http(#[from] hyper::Error),
     #[error("the upstream answered {0}, not 101")]
-    Status(StatusCode),
+    Status(StatusCode, Box<HeaderMap>),
     #[error("the upstream's 101 is not a valid WebSocket handshake ({0})")]
     Invalid(&'static str),
 }
@@ -150,6 +154,9 @@ pub async fn connect(
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    // The upgrade's GET has no body, whatever the browser's request said.
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::TRANSFER_ENCODING);
     if let Ok(k) = HeaderValue::from_str(&key) {
         headers.insert(header::SEC_WEBSOCKET_KEY, k);
     }
@@ -158,11 +165,14 @@ pub async fn connect(
     *req.headers_mut() = headers;
     let mut resp = sender.send_request(req).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(ConnectError::Status(resp.status()));
+        return Err(ConnectError::Status(resp.status(), Box::new(resp.headers().clone())));
     }
     let h = resp.headers();
     if upgrade_of(h) != Upgrade::WebSocket {
         return Err(ConnectError::Invalid("Upgrade"));
+    }
+    if !connection_upgrade(h) {
+        return Err(ConnectError::Invalid("Connection"));
     }
     if h.get(header::SEC_WEBSOCKET_ACCEPT).is_none_or(|a| a.as_bytes() != derive_accept_key(key.as_bytes()).as_bytes())
     {
@@ -291,7 +301,9 @@ pub async fn relay(
         }
         Why::Session(_) => (close_frame(1001, "going away"), close_frame(1001, "going away")),
         Why::Browser(Ended::Closed(f)) => (None, passed_on(f)),
-        Why::Upstream(Ended::Closed(f)) => (passed_on(f), None),
+        // 4401 is the BFF's own word for "your session ended" (SPEC §6.3): an upstream's close
+        // with that code reaches the browser without it.
+        Why::Upstream(Ended::Closed(f)) => (passed_on(f).filter(|f| u16::from(f.code) != SESSION_ENDED), None),
         Why::Browser(Ended::TooBig) | Why::Upstream(Ended::TooBig) => {
             tracing::info!("WebSocket message over 1 MiB: closed");
             (close_frame(1009, "message too big"), close_frame(1009, "message too big"))

@@ -6,7 +6,8 @@
 //! [`KEEP_ALIVE`] keeps proxies from closing an idle connection.
 
 use crate::clock::now;
-use crate::events::Kind;
+use crate::error::ErrorCode;
+use crate::events::{Kind, Reason};
 use crate::session::live::{Live, Update};
 use crate::session::model::Loaded;
 use crate::state::AppState;
@@ -28,15 +29,28 @@ pub fn router() -> Router<AppState> {
 async fn session_events(State(state): State<AppState>, req: Request) -> Response {
     let t = now();
     let session = match state.sessions.load(req.headers(), t).await {
-        // A session of a removed provider is over (SPEC §3.7); `/session` ends it.
-        Ok(Loaded::Live(s)) if s.provider.is_none() || state.providers.of(s.provider.as_deref()).is_some() => s,
-        Ok(Loaded::Live(_)) => return super::session::anonymous(Vec::new(), None, state.provider_names.as_deref()),
+        Ok(Loaded::Live(s)) => s,
         Ok(Loaded::Anonymous { stale_cookie }) => {
             let expire = if stale_cookie { state.sessions.cookies().clear_session() } else { Vec::new() };
             return super::session::anonymous(expire, None, state.provider_names.as_deref());
         }
         Err(e) => return e.into_response(),
     };
+    // What `/session` would find over without a refresh (a removed provider, SPEC §3.7; an
+    // expired access token with no refresh token, §4) is ended here too: never a stream for it.
+    let removed = provider_removed(&state, &session);
+    if removed || (session.refresh_token.is_none() && session.access_expires_at <= t) {
+        let reason = if removed { Reason::Revoked } else { Reason::Expired };
+        if let Err(e) = state.sessions.end(&session, reason).await {
+            return e.into_response();
+        }
+        let code = Some(ErrorCode::SessionExpired.as_str());
+        return super::session::anonymous(
+            state.sessions.cookies().clear_session(),
+            code,
+            state.provider_names.as_deref(),
+        );
+    }
     let live = match state.sessions.live(&session, Kind::Stream, t) {
         Ok(live) => live,
         Err(e) => return e.into_response(),
@@ -96,6 +110,10 @@ impl Stream {
 
 /// One event. `data` is JSON: a line break in it can only be whitespace (JSON strings escape
 /// them), and it would end the `data:` line, so it becomes a space.
+fn provider_removed(state: &AppState, s: &crate::session::model::Session) -> bool {
+    s.provider.is_some() && state.providers.of(s.provider.as_deref()).is_none()
+}
+
 fn event(kind: &str, data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(kind.len() + data.len() + 16);
     out.extend_from_slice(b"event: ");

@@ -8,9 +8,9 @@ use crate::error::{AppError, ErrorCode};
 use crate::events::Kind;
 use crate::listener::ConnectionSlot;
 use crate::middleware::{RequestId, client_ip, websocket_origin_check};
-use crate::proxy::dpop::DPOP;
+use crate::proxy::dpop::{self, DPOP};
 use crate::proxy::headers;
-use crate::proxy::websocket;
+use crate::proxy::websocket::{self, ConnectError};
 use crate::session::cookie::append_set_cookies;
 use crate::settings::routes::Route;
 use crate::state::AppState;
@@ -66,16 +66,32 @@ pub(super) async fn open(state: &AppState, route: &Route, uri: Uri, mut req: Req
     };
     let mut upstream_headers = parts.headers;
     headers::upstream_request(&mut upstream_headers, &fwd);
-    if let Some(call) = &dpop {
-        match call.proof(&Method::GET, &uri, &state.proxy.nonces) {
-            Some(proof) => upstream_headers.insert(&DPOP, proof),
-            None => return fail(ErrorCode::IdpUnavailable, set_cookies),
-        };
-    }
-    let connecting = websocket::connect(&state.proxy.websockets, uri, upstream_headers, &handshake);
+    // One deadline for the handshake, a DPoP nonce retry included (RFC 9449 §9: an upstream
+    // may answer 401 with a nonce to use; the upgrade has no body, so it can be sent again).
+    let connecting = async {
+        for attempt in 0..2 {
+            let mut headers = upstream_headers.clone();
+            if let Some(call) = &dpop {
+                let Some(proof) = call.proof(&Method::GET, &uri, &state.proxy.nonces) else {
+                    return Err(None);
+                };
+                headers.insert(&DPOP, proof);
+            }
+            match websocket::connect(&state.proxy.websockets, uri.clone(), headers, &handshake).await {
+                Err(ConnectError::Status(status, h))
+                    if dpop.is_some() && dpop::take_nonce(status, &h, &uri, &state.proxy.nonces) && attempt == 0 =>
+                {
+                    tracing::info!(route = %route.prefix, "the upstream asked for a DPoP nonce; upgrading again with it");
+                }
+                other => return other.map_err(Some),
+            }
+        }
+        Err(None)
+    };
     let (upstream, protocol) = match tokio::time::timeout(route.timeout, connecting).await {
         Ok(Ok(up)) => up,
-        Ok(Err(e)) => {
+        Ok(Err(None)) => return fail(ErrorCode::IdpUnavailable, set_cookies),
+        Ok(Err(Some(e))) => {
             tracing::warn!(route = %route.prefix, error = %e, "upstream WebSocket handshake failed");
             metrics::counter!("bff_upstream_errors_total", "kind" => "unavailable").increment(1);
             return fail(ErrorCode::UpstreamUnavailable, set_cookies);

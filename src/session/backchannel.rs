@@ -76,7 +76,8 @@ pub async fn apply(to: &Target<'_>, token: &ValidLogoutToken, t: i64) -> Result<
             "back-channel logout: revocation recorded"
         );
     }
-    to.events.publish(super::live::backchannel_event(&rules));
+    let sid_with_sub = if to.server_side { sub.as_deref() } else { None };
+    to.events.publish(super::live::backchannel_event(&rules, sid_with_sub));
     if !store.first_use(&jti, token.usable_until).await? {
         tracing::warn!("back-channel logout token replayed concurrently (jti already seen)");
         metrics::counter!("bff_backchannel_logouts_total", "result" => "replayed").increment(1);

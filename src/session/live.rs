@@ -42,8 +42,10 @@ fn sub_route(scoped_sub: &str) -> RouteId {
 }
 
 /// The event a back-channel logout's rules (as recorded for the revocation list, or applied
-/// to server-side rows) make: the same rules, with hashed ids.
-pub fn backchannel_event(rules: &[Revocation]) -> Event {
+/// to server-side rows) make: the same rules, with hashed ids. `sid_with_sub`: the token's
+/// scoped `sub` when the rules were applied to server-side rows, which end a `sid`'s sessions
+/// only when they are that user's too.
+pub fn backchannel_event(rules: &[Revocation], sid_with_sub: Option<&str>) -> Event {
     let matches = rules
         .iter()
         .map(|r| Match {
@@ -53,6 +55,7 @@ pub fn backchannel_event(rules: &[Revocation]) -> Event {
                 RevocationKind::Sub | RevocationKind::SubWithoutSid => sub_route(&r.value),
             },
             by: r.iat,
+            sub: sid_with_sub.filter(|_| r.kind == RevocationKind::Sid).map(sub_route),
         })
         .collect();
     Event::Backchannel { matches }
@@ -76,6 +79,8 @@ pub struct Live {
     sub: RouteId,
     created_at: i64,
     absolute_expires_at: i64,
+    /// When the newest tokens this listener knows of were obtained.
+    issued_at: i64,
     /// The server-side row, when there is one.
     stored: Option<[u8; 32]>,
     /// When the session ends, as last known.
@@ -100,7 +105,11 @@ impl Sessions {
             AppError::from(ErrorCode::EventStreamsExhausted)
         })?;
         let stored = s.stored.as_ref().map(|r| r.key);
-        let end_at = if stored.is_some() { s.expires_at(self.idle_timeout_secs) } else { s.absolute_expires_at };
+        let mut end_at = if stored.is_some() { s.expires_at(self.idle_timeout_secs) } else { s.absolute_expires_at };
+        if s.refresh_token.is_none() {
+            // Nothing can renew its access token: the session ends with it (SPEC §4).
+            end_at = end_at.min(s.access_expires_at);
+        }
         let recheck_seen = subscription.current_signal().recheck;
         Ok(Live {
             subscription,
@@ -109,6 +118,7 @@ impl Sessions {
             sub,
             created_at: s.created_at,
             absolute_expires_at: s.absolute_expires_at,
+            issued_at: s.access_issued_at,
             stored,
             end_at,
             warn_secs: self.events_warning_secs as i64,
@@ -134,6 +144,7 @@ impl Sessions {
             sub: [0; 32],
             created_at: i64::MAX,
             absolute_expires_at: i64::MAX,
+            issued_at: 0,
             stored: None,
             end_at: i64::MAX,
             warn_secs: 0,
@@ -211,12 +222,20 @@ impl Live {
         if self.stored.is_some() { self.check_at } else { self.deadline() }
     }
 
-    fn apply(&self, e: &Event) -> Option<Update> {
+    fn apply(&mut self, e: &Event) -> Option<Update> {
         match e {
-            Event::Refreshed { session, expires_at } if *session == self.session => {
+            Event::Refreshed { session, expires_at, issued_at } if *session == self.session => {
+                self.issued_at = self.issued_at.max(*issued_at);
                 Some(Update::Refreshed(*expires_at))
             }
-            Event::Ended { session, reason } if *session == self.session => Some(Update::Ended(*reason)),
+            // A refused refresh of an older copy of the session (a stale cookie) is not the end
+            // of the tokens this listener knows.
+            Event::Ended { session, issued_at, .. }
+                if *session == self.session && *issued_at != 0 && *issued_at < self.issued_at =>
+            {
+                None
+            }
+            Event::Ended { session, reason, .. } if *session == self.session => Some(Update::Ended(*reason)),
             Event::Backchannel { matches } => matches
                 .iter()
                 .any(|m| self.created_at <= m.by && self.matches(m))
@@ -227,7 +246,7 @@ impl Live {
 
     fn matches(&self, m: &Match) -> bool {
         match m.kind {
-            RevocationKind::Sid => self.sid == Some(m.id),
+            RevocationKind::Sid => self.sid == Some(m.id) && m.sub.is_none_or(|sub| sub == self.sub),
             RevocationKind::Sub => self.sub == m.id,
             RevocationKind::SubWithoutSid => self.sid.is_none() && self.sub == m.id,
         }

@@ -109,16 +109,18 @@ impl Sessions {
         &self.events
     }
 
-    /// Tell every instance's listeners that `s` ended.
+    /// Tell every instance's listeners that `s` ended. A refused refresh names the tokens it
+    /// failed with: listeners that know newer ones (a stale cookie copy failed) go on.
     fn publish_end(&self, s: &Session, reason: Reason) {
-        self.events.publish(Event::Ended { session: live::session_route(s), reason });
+        let issued_at = if reason == Reason::RefreshFailed { s.access_issued_at } else { 0 };
+        self.events.publish(Event::Ended { session: live::session_route(s), reason, issued_at });
     }
 
     /// Back-channel logout rules this instance learnt from the revocation list's poll (another
     /// instance recorded them): its own listeners of those sessions are told.
     pub fn revoked_elsewhere(&self, rules: &[crate::store::Revocation]) {
         if !rules.is_empty() {
-            self.events.deliver(&Arc::new(live::backchannel_event(rules)));
+            self.events.deliver(&Arc::new(live::backchannel_event(rules, None)));
         }
     }
 
@@ -272,8 +274,9 @@ impl Sessions {
         match saved {
             Ok(set_cookies) => {
                 if changed {
-                    let (session, expires_at) = (live::session_route(&s), s.access_expires_at);
-                    self.events.publish(Event::Refreshed { session, expires_at });
+                    let (session, expires_at, issued_at) =
+                        (live::session_route(&s), s.access_expires_at, s.access_issued_at);
+                    self.events.publish(Event::Refreshed { session, expires_at, issued_at });
                 }
                 Current::Live { session: s, set_cookies }
             }
@@ -316,12 +319,13 @@ impl Sessions {
     /// listeners why. Cookies are the caller's to expire.
     pub async fn end(&self, s: &Session, reason: Reason) -> Result<(), AppError> {
         memo::forget(s);
-        self.publish_end(s, reason);
         if let Some(stored) = &s.stored
             && let Some(rows) = self.rows()
         {
             rows.store.delete_session(&stored.key).await?;
         }
+        // Only once it is over: a failed delete leaves the session, and its listeners, alive.
+        self.publish_end(s, reason);
         self.refresher.forget(s).await;
         self.exchanger.forget(s).await;
         Ok(())

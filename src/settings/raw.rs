@@ -121,7 +121,8 @@ pub struct RawServer {
     pub max_body_bytes: u64,
     pub header_read_timeout_secs: u64,
     pub exchange_rate_per_minute: u64,
-    pub max_event_streams: u64,
+    /// Unset: 1000, or below `max_connections` when that is lower.
+    pub max_event_streams: Option<u64>,
 }
 
 impl Default for RawServer {
@@ -142,7 +143,7 @@ impl Default for RawServer {
             max_body_bytes: 65536,
             header_read_timeout_secs: 10,
             exchange_rate_per_minute: 0,
-            max_event_streams: 1000,
+            max_event_streams: None,
         }
     }
 }

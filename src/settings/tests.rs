@@ -241,3 +241,18 @@ fn providers_are_read_like_oidc_from_their_own_keys_and_named_in_every_problem()
         assert!(e.iter().any(|l| l.starts_with(w)), "missing {w:?} in {e:#?}");
     }
 }
+
+#[test]
+fn max_event_streams_stays_below_max_connections() {
+    let with = |vars: &[(&str, &str)]| {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_toml_str(&minimal(), vars).map_err(|e| e.to_string())
+    };
+    let s = with(&[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.server.max_event_streams, s.session.events_warning_secs), (1000, 120));
+    // Unset, it follows a lower connection cap; set, it must stay below it.
+    let s = with(&[("BFF_SERVER__MAX_CONNECTIONS", "50")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.server.max_event_streams, 49);
+    let e = with(&[("BFF_SERVER__MAX_CONNECTIONS", "50"), ("BFF_SERVER__MAX_EVENT_STREAMS", "50")]);
+    assert!(e.is_err_and(|e| e.contains("server.max_event_streams: must be below server.max_connections")));
+}

@@ -169,10 +169,16 @@ fn server(raw: RawServer, p: &mut Problems) -> Option<ServerSettings> {
     let rate = secs("server.exchange_rate_per_minute", raw.exchange_rate_per_minute, 0, 1_000_000, p);
     // Below the connection cap: event streams and WebSockets hold a connection each, and the
     // rest of the traffic needs connections too.
-    let max_event_streams = secs("server.max_event_streams", raw.max_event_streams, 0, 1_000_000, p);
-    if max_event_streams >= max_connections {
-        p.push("server.max_event_streams", "must be below server.max_connections");
-    }
+    let max_event_streams = match raw.max_event_streams {
+        Some(n) => {
+            let n = secs("server.max_event_streams", n, 0, 1_000_000, p);
+            if n >= max_connections {
+                p.push("server.max_event_streams", "must be below server.max_connections");
+            }
+            n
+        }
+        None => 1000.min(max_connections.saturating_sub(1)),
+    };
     let (public_url, public_origin) = public?;
     Some(ServerSettings {
         listen: listen?,

@@ -35,10 +35,12 @@ async fn ws_upstream() -> (String, Arc<Mutex<Seen>>) {
         while let Ok((stream, _)) = listener.accept().await {
             let record = record.clone();
             tokio::spawn(async move {
+                let mut closing_4401 = false;
                 #[allow(clippy::result_large_err)] // tungstenite's callback type
                 let callback = |req: &http::Request<()>, resp: http::Response<()>| {
                     record.lock().unwrap_or_else(|e| e.into_inner()).upgrades.push(req.headers().clone());
-                    if req.uri().path() == "/ws/plain" {
+                    closing_4401 = req.uri().path().ends_with("/close-4401");
+                    if req.uri().path() == "/ws/plain" || req.uri().path() == "/open/ws/plain" {
                         let mut r = http::Response::new(Some("not a websocket".to_owned()));
                         *r.status_mut() = http::StatusCode::OK;
                         return Err(r);
@@ -52,6 +54,13 @@ async fn ws_upstream() -> (String, Arc<Mutex<Seen>>) {
                 else {
                     return;
                 };
+                if closing_4401 {
+                    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                        code: 4401.into(),
+                        reason: "token expired".into(),
+                    };
+                    let _ = ws.send(Message::Close(Some(frame))).await;
+                }
                 while let Some(Ok(msg)) = ws.next().await {
                     match msg {
                         Message::Close(f) => {
@@ -214,6 +223,11 @@ async fn upgrades_are_refused_by_origin_session_route_and_upstream_and_big_messa
             .last()
             .is_some_and(|h| h.get("authorization").is_none())
     );
+    // 4401 is the BFF's word: an upstream's 4401 reaches the browser without its code.
+    let mut by_upstream =
+        connect(&bff, "/open/ws/close-4401", &anonymous, Some(&origin)).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = tokio::time::timeout(Duration::from_secs(5), by_upstream.next()).await;
+    assert!(matches!(got, Ok(Some(Ok(Message::Close(None))))), "{got:?}");
     // Over 1 MiB: both sides closed with 1009.
     open.send(Message::binary(vec![7u8; (1 << 20) + 1])).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(close_code(&mut open, Duration::from_secs(5)).await.map(|c| c.0), Some(1009));
@@ -262,6 +276,27 @@ async fn sockets_and_streams_share_max_event_streams() {
     let _ws = connect(&bff, "/ws/x", &jar, Some(&bff.url(""))).await.unwrap_or_else(|e| panic!("{e}"));
     let r = refused(connect(&bff, "/ws/y", &jar, Some(&bff.url(""))).await).await;
     assert_eq!(r, (503, "\"event_streams_exhausted\"".into()));
+}
+
+#[tokio::test]
+async fn a_session_holds_at_most_8_streams_and_sockets_together() {
+    let (upstream, _seen) = ws_upstream().await;
+    let (_idp, bff) = stack_with(json!({}), &[], &ws_route(&upstream, "required")).await;
+    let mut b = Browser::new(&bff);
+    b.login(&bff, "ada", "/").await;
+    let jar = session_jar(&b);
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(Stream::open(&bff, &jar).await);
+    }
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        sockets.push(connect(&bff, "/ws/x", &jar, Some(&bff.url(""))).await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let r = refused(connect(&bff, "/ws/y", &jar, Some(&bff.url(""))).await).await;
+    assert_eq!(r, (503, "\"event_streams_exhausted\"".into()));
+    let r = crate::events::open_with(&bff, &jar, &[("x-csrf", "1")]).await;
+    assert_eq!(r.status(), 503);
 }
 
 #[tokio::test]
