@@ -258,7 +258,8 @@ impl Live {
             if now < self.check_at {
                 return None;
             }
-            match sessions.stored_end(&key, self.absolute_expires_at, now).await {
+            // Boxed: inline, the store's future would sit in every idle stream's future.
+            match Box::pin(sessions.stored_end(&key, self.absolute_expires_at, now)).await {
                 Ok(None) => {
                     let reason = if now >= self.end_at { Reason::Expired } else { Reason::Revoked };
                     tracing::info!(reason = reason.as_str(), "watched session is gone from the store");
