@@ -35,8 +35,9 @@ export async function launchChromium() {
  * Fetch domain at the response stage, before the page gets them: reading them afterwards
  * (Playwright's response.body()) loses any response whose page navigates away at once, such
  * as POST /logout's. Responses pass on unchanged; each appears twice in `seen`, once with its
- * body and once with its complete headers. Event streams are recorded without their body (it
- * ends only with the session). Create pages with the returned `newPage()`
+ * body and once with its complete headers. Event streams are recorded by their headers only
+ * (their response is not intercepted: it ends only with the session). Create pages with the
+ * returned `newPage()`
  * so that recording starts before their first request. Not for CORS tests: with
  * interception on, preflights take another path through Chromium.
  */
@@ -46,6 +47,15 @@ export function recordResponses(context) {
   async function attach(page) {
     const cdp = await context.newCDPSession(page);
     cdp.on('Fetch.requestPaused', (ev) => {
+      // Paused at the request stage (no response yet): ask to see its response too — except
+      // for an event stream (GET /session/events), whose response never completes while the
+      // session lives. Chromium can crash when a paused, still-streaming response is cancelled
+      // by a reload; such a response is left alone, and recorded by its headers only.
+      if (ev.responseStatusCode === undefined && ev.responseErrorReason === undefined) {
+        const stream = new URL(ev.request.url).pathname.endsWith('/session/events');
+        cdp.send('Fetch.continueRequest', { requestId: ev.requestId, interceptResponse: !stream }).catch(() => {});
+        return;
+      }
       const job = (async () => {
         const status = ev.responseStatusCode ?? 0;
         const headers = {};
@@ -54,10 +64,7 @@ export function recordResponses(context) {
           headers[k] = k in headers ? `${headers[k]}\n${value}` : value;
         }
         let body = null;
-        // An event stream (GET /session/events) never completes while the session lives:
-        // asking for its whole body would hold it back from the page, and every event with it.
-        const streaming = /^text\/event-stream/i.test(headers['content-type'] ?? '');
-        if ((status < 300 || status >= 400) && !streaming) {
+        if (status < 300 || status >= 400) {
           try {
             const r = await cdp.send('Fetch.getResponseBody', { requestId: ev.requestId });
             body = r.base64Encoded ? Buffer.from(r.body, 'base64').toString('utf8') : r.body;
@@ -69,7 +76,7 @@ export function recordResponses(context) {
       pending.add(job);
       job.finally(() => pending.delete(job));
     });
-    await cdp.send('Fetch.enable', { patterns: [{ urlPattern: '*', requestStage: 'Response' }] });
+    await cdp.send('Fetch.enable', { patterns: [{ urlPattern: '*', requestStage: 'Request' }] });
   }
   // The Fetch domain leaves Set-Cookie out of its headers: take every response's full
   // headers from Playwright too (they survive navigation; bodies do not).
