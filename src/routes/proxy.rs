@@ -2,9 +2,9 @@
 //! route match, method and CSRF rules, the session and its refresh, then the upstream call
 //! through `proxy`; or the SPA's static files; or 404.
 
-use super::upstream_call::{Credentials, client_ip_and_trust, credentials, fail};
+use super::upstream_call::{Credentials, credentials, fail, for_upstream};
 use crate::error::{AppError, ErrorCode};
-use crate::middleware::{RequestId, client_ip, csrf_check};
+use crate::middleware::csrf_check;
 use crate::proxy::dpop::{self, DPOP};
 use crate::proxy::idle::IdleTimeout;
 use crate::proxy::websocket::{Upgrade, upgrade_of};
@@ -93,26 +93,7 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
         Err(r) => return r,
     };
     let had_session = session.is_some();
-    let peer = client_ip_and_trust(state, &req);
-    // Behind a trusted proxy, the client is the first untrusted address of its chain.
-    let client = if peer.1 { client_ip(state, &req) } else { peer.0 };
-    let (mut parts, body) = req.into_parts();
-    let request_id = parts.extensions.remove::<RequestId>().map(|r| r.0);
-    let fwd = headers::Forwarding {
-        names: state.sessions.cookies(),
-        peer: peer.0,
-        peer_trusted: peer.1,
-        client,
-        proto: &state.proxy.proto,
-        host: &state.proxy.host,
-        bearer: match &dpop {
-            Some(call) => Some(call.authorization()),
-            None => bearer,
-        },
-        request_id: request_id.as_ref(),
-    };
-    let mut upstream_headers = parts.headers;
-    headers::upstream_request(&mut upstream_headers, &fwd);
+    let (parts, body, mut upstream_headers) = for_upstream(state, req, bearer, dpop.as_ref());
     // RFC 9449 §9: a request without a body can be sent again when the upstream asks for a
     // nonce; one with a body cannot (it is streamed), so its 401 goes back to the SPA.
     let mut again = None;

@@ -4,8 +4,9 @@
 
 use crate::clock::now;
 use crate::error::{AppError, ErrorCode};
-use crate::middleware::{client_ip, in_net};
+use crate::middleware::{RequestId, client_ip, in_net};
 use crate::proxy::dpop::DpopCall;
+use crate::proxy::headers;
 use crate::session::Current;
 use crate::session::cookie::append_set_cookies;
 use crate::session::model::Session;
@@ -83,6 +84,39 @@ pub(super) async fn credentials(state: &AppState, route: &Route, headers: &Heade
         _ => None,
     };
     Ok(Credentials { bearer, dpop, set_cookies, session: Some(session) })
+}
+
+/// Split a proxied request, its headers rewritten for the upstream (SPEC §6): the BFF's
+/// cookies and the browser's credentials and forwarding headers out; `X-Forwarded-*` from the
+/// peer (and, behind a trusted proxy, the client it names); the route's token in — as DPoP when
+/// the session holds a key. The returned parts have no headers left.
+pub(super) fn for_upstream(
+    state: &AppState,
+    req: Request,
+    bearer: Option<HeaderValue>,
+    dpop: Option<&DpopCall>,
+) -> (http::request::Parts, axum::body::Body, HeaderMap) {
+    let peer = client_ip_and_trust(state, &req);
+    // Behind a trusted proxy, the client is the first untrusted address of its chain.
+    let client = if peer.1 { client_ip(state, &req) } else { peer.0 };
+    let (mut parts, body) = req.into_parts();
+    let request_id = parts.extensions.remove::<RequestId>().map(|r| r.0);
+    let fwd = headers::Forwarding {
+        names: state.sessions.cookies(),
+        peer: peer.0,
+        peer_trusted: peer.1,
+        client,
+        proto: &state.proxy.proto,
+        host: &state.proxy.host,
+        bearer: match dpop {
+            Some(call) => Some(call.authorization()),
+            None => bearer,
+        },
+        request_id: request_id.as_ref(),
+    };
+    let mut upstream_headers = std::mem::take(&mut parts.headers);
+    headers::upstream_request(&mut upstream_headers, &fwd);
+    (parts, body, upstream_headers)
 }
 
 pub(super) fn client_ip_and_trust(state: &AppState, req: &Request) -> (std::net::IpAddr, bool) {

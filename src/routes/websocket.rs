@@ -2,14 +2,13 @@
 //! any proxied request), the upstream's handshake made with the route's token, then the `101`
 //! and a relay task (`proxy::websocket`) that closes the socket with 4401 when the session ends.
 
-use super::upstream_call::{Credentials, client_ip_and_trust, credentials, fail};
+use super::upstream_call::{Credentials, credentials, fail, for_upstream};
 use crate::clock::now;
 use crate::error::{AppError, ErrorCode};
 use crate::events::Kind;
 use crate::listener::ConnectionSlot;
-use crate::middleware::{RequestId, client_ip, websocket_origin_check};
+use crate::middleware::websocket_origin_check;
 use crate::proxy::dpop::{self, DPOP};
-use crate::proxy::headers;
 use crate::proxy::websocket::{self, ConnectError};
 use crate::session::cookie::append_set_cookies;
 use crate::settings::routes::Route;
@@ -47,25 +46,7 @@ pub(super) async fn open(state: &AppState, route: &Route, uri: Uri, mut req: Req
         Err(e) => return fail(e, set_cookies),
     };
     drop(session);
-    let peer = client_ip_and_trust(state, &req);
-    let client = if peer.1 { client_ip(state, &req) } else { peer.0 };
-    let (mut parts, _) = req.into_parts();
-    let request_id = parts.extensions.remove::<RequestId>().map(|r| r.0);
-    let fwd = headers::Forwarding {
-        names: state.sessions.cookies(),
-        peer: peer.0,
-        peer_trusted: peer.1,
-        client,
-        proto: &state.proxy.proto,
-        host: &state.proxy.host,
-        bearer: match &dpop {
-            Some(call) => Some(call.authorization()),
-            None => bearer,
-        },
-        request_id: request_id.as_ref(),
-    };
-    let mut upstream_headers = parts.headers;
-    headers::upstream_request(&mut upstream_headers, &fwd);
+    let (_, _, upstream_headers) = for_upstream(state, req, bearer, dpop.as_ref());
     // One deadline for the handshake, a DPoP nonce retry included (RFC 9449 §9: an upstream
     // may answer 401 with a nonce to use; the upgrade has no body, so it can be sent again).
     let connecting = async {
