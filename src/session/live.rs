@@ -61,6 +61,27 @@ pub fn backchannel_event(rules: &[Revocation], sid_with_sub: Option<&str>) -> Ev
     Event::Backchannel { matches }
 }
 
+/// A listener refused at a cap: counted, and logged at most once every 10 s (a client retrying
+/// past the cap must not flood the log).
+fn refused(full: Full) {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    static LAST_LOGGED: AtomicI64 = AtomicI64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let which = match full {
+        Full::Process => "process",
+        Full::Session => "session",
+        Full::Anonymous => "anonymous",
+    };
+    metrics::counter!("bff_event_streams_refused_total", "cap" => which).increment(1);
+    let n = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = crate::clock::now();
+    let last = LAST_LOGGED.load(Ordering::Relaxed);
+    if now - last >= 10 && LAST_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        SINCE.store(0, Ordering::Relaxed);
+        tracing::warn!(cap = which, refused = n, "event stream or WebSocket refused: cap reached (503)");
+    }
+}
+
 /// What a watched session's listener is told.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Update {
@@ -101,7 +122,7 @@ impl Sessions {
         let sid = s.sid.as_deref().map(|sid| sid_route(&super::scope::scoped(provider, sid)));
         let ids: Vec<RouteId> = [Some(session), Some(sub), sid].into_iter().flatten().collect();
         let subscription = self.events.subscribe(kind, &ids).map_err(|full| {
-            tracing::warn!(per_session = full == Full::Session, "event stream refused: cap reached");
+            refused(full);
             AppError::from(ErrorCode::EventStreamsExhausted)
         })?;
         let stored = s.stored.as_ref().map(|r| r.key);
@@ -132,8 +153,8 @@ impl Sessions {
     /// A listener without a session (a WebSocket on an `auth = "optional"` or `"none"` route):
     /// it counts toward `max_event_streams` and hears only the process's signals.
     pub fn live_without_session(&self, kind: Kind) -> Result<Live, AppError> {
-        let subscription = self.events.subscribe(kind, &[]).map_err(|_| {
-            tracing::warn!("WebSocket refused: max_event_streams reached");
+        let subscription = self.events.subscribe(kind, &[]).map_err(|full| {
+            refused(full);
             AppError::from(ErrorCode::EventStreamsExhausted)
         })?;
         let recheck_seen = subscription.current_signal().recheck;
