@@ -131,7 +131,7 @@ impl Events {
             inner.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Full::Process);
         }
-        if ids.is_empty() && inner.anonymous.fetch_add(1, Ordering::Relaxed) >= inner.max / 2 {
+        if ids.is_empty() && inner.anonymous.fetch_add(1, Ordering::Relaxed) >= inner.max.div_ceil(2) {
             inner.anonymous.fetch_sub(1, Ordering::Relaxed);
             inner.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Full::Anonymous);

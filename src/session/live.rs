@@ -102,6 +102,8 @@ pub struct Live {
     absolute_expires_at: i64,
     /// When the newest tokens this listener knows of were obtained.
     issued_at: i64,
+    /// A session without a refresh token ends with its access token (SPEC §4).
+    access_cap: i64,
     /// The server-side row, when there is one.
     stored: Option<[u8; 32]>,
     /// When the session ends, as last known.
@@ -126,11 +128,11 @@ impl Sessions {
             AppError::from(ErrorCode::EventStreamsExhausted)
         })?;
         let stored = s.stored.as_ref().map(|r| r.key);
-        let mut end_at = if stored.is_some() { s.expires_at(self.idle_timeout_secs) } else { s.absolute_expires_at };
-        if s.refresh_token.is_none() {
-            // Nothing can renew its access token: the session ends with it (SPEC §4).
-            end_at = end_at.min(s.access_expires_at);
-        }
+        // Nothing can renew the access token of a session without a refresh token: the session
+        // ends with it (SPEC §4).
+        let access_cap = if s.refresh_token.is_none() { s.access_expires_at } else { i64::MAX };
+        let end_at = if stored.is_some() { s.expires_at(self.idle_timeout_secs) } else { s.absolute_expires_at };
+        let end_at = end_at.min(access_cap);
         let recheck_seen = subscription.current_signal().recheck;
         Ok(Live {
             subscription,
@@ -140,6 +142,7 @@ impl Sessions {
             created_at: s.created_at,
             absolute_expires_at: s.absolute_expires_at,
             issued_at: s.access_issued_at,
+            access_cap,
             stored,
             end_at,
             warn_secs: self.events_warning_secs as i64,
@@ -166,6 +169,7 @@ impl Sessions {
             created_at: i64::MAX,
             absolute_expires_at: i64::MAX,
             issued_at: 0,
+            access_cap: i64::MAX,
             stored: None,
             end_at: i64::MAX,
             warn_secs: 0,
@@ -249,8 +253,9 @@ impl Live {
                 self.issued_at = self.issued_at.max(*issued_at);
                 Some(Update::Refreshed(*expires_at))
             }
-            // A refused refresh of an older copy of the session (a stale cookie) is not the end
-            // of the tokens this listener knows.
+            // An end with a token generation (none is published today: a refused refresh
+            // expires the browser's cookie whichever copy it was) spares listeners that know
+            // newer tokens.
             Event::Ended { session, issued_at, .. }
                 if *session == self.session && *issued_at != 0 && *issued_at < self.issued_at =>
             {
@@ -288,6 +293,7 @@ impl Live {
                 }
                 Ok(Some(end)) => {
                     // Another tab used it: the idle expiry slid, and a new warning is due later.
+                    let end = end.min(self.access_cap);
                     if end > self.end_at && end - self.warn_secs > now {
                         self.warned = false;
                     }

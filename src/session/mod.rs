@@ -109,11 +109,10 @@ impl Sessions {
         &self.events
     }
 
-    /// Tell every instance's listeners that `s` ended. A refused refresh names the tokens it
-    /// failed with: listeners that know newer ones (a stale cookie copy failed) go on.
+    /// Tell every instance's listeners that `s` ended. Whatever copy of the cookie ended it:
+    /// a refused refresh expires the browser's cookie, so its listeners end too.
     fn publish_end(&self, s: &Session, reason: Reason) {
-        let issued_at = if reason == Reason::RefreshFailed { s.access_issued_at } else { 0 };
-        self.events.publish(Event::Ended { session: live::session_route(s), reason, issued_at });
+        self.events.publish(Event::Ended { session: live::session_route(s), reason, issued_at: 0 });
     }
 
     /// Back-channel logout rules this instance learnt from the revocation list's poll (another
@@ -245,6 +244,8 @@ impl Sessions {
             // revive it. A store failure here still refuses it.
             if let Err(e) = Box::pin(self.end(&s, Reason::Revoked)).await {
                 tracing::warn!(error = %e.code.as_str(), "the removed provider's session was not deleted");
+                // Refused all the same: its listeners are told.
+                self.publish_end(&s, Reason::Revoked);
             }
             return self.ended(ErrorCode::SessionExpired.into());
         }
