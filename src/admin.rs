@@ -18,7 +18,10 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let handle = handle.clone();
-                async move { ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()) }
+                async move {
+                    crate::metrics::collect_process();
+                    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+                }
             }),
         )
         .route("/healthz", get(|| async { "ok" }));

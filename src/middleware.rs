@@ -37,6 +37,23 @@ fn next_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("none"))
 }
 
+/// `bff_http_requests_in_flight`, up while a request is handled (down when dropped, also when
+/// the request is abandoned).
+struct InFlight;
+
+impl InFlight {
+    fn begin() -> Self {
+        metrics::gauge!("bff_http_requests_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("bff_http_requests_in_flight").decrement(1.0);
+    }
+}
+
 /// Coarse route class for logs and metrics; never the raw path.
 fn route_class(state: &AppState, path: &str) -> &'static str {
     if path == "/healthz" || path == "/readyz" {
@@ -78,7 +95,9 @@ pub async fn observe<F: Future<Output = Response>>(
         let has_session = crate::session::cookie::SessionCookie::present_in(state.sessions.cookies(), req.headers());
         (log, req.method().clone(), req.uri().clone(), has_session)
     });
+    let in_flight = metered.then(InFlight::begin);
     let mut resp = crate::telemetry::context::scope(id.as_bytes(), next(req)).await;
+    drop(in_flight);
     if let Some((log, method, uri, has_session)) = logged {
         log.write(&crate::telemetry::access::Line {
             request_id: id.to_str().unwrap_or("-"),
@@ -99,7 +118,7 @@ pub async fn observe<F: Future<Output = Response>>(
     }
     if let Some(class) = class.filter(|_| metered) {
         let status = crate::metrics::status_label(resp.status());
-        metrics::counter!("bff_http_requests_total", "route" => class, "status" => status).increment(1);
+        metrics::counter!("bff_http_requests_total", "route" => class, "code" => status).increment(1);
         let seconds = start.map_or(0.0, |t| t.elapsed().as_secs_f64());
         metrics::histogram!("bff_http_request_duration_seconds", "route" => class).record(seconds);
     }

@@ -208,7 +208,7 @@ impl Login {
         };
         let cookies = tx::start(self.sessions.cookies(), self.sessions.keys(), headers, &tx, t);
         tracing::info!(provider = oidc.name(), par, dpop = tx.dpop.is_some(), "login started");
-        metrics::counter!("bff_logins_total", "result" => "started", "reason" => "").increment(1);
+        metrics::counter!("bff_logins_total", "result" => "started").increment(1);
         Ok((url, cookies))
     }
 
@@ -365,7 +365,7 @@ impl Login {
         let return_to = tx.return_to.clone();
         set_cookies.push(tx::seal(self.sessions.cookies(), self.sessions.keys(), &name, &tx.into_done(), t));
         tracing::info!(provider = oidc.name(), has_refresh_token = session.refresh_token.is_some(), "login completed");
-        metrics::counter!("bff_logins_total", "result" => "completed", "reason" => "").increment(1);
+        metrics::counter!("bff_logins_total", "result" => "completed").increment(1);
         Ok(Completed::Session { session: Box::new(session), return_to, set_cookies })
     }
 }

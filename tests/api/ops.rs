@@ -23,6 +23,33 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// SPEC §7: every family has `# HELP`, the `bff_` prefix (or the process collector's
+/// `process_`), counters end in `_total`, the status label is `code`, no label value is empty;
+/// the in-flight gauge and the process collector are there.
+fn conventions(text: &str) {
+    let helped: std::collections::HashSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# HELP ")).filter_map(|l| l.split(' ').next()).collect();
+    let mut families = 0;
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut words = line.split(' ');
+        let (name, kind) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+        families += 1;
+        assert!(helped.contains(name), "{name} has no # HELP");
+        assert!(name.starts_with("bff_") || name.starts_with("process_"), "{name}: not bff_ or process_");
+        if kind == "counter" {
+            assert!(name.ends_with("_total"), "counter {name} does not end in _total");
+        }
+    }
+    assert!(families >= 15, "{families} families:\n{text}");
+    for sample in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(!sample.contains("=\"\""), "an empty label value: {sample}");
+        assert!(!sample.contains("status=\""), "the status label must be `code`: {sample}");
+    }
+    for name in ["bff_http_requests_in_flight", "process_resident_memory_bytes", "process_cpu_seconds_total"] {
+        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing:\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn metrics_count_logins_refreshes_proxied_calls_and_logouts_on_the_admin_listener_only() {
     let up = upstream::start().await;
@@ -57,14 +84,15 @@ async fn metrics_count_logins_refreshes_proxied_calls_and_logouts_on_the_admin_l
         ("bff_idp_token_duration_seconds_count", vec!["grant=\"refresh_token\""]),
         ("bff_upstream_duration_seconds_count", vec![]),
         ("bff_sessions_ended_total", vec!["reason=\"logout\""]),
-        ("bff_http_requests_total", vec!["route=\"callback\"", "status=\"302\""]),
-        ("bff_http_requests_total", vec!["route=\"proxy_or_static\"", "status=\"200\""]),
+        ("bff_http_requests_total", vec!["route=\"callback\"", "code=\"302\""]),
+        ("bff_http_requests_total", vec!["route=\"proxy_or_static\"", "code=\"200\""]),
         ("bff_http_request_duration_seconds_count", vec!["route=\"logout\""]),
         ("bff_session_cookie_bytes_count", vec![]),
         ("bff_build_info", vec!["version=\""]),
     ] {
         assert!(metric(&text, name, &labels) >= 1.0, "{name}{labels:?} missing in:\n{text}");
     }
+    conventions(&text);
     // A failed login is counted by reason.
     let r = b.get(&format!("{}/callback?state=nope&code=x", bin.base)).await;
     assert_eq!(r.status, 400);
