@@ -53,15 +53,19 @@ pub struct Match {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The session's tokens were refreshed; the new access token, obtained at `issued_at`,
-    /// expires at `expires_at`.
-    Refreshed { session: RouteId, expires_at: i64, issued_at: i64 },
-    /// `issued_at`: when the tokens of the copy that ended were obtained (a refused refresh of
-    /// an old copy of a cookie does not end listeners that know newer tokens); 0 for an end
-    /// that holds whatever the tokens.
-    Ended { session: RouteId, reason: Reason, issued_at: i64 },
+    /// The session's tokens were refreshed; the new access token expires at `expires_at`.
+    Refreshed {
+        session: RouteId,
+        expires_at: i64,
+    },
+    Ended {
+        session: RouteId,
+        reason: Reason,
+    },
     /// An IdP's logout token: every session matching one of the rules is over.
-    Backchannel { matches: Vec<Match> },
+    Backchannel {
+        matches: Vec<Match>,
+    },
 }
 
 /// The JSON form. Ids are base64url (43 characters).
@@ -81,12 +85,10 @@ enum WireEvent<'a> {
     Refreshed {
         r: &'a str,
         x: i64,
-        g: i64,
     },
     Ended {
         r: &'a str,
         why: Reason,
-        g: i64,
     },
     Backchannel {
         #[serde(borrow)]
@@ -124,10 +126,8 @@ impl Event {
         };
         let first = ids.first().map(|(r, _)| r.as_str()).unwrap_or_default();
         let e = match self {
-            Self::Refreshed { expires_at, issued_at, .. } => {
-                WireEvent::Refreshed { r: first, x: *expires_at, g: *issued_at }
-            }
-            Self::Ended { reason, issued_at, .. } => WireEvent::Ended { r: first, why: *reason, g: *issued_at },
+            Self::Refreshed { expires_at, .. } => WireEvent::Refreshed { r: first, x: *expires_at },
+            Self::Ended { reason, .. } => WireEvent::Ended { r: first, why: *reason },
             Self::Backchannel { matches } => WireEvent::Backchannel {
                 m: matches
                     .iter()
@@ -150,8 +150,8 @@ impl Event {
             return None;
         }
         let event = match w.e {
-            WireEvent::Refreshed { r, x, g } => Self::Refreshed { session: id_of(r)?, expires_at: x, issued_at: g },
-            WireEvent::Ended { r, why, g } => Self::Ended { session: id_of(r)?, reason: why, issued_at: g },
+            WireEvent::Refreshed { r, x } => Self::Refreshed { session: id_of(r)?, expires_at: x },
+            WireEvent::Ended { r, why } => Self::Ended { session: id_of(r)?, reason: why },
             WireEvent::Backchannel { m } => Self::Backchannel {
                 matches: m
                     .iter()
@@ -185,8 +185,8 @@ mod tests {
     #[test]
     fn every_event_survives_the_wire_and_nothing_else_is_accepted() {
         let events = [
-            Event::Refreshed { session: [1; 32], expires_at: 1_700_000_000, issued_at: 1_699_999_000 },
-            Event::Ended { session: [2; 32], reason: Reason::RefreshFailed, issued_at: 7 },
+            Event::Refreshed { session: [1; 32], expires_at: 1_700_000_000 },
+            Event::Ended { session: [2; 32], reason: Reason::RefreshFailed },
             Event::Backchannel {
                 matches: vec![
                     Match { kind: RevocationKind::Sid, id: [3; 32], by: 5, sub: Some([9; 32]) },
@@ -199,7 +199,7 @@ mod tests {
             assert!(text.len() < 400, "{text}");
             assert_eq!(Event::decode(&text), Some((42, e)));
         }
-        let good = Event::Ended { session: [2; 32], reason: Reason::Logout, issued_at: 0 }.encode(1);
+        let good = Event::Ended { session: [2; 32], reason: Reason::Logout }.encode(1);
         for bad in [
             good.replace("\"v\":1", "\"v\":2"),
             good.replace("logout", "teleported"),

@@ -310,7 +310,7 @@ mod tests {
     use super::*;
 
     fn ended(id: u8) -> Event {
-        Event::Ended { session: [id; 32], reason: Reason::Logout, issued_at: 0 }
+        Event::Ended { session: [id; 32], reason: Reason::Logout }
     }
 
     #[tokio::test]

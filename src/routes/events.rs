@@ -38,7 +38,7 @@ async fn session_events(State(state): State<AppState>, req: Request) -> Response
     };
     // What `/session` would find over without a refresh (a removed provider, SPEC §3.7; an
     // expired access token with no refresh token, §4) is ended here too: never a stream for it.
-    let removed = provider_removed(&state, &session);
+    let removed = state.sessions.provider_removed(&session);
     if removed || (session.refresh_token.is_none() && session.access_expires_at <= t) {
         let reason = if removed { Reason::Revoked } else { Reason::Expired };
         // As `/session`: refused even when the store could not delete it.
@@ -107,10 +107,6 @@ impl Stream {
             },
         }
     }
-}
-
-fn provider_removed(state: &AppState, s: &crate::session::model::Session) -> bool {
-    s.provider.is_some() && state.providers.of(s.provider.as_deref()).is_none()
 }
 
 /// One event. `data` is JSON: a line break in it can only be whitespace (JSON strings escape

@@ -100,8 +100,6 @@ pub struct Live {
     sub: RouteId,
     created_at: i64,
     absolute_expires_at: i64,
-    /// When the newest tokens this listener knows of were obtained.
-    issued_at: i64,
     /// A session without a refresh token ends with its access token (SPEC §4).
     access_cap: i64,
     /// The server-side row, when there is one.
@@ -141,7 +139,6 @@ impl Sessions {
             sub,
             created_at: s.created_at,
             absolute_expires_at: s.absolute_expires_at,
-            issued_at: s.access_issued_at,
             access_cap,
             stored,
             end_at,
@@ -168,7 +165,6 @@ impl Sessions {
             sub: [0; 32],
             created_at: i64::MAX,
             absolute_expires_at: i64::MAX,
-            issued_at: 0,
             access_cap: i64::MAX,
             stored: None,
             end_at: i64::MAX,
@@ -247,21 +243,12 @@ impl Live {
         if self.stored.is_some() { self.check_at } else { self.deadline() }
     }
 
-    fn apply(&mut self, e: &Event) -> Option<Update> {
+    fn apply(&self, e: &Event) -> Option<Update> {
         match e {
-            Event::Refreshed { session, expires_at, issued_at } if *session == self.session => {
-                self.issued_at = self.issued_at.max(*issued_at);
+            Event::Refreshed { session, expires_at } if *session == self.session => {
                 Some(Update::Refreshed(*expires_at))
             }
-            // An end with a token generation (none is published today: a refused refresh
-            // expires the browser's cookie whichever copy it was) spares listeners that know
-            // newer tokens.
-            Event::Ended { session, issued_at, .. }
-                if *session == self.session && *issued_at != 0 && *issued_at < self.issued_at =>
-            {
-                None
-            }
-            Event::Ended { session, reason, .. } if *session == self.session => Some(Update::Ended(*reason)),
+            Event::Ended { session, reason } if *session == self.session => Some(Update::Ended(*reason)),
             Event::Backchannel { matches } => matches
                 .iter()
                 .any(|m| self.created_at <= m.by && self.matches(m))

@@ -105,6 +105,11 @@ impl Sessions {
         }
     }
 
+    /// Was `s` created at a provider that is no longer configured (SPEC §3.7: it is over)?
+    pub fn provider_removed(&self, s: &Session) -> bool {
+        s.provider.is_some() && self.providers.of(s.provider.as_deref()).is_none()
+    }
+
     pub fn events(&self) -> &Events {
         &self.events
     }
@@ -112,7 +117,7 @@ impl Sessions {
     /// Tell every instance's listeners that `s` ended. Whatever copy of the cookie ended it:
     /// a refused refresh expires the browser's cookie, so its listeners end too.
     fn publish_end(&self, s: &Session, reason: Reason) {
-        self.events.publish(Event::Ended { session: live::session_route(s), reason, issued_at: 0 });
+        self.events.publish(Event::Ended { session: live::session_route(s), reason });
     }
 
     /// Back-channel logout rules this instance learnt from the revocation list's poll (another
@@ -237,7 +242,7 @@ impl Sessions {
             }
             Err(e) => return Current::Failed(e),
         };
-        if s.provider.is_some() && self.providers.of(s.provider.as_deref()).is_none() {
+        if self.provider_removed(&s) {
             tracing::warn!("a session of a provider that is no longer configured; ending it");
             metrics::counter!("bff_sessions_ended_total", "reason" => "provider_removed").increment(1);
             // Deleted, not only refused: a provider added back (or its name reused) must not
@@ -275,9 +280,8 @@ impl Sessions {
         match saved {
             Ok(set_cookies) => {
                 if changed {
-                    let (session, expires_at, issued_at) =
-                        (live::session_route(&s), s.access_expires_at, s.access_issued_at);
-                    self.events.publish(Event::Refreshed { session, expires_at, issued_at });
+                    let (session, expires_at) = (live::session_route(&s), s.access_expires_at);
+                    self.events.publish(Event::Refreshed { session, expires_at });
                 }
                 Current::Live { session: s, set_cookies }
             }
