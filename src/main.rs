@@ -69,7 +69,10 @@ fn main() -> ExitCode {
             healthcheck(settings.server.listen)
         }
         Command::CheckConfig { config } => match load(&config) {
-            Ok(_) => {
+            Ok(settings) => {
+                for w in settings.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

@@ -69,6 +69,10 @@ fn describe() {
     describe_histogram!("bff_session_cookie_bytes", Unit::Bytes, "sealed session cookie size");
     describe_counter!("bff_backchannel_logouts_total", "back-channel logout tokens by result");
     describe_counter!("bff_store_errors_total", "session store operations that failed or timed out");
+    describe_counter!(
+        "bff_store_unreplicated_writes_total",
+        "Redis writes (cluster, sentinel) that no replica acknowledged within 500 ms"
+    );
     describe_gauge!("bff_event_streams", "open /session/events streams");
     describe_gauge!("bff_websockets", "open proxied WebSockets");
     describe_counter!("bff_events_publish_errors_total", "session events not sent to the other instances");

@@ -45,6 +45,9 @@ impl From<BuildError> for StartupError {
 
 /// Settings → services → `AppState`: each service gets only what it uses.
 pub fn app_state(settings: Settings) -> Result<AppState, StartupError> {
+    for w in settings.warnings() {
+        tracing::warn!("{w}");
+    }
     let providers = Arc::new(Providers::new(settings.oidc.clone(), settings.providers.clone())?);
     let store = match &settings.session.url {
         Some(url) => Some(Store::open(url).map_err(StartupError::Store)?),

@@ -22,6 +22,12 @@ use raw::RawSettings;
 use std::path::Path;
 
 impl Settings {
+    /// What is accepted but probably not meant: check-config prints these and exits 0, start-up
+    /// logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        self.session.url.as_ref().map(store_url::warnings).unwrap_or_default()
+    }
+
     /// Load from a TOML file and the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         Self::load_with_env(path, env::BffEnvironment::from_process())

@@ -180,7 +180,22 @@ pub enum StoreKind {
 pub struct StoreUrl {
     /// Never `Cookie`.
     pub backend: StoreKind,
+    /// One URL; for a cluster or the sentinels, nodes listed after one scheme (SPEC §9).
     pub url: crate::secret::Secret,
+    /// `Single` for the SQL backends.
+    pub redis_mode: RedisMode,
+}
+
+/// How `[session] url` reaches Redis (SPEC §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    Single,
+    /// `url` lists seed nodes.
+    Cluster,
+    /// `url` lists the sentinels; `master` is the name they know the primary by.
+    Sentinel {
+        master: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,8 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
             ("url_file", Kind::Str),
             ("cache_max_bytes", Kind::Int),
             ("events_warning_secs", Kind::Int),
+            ("redis_mode", Kind::Str),
+            ("redis_sentinel_master", Kind::Str),
         ],
     ),
     ("logging", &[("format", Kind::Str), ("level", Kind::Str), ("access_log", Kind::Bool)]),
@@ -212,6 +214,8 @@ pub struct RawSession {
     pub url_file: String,
     pub cache_max_bytes: u64,
     pub events_warning_secs: u64,
+    pub redis_mode: String,
+    pub redis_sentinel_master: String,
 }
 
 impl Default for RawSession {
@@ -228,6 +232,8 @@ impl Default for RawSession {
             url_file: String::new(),
             cache_max_bytes: 16 * 1024 * 1024,
             events_warning_secs: 120,
+            redis_mode: "single".into(),
+            redis_sentinel_master: String::new(),
         }
     }
 }

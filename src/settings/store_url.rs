@@ -2,7 +2,7 @@
 //! accepts. check-config never connects. Messages never quote the URL (it may hold a password).
 
 use super::checks::{Problems, read_secret_file};
-use super::model::{StoreKind, StoreUrl};
+use super::model::{RedisMode, StoreKind, StoreUrl};
 use super::raw::RawSession;
 use std::str::FromStr;
 
@@ -43,11 +43,95 @@ pub(super) fn store_url(raw: &RawSession, store: Option<StoreKind>, p: &mut Prob
         p.push("session.url", format_args!("must be a {want} URL for store = \"{}\"", raw.store));
         return None;
     }
-    if let Err(why) = check(backend, &text) {
+    let redis_mode = redis_mode(raw, backend, p)?;
+    let checked = match (&redis_mode, backend) {
+        (RedisMode::Single, StoreKind::Redis) if text.contains(',') => {
+            Err("lists several nodes: set session.redis_mode to \"cluster\" or \"sentinel\"")
+        }
+        (RedisMode::Single, _) => check(backend, &text),
+        _ => redis_nodes(&text).map(|_| ()),
+    };
+    if let Err(why) = checked {
         p.push("session.url", why);
         return None;
     }
-    Some(StoreUrl { backend, url: crate::secret::Secret::new(text) })
+    Some(StoreUrl { backend, url: crate::secret::Secret::new(text), redis_mode })
+}
+
+/// `redis_mode` and `redis_sentinel_master`, given the URL's backend. `None` after a problem.
+fn redis_mode(raw: &RawSession, backend: StoreKind, p: &mut Problems) -> Option<RedisMode> {
+    let master = raw.redis_sentinel_master.trim();
+    let mode = match raw.redis_mode.as_str() {
+        "single" => RedisMode::Single,
+        "cluster" => RedisMode::Cluster,
+        "sentinel" if master.is_empty() => {
+            p.push(
+                "session.redis_sentinel_master",
+                "required with redis_mode = \"sentinel\" (the name the sentinels monitor)",
+            );
+            return None;
+        }
+        "sentinel" => RedisMode::Sentinel { master: master.to_owned() },
+        _ => {
+            p.push("session.redis_mode", "must be single, cluster or sentinel");
+            return None;
+        }
+    };
+    if !master.is_empty() && !matches!(mode, RedisMode::Sentinel { .. }) {
+        p.push("session.redis_sentinel_master", "set only with redis_mode = \"sentinel\"");
+        return None;
+    }
+    if mode != RedisMode::Single && backend != StoreKind::Redis {
+        p.push("session.redis_mode", format_args!("\"{}\" needs a redis:// or rediss:// session.url", raw.redis_mode));
+        return None;
+    }
+    Some(mode)
+}
+
+/// `redis_mode` without any store URL: refused, naming what is missing.
+pub(super) fn redis_mode_without_url(raw: &RawSession, p: &mut Problems) {
+    if raw.redis_mode != "single" && raw.url.is_empty() && raw.url_file.is_empty() {
+        p.push(
+            "session.redis_mode",
+            format_args!("\"{}\" needs session.url (or url_file) naming the Redis nodes", raw.redis_mode),
+        );
+    }
+}
+
+/// What check-config and start-up warn about without refusing (SPEC §9).
+pub fn warnings(url: &StoreUrl) -> Vec<String> {
+    let mut w = Vec::new();
+    if url.redis_mode == RedisMode::Cluster && redis_nodes(url.url.expose()).is_ok_and(|(n, _)| n.len() == 1) {
+        w.push(
+            "session.url: lists one cluster node only: the client learns the others from it, but cannot \
+             start while that node is down; list several seed nodes"
+                .to_owned(),
+        );
+    }
+    w
+}
+
+/// The nodes of a cluster or sentinel URL (`redis://[user:pass@]h1:p1,h2:p2[/db][?query]`), each
+/// as a URL of its own with the shared credentials, database and parameters (our `prefix`
+/// removed), and the key prefix.
+pub fn redis_nodes(url: &str) -> Result<(Vec<String>, String), &'static str> {
+    const BAD: &str = "not a valid store URL";
+    let (scheme, rest) = url.split_once("://").ok_or(BAD)?;
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    // The password may hold an encoded '@' only: the last '@' ends the credentials.
+    let (userinfo, hosts) = authority.rfind('@').map_or(("", authority), |i| authority.split_at(i + 1));
+    let mut nodes = Vec::new();
+    let mut prefix = String::new();
+    for host in hosts.split(',') {
+        if host.trim().is_empty() {
+            return Err("lists an empty node");
+        }
+        let (node, p) = redis_parts(&format!("{scheme}://{userinfo}{}{tail}", host.trim()))?;
+        redis::Client::open(node.as_str()).map_err(|_| BAD)?;
+        nodes.push(node);
+        prefix = p;
+    }
+    Ok((nodes, prefix))
 }
 
 /// Syntax check of a store URL: the driver's own parser, nothing dialled.
@@ -83,8 +167,9 @@ pub fn redis_parts(url: &str) -> Result<(String, String), &'static str> {
     } else {
         parsed.query_pairs_mut().clear().extend_pairs(rest);
     }
-    if prefix.is_empty() || prefix.len() > 64 {
-        return Err("the prefix parameter must be 1 to 64 characters");
+    // Braces would make a hash tag of the prefix (SPEC §9): every key in one cluster slot.
+    if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}']) {
+        return Err("the prefix parameter must be 1 to 64 characters, without { or }");
     }
     Ok((parsed.into(), prefix))
 }

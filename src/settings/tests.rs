@@ -95,6 +95,59 @@ fn insecure_cookies_only_on_loopback_http() {
     assert!(errors(&toml, vec![]).is_empty());
 }
 
+/// SPEC §9: cluster and sentinel need a Redis url listing nodes, sentinel its master's name.
+#[test]
+fn redis_modes_need_their_urls_and_names() {
+    let redis = |extra: &str| minimal().replace("[session]", &format!("[session]\nstore = \"redis\"\n{extra}"));
+    let lines = errors(&redis("redis_mode = \"cluster\""), vec![]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "session.redis_mode: \"cluster\" needs session.url (or url_file) naming the Redis nodes"),
+        "{lines:?}"
+    );
+    let cookie = minimal().replace("[session]", "[session]\nredis_mode = \"sentinel\"\nredis_sentinel_master = \"m\"");
+    assert!(
+        errors(&cookie, vec![]).iter().any(|l| l.starts_with("session.redis_mode: \"sentinel\" needs session.url"))
+    );
+    let lines = errors(&redis("redis_mode = \"sentinel\"\nurl = \"redis://s1:26379,s2:26379\""), vec![]);
+    assert_eq!(
+        lines,
+        ["session.redis_sentinel_master: required with redis_mode = \"sentinel\" (the name the sentinels monitor)"]
+    );
+    let postgres = minimal().replace("[session]", "[session]\nredis_mode = \"cluster\"\nurl = \"postgres://db/bff\"");
+    assert_eq!(
+        errors(&postgres, vec![]),
+        ["session.redis_mode: \"cluster\" needs a redis:// or rediss:// session.url"]
+    );
+    let lines = errors(&redis("url = \"redis://a:7000,b:7000\""), vec![]);
+    assert!(lines.iter().any(|l| l.contains("lists several nodes: set session.redis_mode")), "{lines:?}");
+    assert!(
+        errors(&redis("redis_mode = \"ring\"\nurl = \"redis://a\""), vec![])
+            .iter()
+            .any(|l| l.starts_with("session.redis_mode: must be"))
+    );
+    assert!(!errors(&redis("redis_sentinel_master = \"m\"\nurl = \"redis://a\""), vec![]).is_empty());
+    let ok = |extra: &str| {
+        let toml = redis(extra);
+        let s = Settings::from_toml_str(&toml, vec![]).unwrap_or_else(|e| panic!("{e}"));
+        let url = s.session.url.unwrap_or_else(|| panic!("no url"));
+        (url.redis_mode.clone(), super::store_url::warnings(&url))
+    };
+    let (mode, warnings) = ok("redis_mode = \"cluster\"\nurl = \"rediss://u:p%40w@a:7000,b:7000,c:7000/?prefix=x:\"");
+    assert_eq!((mode, warnings.len()), (RedisMode::Cluster, 0));
+    let (_, warnings) = ok("redis_mode = \"cluster\"\nurl = \"redis://a:7000\"");
+    assert!(warnings[0].starts_with("session.url: lists one cluster node only"), "{warnings:?}");
+    let (mode, _) =
+        ok("redis_mode = \"sentinel\"\nredis_sentinel_master = \"mymaster\"\nurl = \"redis://s1:26379,s2:26379\"");
+    assert_eq!(mode, RedisMode::Sentinel { master: "mymaster".into() });
+    let (nodes, prefix) = super::store_url::redis_nodes("rediss://u:p%40w@a:7000,b:7001/2?prefix=x:&protocol=3")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(nodes, ["rediss://u:p%40w@a:7000/2?protocol=3", "rediss://u:p%40w@b:7001/2?protocol=3"]);
+    assert_eq!(prefix, "x:");
+    assert!(super::store_url::redis_nodes("redis://a:1,,b:2").is_err());
+}
+
 #[test]
 fn a_server_side_store_needs_a_matching_url() {
     let toml = minimal().replace("[session]", "[session]\nstore = \"redis\"");

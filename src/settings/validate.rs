@@ -3,7 +3,7 @@
 use super::checks::{Problems, is_loopback_host, parse_cidr, parse_origin, read_secret_file, same_site, secs};
 use super::model::*;
 use super::raw::{RawLogging, RawServer, RawSession, RawSettings};
-use super::store_url::store_url;
+use super::store_url::{redis_mode_without_url, store_url};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use std::net::SocketAddr;
@@ -213,6 +213,7 @@ fn session(raw: RawSession, server: Option<&ServerSettings>, p: &mut Problems) -
         }
     };
     let url = store_url(&raw, store, p);
+    redis_mode_without_url(&raw, p);
     let lines: Vec<String> = match (raw.keys.is_empty(), raw.keys_file.is_empty()) {
         (false, false) => {
             p.push("session.keys", "set either keys or keys_file, not both");

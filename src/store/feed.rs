@@ -1,22 +1,17 @@
 //! The store as a message channel between instances (SPEC §5): one fixed channel per store —
-//! Redis pub/sub (`{prefix}events`), PostgreSQL LISTEN/NOTIFY (`bff_events`) — with one
-//! subscription per instance. SQLite has none: its instances share nothing but the file.
+//! Redis pub/sub (`{prefix}events`, sharded in a cluster), PostgreSQL LISTEN/NOTIFY
+//! (`bff_events`) — with one subscription per instance. SQLite has none: its instances share nothing but the file.
 //!
 //! Delivery is at most once: a message published while an instance is not subscribed is lost
 //! to it. [`Feed::next`] therefore reports every (re)subscription, and the caller re-checks
 //! what it may have missed.
 
 use super::model::{StoreError, timed};
-use super::redis::RedisStore;
-use futures_util::StreamExt;
+use super::redis::{RedisFeed, RedisStore};
 use sqlx::PgPool;
-use std::time::Duration;
 
 /// The PostgreSQL channel. NOTIFY payloads are limited to 8000 bytes; ours are under 1 KiB.
 const PG_CHANNEL: &str = "bff_events";
-/// A Redis subscription is pinged this often: a connection that died silently (no reset)
-/// must not leave the instance deaf.
-const REDIS_PING: Duration = Duration::from_secs(15);
 
 /// A store that carries messages.
 #[derive(Clone)]
@@ -47,7 +42,7 @@ pub enum Received {
 }
 
 enum Conn {
-    Redis { sink: redis::aio::PubSubSink, stream: redis::aio::PubSubStream },
+    Redis(Box<RedisFeed>),
     Postgres(Box<sqlx::postgres::PgListener>),
 }
 
@@ -69,20 +64,7 @@ impl Feed {
             return Ok(Received::Subscribed);
         };
         let got = match conn {
-            Conn::Redis { sink, stream } => loop {
-                match tokio::time::timeout(REDIS_PING, stream.next()).await {
-                    Ok(Some(msg)) => match msg.get_payload::<String>() {
-                        Ok(p) => break Ok(p),
-                        Err(_) => continue,
-                    },
-                    Ok(None) => break Err(StoreError::Backend("event subscription closed".into())),
-                    Err(_) => {
-                        if let Err(e) = timed(sink.ping::<String>()).await {
-                            break Err(e);
-                        }
-                    }
-                }
-            },
+            Conn::Redis(feed) => feed.next().await.map_err(|e| StoreError::Backend(e.to_string())),
             // `try_recv` reports a lost connection (`None`) instead of hiding it: what was
             // published meanwhile must be made up for.
             Conn::Postgres(listener) => match listener.try_recv().await {
@@ -102,11 +84,7 @@ impl Feed {
 
     async fn subscribe(&self) -> Result<Conn, StoreError> {
         match &self.channel {
-            Channel::Redis(r) => {
-                let (mut sink, stream) = timed(r.client().get_async_pubsub()).await?.split();
-                timed(sink.subscribe(r.events_channel())).await?;
-                Ok(Conn::Redis { sink, stream })
-            }
+            Channel::Redis(r) => Ok(Conn::Redis(Box::new(timed(r.subscribe()).await?))),
             Channel::Postgres(pool) => {
                 let mut l = timed(sqlx::postgres::PgListener::connect_with(pool)).await?;
                 timed(l.listen(PG_CHANNEL)).await?;

@@ -54,7 +54,7 @@ impl Store {
     /// Build the client for `url`. Connects lazily: nothing is dialled here.
     pub fn open(url: &StoreUrl) -> Result<Self, StoreError> {
         match url.backend {
-            StoreKind::Redis => Ok(Self::Redis(redis::RedisStore::open(url.url.expose())?)),
+            StoreKind::Redis => Ok(Self::Redis(redis::RedisStore::open(url.url.expose(), &url.redis_mode)?)),
             kind => Ok(Self::Sql(sql::SqlStore::open(kind, url.url.expose())?)),
         }
     }

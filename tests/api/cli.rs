@@ -50,6 +50,32 @@ fn check_config_reports_every_problem_with_its_key_and_exits_1() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// SPEC §9: a cluster url of one node is accepted with a warning (exit 0); a sentinel without
+/// its master's name is refused (exit 1), each naming the key.
+#[test]
+fn check_config_warns_about_a_one_node_cluster_and_refuses_a_nameless_sentinel() {
+    let demo = format!("{}/config/demo.toml", env!("CARGO_MANIFEST_DIR"));
+    let run = |vars: &[(&str, &str)]| {
+        let out = bin()
+            .args(["check-config", "--config", &demo])
+            .envs(vars.iter().copied())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let redis = [("BFF_SESSION__STORE", "redis"), ("BFF_SESSION__URL", "redis://127.0.0.1:7000")];
+    let (code, err) = run(&[redis[0], redis[1], ("BFF_SESSION__REDIS_MODE", "cluster")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("warning: session.url: lists one cluster node only")), "{err}");
+    let (code, err) = run(&[redis[0], redis[1], ("BFF_SESSION__REDIS_MODE", "sentinel")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("session.redis_sentinel_master: required")), "{err}");
+    let (code, err) = run(&[("BFF_SESSION__REDIS_MODE", "cluster")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("session.redis_mode: \"cluster\" needs session.url")), "{err}");
+}
+
 #[tokio::test]
 async fn idp_down_at_boot_is_retried_and_readiness_waits_for_it() {
     let listener = reserve().await;

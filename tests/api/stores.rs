@@ -1067,6 +1067,7 @@ async fn redis_sessions_indexed_by_an_older_build_are_still_found() {
     let url = oidc_bff::settings::StoreUrl {
         backend: oidc_bff::settings::StoreKind::Redis,
         url: oidc_bff::secret::Secret::new(store.url()),
+        redis_mode: oidc_bff::settings::RedisMode::Single,
     };
     let s = oidc_bff::store::Store::open(&url).unwrap_or_else(|e| panic!("{e}"));
     let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));

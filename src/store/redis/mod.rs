@@ -1,35 +1,60 @@
-//! Redis (≥ 7.0; standalone or a primary behind a proxy, not Cluster: the logout script
-//! touches keys it finds in an index set). Keys, under a prefix (default `bff:`, or the URL's
-//! `prefix` query parameter, which is removed before the URL reaches the driver):
+//! Redis (≥ 7.0): one node, a Redis Cluster or a Sentinel-managed primary (`redis_mode`, SPEC
+//! §9). Keys, under a prefix (default `bff:`, or the URL's `prefix` query parameter, which is
+//! removed before the URL reaches the driver); in a cluster the id part is a `{…}` hash tag,
+//! elsewhere it is written bare, as earlier builds did, so an upgrade ends no session:
 //!
 //! - `s:{hex key}` hash `sub sid isub isid created seen v data`, expiring with the session
 //!   (`isub`/`isid`: the hex hashes naming its index sets);
 //! - `hsid:{hex SHA-256(sid)}`, `hsub:{hex SHA-256(sub)}` sets of session keys (back-channel
 //!   logout), expiring with the longest-lived member. Key names carry hashes of ids (SPEC §9);
-//!   older builds' `sid:{sid}`/`sub:{sub}` sets are still walked until they have expired;
+//!   older builds' `sid:{sid}`/`sub:{sub}` sets are still walked until they have expired
+//!   (single node and sentinel only: no older build wrote to a cluster);
 //! - `rev` sorted set of cookie-mode revocations `kind:iat:value`, scored by when recorded;
 //! - `used:{hex SHA-256(id)}` (spent logout-token jtis and login states; `used:{id}` of older
-//!   builds still counts), `rc:{hex id}`, `lock:{hex name}` with their own expiry.
+//!   builds still counts), `rc:{hex id}`, `lock:{hex name}` with their own expiry (a refresh
+//!   lock and its cache entry share the id, hence the slot).
+//!
+//! Every script and pipeline touches one key. Index entries are added before a session is
+//! written and removed after it is deleted: a walk of an index finds stale entries and checks
+//! each. With replicas (cluster, sentinel), the writes a failover must not undo (sessions,
+//! rotated refresh tokens, deletions, revocations, spent values) are followed by `WAIT 1` on
+//! the same connection, so they are acknowledged only once a replica holds them, or
+//! `WAIT_MS` has passed (then logged and counted, not failed).
 
-use super::model::{CacheRow, NewSession, OP_TIMEOUT, Revocation, RevocationKind, SessionRow, StoreError, Subject};
+use super::model::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, StoreError, Subject};
 use crate::secret::hex;
-use crate::settings::store_url::redis_parts;
-use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use scripts::{DELETE, FIRST_USE, LOGOUT, REVOKE, TOUCH, UNLOCK, UPDATE};
+use crate::settings::RedisMode;
+use crate::settings::store_url::{redis_nodes, redis_parts};
+use conn::Conn;
+use redis::{AsyncCommands, Cmd, FromRedisValue};
+use scripts::{DELETE, END, FIRST_USE, INSERT, REVOKE, TOUCH, UNLOCK, UPDATE};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
+mod conn;
+mod feed;
 mod scripts;
+
+pub use feed::RedisFeed;
 
 /// An index set larger than this is pruned of dead ids when a session is added to it.
 const PRUNE_ABOVE: u64 = 32;
+/// How long a write waits for a replica's acknowledgement: far above a healthy replica's lag,
+/// well within the store timeout.
+const WAIT_MS: u64 = 500;
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Arc<str>,
-    /// For the event channel's own connection (a subscribed connection serves nothing else).
-    client: Arc<redis::Client>,
+    /// What the event subscription connects with (a subscribed connection serves nothing else).
+    nodes: Arc<[String]>,
+    /// Cluster mode: ids in key names are `{…}` hash tags.
+    tagged: bool,
+    /// Cluster and sentinel: writes that must survive a failover wait for a replica.
+    replicated: bool,
+    /// Last time an unacknowledged write was logged (unix seconds): at most one line a minute.
+    unreplicated_logged: Arc<AtomicI64>,
 }
 
 /// Hex SHA-256 of an id: what key names carry instead of it (SPEC §9).
@@ -37,28 +62,55 @@ fn id_hash(id: &str) -> String {
     hex(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()))
 }
 
+/// `EVAL` of a one-key script: sent with its source, so it can share a pipeline with `WAIT`.
+fn eval(script: &str, key: &str) -> Cmd {
+    let mut c = redis::cmd("EVAL");
+    c.arg(script).arg(1).arg(key);
+    c
+}
+
 impl RedisStore {
-    pub fn open(url: &str) -> Result<Self, StoreError> {
-        let (url, prefix) = redis_parts(url).map_err(|e| StoreError::Backend(e.to_owned()))?;
-        // The driver's error may quote the URL: keep our own message.
-        let client = redis::Client::open(url).map_err(|_| StoreError::Backend("not a valid store URL".to_owned()))?;
-        // Fail fast and let the caller answer 503; the manager reconnects in the background.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OP_TIMEOUT))
-            .set_response_timeout(Some(OP_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(std::time::Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self { conn, prefix: prefix.into(), client: Arc::new(client) })
+    pub fn open(url: &str, mode: &RedisMode) -> Result<Self, StoreError> {
+        // The driver's error may quote the URL: keep our own messages.
+        let bad = |_| StoreError::Backend("not a valid store URL".to_owned());
+        let (conn, nodes, prefix) = match mode {
+            RedisMode::Single => {
+                let (url, prefix) = redis_parts(url).map_err(|e| StoreError::Backend(e.to_owned()))?;
+                let (conn, _) = Conn::single(&url).map_err(bad)?;
+                (conn, vec![url], prefix)
+            }
+            RedisMode::Cluster | RedisMode::Sentinel { .. } => {
+                let (nodes, prefix) = redis_nodes(url).map_err(|e| StoreError::Backend(e.to_owned()))?;
+                let conn = match mode {
+                    RedisMode::Sentinel { master } => Conn::sentinel(&nodes, master),
+                    _ => Conn::cluster(&nodes),
+                };
+                (conn.map_err(bad)?, nodes, prefix)
+            }
+        };
+        Ok(Self {
+            tagged: conn.is_cluster(),
+            replicated: conn.replicated(),
+            conn,
+            prefix: prefix.into(),
+            nodes: nodes.into(),
+            unreplicated_logged: Arc::new(AtomicI64::new(0)),
+        })
     }
 
-    fn key(&self, kind: &str, rest: &str) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + kind.len() + rest.len() + 1);
+    /// `{prefix}{kind}:{id}`, the id a hash tag in a cluster.
+    fn key(&self, kind: &str, id: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + id.len() + 3);
         k.push_str(&self.prefix);
         k.push_str(kind);
         k.push(':');
-        k.push_str(rest);
+        if self.tagged {
+            k.push('{');
+            k.push_str(id);
+            k.push('}');
+        } else {
+            k.push_str(id);
+        }
         k
     }
 
@@ -66,18 +118,50 @@ impl RedisStore {
         self.key("s", &hex(key))
     }
 
-    /// The one channel every instance's events go through (SPEC §5).
-    pub fn events_channel(&self) -> String {
-        format!("{}events", self.prefix)
+    fn revocations_key(&self) -> String {
+        format!("{}rev:", self.prefix)
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// The one channel every instance's events go through (SPEC §5); sharded in a cluster.
+    fn events_channel(&self) -> String {
+        format!("{}events", self.prefix)
     }
 
     pub async fn publish_event(&self, payload: &str) -> Result<(), redis::RedisError> {
         let mut c = self.conn.clone();
-        c.publish::<_, _, ()>(self.events_channel(), payload).await
+        let publish = if self.tagged { "SPUBLISH" } else { "PUBLISH" };
+        redis::cmd(publish).arg(self.events_channel()).arg(payload).query_async::<()>(&mut c).await
+    }
+
+    /// A subscription to the events channel, on its own connection.
+    pub async fn subscribe(&self) -> Result<RedisFeed, redis::RedisError> {
+        RedisFeed::subscribe(&self.conn, &self.nodes, self.events_channel()).await
+    }
+
+    /// Run `cmd` (one key); with replicas, then `WAIT 1` on the same connection (SPEC §9).
+    async fn durable<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, redis::RedisError> {
+        let mut c = self.conn.clone();
+        if !self.replicated {
+            return cmd.query_async(&mut c).await;
+        }
+        let mut p = redis::pipe();
+        p.add_command(cmd).cmd("WAIT").arg(1).arg(WAIT_MS);
+        let (v, acked): (T, i64) = p.query_async(&mut c).await?;
+        if acked < 1 {
+            metrics::counter!("bff_store_unreplicated_writes_total").increment(1);
+            let now = crate::clock::now();
+            let last = self.unreplicated_logged.load(Ordering::Relaxed);
+            if now - last >= 60
+                && self.unreplicated_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                tracing::warn!(
+                    wait_ms = WAIT_MS,
+                    "redis: a write reached no replica in time (a failover now could lose it); \
+                     see bff_store_unreplicated_writes_total"
+                );
+            }
+        }
+        Ok(v)
     }
 
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
@@ -85,43 +169,50 @@ impl RedisStore {
         redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ())
     }
 
+    /// The index sets first, then the session (SPEC §9): a walk may meet an id whose session
+    /// is not written yet, never a session missing from its index.
     pub async fn insert_session(&self, s: &NewSession<'_>) -> Result<(), redis::RedisError> {
         let mut c = self.conn.clone();
         let id = hex(s.key);
-        let k = self.key("s", &id);
         let (isub, isid) = (id_hash(s.sub), s.sid.map(id_hash));
-        let mut p = redis::pipe();
-        p.atomic()
-            .hset_multiple(
-                &k,
-                &[
-                    ("sub", s.sub.to_owned()),
-                    ("sid", s.sid.unwrap_or_default().to_owned()),
-                    ("isub", isub.clone()),
-                    ("isid", isid.clone().unwrap_or_default()),
-                    ("created", s.created_at.to_string()),
-                    ("seen", s.last_seen.to_string()),
-                    ("v", "1".to_owned()),
-                    ("data", s.data.to_owned()),
-                ],
-            )
-            .ignore()
-            .expire_at(&k, s.expires_at)
-            .ignore();
         let mut index = vec![self.key("hsub", &isub)];
         if let Some(isid) = &isid {
             index.push(self.key("hsid", isid));
         }
-        // An index set lives as long as its longest-lived session can (NX then GT: a set
-        // without expiry counts as infinite for GT). The absolute expiry, not the idle one:
-        // activity slides the session's own key, never the sets.
+        let mut sizes = Vec::with_capacity(index.len());
         for set in &index {
-            p.sadd(set, &id).ignore();
-            p.cmd("EXPIREAT").arg(set).arg(s.absolute_expires_at).arg("NX").ignore();
-            p.cmd("EXPIREAT").arg(set).arg(s.absolute_expires_at).arg("GT").ignore();
-            p.scard(set);
+            // A set lives as long as its longest-lived session can (NX then GT: a set without
+            // expiry counts as infinite for GT). The absolute expiry, not the idle one:
+            // activity slides the session's own key, never the sets.
+            let (size,): (u64,) = redis::pipe()
+                .sadd(set, &id)
+                .ignore()
+                .cmd("EXPIREAT")
+                .arg(set)
+                .arg(s.absolute_expires_at)
+                .arg("NX")
+                .ignore()
+                .cmd("EXPIREAT")
+                .arg(set)
+                .arg(s.absolute_expires_at)
+                .arg("GT")
+                .ignore()
+                .scard(set)
+                .query_async(&mut c)
+                .await?;
+            sizes.push(size);
         }
-        let sizes: Vec<u64> = p.query_async(&mut c).await?;
+        let mut write = eval(INSERT, &self.key("s", &id));
+        write
+            .arg(s.sub)
+            .arg(s.sid.unwrap_or_default())
+            .arg(&isub)
+            .arg(isid.as_deref().unwrap_or_default())
+            .arg(s.created_at)
+            .arg(s.last_seen)
+            .arg(s.data)
+            .arg(s.expires_at);
+        self.durable::<i64>(write).await?;
         // Sessions that ended by expiry leave their ids behind: prune a set that has grown, so
         // index sets stay about as large as the user's live sessions.
         for (set, size) in index.into_iter().zip(sizes) {
@@ -150,17 +241,9 @@ impl RedisStore {
         last_seen: i64,
         expires_at: i64,
     ) -> Result<bool, redis::RedisError> {
-        let mut c = self.conn.clone();
-        let n: i64 = UPDATE
-            .key(self.session_key(key))
-            .arg(version)
-            .arg(version + 1)
-            .arg(data)
-            .arg(last_seen)
-            .arg(expires_at)
-            .invoke_async(&mut c)
-            .await?;
-        Ok(n == 1)
+        let mut write = eval(UPDATE, &self.session_key(key));
+        write.arg(version).arg(version + 1).arg(data).arg(last_seen).arg(expires_at);
+        Ok(self.durable::<i64>(write).await? == 1)
     }
 
     pub async fn touch_session(
@@ -173,27 +256,51 @@ impl RedisStore {
         TOUCH.key(self.session_key(key)).arg(last_seen).arg(expires_at).invoke_async::<i64>(&mut c).await.map(|_| ())
     }
 
+    /// The session, then its index entries (SPEC §9).
     pub async fn delete_session(&self, key: &[u8; 32]) -> Result<(), redis::RedisError> {
+        let id = hex(key);
+        let f: Vec<Option<String>> = self.durable(eval(DELETE, &self.key("s", &id))).await?;
+        let field = |i: usize| f.get(i).cloned().flatten().filter(|v| !v.is_empty());
+        let sets = match (field(2), field(0)) {
+            (Some(isub), _) => [Some(self.key("hsub", &isub)), field(3).map(|isid| self.key("hsid", &isid))],
+            // Written by an older build: its sets are named by the raw ids.
+            (None, Some(sub)) if !self.tagged => {
+                [Some(self.key("sub", &sub)), field(1).map(|sid| self.key("sid", &sid))]
+            }
+            _ => [None, None],
+        };
         let mut c = self.conn.clone();
-        DELETE.key(self.session_key(key)).arg(&*self.prefix).arg(hex(key)).invoke_async::<i64>(&mut c).await.map(|_| ())
+        for set in sets.into_iter().flatten() {
+            c.srem::<_, _, i64>(set, &id).await?;
+        }
+        Ok(())
     }
 
-    /// Walk one index set in SSCAN batches, ending the sessions `mode` selects.
+    /// Walk one index set in SSCAN batches, ending the sessions `mode` selects, each with a
+    /// script of its own key; ids whose session is gone or ended then leave the set.
     async fn logout_set(&self, set: String, mode: &str, iat: i64, sub: &str) -> Result<u64, redis::RedisError> {
         let mut c = self.conn.clone();
-        let session_prefix = self.key("s", "");
         let mut cursor: u64 = 0;
         let mut n = 0;
         loop {
             let (next, ids): (u64, Vec<String>) =
                 redis::cmd("SSCAN").arg(&set).arg(cursor).arg("COUNT").arg(200).query_async(&mut c).await?;
-            if !ids.is_empty() {
-                let mut inv = LOGOUT.key(&set);
-                inv.arg(mode).arg(iat).arg(&session_prefix).arg(sub);
-                for id in &ids {
-                    inv.arg(id);
+            let ends = ids.iter().map(|id| {
+                let mut end = eval(END, &self.key("s", id));
+                end.arg(mode).arg(iat).arg(sub);
+                async move {
+                    if mode == "prune" {
+                        end.query_async::<i64>(&mut self.conn.clone()).await
+                    } else {
+                        self.durable::<i64>(end).await
+                    }
                 }
-                n += inv.invoke_async::<u64>(&mut c).await?;
+            });
+            let outcomes = futures_util::future::try_join_all(ends).await?;
+            let done: Vec<&String> = ids.iter().zip(&outcomes).filter(|(_, o)| **o != 0).map(|(id, _)| id).collect();
+            n += outcomes.iter().filter(|o| **o == 1).count() as u64;
+            if !done.is_empty() {
+                c.srem::<_, _, i64>(&set, done).await?;
             }
             if next == 0 {
                 return Ok(n);
@@ -202,10 +309,13 @@ impl RedisStore {
         }
     }
 
-    /// Each index is walked under its hashed name and under the raw name older builds used
-    /// (empty, and answered at once, once their sessions have expired).
+    /// Each index is walked under its hashed name and, outside a cluster, under the raw name
+    /// older builds used (empty, and answered at once, once their sessions have expired).
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, redis::RedisError> {
-        let sets = |kind: &str, id: &str| [self.key(&format!("h{kind}"), &id_hash(id)), self.key(kind, id)];
+        let sets = |kind: &str, id: &str| {
+            let hashed = self.key(&format!("h{kind}"), &id_hash(id));
+            [Some(hashed), (!self.tagged).then(|| self.key(kind, id))].into_iter().flatten()
+        };
         let mut n = 0;
         match who {
             Subject::Sid { sid, sub, received } => {
@@ -228,9 +338,9 @@ impl RedisStore {
     }
 
     pub async fn add_revocation(&self, r: &Revocation, _expires_at: i64) -> Result<(), redis::RedisError> {
-        let mut c = self.conn.clone();
-        let member = format!("{}:{}:{}", r.kind.as_str(), r.iat, r.value);
-        REVOKE.key(self.key("rev", "")).arg(member).invoke_async::<i64>(&mut c).await.map(|_| ())
+        let mut write = eval(REVOKE, &self.revocations_key());
+        write.arg(format!("{}:{}:{}", r.kind.as_str(), r.iat, r.value));
+        self.durable::<i64>(write).await.map(|_| ())
     }
 
     pub async fn revocations_since(
@@ -240,7 +350,7 @@ impl RedisStore {
     ) -> Result<Vec<(Revocation, i64)>, redis::RedisError> {
         let mut c = self.conn.clone();
         let members: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.key("rev", ""))
+            .arg(self.revocations_key())
             .arg(since_ms)
             .arg("+inf")
             .arg("WITHSCORES")
@@ -259,16 +369,21 @@ impl RedisStore {
 
     pub async fn is_used(&self, id: &str, _now: i64) -> Result<bool, redis::RedisError> {
         let mut c = self.conn.clone();
+        let hashed: bool = c.exists(self.key("used", &id_hash(id))).await?;
         // The raw name too: spent by an older build within the value's lifetime.
-        let keys = [self.key("used", &id_hash(id)), self.key("used", id)];
-        Ok(c.exists::<_, u64>(&keys[..]).await? > 0)
+        Ok(hashed || (!self.tagged && c.exists::<_, bool>(self.key("used", id)).await?))
     }
 
     pub async fn first_use(&self, id: &str, expires_at: i64) -> Result<bool, redis::RedisError> {
-        let mut c = self.conn.clone();
-        let (hashed, legacy) = (self.key("used", &id_hash(id)), self.key("used", id));
-        let n: i64 = FIRST_USE.key(hashed).key(legacy).arg(expires_at).invoke_async(&mut c).await?;
-        Ok(n == 1)
+        let mut spend = redis::cmd("EVAL");
+        spend.arg(FIRST_USE);
+        if self.tagged {
+            spend.arg(1).arg(self.key("used", &id_hash(id)));
+        } else {
+            spend.arg(2).arg(self.key("used", &id_hash(id))).arg(self.key("used", id));
+        }
+        spend.arg(expires_at);
+        Ok(self.durable::<i64>(spend).await? == 1)
     }
 
     pub async fn cache_put(
@@ -277,15 +392,10 @@ impl RedisStore {
         sealed: Option<&[u8]>,
         expires_at: i64,
     ) -> Result<(), redis::RedisError> {
-        let mut c = self.conn.clone();
         // A sealed entry is never empty (nonce + tag): empty means "refused".
-        redis::cmd("SET")
-            .arg(self.key("rc", &hex(id)))
-            .arg(sealed.unwrap_or_default())
-            .arg("EXAT")
-            .arg(expires_at)
-            .query_async::<()>(&mut c)
-            .await
+        let mut set = redis::cmd("SET");
+        set.arg(self.key("rc", &hex(id))).arg(sealed.unwrap_or_default()).arg("EXAT").arg(expires_at);
+        self.durable::<()>(set).await
     }
 
     pub async fn cache_get(&self, id: &[u8; 32], _now: i64) -> Result<Option<CacheRow>, redis::RedisError> {
@@ -295,8 +405,9 @@ impl RedisStore {
     }
 
     pub async fn cache_delete(&self, id: &[u8; 32]) -> Result<(), redis::RedisError> {
-        let mut c = self.conn.clone();
-        c.del::<_, i64>(self.key("rc", &hex(id))).await.map(|_| ())
+        let mut del = redis::cmd("DEL");
+        del.arg(self.key("rc", &hex(id)));
+        self.durable::<i64>(del).await.map(|_| ())
     }
 
     pub async fn try_lock(&self, name: &[u8; 32], owner: &[u8; 16], ttl_ms: i64) -> Result<bool, redis::RedisError> {
@@ -321,6 +432,6 @@ impl RedisStore {
     /// lifetime plus a minute, so clock skew of seconds does not matter here.
     pub async fn cleanup(&self, _now: i64, revocations_before_ms: i64) -> Result<u64, redis::RedisError> {
         let mut c = self.conn.clone();
-        c.zrembyscore(self.key("rev", ""), "-inf", revocations_before_ms).await
+        c.zrembyscore(self.revocations_key(), "-inf", revocations_before_ms).await
     }
 }
