@@ -144,10 +144,10 @@ async fn anonymous_streams_are_401_without_x_csrf_403_and_the_caps_503() {
 
 /// Two instances sharing `kind`'s store (server-side sessions): a refresh on B is `refreshed` on
 /// A's stream within 1 s; a back-channel logout the IdP sends to A ends the streams on both.
-async fn two_instances(kind: Kind) {
+pub(crate) async fn two_instances(kind: Kind) {
     let Some(store) = TestStore::new(kind, "events").await else { return };
     let url = store.url();
-    let vars = store_vars(store.store_name(), &url);
+    let vars = store.vars(store.store_name(), &url);
     let (idp, a) = stack_store(json!({ "accessTokenTtl": 3 }), &vars, "", true).await;
     let listener = reserve().await;
     let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();

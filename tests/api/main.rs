@@ -23,5 +23,7 @@ mod providers;
 mod proxy;
 mod stores;
 mod streaming;
+mod topologies;
+mod topology;
 mod upstream;
 mod websocket;

@@ -16,6 +16,10 @@ pub(crate) enum Kind {
     Sqlite,
     Postgres,
     Redis,
+    /// A cluster of this test's own (tests/api/topology.rs).
+    RedisCluster,
+    /// A primary behind sentinels, of this test's own.
+    RedisSentinel,
 }
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -26,6 +30,7 @@ pub(crate) struct TestStore {
     pub(crate) name: String,
     /// The address the BFF dials (the real server, or a relay in front of it).
     port: u16,
+    pub(crate) topology: Option<crate::topology::Topology>,
 }
 
 fn unique(label: &str) -> String {
@@ -52,6 +57,7 @@ impl TestStore {
                 kind,
                 name: std::env::temp_dir().join(format!("{name}.db")).display().to_string(),
                 port: 0,
+                topology: None,
             }),
             Kind::Postgres => {
                 if !answers(5432).await {
@@ -61,16 +67,35 @@ impl TestStore {
                 let pool = sqlx::PgPool::connect(PG_ADMIN).await.unwrap_or_else(|e| panic!("{PG_ADMIN}: {e}"));
                 sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&pool).await.unwrap_or_else(|e| panic!("{e}"));
                 pool.close().await;
-                Some(Self { kind, name, port: 5432 })
+                Some(Self { kind, name, port: 5432, topology: None })
             }
             Kind::Redis => {
                 if !answers(6379).await {
                     eprintln!("SKIPPED ({label}): Redis does not answer on 127.0.0.1:6379");
                     return None;
                 }
-                Some(Self { kind, name: format!("{name}:"), port: 6379 })
+                Some(Self { kind, name: format!("{name}:"), port: 6379, topology: None })
+            }
+            Kind::RedisCluster | Kind::RedisSentinel => {
+                let topology = match kind {
+                    Kind::RedisCluster => crate::topology::Topology::cluster(label)?,
+                    _ => crate::topology::Topology::sentinel(label)?,
+                };
+                Some(Self { kind, name: format!("{name}:"), port: 0, topology: Some(topology) })
             }
         }
+    }
+
+    /// The settings naming this store's topology (none for one node).
+    pub(crate) fn topology_vars(&self) -> Vec<(&'static str, &'static str)> {
+        self.topology.as_ref().map(|t| t.vars()).unwrap_or_default()
+    }
+
+    /// `store_vars` with this store's topology settings.
+    pub(crate) fn vars<'a>(&self, mode: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut v = store_vars(mode, url);
+        v.extend(self.topology_vars());
+        v
     }
 
     pub(crate) fn url(&self) -> String {
@@ -84,6 +109,9 @@ impl TestStore {
                 format!("postgres://postgres@127.0.0.1:{port}/test?options=-c%20search_path%3D{}", self.name)
             }
             Kind::Redis => format!("redis://127.0.0.1:{port}/?prefix={}", self.name),
+            Kind::RedisCluster | Kind::RedisSentinel => {
+                self.topology.as_ref().map(|t| t.url(&self.name)).unwrap_or_default()
+            }
         }
     }
 
@@ -91,7 +119,7 @@ impl TestStore {
         match self.kind {
             Kind::Sqlite => "sqlite",
             Kind::Postgres => "postgres",
-            Kind::Redis => "redis",
+            Kind::Redis | Kind::RedisCluster | Kind::RedisSentinel => "redis",
         }
     }
 
@@ -119,11 +147,16 @@ impl TestStore {
                     }
                 }
             }
+            // The topology goes with the store.
+            Kind::RedisCluster | Kind::RedisSentinel => {}
         }
     }
 
     /// Every Redis key name under this store's prefix (empty for the SQL stores).
     pub(crate) async fn redis_keys(&self) -> Vec<String> {
+        if let Some(t) = &self.topology {
+            return t.keys(&format!("{}*", self.name)).into_iter().collect();
+        }
         if self.kind != Kind::Redis {
             return vec![];
         }
@@ -155,6 +188,9 @@ impl TestStore {
                 let keys: Vec<String> =
                     redis::cmd("KEYS").arg(format!("{}s:*", self.name)).query_async(&mut c).await.unwrap_or_default();
                 keys.len() as i64
+            }
+            Kind::RedisCluster | Kind::RedisSentinel => {
+                self.topology.as_ref().map_or(-1, |t| t.keys(&format!("{}s:*", self.name)).len() as i64)
             }
         }
     }
@@ -261,10 +297,10 @@ fn cookie_value(jar: &std::collections::BTreeMap<String, String>) -> String {
 }
 
 /// Login, /session, reload, restart, logout, stolen copies, a new id at every login.
-async fn core_flow(kind: Kind) {
+pub(crate) async fn core_flow(kind: Kind) {
     let Some(store) = TestStore::new(kind, "core").await else { return };
     let url = store.url();
-    let vars = store_vars(store.store_name(), &url);
+    let vars = store.vars(store.store_name(), &url);
     let (idp, bff) = stack_store(json!({}), &vars, "", false).await;
     let mut b = Browser::new(&bff);
     let r = b.login(&bff, "ada", "/home").await;
@@ -370,9 +406,9 @@ async fn wait_for_status(b: &mut Browser, bff: &Bff, want: u16) -> u16 {
 }
 
 /// `store`: the store kind, or "cookie" with `url` as the revocation list.
-async fn backchannel_flow(store: TestStore, mode: &str) {
+pub(crate) async fn backchannel_flow(store: TestStore, mode: &str) {
     let url = store.url();
-    let vars = store_vars(mode, &url);
+    let vars = store.vars(mode, &url);
     let (idp, bff) = stack_store(json!({}), &vars, "", true).await;
     let mut b = Browser::new(&bff);
     b.login(&bff, "bob", "/").await;
@@ -539,7 +575,7 @@ async fn backchannel_logout_in_cookie_mode_without_a_store_is_501() {
 /// expired, at an IdP that rotates refresh tokens and revokes on reuse: one grant, 20 answers.
 /// `mode`: the store kind (server-side sessions), or "cookie" (the store holds only the shared
 /// refresh cache and lock).
-async fn two_instances_one_refresh(kind: Kind, mode: &str) {
+pub(crate) async fn two_instances_one_refresh(kind: Kind, mode: &str) {
     two_instances_one_refresh_with_keys(kind, mode, [KEY_A, KEY_A]).await;
 }
 
@@ -549,7 +585,7 @@ async fn two_instances_one_refresh_with_keys(kind: Kind, mode: &str, keys: [&str
     let Some(store) = TestStore::new(kind, "pair").await else { return };
     let url = store.url();
     let with_keys = |k| {
-        let mut v = store_vars(mode, &url);
+        let mut v = store.vars(mode, &url);
         v.push(("BFF_SESSION__KEYS", k));
         v
     };
@@ -710,10 +746,10 @@ async fn two_cookie_mode_instances_sharing_a_postgres_refresh_cache_spend_one_re
 
 /// Crafted logout tokens (signed by the real IdP's key) against sessions whose ID tokens carry
 /// no `sid` (the default clients here have no back-channel logout URI).
-async fn crafted_logouts(kind: Kind, mode: &str) {
+pub(crate) async fn crafted_logouts(kind: Kind, mode: &str) {
     let Some(store) = TestStore::new(kind, "crafted").await else { return };
     let url = store.url();
-    let (idp, bff) = stack_store(json!({}), &store_vars(mode, &url), "", false).await;
+    let (idp, bff) = stack_store(json!({}), &store.vars(mode, &url), "", false).await;
     let event = json!({ "http://schemas.openid.net/event/backchannel-logout": {} });
     let token = |sub: &str, sid: Option<&str>, jti: &str| {
         let mut p = json!({ "iss": idp.issuer, "aud": "bff-basic", "iat": oidc_bff::clock::now(), "jti": jti, "sub": sub, "events": event });
@@ -999,9 +1035,13 @@ async fn check_config_validates_store_settings() {
 
 #[tokio::test]
 async fn a_login_state_completed_on_one_instance_is_refused_on_another() {
-    let Some(store) = TestStore::new(Kind::Sqlite, "state").await else { return };
+    completed_state_replay(Kind::Sqlite).await;
+}
+
+pub(crate) async fn completed_state_replay(kind: Kind) {
+    let Some(store) = TestStore::new(kind, "state").await else { return };
     let url = store.url();
-    let vars = store_vars("sqlite", &url);
+    let vars = store.vars(store.store_name(), &url);
     let (idp, a) = stack_store(json!({}), &vars, "", false).await;
     let listener = reserve().await;
     let port_b = listener.local_addr().map(|x| x.port()).unwrap_or_default();

@@ -12,13 +12,20 @@
 //! start-up is a 503 until it answers, never a failed start.
 
 use super::super::model::OP_TIMEOUT;
+use redis::FromRedisValue;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// How long a write waits for a replica's acknowledgement: far above a healthy replica's lag,
+/// well within the store timeout.
+const WAIT_MS: u64 = 500;
+/// When an unacknowledged write was last logged (unix seconds): at most one line a minute.
+static UNREPLICATED_LOGGED: AtomicI64 = AtomicI64::new(0);
 
 #[derive(Clone)]
 pub(super) enum Conn {
@@ -60,9 +67,34 @@ impl Conn {
         })))
     }
 
-    /// Whether writes should be followed by `WAIT 1`: modes that promise replicas.
-    pub(super) fn replicated(&self) -> bool {
-        !matches!(self, Self::Single(_))
+    /// Run `cmd` (keys in one slot). In the modes that promise replicas (cluster, sentinel),
+    /// `WAIT 1` follows on the same connection, so the answer comes once a replica holds the
+    /// write: a failover then neither revives an ended session nor loses a rotated refresh
+    /// token (SPEC §9). A write no replica acknowledged in time is counted and logged, not
+    /// failed: the primary has it.
+    pub(super) async fn durable<T: FromRedisValue>(&self, cmd: Cmd) -> RedisResult<T> {
+        let mut c = self.clone();
+        if matches!(self, Self::Single(_)) {
+            return cmd.query_async(&mut c).await;
+        }
+        let mut p = redis::pipe();
+        p.add_command(cmd).cmd("WAIT").arg(1).arg(WAIT_MS);
+        let (v, acked): (T, i64) = p.query_async(&mut c).await?;
+        if acked < 1 {
+            metrics::counter!("bff_store_unreplicated_writes_total").increment(1);
+            let now = crate::clock::now();
+            let last = UNREPLICATED_LOGGED.load(Ordering::Relaxed);
+            if now - last >= 60
+                && UNREPLICATED_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                tracing::warn!(
+                    wait_ms = WAIT_MS,
+                    "redis: a write reached no replica in time (a failover now could lose it); \
+                     see bff_store_unreplicated_writes_total"
+                );
+            }
+        }
+        Ok(v)
     }
 
     pub(super) fn is_cluster(&self) -> bool {

@@ -18,8 +18,8 @@
 //! written and removed after it is deleted: a walk of an index finds stale entries and checks
 //! each. With replicas (cluster, sentinel), the writes a failover must not undo (sessions,
 //! rotated refresh tokens, deletions, revocations, spent values) are followed by `WAIT 1` on
-//! the same connection, so they are acknowledged only once a replica holds them, or
-//! `WAIT_MS` has passed (then logged and counted, not failed).
+//! the same connection, so they are acknowledged only once a replica holds them, or 500 ms
+//! have passed (then logged and counted, not failed).
 
 use super::model::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, StoreError, Subject};
 use crate::secret::hex;
@@ -27,9 +27,8 @@ use crate::settings::RedisMode;
 use crate::settings::store_url::{redis_nodes, redis_parts};
 use conn::Conn;
 use redis::{AsyncCommands, Cmd, FromRedisValue};
-use scripts::{DELETE, END, FIRST_USE, INSERT, REVOKE, TOUCH, UNLOCK, UPDATE};
+use scripts::{DELETE, END, FIRST_USE, INSERT, REVOKE, TOUCH, UNLOCK, UPDATE, eval};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 mod conn;
 mod feed;
@@ -39,9 +38,6 @@ pub use feed::RedisFeed;
 
 /// An index set larger than this is pruned of dead ids when a session is added to it.
 const PRUNE_ABOVE: u64 = 32;
-/// How long a write waits for a replica's acknowledgement: far above a healthy replica's lag,
-/// well within the store timeout.
-const WAIT_MS: u64 = 500;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -51,22 +47,11 @@ pub struct RedisStore {
     nodes: Arc<[String]>,
     /// Cluster mode: ids in key names are `{…}` hash tags.
     tagged: bool,
-    /// Cluster and sentinel: writes that must survive a failover wait for a replica.
-    replicated: bool,
-    /// Last time an unacknowledged write was logged (unix seconds): at most one line a minute.
-    unreplicated_logged: Arc<AtomicI64>,
 }
 
 /// Hex SHA-256 of an id: what key names carry instead of it (SPEC §9).
 fn id_hash(id: &str) -> String {
     hex(&<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()))
-}
-
-/// `EVAL` of a one-key script: sent with its source, so it can share a pipeline with `WAIT`.
-fn eval(script: &str, key: &str) -> Cmd {
-    let mut c = redis::cmd("EVAL");
-    c.arg(script).arg(1).arg(key);
-    c
 }
 
 impl RedisStore {
@@ -88,14 +73,7 @@ impl RedisStore {
                 (conn.map_err(bad)?, nodes, prefix)
             }
         };
-        Ok(Self {
-            tagged: conn.is_cluster(),
-            replicated: conn.replicated(),
-            conn,
-            prefix: prefix.into(),
-            nodes: nodes.into(),
-            unreplicated_logged: Arc::new(AtomicI64::new(0)),
-        })
+        Ok(Self { tagged: conn.is_cluster(), conn, prefix: prefix.into(), nodes: nodes.into() })
     }
 
     /// `{prefix}{kind}:{id}`, the id a hash tag in a cluster.
@@ -140,28 +118,7 @@ impl RedisStore {
 
     /// Run `cmd` (one key); with replicas, then `WAIT 1` on the same connection (SPEC §9).
     async fn durable<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, redis::RedisError> {
-        let mut c = self.conn.clone();
-        if !self.replicated {
-            return cmd.query_async(&mut c).await;
-        }
-        let mut p = redis::pipe();
-        p.add_command(cmd).cmd("WAIT").arg(1).arg(WAIT_MS);
-        let (v, acked): (T, i64) = p.query_async(&mut c).await?;
-        if acked < 1 {
-            metrics::counter!("bff_store_unreplicated_writes_total").increment(1);
-            let now = crate::clock::now();
-            let last = self.unreplicated_logged.load(Ordering::Relaxed);
-            if now - last >= 60
-                && self.unreplicated_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-            {
-                tracing::warn!(
-                    wait_ms = WAIT_MS,
-                    "redis: a write reached no replica in time (a failover now could lose it); \
-                     see bff_store_unreplicated_writes_total"
-                );
-            }
-        }
-        Ok(v)
+        self.conn.durable(cmd).await
     }
 
     pub async fn ping(&self) -> Result<(), redis::RedisError> {

@@ -3,8 +3,15 @@
 //! writes must survive a failover are sent as `EVAL` source, so they can share a pipeline
 //! with the `WAIT` that follows them; the others as cached `Script`s.
 
-use redis::Script;
+use redis::{Cmd, Script};
 use std::sync::LazyLock;
+
+/// `EVAL` of a one-key script: sent with its source, so it can share a pipeline with `WAIT`.
+pub(super) fn eval(script: &str, key: &str) -> Cmd {
+    let mut c = redis::cmd("EVAL");
+    c.arg(script).arg(1).arg(key);
+    c
+}
 
 pub(super) const UPDATE: &str = r"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
