@@ -49,6 +49,14 @@ pub(super) fn store_url(raw: &RawSession, store: Option<StoreKind>, p: &mut Prob
             Err("lists several nodes: set session.redis_mode to \"cluster\" or \"sentinel\"")
         }
         (RedisMode::Single, _) => check(backend, &text),
+        // Braces would make a hash tag of the prefix: every key in one slot.
+        (RedisMode::Cluster, _) => redis_nodes(&text).and_then(|(_, prefix)| {
+            if prefix.contains(['{', '}']) {
+                Err("the prefix parameter may not contain { or } in a cluster")
+            } else {
+                Ok(())
+            }
+        }),
         _ => redis_nodes(&text).map(|_| ()),
     };
     if let Err(why) = checked {
@@ -167,9 +175,8 @@ pub fn redis_parts(url: &str) -> Result<(String, String), &'static str> {
     } else {
         parsed.query_pairs_mut().clear().extend_pairs(rest);
     }
-    // Braces would make a hash tag of the prefix (SPEC §9): every key in one cluster slot.
-    if prefix.is_empty() || prefix.len() > 64 || prefix.contains(['{', '}']) {
-        return Err("the prefix parameter must be 1 to 64 characters, without { or }");
+    if prefix.is_empty() || prefix.len() > 64 {
+        return Err("the prefix parameter must be 1 to 64 characters");
     }
     Ok((parsed.into(), prefix))
 }

@@ -76,14 +76,18 @@ impl TestStore {
                 }
                 Some(Self { kind, name: format!("{name}:"), port: 6379, topology: None })
             }
-            Kind::RedisCluster | Kind::RedisSentinel => {
-                let topology = match kind {
-                    Kind::RedisCluster => crate::topology::Topology::cluster(label)?,
-                    _ => crate::topology::Topology::sentinel(label)?,
-                };
-                Some(Self { kind, name: format!("{name}:"), port: 0, topology: Some(topology) })
-            }
+            Kind::RedisCluster | Kind::RedisSentinel => Self::topology(kind, label, false),
         }
+    }
+
+    /// A cluster or sentinel topology of this test's own; with `acl`, reachable only as an ACL
+    /// user whose name and password the url carries.
+    pub(crate) fn topology(kind: Kind, label: &str, acl: bool) -> Option<Self> {
+        let topology = match kind {
+            Kind::RedisCluster => crate::topology::Topology::cluster(label, acl)?,
+            _ => crate::topology::Topology::sentinel(label, acl)?,
+        };
+        Some(Self { kind, name: format!("{}:", unique(label)), port: 0, topology: Some(topology) })
     }
 
     /// The settings naming this store's topology (none for one node).
@@ -299,6 +303,10 @@ fn cookie_value(jar: &std::collections::BTreeMap<String, String>) -> String {
 /// Login, /session, reload, restart, logout, stolen copies, a new id at every login.
 pub(crate) async fn core_flow(kind: Kind) {
     let Some(store) = TestStore::new(kind, "core").await else { return };
+    core_flow_in(store).await;
+}
+
+pub(crate) async fn core_flow_in(store: TestStore) {
     let url = store.url();
     let vars = store.vars(store.store_name(), &url);
     let (idp, bff) = stack_store(json!({}), &vars, "", false).await;
@@ -1155,5 +1163,29 @@ async fn redis_sessions_indexed_by_an_older_build_are_still_found() {
     assert!(s.first_use("state:new", now + 60).await.unwrap_or(false));
     assert!(!s.first_use("state:new", now + 60).await.unwrap_or(true), "and spent once");
     assert!(!s.is_used("jti:new", now).await.unwrap_or(true));
+    store.drop_all().await;
+}
+
+/// SPEC §9's order (index entry first, then the session): a logout walking an index meets an
+/// entry whose session is not written yet. It must leave that young entry in place (or the
+/// session, written a moment later, would escape every later logout) and clear old dead ones.
+#[tokio::test]
+async fn a_logout_walk_keeps_the_index_entry_of_a_session_still_being_written() {
+    let Some(store) = TestStore::new(Kind::Redis, "young").await else { return };
+    let url = oidc_bff::settings::StoreUrl {
+        backend: oidc_bff::settings::StoreKind::Redis,
+        url: oidc_bff::secret::Secret::new(store.url()),
+        redis_mode: oidc_bff::settings::RedisMode::Single,
+    };
+    let s = oidc_bff::store::Store::open(&url).unwrap_or_else(|e| panic!("{e}"));
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));
+    let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"));
+    let now = oidc_bff::clock::now();
+    let set = format!("{}hsub:{}", store.name, oidc_bff::secret::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"pat")));
+    let (young, old) = (format!("{}:{now}", "ab".repeat(32)), format!("{}:{}", "cd".repeat(32), now - 600));
+    let _: () = redis::cmd("SADD").arg(&set).arg(&young).arg(&old).query_async(&mut c).await.unwrap_or(());
+    assert_eq!(s.delete_sessions_of(oidc_bff::store::Subject::Sub("pat"), now).await.unwrap_or(99), 0);
+    let left: Vec<String> = redis::cmd("SMEMBERS").arg(&set).query_async(&mut c).await.unwrap_or_default();
+    assert_eq!(left, [young], "the young entry stays, the old dead one goes");
     store.drop_all().await;
 }

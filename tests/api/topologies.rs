@@ -5,7 +5,7 @@
 use crate::events::two_instances;
 use crate::helpers::*;
 use crate::stores::{
-    Kind, TestStore, backchannel_flow, completed_state_replay, core_flow, crafted_logouts, stack_store,
+    Kind, TestStore, backchannel_flow, completed_state_replay, core_flow, core_flow_in, crafted_logouts, stack_store,
     two_instances_one_refresh,
 };
 use serde_json::json;
@@ -19,6 +19,21 @@ async fn redis_cluster_store_core_flow() {
 #[tokio::test]
 async fn redis_sentinel_store_core_flow() {
     core_flow(Kind::RedisSentinel).await;
+}
+
+/// ACL user and password from the url (SPEC §9): every node refuses the default user, so the
+/// flow works only if the credentials reach the cluster's nodes, or the sentinels and the
+/// primary they name.
+#[tokio::test]
+async fn redis_cluster_with_an_acl_user_core_flow() {
+    let Some(store) = TestStore::topology(Kind::RedisCluster, "acl", true) else { return };
+    core_flow_in(store).await;
+}
+
+#[tokio::test]
+async fn redis_sentinel_with_an_acl_user_core_flow() {
+    let Some(store) = TestStore::topology(Kind::RedisSentinel, "acl", true) else { return };
+    core_flow_in(store).await;
 }
 
 #[tokio::test]
@@ -146,6 +161,17 @@ fn assert_only_unavailable(o: &Outcome, what: &str) {
     );
 }
 
+/// A session logged out just before the kill: the cookie's copy taken before must stay dead
+/// after the failover (the deletion was waited for on a replica).
+async fn logged_out_copy(bff: &Bff, name: &str) -> Browser {
+    let mut b = logged_in(bff, &[name]).await.remove(0);
+    let mut copy = Browser::new(bff);
+    copy.set_jar(b.jar());
+    assert_eq!(b.fetch(reqwest::Method::POST, &bff.url("/logout"), None).await.status, 200);
+    assert_eq!(copy.session(bff).await.status, 401);
+    copy
+}
+
 async fn logged_in(bff: &Bff, names: &[&str]) -> Vec<Browser> {
     let mut browsers = Vec::new();
     for name in names {
@@ -168,8 +194,10 @@ async fn sentinel_failover_under_traffic_loses_no_session() {
     let vars = store.vars("redis", &url);
     let (_idp, bff) = stack_store(json!({}), &vars, "", false).await;
     let mut browsers = logged_in(&bff, &["fo1", "fo2", "fo3", "fo4"]).await;
+    let mut ended = logged_out_copy(&bff, "fo0").await;
     let Some(topology) = store.topology.as_mut() else { return };
     let primary = topology.sentinel_primary();
+    assert!(topology.wait_calls(primary) > 0, "writes waited for the replica");
     let outcome = traffic_through(&bff, &mut browsers, Duration::from_secs(25), || topology.kill(primary)).await;
     assert_only_unavailable(&outcome, "sentinel failover");
     assert!(outcome.window < Duration::from_secs(16), "{:?}", outcome.window);
@@ -178,6 +206,7 @@ async fn sentinel_failover_under_traffic_loses_no_session() {
     for b in &mut browsers {
         assert_eq!(b.session(&bff).await.status, 200, "a session from before the kill");
     }
+    assert_eq!(ended.session(&bff).await.status, 401, "a logout before the kill is not undone");
     let mut later = Browser::new(&bff);
     assert_eq!(later.login(&bff, "fo5", "/").await.status, 302);
     assert_eq!(later.session(&bff).await.status, 200);
@@ -196,6 +225,7 @@ async fn cluster_primary_kill_under_traffic_loses_no_session() {
     let Some(topology) = store.topology.as_mut() else { return };
     let sessions = topology.keys(&format!("{prefix}s:*"));
     let victim = sessions.iter().next().map(|k| topology.primary_for(k)).unwrap_or_default();
+    assert!(topology.wait_calls(victim) > 0, "writes waited for the replica");
     let held = sessions.iter().filter(|k| topology.primary_for(k) == victim).count();
     assert!(held > 0, "the killed primary holds sessions");
     let outcome = traffic_through(&bff, &mut browsers, Duration::from_secs(25), || topology.kill(victim)).await;

@@ -7,6 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) const MASTER: &str = "bffmaster";
+/// With `acl`: the user oidc-bff logs in as (everywhere: primaries, replicas' links, sentinels);
+/// the default user then needs a password nobody here uses, so nothing works unauthenticated.
+const ACL_USER: &str = "bff";
+const ACL_PASS: &str = "s3cret-acl";
 
 struct Node {
     port: u16,
@@ -17,6 +21,7 @@ pub(crate) struct Topology {
     nodes: Vec<Node>,
     sentinels: Vec<Node>,
     cluster: bool,
+    acl: bool,
     dir: std::path::PathBuf,
 }
 
@@ -36,9 +41,11 @@ fn free_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().map(|a| a.port()).unwrap_or_default()).collect()
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+fn cli(acl: bool, port: u16, args: &[&str]) -> String {
+    let auth: &[&str] = if acl { &["--user", ACL_USER, "--pass", ACL_PASS, "--no-auth-warning"] } else { &[] };
     Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(auth)
         .args(args)
         .stderr(Stdio::null())
         .output()
@@ -71,27 +78,41 @@ impl Topology {
         Node { port, child: Some(child) }
     }
 
-    fn server_args(port: u16) -> Vec<String> {
-        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .map(String::from)
-            .to_vec()
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli(self.acl, port, args)
     }
 
-    fn new(cluster: bool, label: &str) -> Self {
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let mut args: Vec<String> =
+            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .map(String::from)
+                .to_vec();
+        if self.acl {
+            let user = format!(">{ACL_PASS}");
+            args.extend(["--user", ACL_USER, "on", &user, "~*", "&*", "+@all"].map(String::from));
+            args.extend(
+                ["--requirepass", "default-user-not-used", "--masteruser", ACL_USER, "--masterauth", ACL_PASS]
+                    .map(String::from),
+            );
+        }
+        args
+    }
+
+    fn new(cluster: bool, acl: bool, label: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("bff-redis-{label}-{}-{}", std::process::id(), free_ports(1)[0]));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        Self { nodes: vec![], sentinels: vec![], cluster, dir }
+        Self { nodes: vec![], sentinels: vec![], cluster, acl, dir }
     }
 
     /// Three primaries with a replica each, every slot covered, replicas in sync.
-    pub(crate) fn cluster(label: &str) -> Option<Self> {
+    pub(crate) fn cluster(label: &str, acl: bool) -> Option<Self> {
         if !have_binaries(label) {
             return None;
         }
-        let mut t = Self::new(true, label);
+        let mut t = Self::new(true, acl, label);
         let ports = free_ports(12);
         for (port, bus) in ports[..6].iter().zip(&ports[6..]) {
-            let mut args = Self::server_args(*port);
+            let mut args = t.server_args(*port);
             args.extend(
                 [
                     "--cluster-enabled",
@@ -109,10 +130,12 @@ impl Topology {
             t.nodes.push(node);
         }
         for n in &t.nodes {
-            wait_until("redis-server up", Duration::from_secs(10), || cli(n.port, &["PING"]).trim() == "PONG");
+            wait_until("redis-server up", Duration::from_secs(10), || t.cli(n.port, &["PING"]).trim() == "PONG");
         }
         let addrs: Vec<String> = t.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let auth: &[&str] = if acl { &["--user", ACL_USER, "--pass", ACL_PASS, "--no-auth-warning"] } else { &[] };
         let out = Command::new("redis-cli")
+            .args(auth)
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -127,12 +150,12 @@ impl Topology {
     fn wait_healthy(&self) {
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
             wait_until("cluster_state:ok", Duration::from_secs(30), || {
-                info_field(&cli(n.port, &["CLUSTER", "INFO"]), "cluster_state") == "ok"
+                info_field(&self.cli(n.port, &["CLUSTER", "INFO"]), "cluster_state") == "ok"
             });
         }
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
             wait_until("replica in sync", Duration::from_secs(30), || {
-                let info = cli(n.port, &["INFO", "replication"]);
+                let info = self.cli(n.port, &["INFO", "replication"]);
                 info_field(&info, "role") != "slave" || info_field(&info, "master_link_status") == "up"
             });
         }
@@ -140,36 +163,45 @@ impl Topology {
 
     /// A primary, its replica, and three sentinels agreeing on them (quorum 2, a primary is
     /// down after 1 s).
-    pub(crate) fn sentinel(label: &str) -> Option<Self> {
+    pub(crate) fn sentinel(label: &str, acl: bool) -> Option<Self> {
         if !have_binaries(label) {
             return None;
         }
-        let mut t = Self::new(false, label);
+        let mut t = Self::new(false, acl, label);
         let ports = free_ports(5);
-        let primary = t.spawn(ports[0], &Self::server_args(ports[0]));
+        let primary = t.spawn(ports[0], &t.server_args(ports[0]));
         t.nodes.push(primary);
-        let mut args = Self::server_args(ports[1]);
+        let mut args = t.server_args(ports[1]);
         args.extend(["--replicaof".to_owned(), "127.0.0.1".to_owned(), ports[0].to_string()]);
         let replica = t.spawn(ports[1], &args);
         t.nodes.push(replica);
-        wait_until("replica in sync", Duration::from_secs(20), || {
-            info_field(&cli(ports[1], &["INFO", "replication"]), "master_link_status") == "up"
+        wait_until("replica in sync", Duration::from_secs(60), || {
+            info_field(&t.cli(ports[1], &["INFO", "replication"]), "master_link_status") == "up"
         });
         for port in &ports[2..] {
             let conf = t.dir.join(format!("sentinel-{port}.conf"));
-            let text = format!(
+            let mut text = format!(
                 "port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER} 127.0.0.1 {} 2\n\
                  sentinel down-after-milliseconds {MASTER} 1000\nsentinel failover-timeout {MASTER} 5000\n\
                  sentinel parallel-syncs {MASTER} 1\n",
                 ports[0]
             );
+            if acl {
+                // The sentinels log in to the data nodes and to each other as the same user,
+                // and oidc-bff logs in to them with the credentials of its url.
+                text.push_str(&format!(
+                    "sentinel auth-user {MASTER} {ACL_USER}\nsentinel auth-pass {MASTER} {ACL_PASS}\n\
+                     user default on >default-user-not-used ~* &* +@all\nuser {ACL_USER} on >{ACL_PASS} ~* &* +@all\n\
+                     sentinel sentinel-user {ACL_USER}\nsentinel sentinel-pass {ACL_PASS}\n"
+                ));
+            }
             std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{e}"));
             let node = t.spawn(*port, &[conf.display().to_string(), "--sentinel".to_owned()]);
             t.sentinels.push(node);
         }
         for s in &t.sentinels {
-            wait_until("sentinel knows the replica and its peers", Duration::from_secs(20), || {
-                let m = cli(s.port, &["SENTINEL", "MASTER", MASTER]);
+            wait_until("sentinel knows the replica and its peers", Duration::from_secs(60), || {
+                let m = t.cli(s.port, &["SENTINEL", "MASTER", MASTER]);
                 let field = |name: &str| {
                     let lines: Vec<&str> = m.lines().collect();
                     lines.iter().position(|l| *l == name).and_then(|i| lines.get(i + 1)).map(|v| v.to_string())
@@ -184,7 +216,8 @@ impl Topology {
     pub(crate) fn url(&self, prefix: &str) -> String {
         let nodes = if self.cluster { &self.nodes } else { &self.sentinels };
         let hosts: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        format!("redis://{}/?prefix={prefix}", hosts.join(","))
+        let auth = if self.acl { format!("{ACL_USER}:{ACL_PASS}@") } else { String::new() };
+        format!("redis://{auth}{}/?prefix={prefix}", hosts.join(","))
     }
 
     pub(crate) fn vars(&self) -> Vec<(&'static str, &'static str)> {
@@ -200,16 +233,18 @@ impl Topology {
         self.nodes
             .iter()
             .filter(|n| n.child.is_some())
-            .flat_map(|n| cli(n.port, &["--scan", "--pattern", pattern]).lines().map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|n| {
+                self.cli(n.port, &["--scan", "--pattern", pattern]).lines().map(str::to_owned).collect::<Vec<_>>()
+            })
             .filter(|k| !k.is_empty())
             .collect()
     }
 
     /// The port of the primary that serves `key` now.
     pub(crate) fn primary_for(&self, key: &str) -> u16 {
-        let slot: u16 = cli(self.nodes[0].port, &["CLUSTER", "KEYSLOT", key]).trim().parse().unwrap_or_default();
         let live = self.nodes.iter().find(|n| n.child.is_some()).map(|n| n.port).unwrap_or_default();
-        let shards = cli(live, &["CLUSTER", "SLOTS"]);
+        let slot: u16 = self.cli(live, &["CLUSTER", "KEYSLOT", key]).trim().parse().unwrap_or_default();
+        let shards = self.cli(live, &["CLUSTER", "SLOTS"]);
         // Plain output: start, end, then per node ip, port, id (primary first) — blocks of lines.
         let lines: Vec<&str> = shards.lines().collect();
         let mut i = 0;
@@ -227,7 +262,7 @@ impl Topology {
 
     /// The primary as the sentinels name it now.
     pub(crate) fn sentinel_primary(&self) -> u16 {
-        let out = cli(self.sentinels[0].port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]);
+        let out = self.cli(self.sentinels[0].port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER]);
         out.lines().nth(1).and_then(|p| p.parse().ok()).unwrap_or_default()
     }
 
@@ -240,9 +275,16 @@ impl Topology {
         }
     }
 
+    /// How many `WAIT` commands the node on `port` has served.
+    pub(crate) fn wait_calls(&self, port: u16) -> u64 {
+        let stats = self.cli(port, &["INFO", "commandstats"]);
+        let line = info_field(&stats, "cmdstat_wait");
+        line.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
     /// Whether `port` answers as a primary.
     pub(crate) fn is_primary(&self, port: u16) -> bool {
-        info_field(&cli(port, &["INFO", "replication"]), "role") == "master"
+        info_field(&self.cli(port, &["INFO", "replication"]), "role") == "master"
     }
 }
 

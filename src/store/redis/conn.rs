@@ -26,6 +26,25 @@ use std::sync::{Arc, Mutex};
 const WAIT_MS: u64 = 500;
 /// When an unacknowledged write was last logged (unix seconds): at most one line a minute.
 static UNREPLICATED_LOGGED: AtomicI64 = AtomicI64::new(0);
+/// Until when (unix seconds) writes do not wait, after one that no replica acknowledged.
+static WAIT_SKIPPED_UNTIL: AtomicI64 = AtomicI64::new(0);
+
+/// A write no replica acknowledged: counted, logged at most once a minute, and writes stop
+/// waiting for 10 s.
+fn unreplicated() {
+    metrics::counter!("bff_store_unreplicated_writes_total").increment(1);
+    let now = crate::clock::now();
+    WAIT_SKIPPED_UNTIL.store(now + 10, Ordering::Relaxed);
+    let last = UNREPLICATED_LOGGED.load(Ordering::Relaxed);
+    if now - last >= 60 && UNREPLICATED_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(
+            wait_ms = WAIT_MS,
+            "redis: a write reached no replica in time (a failover now could lose it); writes do not wait \
+             for replicas for 10 s; see bff_store_unreplicated_writes_total"
+        );
+    }
+}
 
 #[derive(Clone)]
 pub(super) enum Conn {
@@ -59,7 +78,18 @@ impl Conn {
         if nodes.iter().any(|u| u.starts_with("rediss://")) {
             primary = primary.set_tls_mode(redis::TlsMode::Secure);
         }
-        let client = SentinelClient::build(nodes.to_vec(), master, Some(primary), SentinelServerType::Master)?;
+        // The database is the primary's: sentinels have none, and refuse SELECT.
+        let sentinels: Vec<String> = nodes
+            .iter()
+            .map(|n| match url::Url::parse(n) {
+                Ok(mut u) => {
+                    u.set_path("");
+                    u.into()
+                }
+                Err(_) => n.clone(),
+            })
+            .collect();
+        let client = SentinelClient::build(sentinels, master, Some(primary), SentinelServerType::Master)?;
         Ok(Self::Sentinel(Arc::new(SentinelLink {
             sentinels: tokio::sync::Mutex::new(client),
             current: Mutex::new(None),
@@ -67,34 +97,40 @@ impl Conn {
         })))
     }
 
-    /// Run `cmd` (keys in one slot). In the modes that promise replicas (cluster, sentinel),
-    /// `WAIT 1` follows on the same connection, so the answer comes once a replica holds the
-    /// write: a failover then neither revives an ended session nor loses a rotated refresh
-    /// token (SPEC §9). A write no replica acknowledged in time is counted and logged, not
-    /// failed: the primary has it.
-    pub(super) async fn durable<T: FromRedisValue>(&self, cmd: Cmd) -> RedisResult<T> {
+    /// Run `p` (keys in one slot) and answer its results. In the modes that promise replicas
+    /// (cluster, sentinel), `WAIT 1` follows on the same connection, so the answer comes once
+    /// a replica holds the writes: a failover then neither revives an ended session nor loses
+    /// a rotated refresh token (SPEC §9). `WAIT` blocks its connection: call this on a
+    /// connection kept for such writes, never the one reads share. A write no replica
+    /// acknowledged in time is counted and logged, not failed (the primary has it), and for
+    /// the next 10 s writes do not wait (no replica is keeping up: waiting would only hold
+    /// every write for 500 ms); they are counted too.
+    pub(super) async fn durable_pipe(&self, mut p: Pipeline) -> RedisResult<Vec<Value>> {
         let mut c = self.clone();
-        if matches!(self, Self::Single(_)) {
-            return cmd.query_async(&mut c).await;
+        let replicated = !matches!(self, Self::Single(_));
+        let wait = replicated && crate::clock::now() >= WAIT_SKIPPED_UNTIL.load(Ordering::Relaxed);
+        if wait {
+            p.cmd("WAIT").arg(1).arg(WAIT_MS);
         }
-        let mut p = redis::pipe();
-        p.add_command(cmd).cmd("WAIT").arg(1).arg(WAIT_MS);
-        let (v, acked): (T, i64) = p.query_async(&mut c).await?;
-        if acked < 1 {
-            metrics::counter!("bff_store_unreplicated_writes_total").increment(1);
-            let now = crate::clock::now();
-            let last = UNREPLICATED_LOGGED.load(Ordering::Relaxed);
-            if now - last >= 60
-                && UNREPLICATED_LOGGED.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-            {
-                tracing::warn!(
-                    wait_ms = WAIT_MS,
-                    "redis: a write reached no replica in time (a failover now could lose it); \
-                     see bff_store_unreplicated_writes_total"
-                );
+        let mut values: Vec<Value> = p.query_async(&mut c).await?;
+        if !wait {
+            if replicated {
+                metrics::counter!("bff_store_unreplicated_writes_total").increment(1);
             }
+            return Ok(values);
         }
-        Ok(v)
+        if values.pop().map_or(0, |v| i64::from_redis_value(v).unwrap_or(0)) < 1 {
+            unreplicated();
+        }
+        Ok(values)
+    }
+
+    /// One command through [`Self::durable_pipe`].
+    pub(super) async fn durable<T: FromRedisValue>(&self, cmd: Cmd) -> RedisResult<T> {
+        let mut p = redis::pipe();
+        p.add_command(cmd);
+        let v = self.durable_pipe(p).await?.into_iter().next().unwrap_or(Value::Nil);
+        T::from_redis_value(v).map_err(RedisError::from)
     }
 
     pub(super) fn is_cluster(&self) -> bool {
@@ -162,19 +198,31 @@ impl SentinelLink {
         Ok((generation, conn))
     }
 
-    fn check<T>(&self, generation: u64, r: RedisResult<T>) -> RedisResult<T> {
-        if let Err(e) = &r
-            && must_reresolve(e)
-        {
+    /// After a command: drop the connection after a connection error, or a READONLY answer
+    /// (`demoted`: the driver hands server errors back as values, not as `Err`).
+    fn check<T>(&self, generation: u64, r: RedisResult<T>, demoted: bool) -> RedisResult<T> {
+        if demoted || r.as_ref().is_err_and(must_reresolve) {
             let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
             if current.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *current = None;
                 drop(current);
-                tracing::warn!(error = %e, "redis primary lost: asking the sentinels again");
+                tracing::warn!("redis primary lost or demoted: asking the sentinels again");
             }
         }
         r
     }
+}
+
+/// A primary that has become a replica answers writes with READONLY.
+fn is_readonly(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::ReadOnly))
+}
+
+/// The connection was already gone, or refused: the command never reached a server, so the
+/// first command after a failover is sent again to the new primary instead of failing
+/// (a READONLY answer, refused by the server, is retried the same way).
+fn never_ran(e: &RedisError) -> bool {
+    e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// A connection error, a timeout, or a primary that has become a replica.
@@ -192,9 +240,18 @@ impl ConnectionLike for Conn {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(link) => Box::pin(async move { link.get().await?.req_packed_command(cmd).await }),
             Self::Sentinel(link) => Box::pin(async move {
-                let (generation, mut c) = link.get().await?;
-                let r = c.req_packed_command(cmd).await;
-                link.check(generation, r)
+                let mut tries = 0;
+                loop {
+                    let (generation, mut c) = link.get().await?;
+                    let r = c.req_packed_command(cmd).await;
+                    let demoted = r.as_ref().is_ok_and(is_readonly);
+                    if tries == 0 && (demoted || r.as_ref().is_err_and(never_ran)) {
+                        link.check(generation, r, demoted).ok();
+                        tries += 1;
+                        continue;
+                    }
+                    return link.check(generation, r, demoted);
+                }
             }),
         }
     }
@@ -211,9 +268,20 @@ impl ConnectionLike for Conn {
                 Box::pin(async move { link.get().await?.req_packed_commands(pipeline, offset, count).await })
             }
             Self::Sentinel(link) => Box::pin(async move {
-                let (generation, mut c) = link.get().await?;
-                let r = c.req_packed_commands(pipeline, offset, count).await;
-                link.check(generation, r)
+                let mut tries = 0;
+                loop {
+                    let (generation, mut c) = link.get().await?;
+                    let r = c.req_packed_commands(pipeline, offset, count).await;
+                    // A pipeline is retried on a dead connection only: READONLY may have
+                    // answered one command of it while others ran.
+                    let demoted = r.as_ref().is_ok_and(|values| values.iter().any(is_readonly));
+                    if tries == 0 && r.as_ref().is_err_and(never_ran) {
+                        link.check(generation, r, demoted).ok();
+                        tries += 1;
+                        continue;
+                    }
+                    return link.check(generation, r, demoted);
+                }
             }),
         }
     }
@@ -223,5 +291,19 @@ impl ConnectionLike for Conn {
             Self::Single(c) => c.get_db(),
             Self::Cluster(_) | Self::Sentinel(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_readonly;
+
+    /// The driver hands a demoted primary's refusal back as a value: it must still be seen.
+    #[test]
+    fn a_readonly_answer_is_recognised_as_a_value() {
+        let parse = |wire: &[u8]| redis::parse_redis_value(wire).unwrap_or_else(|e| panic!("{e}"));
+        assert!(is_readonly(&parse(b"-READONLY You can't write against a read only replica.\r\n")));
+        assert!(!is_readonly(&parse(b"-ERR something else\r\n")));
+        assert!(!is_readonly(&parse(b"+OK\r\n")));
     }
 }

@@ -5,21 +5,16 @@
 //!
 //! - `s:{hex key}` hash `sub sid isub isid created seen v data`, expiring with the session
 //!   (`isub`/`isid`: the hex hashes naming its index sets);
-//! - `hsid:{hex SHA-256(sid)}`, `hsub:{hex SHA-256(sub)}` sets of session keys (back-channel
-//!   logout), expiring with the longest-lived member. Key names carry hashes of ids (SPEC §9);
-//!   older builds' `sid:{sid}`/`sub:{sub}` sets are still walked until they have expired
-//!   (single node and sentinel only: no older build wrote to a cluster);
-//! - `rev` sorted set of cookie-mode revocations `kind:iat:value`, scored by when recorded;
-//! - `used:{hex SHA-256(id)}` (spent logout-token jtis and login states; `used:{id}` of older
-//!   builds still counts), `rc:{hex id}`, `lock:{hex name}` with their own expiry (a refresh
-//!   lock and its cache entry share the id, hence the slot).
+//! - `hsid:{hex SHA-256(sid)}`, `hsub:{hex SHA-256(sub)}` sets of `{hex key}:{created}` (bare
+//!   `{hex key}` from older builds), expiring with the longest-lived session; older builds'
+//!   `sid:{sid}`/`sub:{sub}` sets are still walked outside a cluster until they have expired;
+//! - `rev:` sorted set of cookie-mode revocations `kind:iat:value`, scored by when recorded;
+//! - `used:{hex SHA-256(id)}` (spent jtis and login states; older builds' `used:{id}` counts
+//!   too), `rc:{hex id}` and `lock:{hex id}` (one slot) with their own expiry.
 //!
 //! Every script and pipeline touches one key. Index entries are added before a session is
-//! written and removed after it is deleted: a walk of an index finds stale entries and checks
-//! each. With replicas (cluster, sentinel), the writes a failover must not undo (sessions,
-//! rotated refresh tokens, deletions, revocations, spent values) are followed by `WAIT 1` on
-//! the same connection, so they are acknowledged only once a replica holds them, or 500 ms
-//! have passed (then logged and counted, not failed).
+//! written and removed after it is deleted, so a walk checks each entry it finds. In cluster
+//! and sentinel mode the writes a failover must not undo wait for a replica (`Conn::durable`).
 
 use super::model::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, StoreError, Subject};
 use crate::secret::hex;
@@ -42,6 +37,9 @@ const PRUNE_ABOVE: u64 = 32;
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
+    /// Writes that wait for a replica (`WAIT` blocks its connection): a connection of their
+    /// own in cluster and sentinel mode, so reads never queue behind a wait.
+    writes: Conn,
     prefix: Arc<str>,
     /// What the event subscription connects with (a subscribed connection serves nothing else).
     nodes: Arc<[String]>,
@@ -58,22 +56,22 @@ impl RedisStore {
     pub fn open(url: &str, mode: &RedisMode) -> Result<Self, StoreError> {
         // The driver's error may quote the URL: keep our own messages.
         let bad = |_| StoreError::Backend("not a valid store URL".to_owned());
-        let (conn, nodes, prefix) = match mode {
+        let (conn, writes, nodes, prefix) = match mode {
             RedisMode::Single => {
                 let (url, prefix) = redis_parts(url).map_err(|e| StoreError::Backend(e.to_owned()))?;
                 let (conn, _) = Conn::single(&url).map_err(bad)?;
-                (conn, vec![url], prefix)
+                (conn.clone(), conn, vec![url], prefix)
             }
             RedisMode::Cluster | RedisMode::Sentinel { .. } => {
                 let (nodes, prefix) = redis_nodes(url).map_err(|e| StoreError::Backend(e.to_owned()))?;
-                let conn = match mode {
+                let open = || match mode {
                     RedisMode::Sentinel { master } => Conn::sentinel(&nodes, master),
                     _ => Conn::cluster(&nodes),
                 };
-                (conn.map_err(bad)?, nodes, prefix)
+                (open().map_err(bad)?, open().map_err(bad)?, nodes, prefix)
             }
         };
-        Ok(Self { tagged: conn.is_cluster(), conn, prefix: prefix.into(), nodes: nodes.into() })
+        Ok(Self { tagged: conn.is_cluster(), conn, writes, prefix: prefix.into(), nodes: nodes.into() })
     }
 
     /// `{prefix}{kind}:{id}`, the id a hash tag in a cluster.
@@ -118,7 +116,7 @@ impl RedisStore {
 
     /// Run `cmd` (one key); with replicas, then `WAIT 1` on the same connection (SPEC §9).
     async fn durable<T: FromRedisValue>(&self, cmd: Cmd) -> Result<T, redis::RedisError> {
-        self.conn.durable(cmd).await
+        self.writes.durable(cmd).await
     }
 
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
@@ -129,20 +127,22 @@ impl RedisStore {
     /// The index sets first, then the session (SPEC §9): a walk may meet an id whose session
     /// is not written yet, never a session missing from its index.
     pub async fn insert_session(&self, s: &NewSession<'_>) -> Result<(), redis::RedisError> {
-        let mut c = self.conn.clone();
         let id = hex(s.key);
         let (isub, isid) = (id_hash(s.sub), s.sid.map(id_hash));
         let mut index = vec![self.key("hsub", &isub)];
         if let Some(isid) = &isid {
             index.push(self.key("hsid", isid));
         }
+        // The member carries when it was added: a walk leaves a member whose session it does
+        // not find alone while that session may still be on its way (see `logout_set`).
+        let member = format!("{id}:{}", s.created_at);
         let mut sizes = Vec::with_capacity(index.len());
         for set in &index {
             // A set lives as long as its longest-lived session can (NX then GT: a set without
             // expiry counts as infinite for GT). The absolute expiry, not the idle one:
             // activity slides the session's own key, never the sets.
-            let (size,): (u64,) = redis::pipe()
-                .sadd(set, &id)
+            let mut p = redis::pipe();
+            p.sadd(set, &member)
                 .ignore()
                 .cmd("EXPIREAT")
                 .arg(set)
@@ -154,10 +154,9 @@ impl RedisStore {
                 .arg(s.absolute_expires_at)
                 .arg("GT")
                 .ignore()
-                .scard(set)
-                .query_async(&mut c)
-                .await?;
-            sizes.push(size);
+                .scard(set);
+            let size = self.writes.durable_pipe(p).await?.pop().map(u64::from_redis_value);
+            sizes.push(size.and_then(Result::ok).unwrap_or(0));
         }
         let mut write = eval(INSERT, &self.key("s", &id));
         write
@@ -226,36 +225,48 @@ impl RedisStore {
             }
             _ => [None, None],
         };
+        // This build's member, and an older build's (the bare id).
+        let members = [Some(id.clone()), field(4).map(|created| format!("{id}:{created}"))];
         let mut c = self.conn.clone();
         for set in sets.into_iter().flatten() {
-            c.srem::<_, _, i64>(set, &id).await?;
+            c.srem::<_, _, i64>(set, members.iter().flatten().collect::<Vec<_>>()).await?;
         }
         Ok(())
     }
 
     /// Walk one index set in SSCAN batches, ending the sessions `mode` selects, each with a
-    /// script of its own key; ids whose session is gone or ended then leave the set.
+    /// script of its own key; members whose session ended, or is gone and was added over a
+    /// minute ago, then leave the set. A younger member whose session is not found stays: its
+    /// session may be being written now (index entries come first), and removing its entry
+    /// would hide it from later logouts. Expiry removes it soon enough.
     async fn logout_set(&self, set: String, mode: &str, iat: i64, sub: &str) -> Result<u64, redis::RedisError> {
+        const YOUNG_SECS: i64 = 60;
         let mut c = self.conn.clone();
         let mut cursor: u64 = 0;
         let mut n = 0;
         loop {
-            let (next, ids): (u64, Vec<String>) =
+            let (next, members): (u64, Vec<String>) =
                 redis::cmd("SSCAN").arg(&set).arg(cursor).arg("COUNT").arg(200).query_async(&mut c).await?;
-            let ends = ids.iter().map(|id| {
+            let now = crate::clock::now();
+            let ends = members.iter().map(|member| {
+                // Older builds' members are bare ids.
+                let (id, added) =
+                    member.split_once(':').map_or((member.as_str(), None), |(id, t)| (id, t.parse().ok()));
                 let mut end = eval(END, &self.key("s", id));
                 end.arg(mode).arg(iat).arg(sub);
                 async move {
-                    if mode == "prune" {
-                        end.query_async::<i64>(&mut self.conn.clone()).await
+                    let outcome = if mode == "prune" {
+                        end.query_async::<i64>(&mut self.conn.clone()).await?
                     } else {
-                        self.durable::<i64>(end).await
-                    }
+                        self.durable::<i64>(end).await?
+                    };
+                    let young = added.is_some_and(|t: i64| now - t < YOUNG_SECS);
+                    Ok::<_, redis::RedisError>((outcome, outcome == 1 || (outcome == -1 && !young)))
                 }
             });
             let outcomes = futures_util::future::try_join_all(ends).await?;
-            let done: Vec<&String> = ids.iter().zip(&outcomes).filter(|(_, o)| **o != 0).map(|(id, _)| id).collect();
-            n += outcomes.iter().filter(|o| **o == 1).count() as u64;
+            let done: Vec<&String> = members.iter().zip(&outcomes).filter(|(_, o)| o.1).map(|(m, _)| m).collect();
+            n += outcomes.iter().filter(|o| o.0 == 1).count() as u64;
             if !done.is_empty() {
                 c.srem::<_, _, i64>(&set, done).await?;
             }
@@ -367,17 +378,12 @@ impl RedisStore {
         self.durable::<i64>(del).await.map(|_| ())
     }
 
+    /// Waited for like the writes it guards: a lock lost in a failover would let a second
+    /// instance spend the same refresh token.
     pub async fn try_lock(&self, name: &[u8; 32], owner: &[u8; 16], ttl_ms: i64) -> Result<bool, redis::RedisError> {
-        let mut c = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.key("lock", &hex(name)))
-            .arg(&owner[..])
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut c)
-            .await?;
-        Ok(set.is_some())
+        let mut set = redis::cmd("SET");
+        set.arg(self.key("lock", &hex(name))).arg(&owner[..]).arg("NX").arg("PX").arg(ttl_ms);
+        Ok(self.durable::<Option<String>>(set).await?.is_some())
     }
 
     pub async fn unlock(&self, name: &[u8; 32], owner: &[u8; 16]) -> Result<(), redis::RedisError> {

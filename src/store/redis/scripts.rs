@@ -53,10 +53,10 @@ redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'sid', ARGV[2], 'isub', ARGV[3], 'is
 redis.call('EXPIREAT', KEYS[1], ARGV[8])
 return 1";
 
-// Delete a session, answering what names its index entries (sub, sid, isub, isid; all nil
-// when it was gone). KEYS[1]: the session.
+// Delete a session, answering what names its index entries (sub, sid, isub, isid, created;
+// all nil when it was gone). KEYS[1]: the session.
 pub(super) const DELETE: &str = r"
-local f = redis.call('HMGET', KEYS[1], 'sub', 'sid', 'isub', 'isid')
+local f = redis.call('HMGET', KEYS[1], 'sub', 'sid', 'isub', 'isid', 'created')
 redis.call('DEL', KEYS[1])
 return f";
 
