@@ -41,7 +41,7 @@ impl RedisFeed {
     pub(super) async fn subscribe(conn: &Conn, nodes: &[String], channel: String) -> Result<Self, RedisError> {
         let client = match conn {
             Conn::Single(_) => redis::Client::open(nodes.first().map(String::as_str).unwrap_or_default())?,
-            Conn::Sentinel(link) => Conn::sentinel_primary(link).await?,
+            Conn::Sentinel(link, _) => Conn::sentinel_primary(link).await?,
             Conn::Cluster(_) => return Self::sharded(nodes, channel).await,
         };
         let (mut sink, stream) = client.get_async_pubsub().await?.split();

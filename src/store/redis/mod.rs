@@ -3,9 +3,9 @@
 //! removed before the URL reaches the driver); in a cluster the id part is a `{…}` hash tag,
 //! elsewhere it is written bare, as earlier builds did, so an upgrade ends no session:
 //!
-//! - `s:{hex key}` hash `sub sid isub isid created seen v data`, expiring with the session
-//!   (`isub`/`isid`: the hex hashes naming its index sets);
-//! - `hsid:{hex SHA-256(sid)}`, `hsub:{hex SHA-256(sub)}` sets of `{hex key}:{created}` (bare
+//! - `s:{hex key}` hash `sub sid isub isid created seen v data ix`, expiring with the session
+//!   (`isub`/`isid`: the hex hashes naming its index sets; `ix`: when its entries were added);
+//! - `hsid:{hex SHA-256(sid)}`, `hsub:{hex SHA-256(sub)}` sets of `{hex key}:{ix}` (bare
 //!   `{hex key}` from older builds), expiring with the longest-lived session; older builds'
 //!   `sid:{sid}`/`sub:{sub}` sets are still walked outside a cluster until they have expired;
 //! - `rev:` sorted set of cookie-mode revocations `kind:iat:value`, scored by when recorded;
@@ -19,8 +19,7 @@
 use super::model::{CacheRow, NewSession, Revocation, RevocationKind, SessionRow, StoreError, Subject};
 use crate::secret::hex;
 use crate::settings::RedisMode;
-use crate::settings::store_url::{redis_nodes, redis_parts};
-use conn::Conn;
+use conn::{Conn, Writers};
 use redis::{AsyncCommands, Cmd, FromRedisValue};
 use scripts::{DELETE, END, FIRST_USE, INSERT, REVOKE, TOUCH, UNLOCK, UPDATE, eval};
 use std::sync::Arc;
@@ -37,9 +36,9 @@ const PRUNE_ABOVE: u64 = 32;
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
-    /// Writes that wait for a replica (`WAIT` blocks its connection): a connection of their
-    /// own in cluster and sentinel mode, so reads never queue behind a wait.
-    writes: Conn,
+    /// Writes that wait for a replica (`Writers`): connections of their own in cluster and
+    /// sentinel mode, so reads never queue behind a `WAIT`.
+    writes: Arc<Writers>,
     prefix: Arc<str>,
     /// What the event subscription connects with (a subscribed connection serves nothing else).
     nodes: Arc<[String]>,
@@ -54,24 +53,14 @@ fn id_hash(id: &str) -> String {
 
 impl RedisStore {
     pub fn open(url: &str, mode: &RedisMode) -> Result<Self, StoreError> {
-        // The driver's error may quote the URL: keep our own messages.
-        let bad = |_| StoreError::Backend("not a valid store URL".to_owned());
-        let (conn, writes, nodes, prefix) = match mode {
-            RedisMode::Single => {
-                let (url, prefix) = redis_parts(url).map_err(|e| StoreError::Backend(e.to_owned()))?;
-                let (conn, _) = Conn::single(&url).map_err(bad)?;
-                (conn.clone(), conn, vec![url], prefix)
-            }
-            RedisMode::Cluster | RedisMode::Sentinel { .. } => {
-                let (nodes, prefix) = redis_nodes(url).map_err(|e| StoreError::Backend(e.to_owned()))?;
-                let open = || match mode {
-                    RedisMode::Sentinel { master } => Conn::sentinel(&nodes, master),
-                    _ => Conn::cluster(&nodes),
-                };
-                (open().map_err(bad)?, open().map_err(bad)?, nodes, prefix)
-            }
-        };
-        Ok(Self { tagged: conn.is_cluster(), conn, writes, prefix: prefix.into(), nodes: nodes.into() })
+        let c = conn::connect(url, mode).map_err(|e| StoreError::Backend(e.to_owned()))?;
+        Ok(Self {
+            tagged: c.reads.is_cluster(),
+            conn: c.reads,
+            writes: Arc::new(c.writes),
+            prefix: c.prefix.into(),
+            nodes: c.nodes.into(),
+        })
     }
 
     /// `{prefix}{kind}:{id}`, the id a hash tag in a cluster.
@@ -135,7 +124,8 @@ impl RedisStore {
         }
         // The member carries when it was added: a walk leaves a member whose session it does
         // not find alone while that session may still be on its way (see `logout_set`).
-        let member = format!("{id}:{}", s.created_at);
+        let added = crate::clock::now();
+        let member = format!("{id}:{added}");
         let mut sizes = Vec::with_capacity(index.len());
         for set in &index {
             // A set lives as long as its longest-lived session can (NX then GT: a set without
@@ -167,7 +157,8 @@ impl RedisStore {
             .arg(s.created_at)
             .arg(s.last_seen)
             .arg(s.data)
-            .arg(s.expires_at);
+            .arg(s.expires_at)
+            .arg(added);
         self.durable::<i64>(write).await?;
         // Sessions that ended by expiry leave their ids behind: prune a set that has grown, so
         // index sets stay about as large as the user's live sessions.
@@ -226,7 +217,7 @@ impl RedisStore {
             _ => [None, None],
         };
         // This build's member, and an older build's (the bare id).
-        let members = [Some(id.clone()), field(4).map(|created| format!("{id}:{created}"))];
+        let members = [Some(id.clone()), field(4).map(|added| format!("{id}:{added}"))];
         let mut c = self.conn.clone();
         for set in sets.into_iter().flatten() {
             c.srem::<_, _, i64>(set, members.iter().flatten().collect::<Vec<_>>()).await?;

@@ -46,17 +46,17 @@ end
 return 0";
 
 // Write a session. KEYS[1]: the session. ARGV: sub, sid, isub, isid, created, seen, data,
-// expiry (unix seconds).
+// expiry (unix seconds), when its index entries were added (their member suffix).
 pub(super) const INSERT: &str = r"
 redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'sid', ARGV[2], 'isub', ARGV[3], 'isid', ARGV[4],
-  'created', ARGV[5], 'seen', ARGV[6], 'v', '1', 'data', ARGV[7])
+  'created', ARGV[5], 'seen', ARGV[6], 'v', '1', 'data', ARGV[7], 'ix', ARGV[9])
 redis.call('EXPIREAT', KEYS[1], ARGV[8])
 return 1";
 
-// Delete a session, answering what names its index entries (sub, sid, isub, isid, created;
-// all nil when it was gone). KEYS[1]: the session.
+// Delete a session, answering what names its index entries (sub, sid, isub, isid, ix; all nil
+// when it was gone). KEYS[1]: the session.
 pub(super) const DELETE: &str = r"
-local f = redis.call('HMGET', KEYS[1], 'sub', 'sid', 'isub', 'isid', 'created')
+local f = redis.call('HMGET', KEYS[1], 'sub', 'sid', 'isub', 'isid', 'ix')
 redis.call('DEL', KEYS[1])
 return f";
 
