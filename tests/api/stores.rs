@@ -1106,12 +1106,8 @@ async fn a_sub_only_logout_whose_iat_is_behind_our_clock_still_ends_the_session_
     sub_only_logout_behind_our_clock(Kind::Sqlite, "cookie").await;
 }
 
-/// Sessions written by a build that named Redis index sets by the raw ids (before SPEC §9's
-/// hashed names) are still found by a back-channel logout and cleaned by a delete, and a jti
-/// such a build spent is still spent.
-#[tokio::test]
-async fn redis_sessions_indexed_by_an_older_build_are_still_found() {
-    let Some(store) = TestStore::new(Kind::Redis, "legacy").await else { return };
+/// The store API on `store` (one Redis node), and a connection of the test's own beside it.
+async fn direct_redis(store: &TestStore) -> (oidc_bff::store::Store, redis::aio::MultiplexedConnection) {
     let url = oidc_bff::settings::StoreUrl {
         backend: oidc_bff::settings::StoreKind::Redis,
         url: oidc_bff::secret::Secret::new(store.url()),
@@ -1119,7 +1115,16 @@ async fn redis_sessions_indexed_by_an_older_build_are_still_found() {
     };
     let s = oidc_bff::store::Store::open(&url).unwrap_or_else(|e| panic!("{e}"));
     let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));
-    let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"));
+    (s, client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Sessions written by a build that named Redis index sets by the raw ids (before SPEC §9's
+/// hashed names) are still found by a back-channel logout and cleaned by a delete, and a jti
+/// such a build spent is still spent.
+#[tokio::test]
+async fn redis_sessions_indexed_by_an_older_build_are_still_found() {
+    let Some(store) = TestStore::new(Kind::Redis, "legacy").await else { return };
+    let (s, mut c) = direct_redis(&store).await;
     let p = &store.name;
     let now = oidc_bff::clock::now();
     // What the older build wrote: the session hash without isub/isid, sets named by raw ids.
@@ -1172,14 +1177,7 @@ async fn redis_sessions_indexed_by_an_older_build_are_still_found() {
 #[tokio::test]
 async fn a_logout_walk_keeps_the_index_entry_of_a_session_still_being_written() {
     let Some(store) = TestStore::new(Kind::Redis, "young").await else { return };
-    let url = oidc_bff::settings::StoreUrl {
-        backend: oidc_bff::settings::StoreKind::Redis,
-        url: oidc_bff::secret::Secret::new(store.url()),
-        redis_mode: oidc_bff::settings::RedisMode::Single,
-    };
-    let s = oidc_bff::store::Store::open(&url).unwrap_or_else(|e| panic!("{e}"));
-    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap_or_else(|e| panic!("{e}"));
-    let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("{e}"));
+    let (s, mut c) = direct_redis(&store).await;
     let now = oidc_bff::clock::now();
     let set = format!("{}hsub:{}", store.name, oidc_bff::secret::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"pat")));
     let (young, old) = (format!("{}:{now}", "ab".repeat(32)), format!("{}:{}", "cd".repeat(32), now - 600));
