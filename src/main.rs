@@ -1,7 +1,7 @@
 //! The `oidc-bff` command line (SPEC §2): `serve`, `check-config`, `generate-key`, `migrate`,
 //! `healthcheck`.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use oidc_bff::settings::Settings;
 use oidc_bff::startup::{App, shutdown_signal};
 use std::path::PathBuf;
@@ -18,32 +18,30 @@ struct Cli {
     command: Command,
 }
 
+/// The one flag every subcommand but `generate-key` takes.
+#[derive(Args)]
+struct ConfigFile {
+    /// The TOML configuration file (config/default.toml documents every key); BFF_CONFIG may
+    /// name it instead. BFF_<SECTION>__<KEY> variables override its keys.
+    #[arg(long, env = "BFF_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve (configuration from --config or BFF_CONFIG).
-    Serve {
-        #[arg(long, env = "BFF_CONFIG")]
-        config: PathBuf,
-    },
-    /// Validate a configuration without reaching the IdP; exit 0 when valid, 1 otherwise.
-    CheckConfig {
-        #[arg(long, env = "BFF_CONFIG")]
-        config: PathBuf,
-    },
+    /// Serve: log in, answer the SPA, proxy its API calls, until SIGTERM (then drain).
+    Serve(ConfigFile),
+    /// Validate a configuration without reaching the IdP or the store: one line per problem,
+    /// naming the key, and warnings; exit 0 when valid, 1 otherwise.
+    CheckConfig(ConfigFile),
     /// Print a fresh random session key (standard base64 of 32 bytes).
     GenerateKey,
     /// Apply the SQL schema (migrations/) to the `[session] url` database and exit; idempotent.
     /// `serve` applies it too: this is for operators who apply schema separately.
-    Migrate {
-        #[arg(long, env = "BFF_CONFIG")]
-        config: PathBuf,
-    },
+    Migrate(ConfigFile),
     /// Exit 0 if the oidc-bff configured by --config answers /healthz on its listen port
     /// (for container HEALTHCHECKs in shell-less images).
-    Healthcheck {
-        #[arg(long, env = "BFF_CONFIG")]
-        config: PathBuf,
-    },
+    Healthcheck(ConfigFile),
 }
 
 fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
@@ -64,11 +62,11 @@ fn main() -> ExitCode {
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
         }
-        Command::Healthcheck { config } => {
+        Command::Healthcheck(ConfigFile { config }) => {
             let Ok(settings) = load(&config) else { return ExitCode::from(1) };
             healthcheck(settings.server.listen)
         }
-        Command::CheckConfig { config } => match load(&config) {
+        Command::CheckConfig(ConfigFile { config }) => match load(&config) {
             Ok(settings) => {
                 for w in settings.warnings() {
                     eprintln!("warning: {w}");
@@ -78,14 +76,14 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Migrate { config } => {
+        Command::Migrate(ConfigFile { config }) => {
             let settings = match load(&config) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
             migrate(&settings)
         }
-        Command::Serve { config } => {
+        Command::Serve(ConfigFile { config }) => {
             let settings = match load(&config) {
                 Ok(s) => s,
                 Err(code) => return code,

@@ -50,6 +50,30 @@ fn check_config_reports_every_problem_with_its_key_and_exits_1() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Every subcommand's --help describes its flags; `--config` says what the file is and that
+/// BFF_CONFIG may name it. A mistyped subcommand suggests the closest.
+#[test]
+fn help_describes_every_flag_and_a_typo_gets_a_suggestion() {
+    for sub in ["serve", "check-config", "migrate", "healthcheck"] {
+        let out = bin().args([sub, "--help"]).output().unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{sub}: {text}");
+        let flag = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("--config <FILE>"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(flag.contains("TOML configuration file") && flag.contains("BFF_CONFIG"), "{sub} --help:\n{text}");
+    }
+    let out = bin().arg("generate-key").arg("--help").output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("session key"));
+    let out = bin().arg("serv").output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unrecognized subcommand 'serv'") && err.contains("'serve'"), "{err}");
+}
+
 /// SPEC §9: a cluster url of one node is accepted with a warning (exit 0); a sentinel without
 /// its master's name is refused (exit 1), each naming the key.
 #[test]

@@ -373,6 +373,53 @@ class Compose(unittest.TestCase):
         self.assertEqual(cond, "service_healthy")
 
 
+class Monitoring(unittest.TestCase):
+    """deploy/kubernetes/monitoring/: Prometheus Operator objects (CRDs), kept out of the default
+    kustomization because kubernetes-validate has no schema for them; checked here instead."""
+
+    def setUp(self):
+        self.monitor = load_yaml_docs(K8S / "monitoring" / "servicemonitor.yaml")[0]
+        self.rule = load_yaml_docs(K8S / "monitoring" / "prometheusrule.yaml")[0]
+        self.service = load_yaml_docs(K8S / "service.yaml")[0]
+
+    def test_kinds_and_not_in_the_default_kustomization(self):
+        self.assertEqual((self.monitor["apiVersion"], self.monitor["kind"]), ("monitoring.coreos.com/v1", "ServiceMonitor"))
+        self.assertEqual((self.rule["apiVersion"], self.rule["kind"]), ("monitoring.coreos.com/v1", "PrometheusRule"))
+        listed = load_yaml_docs(K8S / "kustomization.yaml")[0]["resources"]
+        self.assertFalse([r for r in listed if "monitoring" in r])
+
+    def test_service_monitor_scrapes_the_metrics_port_of_the_service(self):
+        spec = self.monitor["spec"]
+        self.assertLessEqual(spec["selector"]["matchLabels"].items(), self.service["metadata"]["labels"].items())
+        ports = {p["name"] for p in self.service["spec"]["ports"]}
+        for endpoint in spec["endpoints"]:
+            self.assertIn(endpoint["port"], ports)
+            self.assertEqual(endpoint.get("path", "/metrics"), "/metrics")
+
+    def test_alerts_use_documented_metric_families_and_labels(self):
+        """Every bff_ family an alert reads is in docs/operations.md's metrics table, and every
+        label it matches on is one the table gives that family."""
+        table = {}
+        for line in (ROOT / "docs" / "operations.md").read_text(encoding="utf-8").splitlines():
+            m = re.match(r"^\| `(bff_[a-z_]+)` \|([^|]*)\|", line)
+            if m:
+                table[m.group(1)] = set(re.findall(r"`([a-z_]+)`", m.group(2)))
+        rules = [r for g in self.rule["spec"]["groups"] for r in g["rules"]]
+        wanted = {"OidcBffRefreshFailing", "OidcBffIdpUnavailable", "OidcBffStoreErrors"}
+        self.assertLessEqual(wanted, {r["alert"] for r in rules})
+        for r in rules:
+            with self.subTest(alert=r["alert"]):
+                self.assertIn(r["labels"]["severity"], {"warning", "critical"})
+                self.assertTrue(r["annotations"]["summary"])
+                for family, matchers in re.findall(r"(bff_[a-z_]+)(?:\{([^}]*)\})?", r["expr"]):
+                    self.assertIn(family, table, f"{family} is not in docs/operations.md")
+                    for label in re.findall(r"([a-z_]+)\s*=~?", matchers):
+                        self.assertIn(label, table[family], f"{family} has no label {label}")
+                for label in re.findall(r"by \(([a-z_, ]+)\)", r["expr"]):
+                    for name in label.split(","):
+                        self.assertTrue(any(name.strip() in ls for ls in table.values()), name)
+
+
 class Docs(unittest.TestCase):
     def test_deployment_doc(self):
         text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
@@ -383,6 +430,7 @@ class Docs(unittest.TestCase):
             "admin_listen",
             "public_url",
             "scripts/validate-deploy.sh",
+            "kubectl apply -f deploy/kubernetes/monitoring/",
         ):
             with self.subTest(needle=needle):
                 self.assertIn(needle, text)
