@@ -51,8 +51,9 @@ if [[ " $STORES " == *" redis-cluster "* ]]; then
   nodes=()
   for _ in 1 2 3 4 5 6; do
     p=$(free_port); bus=$(free_port)
-    (cd "$work" && redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --cluster-enabled yes \
-      --cluster-config-file "nodes-$p.conf" --cluster-node-timeout 1000 --cluster-port "$bus" > "$work/redis-$p.log" 2>&1) &
+    # Started directly (not in a subshell), so that cleanup's kill reaches the server itself.
+    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --cluster-enabled yes \
+      --cluster-config-file "nodes-$p.conf" --cluster-node-timeout 1000 --cluster-port "$bus" > "$work/redis-$p.log" 2>&1 &
     pids+=($!)
     nodes+=("127.0.0.1:$p")
   done
