@@ -38,7 +38,7 @@ pub(super) fn connect(url: &str, mode: &RedisMode) -> Result<Connected, &'static
     let (reads, writes, nodes, prefix) = match mode {
         RedisMode::Single => {
             let (url, prefix) = redis_parts(url)?;
-            let (conn, _) = Conn::single(&url).map_err(|_| BAD)?;
+            let conn = Conn::single(&url).map_err(|_| BAD)?;
             (conn.clone(), vec![conn], vec![url], prefix)
         }
         RedisMode::Sentinel { master } => {
@@ -71,7 +71,7 @@ pub(super) enum Conn {
 }
 
 impl Conn {
-    pub(super) fn single(url: &str) -> RedisResult<(Self, redis::Client)> {
+    pub(super) fn single(url: &str) -> RedisResult<Self> {
         let client = redis::Client::open(url)?;
         // Fail fast and let the caller answer 503; the manager reconnects in the background.
         let config = ConnectionManagerConfig::new()
@@ -79,8 +79,7 @@ impl Conn {
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(std::time::Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok((Self::Single(conn), client))
+        Ok(Self::Single(ConnectionManager::new_lazy_with_config(client, config)?))
     }
 
     pub(super) fn cluster(nodes: &[String]) -> RedisResult<Self> {
