@@ -4,7 +4,8 @@
 //! Why not write from the request: a `write(2)` per line costs every request a syscall, and a
 //! stderr that stops draining (a full pipe, a stuck log shipper) would stall every request
 //! behind it. Here a request only copies its line into the buffer under a mutex that is never
-//! held across I/O; when the buffer is full the line is dropped and counted, never waited for.
+//! held across I/O; when the buffer is full the line is dropped and counted, never waited for
+//! (other lines have 64 KiB of their own above the access lines' share).
 //! The writer thread takes the whole buffer at once (two buffers swap, so the requests never
 //! wait for the write), at least every second, as soon as 32 KiB are pending, at once for a line
 //! that is not an access line (warnings and errors are not held back), and at shutdown.
@@ -25,6 +26,11 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Bytes held in memory at most, not counting the buffer the writer is writing.
 pub const DEFAULT_CAPACITY: usize = 1024 * 1024;
+
+/// Room kept above the capacity for lines that are not access lines: a flood of access lines
+/// into a stalled output fills the capacity, and must not crowd out the warnings and errors
+/// written meanwhile, nor the closing line that reports what was dropped.
+const OTHER_RESERVE: usize = 64 * 1024;
 
 /// The lines waiting for the writer.
 #[derive(Default)]
@@ -107,8 +113,9 @@ impl Sink {
     }
 
     fn push(&self, line: &[u8], access: bool) -> bool {
+        let limit = if access { self.shared.capacity } else { self.shared.capacity + OTHER_RESERVE };
         let mut p = lock(&self.shared.pending);
-        if p.closing || p.bytes.len() + line.len() > self.shared.capacity {
+        if p.closing || p.bytes.len() + line.len() > limit {
             return false;
         }
         let was = p.bytes.len();

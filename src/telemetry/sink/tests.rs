@@ -153,3 +153,21 @@ fn a_line_that_is_not_an_access_line_is_written_at_once_even_while_the_writer_is
     // loaded CI machine room.
     assert!(opened.elapsed() < Duration::from_millis(900), "the warning waited for the tick: {:?}", opened.elapsed());
 }
+
+#[test]
+fn access_lines_filling_a_stalled_output_leave_room_for_warnings_and_the_closing_line() {
+    let gate = Gate::new(false);
+    let capacity = 64 * 1024;
+    let sink = Sink::start(Box::new(gate.clone()), capacity).unwrap_or_else(|e| panic!("{e}"));
+    // The writer takes the first batch and blocks in its write; then the buffer fills.
+    for i in 0..100_000 {
+        sink.push_access(&access_line(i));
+    }
+    assert!(sink.counts().access_dropped > 0, "the buffer never filled");
+    sink.push_other(b"warning\n");
+    sink.push_other(b"closing\n");
+    assert_eq!(sink.counts().other_dropped, 0);
+    gate.open();
+    assert!(sink.close(Duration::from_secs(5)));
+    assert!(gate.text().ends_with("warning\nclosing\n"), "{}", &gate.text()[gate.text().len().saturating_sub(100)..]);
+}
