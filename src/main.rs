@@ -106,20 +106,36 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async {
-                let app = match App::build(settings).await {
-                    Ok(app) => app,
+                oidc_bff::startup::install_crypto_providers();
+                // Before the app: discovery at start-up is traced too.
+                let traces = match oidc_bff::telemetry::trace::init(&settings.telemetry) {
+                    Ok(t) => t,
                     Err(e) => {
                         tracing::error!(error = %e, "start-up failed");
                         return ExitCode::from(1);
                     }
                 };
-                match app.run_until(shutdown_signal()).await {
-                    Ok(()) => ExitCode::SUCCESS,
+                if traces.is_some() {
+                    // Not the endpoint itself: its URL may carry credentials.
+                    tracing::info!("traces are exported over OTLP/HTTP ([telemetry] otlp_endpoint)");
+                }
+                let code = match App::build(settings).await {
+                    Ok(app) => match app.run_until(shutdown_signal()).await {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            tracing::error!(error = %e, "stopped");
+                            ExitCode::from(1)
+                        }
+                    },
                     Err(e) => {
-                        tracing::error!(error = %e, "stopped");
+                        tracing::error!(error = %e, "start-up failed");
                         ExitCode::from(1)
                     }
+                };
+                if let Some(t) = traces {
+                    t.finish(oidc_bff::telemetry::trace::FLUSH_AT_EXIT).await;
                 }
+                code
             })
         }
     }

@@ -65,6 +65,11 @@ fn describe() {
     describe_counter!("bff_upstream_errors_total", "upstream failures by kind");
     describe_counter!("bff_access_log_dropped_total", "access-log lines dropped because the output did not keep up");
     describe_counter!("bff_log_dropped_total", "other log lines dropped because the output did not keep up");
+    describe_counter!("bff_trace_spans_exported_total", "spans sent to the OTLP collector");
+    describe_counter!(
+        "bff_trace_spans_dropped_total",
+        "spans not sent: the export queue was full, or the collector failed or did not answer"
+    );
     describe_counter!("bff_sessions_ended_total", "sessions ended by reason");
     describe_histogram!("bff_session_cookie_bytes", Unit::Bytes, "sealed session cookie size");
     describe_counter!("bff_backchannel_logouts_total", "back-channel logout tokens by result");

@@ -95,9 +95,18 @@ pub async fn observe<F: Future<Output = Response>>(
         let has_session = crate::session::cookie::SessionCookie::present_in(state.sessions.cookies(), req.headers());
         (log, req.method().clone(), req.uri().clone(), has_session)
     });
+    let span = crate::telemetry::trace::enabled().then(|| request_span(state, &req)).flatten();
+    let trace_ids = span.as_ref().and_then(crate::telemetry::trace::RequestSpan::ids);
     let in_flight = metered.then(InFlight::begin);
-    let mut resp = crate::telemetry::context::scope(id.as_bytes(), next(req)).await;
+    let scoped = crate::telemetry::context::scope(id.as_bytes(), next(req));
+    let mut resp = match &span {
+        Some(span) => span.run(scoped).await,
+        None => scoped.await,
+    };
     drop(in_flight);
+    if let Some(span) = span {
+        span.end(resp.status().as_u16(), resp.extensions().get::<AppError>().map(|e| e.code.as_str()));
+    }
     if let Some((log, method, uri, has_session)) = logged {
         log.write(&crate::telemetry::access::Line {
             request_id: id.to_str().unwrap_or("-"),
@@ -108,6 +117,7 @@ pub async fn observe<F: Future<Output = Response>>(
             latency_us: start.map_or(0, |t| t.elapsed().as_micros() as u64),
             error: resp.extensions().get::<AppError>().map(|e| e.code.as_str()).unwrap_or(""),
             session: has_session,
+            trace: trace_ids,
         });
     }
     let headers = resp.headers_mut();
@@ -123,6 +133,31 @@ pub async fn observe<F: Future<Output = Response>>(
         metrics::histogram!("bff_http_request_duration_seconds", "route" => class).record(seconds);
     }
     resp
+}
+
+/// The request's server span (traces on): named by the route template — the endpoint, the
+/// proxy route's prefix, or `static` — never by the request's own path.
+fn request_span(state: &AppState, req: &Request) -> Option<crate::telemetry::trace::RequestSpan> {
+    use std::borrow::Cow;
+    let path = req.uri().path();
+    let base = state.settings.server.base_path.as_str();
+    let route: Cow<'_, str> = match route_class(state, path) {
+        // `{base}/callback/<provider>`: the provider's name is the browser's to write.
+        _ if path.strip_prefix(base).is_some_and(|p| p.starts_with("/callback/")) => {
+            Cow::Owned(format!("{base}/callback/{{provider}}"))
+        }
+        "proxy_or_static" if state.proxy.is_endpoint(path) => Cow::Borrowed(path),
+        "proxy_or_static" => match state.proxy.select(&state.settings.routes, path) {
+            Ok(Some(route)) => Cow::Borrowed(route.prefix.as_str()),
+            _ => Cow::Borrowed("static"),
+        },
+        // Every other class matched one of the BFF's own paths exactly: the path is the template.
+        _ => Cow::Borrowed(path),
+    };
+    let peer =
+        req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_canonical());
+    let peer_trusted = peer.is_some_and(|ip| state.settings.server.trusted_proxies.iter().any(|n| in_net(ip, *n)));
+    crate::telemetry::trace::begin_request(req.method(), &route, req.headers(), peer_trusted)
 }
 
 /// Is `origin` the public origin or an allowed one?

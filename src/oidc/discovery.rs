@@ -92,7 +92,7 @@ pub fn check_requirements(m: &ProviderMetadata, par: Par, dpop: bool) -> Result<
 pub async fn discover(http: &IdpHttp, issuer: &str) -> Result<ProviderMetadata, DiscoveryError> {
     let url = Url::parse(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')))
         .map_err(|_| DiscoveryError::Invalid("issuer is not a URL".into()))?;
-    let resp = http.get(&url).await?;
+    let resp = http.get("idp discovery", &url).await?;
     if !resp.status.is_success() {
         return Err(DiscoveryError::Status(resp.status.as_u16()));
     }

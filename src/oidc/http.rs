@@ -68,14 +68,18 @@ impl IdpHttp {
         }
     }
 
-    pub async fn get(&self, url: &Url) -> Result<IdpResponse, IdpHttpError> {
+    /// GET `url`; `call` names the span (`idp discovery`, `idp jwks`).
+    pub async fn get(&self, call: &'static str, url: &Url) -> Result<IdpResponse, IdpHttpError> {
         Self::check_url(url)?;
-        self.send(self.client.get(url.clone()).header(http::header::ACCEPT, "application/json")).await
+        let req = self.client.get(url.clone()).header(http::header::ACCEPT, "application/json");
+        self.traced(call, &http::Method::GET, url, req).await
     }
 
-    /// POST a form. `authorization` is an already-encoded `Authorization` value, `dpop` a proof.
+    /// POST a form. `authorization` is an already-encoded `Authorization` value, `dpop` a proof;
+    /// `call` names the span (`idp token`, `idp par`, `idp exchange`, `idp revocation`).
     pub async fn post_form(
         &self,
+        call: &'static str,
         url: &Url,
         form: String,
         authorization: Option<String>,
@@ -94,7 +98,32 @@ impl IdpHttp {
         if let Some(proof) = dpop {
             req = req.header("dpop", proof);
         }
-        self.send(req).await
+        self.traced(call, &http::Method::POST, url, req).await
+    }
+
+    /// `send` in a client span (traces on), its `traceparent` sent to the IdP (SPEC §7: never a
+    /// `tracestate`). The span records the IdP's scheme, host, port and status only.
+    async fn traced(
+        &self,
+        call: &'static str,
+        method: &http::Method,
+        url: &Url,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<IdpResponse, IdpHttpError> {
+        use crate::telemetry::trace::{Peer, Target, begin_call};
+        let Some(span) = begin_call(call, Peer::Idp, method, &Target::of_url(url)) else {
+            return self.send(req).await;
+        };
+        if let Some(tp) = span.traceparent() {
+            req = req.header("traceparent", tp);
+        }
+        let result = self.send(req).await;
+        match &result {
+            Ok(r) => span.end(Some(r.status.as_u16()), None),
+            Err(IdpHttpError::Timeout) => span.end(None, Some("idp_timeout")),
+            Err(IdpHttpError::Unavailable(_)) => span.end(None, Some("idp_unavailable")),
+        }
+        result
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<IdpResponse, IdpHttpError> {

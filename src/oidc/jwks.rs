@@ -121,7 +121,7 @@ impl Jwks {
 }
 
 async fn fetch(http: &IdpHttp, uri: &Url) -> Result<KeySet, String> {
-    let resp = http.get(uri).await.map_err(|e| e.to_string())?;
+    let resp = http.get("idp jwks", uri).await.map_err(|e| e.to_string())?;
     if !resp.status.is_success() {
         return Err(format!("JWKS answered HTTP {}", resp.status.as_u16()));
     }

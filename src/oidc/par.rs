@@ -63,7 +63,7 @@ pub async fn push(
 }
 
 async fn call(http: &IdpHttp, endpoint: &Url, form: String, auth: Option<String>) -> Result<String, ParError> {
-    let resp = http.post_form(endpoint, form, auth, None).await?;
+    let resp = http.post_form("idp par", endpoint, form, auth, None).await?;
     let json: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|_| ParError::Unavailable("PAR endpoint answered non-JSON"))?;
     if resp.status.is_client_error() {

@@ -112,6 +112,8 @@ async fn token_call(
 ) -> Result<(TokenSet, serde_json::Value), TokenError> {
     let origin = endpoint.origin().ascii_serialization();
     let target = htu(endpoint);
+    let exchange = params.iter().any(|(k, v)| *k == "grant_type" && *v == TOKEN_EXCHANGE);
+    let call = if exchange { "idp exchange" } else { "idp token" };
     // RFC 9449 §8: a server that wants a nonce says so once; the request is sent again with it.
     let mut retried = false;
     loop {
@@ -125,7 +127,7 @@ async fn token_call(
             }
             None => None,
         };
-        let resp = http.post_form(endpoint, form, auth, proof).await?;
+        let resp = http.post_form(call, endpoint, form, auth, proof).await?;
         let fresh_nonce = match (dpop, resp.dpop_nonce.as_deref()) {
             (Some(d), Some(n)) => d.nonces.set(&origin, n),
             _ => false,
@@ -264,7 +266,7 @@ pub async fn revoke(
 ) -> Result<(), TokenError> {
     let (form, auth) = authenticated_form(settings, &[("token", refresh_token), ("token_type_hint", "refresh_token")]);
     // SPEC §3.6: the revocation request needs no proof.
-    let resp = http.post_form(endpoint, form, auth, None).await?;
+    let resp = http.post_form("idp revocation", endpoint, form, auth, None).await?;
     if resp.status.is_success() {
         Ok(())
     } else {

@@ -106,6 +106,11 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     // A scan of the few fields a request has, rather than one lookup per name it might have;
     // `remove` drops every field of a name.
     remove_hop_by_hop_and(headers, browser_may_not_set);
+    // SPEC §7: a `tracestate` is continued only from a trusted proxy (with traces on, the
+    // upstream call's span sets both trace fields afresh).
+    if !f.peer_trusted {
+        headers.remove("tracestate");
+    }
     if headers.contains_key(header::COOKIE) {
         rewrite_cookie(headers, f.names);
     }
@@ -135,9 +140,10 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
 }
 
 /// Fields the browser may not send upstream, besides hop-by-hop ones: what the BFF sets itself
-/// (`Host`, `Authorization`, `DPoP`, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`) and `SPOOFABLE`.
+/// (`Host`, `Authorization`, `DPoP`, `Forwarded`, `X-Forwarded-*`, `X-Real-IP`), `SPOOFABLE`,
+/// and `baggage` (SPEC §7: the browser's baggage is dropped, traces on or off).
 fn browser_may_not_set(name: &str) -> bool {
-    matches!(name, "host" | "authorization" | "dpop" | "forwarded" | "x-real-ip")
+    matches!(name, "host" | "authorization" | "dpop" | "forwarded" | "x-real-ip" | "baggage")
         || name.starts_with("x-forwarded-")
         || SPOOFABLE.contains(&name)
 }

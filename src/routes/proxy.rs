@@ -155,15 +155,33 @@ async fn forward(state: &AppState, route: &Route, req: Request) -> Response {
     response
 }
 
+/// The upstream call's span (recording the upstream's scheme, host
+/// and port: never the request's path), its `traceparent` set on `req`.
+fn upstream_span(req: &mut http::Request<UpstreamBody>) -> Option<crate::telemetry::trace::CallSpan> {
+    use crate::telemetry::trace::{Peer, Target, begin_call};
+    let span = begin_call("upstream", Peer::Upstream, req.method(), &Target::of_uri(req.uri()))?;
+    span.inject(req.headers_mut());
+    Some(span)
+}
+
 /// One upstream call, answered by `deadline`; its failure as the SPEC's code.
 async fn send(
     state: &AppState,
     route: &Route,
-    req: http::Request<UpstreamBody>,
+    mut req: http::Request<UpstreamBody>,
     deadline: tokio::time::Instant,
 ) -> Result<http::Response<crate::proxy::PooledBody>, ErrorCode> {
     let started = crate::metrics::enabled().then(Instant::now);
+    // Traces on: a client span to the response's head, its context sent as `traceparent`.
+    let span = crate::telemetry::trace::enabled().then(|| upstream_span(&mut req)).flatten();
     let result = tokio::time::timeout_at(deadline, state.proxy.send(req)).await;
+    if let Some(span) = span {
+        match &result {
+            Ok(Ok(r)) => span.end(Some(r.status().as_u16()), None),
+            Ok(Err(_)) => span.end(None, Some("upstream_unavailable")),
+            Err(_) => span.end(None, Some("upstream_timeout")),
+        }
+    }
     if let Some(t) = started {
         metrics::histogram!("bff_upstream_duration_seconds").record(t.elapsed().as_secs_f64());
     }

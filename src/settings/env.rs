@@ -11,6 +11,8 @@ use config::{Map, Source, Value, ValueKind};
 #[derive(Debug, Clone)]
 pub struct BffEnvironment {
     vars: Vec<(String, String)>,
+    /// The standard `OTEL_EXPORTER_OTLP_ENDPOINT`, used when `[telemetry] otlp_endpoint` is unset.
+    pub otel_endpoint: Option<String>,
 }
 
 impl BffEnvironment {
@@ -19,7 +21,17 @@ impl BffEnvironment {
     }
 
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self { vars: vars.into_iter().filter(|(k, _)| split_name(k).is_some()).collect() }
+        let mut otel_endpoint = None;
+        let vars = vars
+            .into_iter()
+            .filter(|(k, v)| {
+                if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+                    otel_endpoint = Some(v.clone());
+                }
+                split_name(k).is_some()
+            })
+            .collect();
+        Self { vars, otel_endpoint }
     }
 
     /// Problems found while reading the variables (unknown keys, non-numeric integers…).
@@ -58,6 +70,9 @@ fn typed(name: &str, value: &str) -> Result<(String, ValueKind), String> {
         Kind::Int => ValueKind::U64(
             value.trim().parse().map_err(|_| format!("{path}: expected a non-negative integer (from {name})"))?,
         ),
+        Kind::Float => {
+            ValueKind::Float(value.trim().parse().map_err(|_| format!("{path}: expected a number (from {name})"))?)
+        }
         Kind::Bool => ValueKind::Boolean(match value.trim() {
             "true" | "1" => true,
             "false" | "0" => false,

@@ -53,6 +53,7 @@ impl Settings {
     {
         let mut problems = env.problems();
         let provider_overrides = env.provider_overrides();
+        let otel_endpoint = env.otel_endpoint.clone();
         let merged = config::Config::builder()
             .add_source(file)
             .add_source(env)
@@ -61,6 +62,11 @@ impl Settings {
             .map_err(|e| ConfigErrors(vec![describe_load_error(&e)]))?;
         let mut raw: RawSettings = deserialize::reporting_all(merged, "", &mut problems);
         providers::apply_overrides(&mut raw.providers, provider_overrides, &mut problems);
+        if raw.telemetry.otlp_endpoint.trim().is_empty()
+            && let Some(endpoint) = otel_endpoint
+        {
+            raw.telemetry.otlp_endpoint = endpoint;
+        }
         match validate(raw) {
             Ok(settings) if problems.is_empty() => Ok(settings),
             Ok(_) => Err(ConfigErrors(problems)),

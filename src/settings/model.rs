@@ -21,6 +21,7 @@ pub struct Settings {
     pub providers: Vec<OidcSettings>,
     pub session: SessionSettings,
     pub logging: LoggingSettings,
+    pub telemetry: TelemetrySettings,
     /// Longest prefix first.
     pub routes: Vec<routes::Route>,
 }
@@ -209,6 +210,26 @@ pub struct LoggingSettings {
     pub format: LogFormat,
     pub level: String,
     pub access_log: bool,
+}
+
+/// Whose incoming sampled flag (`traceparent`) decides that a request is traced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowSampled {
+    Always,
+    /// Only from `[server] trusted_proxies` peers.
+    TrustedProxies,
+    Never,
+}
+
+/// `[telemetry]` (SPEC §7): OpenTelemetry traces over OTLP/HTTP.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// `{otlp_endpoint}/v1/traces`; `None`: no traces (and no cost).
+    pub traces_url: Option<url::Url>,
+    pub service_name: String,
+    pub sample_ratio: f64,
+    pub follow_incoming_sampled: FollowSampled,
+    pub max_forced_samples_per_sec: u32,
 }
 
 /// All problems found in a configuration, one per line.

@@ -11,6 +11,8 @@ pub enum Kind {
     Str,
     Int,
     Bool,
+    /// A number that may have a fraction (`sample_ratio`).
+    Float,
     List,
     /// Tables (`auth_params`): file only.
     Table,
@@ -81,6 +83,16 @@ pub const SCHEMA: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("logging", &[("format", Kind::Str), ("level", Kind::Str), ("access_log", Kind::Bool)]),
+    (
+        "telemetry",
+        &[
+            ("otlp_endpoint", Kind::Str),
+            ("service_name", Kind::Str),
+            ("sample_ratio", Kind::Float),
+            ("follow_incoming_sampled", Kind::Str),
+            ("max_forced_samples_per_sec", Kind::Int),
+        ],
+    ),
 ];
 
 pub fn kind_of(section: &str, key: &str) -> Option<Kind> {
@@ -99,6 +111,7 @@ pub struct RawSettings {
     pub oidc: RawOidc,
     pub session: RawSession,
     pub logging: RawLogging,
+    pub telemetry: RawTelemetry,
     pub routes: Vec<RawRoute>,
     /// `[[providers]]` as written: each is read into a [`RawOidc`] (plus its `name`) by
     /// `super::providers`, which names the provider in every problem it reports.
@@ -249,6 +262,28 @@ pub struct RawLogging {
 impl Default for RawLogging {
     fn default() -> Self {
         Self { format: "pretty".into(), level: "info".into(), access_log: true }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: String,
+    pub service_name: String,
+    pub sample_ratio: f64,
+    pub follow_incoming_sampled: String,
+    pub max_forced_samples_per_sec: u64,
+}
+
+impl Default for RawTelemetry {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "oidc-bff".into(),
+            sample_ratio: 1.0,
+            follow_incoming_sampled: "always".into(),
+            max_forced_samples_per_sec: 10,
+        }
     }
 }
 

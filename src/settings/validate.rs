@@ -2,7 +2,7 @@
 
 use super::checks::{Problems, is_loopback_host, parse_cidr, parse_origin, read_secret_file, same_site, secs};
 use super::model::*;
-use super::raw::{RawLogging, RawServer, RawSession, RawSettings};
+use super::raw::{RawLogging, RawServer, RawSession, RawSettings, RawTelemetry};
 use super::store_url::{redis_mode_without_url, store_url};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -59,6 +59,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigErrors> {
         super::providers::check_all(&all, server, &mut p);
     }
     let logging = logging(raw.logging, &mut p);
+    let telemetry = telemetry(raw.telemetry, &mut p);
     let reserved = reserved_paths(server.as_ref().map(|s| s.base_path.as_str()).unwrap_or(""));
     let routes = super::routes::validate(raw.routes, &reserved, &mut p.0);
     for (i, r) in routes.iter().enumerate() {
@@ -68,9 +69,9 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigErrors> {
             }
         }
     }
-    match (server, oidc, session, logging) {
-        (Some(server), Some(oidc), Some(session), Some(logging)) if p.0.is_empty() => {
-            Ok(Settings { server, oidc, providers, session, logging, routes })
+    match (server, oidc, session, logging, telemetry) {
+        (Some(server), Some(oidc), Some(session), Some(logging), Some(telemetry)) if p.0.is_empty() => {
+            Ok(Settings { server, oidc, providers, session, logging, telemetry, routes })
         }
         _ => Err(ConfigErrors(p.0)),
     }
@@ -282,4 +283,47 @@ fn logging(raw: RawLogging, p: &mut Problems) -> Option<LoggingSettings> {
         p.push("logging.level", "not a valid level or filter directive");
     }
     Some(LoggingSettings { format: format?, level: raw.level, access_log: raw.access_log })
+}
+
+fn telemetry(raw: RawTelemetry, p: &mut Problems) -> Option<TelemetrySettings> {
+    let traces_url = match raw.otlp_endpoint.trim() {
+        "" => Some(None),
+        base => match url::Url::parse(base) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none() => {
+                // The base URL as given, `/v1/traces` after its path (OTEL_EXPORTER_OTLP_ENDPOINT's rule).
+                url::Url::parse(&format!("{}/v1/traces", u.as_str().trim_end_matches('/'))).ok().map(Some)
+            }
+            _ => {
+                p.push("telemetry.otlp_endpoint", "must be an http(s) URL without a query, e.g. http://collector:4318");
+                None
+            }
+        },
+    };
+    if !(0.0..=1.0).contains(&raw.sample_ratio) {
+        p.push("telemetry.sample_ratio", "must be between 0.0 and 1.0");
+    }
+    let follow = match raw.follow_incoming_sampled.as_str() {
+        "always" => Some(FollowSampled::Always),
+        "trusted_proxies" => Some(FollowSampled::TrustedProxies),
+        "never" => Some(FollowSampled::Never),
+        _ => {
+            p.push("telemetry.follow_incoming_sampled", "must be always, trusted_proxies or never");
+            None
+        }
+    };
+    let max_forced = u32::try_from(raw.max_forced_samples_per_sec).ok().filter(|n| *n <= 1_000_000);
+    if max_forced.is_none() {
+        p.push("telemetry.max_forced_samples_per_sec", "must be at most 1000000");
+    }
+    let name = raw.service_name.trim();
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        p.push("telemetry.service_name", "must be 1 to 255 printable characters");
+    }
+    Some(TelemetrySettings {
+        traces_url: traces_url?,
+        service_name: name.to_owned(),
+        sample_ratio: raw.sample_ratio,
+        follow_incoming_sampled: follow?,
+        max_forced_samples_per_sec: max_forced?,
+    })
 }

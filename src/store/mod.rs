@@ -40,13 +40,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Call the same method on whichever backend this is, bounded by `OP_TIMEOUT`.
+/// Call the same method on whichever backend this is, bounded by `OP_TIMEOUT`, in a span
+/// `store <method>` when traces are on and a request is being traced.
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match $self {
-            Store::Sql(s) => timed(s.$method($($arg),*)).await,
-            Store::Redis(r) => timed(r.$method($($arg),*)).await,
-        }
+        crate::telemetry::trace::store_op(concat!("store ", stringify!($method)), $self.system(), async {
+            match $self {
+                Store::Sql(s) => timed(s.$method($($arg),*)).await,
+                Store::Redis(r) => timed(r.$method($($arg),*)).await,
+            }
+        })
+        .await
     };
 }
 
@@ -105,9 +109,21 @@ impl Store {
     /// Delete the sessions `who` names (see [`Subject`]); how many were deleted. Bounded by
     /// [`LOGOUT_TIMEOUT`]: a user with very many sessions is walked in batches.
     pub async fn delete_sessions_of(&self, who: Subject<'_>, iat: i64) -> Result<u64, StoreError> {
+        crate::telemetry::trace::store_op("store delete_sessions_of", self.system(), async {
+            match self {
+                Store::Sql(s) => timed_for(LOGOUT_TIMEOUT, s.delete_sessions_of(who, iat)).await,
+                Store::Redis(r) => timed_for(LOGOUT_TIMEOUT, r.delete_sessions_of(who, iat)).await,
+            }
+        })
+        .await
+    }
+
+    /// The backend as traces name it (`db.system.name`).
+    fn system(&self) -> &'static str {
         match self {
-            Store::Sql(s) => timed_for(LOGOUT_TIMEOUT, s.delete_sessions_of(who, iat)).await,
-            Store::Redis(r) => timed_for(LOGOUT_TIMEOUT, r.delete_sessions_of(who, iat)).await,
+            Store::Sql(sql::SqlStore::Postgres(_)) => "postgresql",
+            Store::Sql(sql::SqlStore::Sqlite(_)) => "sqlite",
+            Store::Redis(_) => "redis",
         }
     }
 

@@ -24,6 +24,8 @@ pub struct Line<'a> {
     pub latency_us: u64,
     pub error: &'a str,
     pub session: bool,
+    /// The request's span, with traces on.
+    pub trace: Option<super::trace::Ids>,
 }
 
 /// Where access lines go, in which format.
@@ -102,6 +104,13 @@ pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, at: time::OffsetDateTim
             timestamp(buf, at);
             buf.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\",\"request_id\":");
             json_str(buf, l.request_id);
+            if let Some(t) = &l.trace {
+                // Hex digits only: no escaping needed.
+                let _ = std::io::Write::write_fmt(
+                    buf,
+                    format_args!(",\"trace_id\":\"{}\",\"span_id\":\"{}\"", t.trace_id, t.span_id),
+                );
+            }
             buf.extend_from_slice(b",\"method\":");
             json_str(buf, l.method.as_str());
             buf.extend_from_slice(b",\"route\":\"");
@@ -120,6 +129,9 @@ pub fn format_line(buf: &mut Vec<u8>, format: LogFormat, at: time::OffsetDateTim
             timestamp(buf, at);
             buf.extend_from_slice(b"  INFO access: request_id=");
             buf.extend_from_slice(l.request_id.as_bytes());
+            if let Some(t) = &l.trace {
+                let _ = std::io::Write::write_fmt(buf, format_args!(" trace_id={} span_id={}", t.trace_id, t.span_id));
+            }
             buf.extend_from_slice(b" method=");
             buf.extend_from_slice(l.method.as_str().as_bytes());
             buf.extend_from_slice(b" route=");
@@ -170,6 +182,7 @@ mod tests {
             latency_us: 81,
             error: "",
             session: true,
+            trace: None,
         }
     }
 

@@ -60,8 +60,8 @@ fn current() -> Option<RequestIdText> {
     REQUEST_ID.try_with(|id| *id).ok()
 }
 
-/// JSON lines: the inner formatter's line with `"request_id":"…"` added inside its closing
-/// brace. Lines outside a request are written straight through, unbuffered.
+/// JSON lines: the inner formatter's line with `"request_id":"…"` (and, with traces on,
+/// `"trace_id"` and `"span_id"`) added inside its closing brace. Lines outside a request are written straight through, unbuffered.
 pub struct JsonWithRequestId<F>(pub F);
 
 impl<S, N, F> FormatEvent<S, N> for JsonWithRequestId<F>
@@ -80,7 +80,16 @@ where
         match body.strip_suffix('}') {
             Some(open) => {
                 let sep = if open.ends_with('{') { "" } else { "," };
-                writeln!(writer, "{open}{sep}\"request_id\":\"{}\"}}", id.as_str())
+                match super::trace::current_ids() {
+                    Some(t) => writeln!(
+                        writer,
+                        "{open}{sep}\"request_id\":\"{}\",\"trace_id\":\"{}\",\"span_id\":\"{}\"}}",
+                        id.as_str(),
+                        t.trace_id,
+                        t.span_id
+                    ),
+                    None => writeln!(writer, "{open}{sep}\"request_id\":\"{}\"}}", id.as_str()),
+                }
             }
             // Not a JSON object (never for the JSON formatter): written as it came.
             None => writer.write_str(&line),

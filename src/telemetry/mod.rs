@@ -8,6 +8,7 @@
 pub mod access;
 pub mod context;
 pub mod sink;
+pub mod trace;
 
 use crate::settings::{LogFormat, LoggingSettings};
 use access::AccessLog;

@@ -3,7 +3,7 @@
 //! file in `migrations/` is applied by the migration code. (The SPEC's error codes against
 //! `ErrorCode`: src/error/tests.rs.)
 
-use oidc_bff::settings::raw::{RawLogging, RawOidc, RawRoute, RawServer, RawSession, SCHEMA};
+use oidc_bff::settings::raw::{RawLogging, RawOidc, RawRoute, RawServer, RawSession, RawTelemetry, SCHEMA};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,6 +81,7 @@ fn default_toml_documents_exactly_the_keys_the_settings_read() {
         ("oidc", fields::<RawOidc>()),
         ("session", fields::<RawSession>()),
         ("logging", fields::<RawLogging>()),
+        ("telemetry", fields::<RawTelemetry>()),
         ("routes", fields::<RawRoute>()),
     ]);
     for (section, keys) in &read {

@@ -26,5 +26,6 @@ mod stores;
 mod streaming;
 mod topologies;
 mod topology;
+mod traces;
 mod upstream;
 mod websocket;

@@ -172,6 +172,9 @@ function requestFacts(ctx, params, body) {
     dpop_proof: Boolean(proof),
     dpop_nonce: dpopNonce,
     client_auth: clientAuth,
+    // W3C trace context the BFF propagated (SPEC §7): a traceparent, never a tracestate.
+    traceparent: ctx.get('traceparent') || null,
+    tracestate: ctx.get('tracestate') || null,
   };
 }
 // JWT access tokens this IdP issued (resource-bound logins and exchanges), by their exact text:
