@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod clock;
 pub mod cookie_header;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod listener;

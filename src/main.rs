@@ -1,5 +1,5 @@
-//! The `oidc-bff` command line (SPEC §2): `serve`, `check-config`, `generate-key`, `migrate`,
-//! `healthcheck`.
+//! The `oidc-bff` command line (SPEC §2, §7): `serve`, `check-config`, `doctor`, `generate-key`,
+//! `migrate`, `healthcheck`.
 
 use clap::{Args, Parser, Subcommand};
 use oidc_bff::settings::Settings;
@@ -34,6 +34,10 @@ enum Command {
     /// Validate a configuration without reaching the IdP or the store: one line per problem,
     /// naming the key, and warnings; exit 0 when valid, 1 otherwise.
     CheckConfig(ConfigFile),
+    /// Check the configuration against the live IdP(s): discovery, keys, endpoints, client
+    /// credentials, clock, redirect URIs and the cookie budget, one line per check (ok, warn or
+    /// fail); exit 1 on any fail, 0 otherwise.
+    Doctor(ConfigFile),
     /// Print a fresh random session key (standard base64 of 32 bytes).
     GenerateKey,
     /// Apply the SQL schema (migrations/) to the `[session] url` database and exit; idempotent.
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Doctor(ConfigFile { config }) => doctor(&config),
         Command::Migrate(ConfigFile { config }) => {
             let settings = match load(&config) {
                 Ok(s) => s,
@@ -171,6 +176,34 @@ fn migrate(settings: &Settings) -> ExitCode {
             }
         }
     })
+}
+
+/// `doctor` (SPEC §7): every line on stdout. A configuration that does not load is reported as
+/// `fail config` lines, one per problem, without reaching any IdP.
+fn doctor(path: &std::path::Path) -> ExitCode {
+    use oidc_bff::doctor::{Line, Status};
+    let settings = match Settings::load(path) {
+        Ok(s) => s,
+        Err(errors) => {
+            for problem in errors.0 {
+                println!("{}", Line::fail("config", problem));
+            }
+            return ExitCode::from(1);
+        }
+    };
+    for w in settings.warnings() {
+        println!("{}", Line::warn("config", w));
+    }
+    oidc_bff::startup::install_crypto_providers();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let worst = runtime.block_on(oidc_bff::doctor::run(&settings, |line| println!("{line}")));
+    if worst == Status::Fail { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 /// GET /healthz on the configured listen port (loopback when listening on all addresses),

@@ -142,12 +142,31 @@ pub fn expire_all(names: &CookieNames, headers: &HeaderMap) -> Vec<String> {
     tx_cookies(names, headers).map(|(n, _)| expire(names, n)).collect()
 }
 
-/// The longest `Cookie` header this BFF can make a browser send (SPEC §4): 8 session chunks
-/// holding the largest sealed session, and 5 live transaction cookies, each with the longest
-/// `return_to`, the session id a server-side store records, a DPoP key and a provider name. `server.max_header_bytes` must
-/// be at least this plus the rest of a request head (`settings::MIN_MAX_HEADER_BYTES`).
-pub fn largest_cookie_header(names: &CookieNames) -> usize {
-    use crate::session::cookie::{CHUNK_BYTES, MAX_CHUNKS, MAX_SEALED_BYTES};
+/// What a configuration can put in a transaction cookie beside the fields every login has, for
+/// the cookie budget (SPEC §7 `doctor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxShape {
+    /// A server-side store: the transaction records the session the browser had (`replaces`).
+    pub server_side: bool,
+    /// Some provider has `dpop = true`: the session-to-be's key travels in the cookie (§3.6).
+    pub dpop: bool,
+    /// The longest `[[providers]]` name; 0 with `[oidc]` alone (its logins record no name).
+    pub provider_len: usize,
+}
+
+impl TxShape {
+    /// Every field at its largest (SPEC §2: provider names have at most 32 characters).
+    pub const LARGEST: Self = Self { server_side: true, dpop: true, provider_len: 32 };
+}
+
+/// `name=value` pairs are joined with "; ".
+fn pair(name: usize, value: usize) -> usize {
+    name + 1 + value + 2
+}
+
+/// The `name=value; ` pair of the largest transaction cookie of `shape`: the longest
+/// `return_to` (a 2 KiB path), every optional field `shape` allows at its largest.
+fn largest_tx_pair(names: &CookieNames, shape: TxShape) -> usize {
     let keys = Keyring::new(&[crate::settings::KeyMaterial([0; 32])]);
     let longest = "/".to_owned() + &"a".repeat(super::return_to::MAX_LEN - 1);
     let tx = LoginTx {
@@ -157,19 +176,41 @@ pub fn largest_cookie_header(names: &CookieNames) -> usize {
         return_to: longest,
         created_at: i64::MAX,
         done: false,
-        replaces: Some(URL_SAFE_NO_PAD.encode([0xffu8; 32])),
-        dpop: Some(Secret::new(crate::oidc::dpop::DpopKey::generate().to_encoded())),
-        // The longest provider name (SPEC §2: 32 characters).
-        provider: Some("p".repeat(32)),
+        replaces: shape.server_side.then(|| URL_SAFE_NO_PAD.encode([0xffu8; 32])),
+        dpop: shape.dpop.then(|| Secret::new(crate::oidc::dpop::DpopKey::generate().to_encoded())),
+        provider: (shape.provider_len > 0).then(|| "p".repeat(shape.provider_len)),
     };
     let name = tx_name(names, tx.state.expose());
-    let tx_value = keys.seal(Purpose::Tx, &name, &serde_json::to_vec(&tx).unwrap_or_default()).len();
-    // `name=value` pairs joined with "; ".
-    let pair = |name: usize, value: usize| name + 1 + value + 2;
+    pair(name.len(), keys.seal(Purpose::Tx, &name, &serde_json::to_vec(&tx).unwrap_or_default()).len())
+}
+
+/// The session's share of the largest `Cookie` header: 8 chunks holding the largest sealed
+/// session (cookie mode), or the one cookie holding a sealed session id (a server-side store).
+fn largest_session_pairs(names: &CookieNames, server_side: bool) -> usize {
+    use crate::session::cookie::{CHUNK_BYTES, MAX_CHUNKS, MAX_SEALED_BYTES};
+    if server_side {
+        let keys = Keyring::new(&[crate::settings::KeyMaterial([0; 32])]);
+        let id = [0u8; crate::session::server::ID_LEN];
+        return pair(names.session.len(), keys.seal(Purpose::SessionId, &names.session, &id).len());
+    }
     // Chunk 0 carries the count ("8.") before its piece.
-    let chunks = pair(names.chunks[0].len(), MAX_SEALED_BYTES.min(CHUNK_BYTES) + 2)
-        + (1..MAX_CHUNKS).map(|i| pair(names.chunks[i].len(), CHUNK_BYTES)).sum::<usize>();
-    chunks + MAX_LIVE * pair(name.len(), tx_value)
+    pair(names.chunks[0].len(), MAX_SEALED_BYTES.min(CHUNK_BYTES) + 2)
+        + (1..MAX_CHUNKS).map(|i| pair(names.chunks[i].len(), CHUNK_BYTES)).sum::<usize>()
+}
+
+/// The longest `Cookie` header a configuration of this shape can make a browser send (SPEC §7
+/// `doctor`'s cookie budget): its session cookie(s) and 5 live transaction cookies.
+pub fn cookie_header_bytes(names: &CookieNames, shape: TxShape) -> usize {
+    largest_session_pairs(names, shape.server_side) + MAX_LIVE * largest_tx_pair(names, shape)
+}
+
+/// The longest `Cookie` header this BFF can make a browser send (SPEC §4), whatever its
+/// configuration: 8 session chunks holding the largest sealed session, and 5 live transaction
+/// cookies, each with the longest `return_to`, the session id a server-side store records, a
+/// DPoP key and a provider name. `server.max_header_bytes` must be at least this plus the rest
+/// of a request head (`settings::MIN_MAX_HEADER_BYTES`).
+pub fn largest_cookie_header(names: &CookieNames) -> usize {
+    largest_session_pairs(names, false) + MAX_LIVE * largest_tx_pair(names, TxShape::LARGEST)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub struct ProviderMetadata {
     pub par_required: bool,
     /// RFC 9449 §5.1: absent means the IdP does not do DPoP.
     pub dpop_algs: Vec<String>,
+    /// OpenID Connect Back-Channel Logout 1.0 §2.1 (`oidc-bff doctor` reports it).
+    pub backchannel_logout_supported: bool,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +42,8 @@ struct RawMetadata {
     require_pushed_authorization_requests: bool,
     #[serde(default)]
     dpop_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    backchannel_logout_supported: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +128,7 @@ pub async fn discover(http: &IdpHttp, issuer: &str) -> Result<ProviderMetadata, 
         }),
         par_required: raw.require_pushed_authorization_requests,
         dpop_algs: raw.dpop_signing_alg_values_supported,
+        backchannel_logout_supported: raw.backchannel_logout_supported,
         issuer: raw.issuer,
     })
 }

@@ -2,7 +2,7 @@
 //! is stored; the reason is logged, the client sees `invalid_id_token`.
 
 use super::http::IdpHttp;
-use super::jwks::{Jwks, KeySet};
+use super::jwks::{Jwks, KeySet, VerifyingKey};
 use crate::secret::ct_eq;
 use crate::settings::OidcSettings;
 use base64::Engine;
@@ -162,17 +162,26 @@ fn compatible(alg: Algorithm, params: &AlgorithmParameters) -> bool {
     }
 }
 
+/// May `k` verify a token signed with `alg`: its `kty`/`crv`, `alg` and `use` agree (SPEC §3.4)?
+fn fits(k: &VerifyingKey, alg: Algorithm) -> bool {
+    compatible(alg, &k.jwk.algorithm)
+        && k.jwk.common.key_algorithm.is_none_or(|ka| format!("{ka:?}") == format!("{alg:?}"))
+        && k.jwk.common.public_key_use.as_ref().is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature)
+}
+
 fn candidates<'s>(set: &'s KeySet, alg: Algorithm, kid: Option<&str>) -> Vec<&'s DecodingKey> {
     set.keys
         .iter()
         .filter(|k| kid.is_none_or(|kid| k.jwk.common.key_id.as_deref() == Some(kid)))
-        .filter(|k| compatible(alg, &k.jwk.algorithm))
-        .filter(|k| k.jwk.common.key_algorithm.is_none_or(|ka| format!("{ka:?}") == format!("{alg:?}")))
-        .filter(|k| {
-            k.jwk.common.public_key_use.as_ref().is_none_or(|u| *u == jsonwebtoken::jwk::PublicKeyUse::Signature)
-        })
+        .filter(|k| fits(k, alg))
         .map(|k| &k.key)
         .collect()
+}
+
+/// How many keys of `set` can verify a token signed with one of `algs` (`oidc-bff doctor`,
+/// SPEC §7). Symmetric algorithms never count: they verify with the client secret.
+pub fn usable_keys(set: &KeySet, algs: &[Algorithm]) -> usize {
+    set.keys.iter().filter(|k| algs.iter().any(|a| fits(k, *a))).count()
 }
 
 fn hash_left_half(alg: Algorithm, input: &[u8]) -> String {
@@ -318,6 +327,20 @@ mod tests {
         assert!(v.hmac_key.is_some(), "HS256 allowed: the key is built");
         let shown = format!("{v:?}");
         assert!(!shown.contains("s3cr3t") && shown.contains("client_id"), "{shown}");
+    }
+
+    #[test]
+    fn usable_keys_agree_with_the_configured_algorithms() {
+        // RFC 7517 A.1's P-256 key, once as a signing key and once marked for encryption.
+        let jwk = |usage: &str| {
+            serde_json::json!({"kty": "EC", "crv": "P-256", "use": usage, "kid": usage,
+                "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4", "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"})
+        };
+        let body = serde_json::json!({"keys": [jwk("sig"), jwk("enc")]}).to_string();
+        let set = KeySet::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(usable_keys(&set, &[Algorithm::RS256, Algorithm::ES256]), 1);
+        assert_eq!(usable_keys(&set, &[Algorithm::RS256, Algorithm::PS256]), 0);
+        assert_eq!(usable_keys(&set, &[Algorithm::HS256]), 0);
     }
 
     #[test]

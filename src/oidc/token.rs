@@ -192,6 +192,18 @@ fn parse_token_response(json: &serde_json::Value, dpop: bool) -> Result<TokenSet
     })
 }
 
+/// The form of a code exchange (SPEC §3.3), before client authentication.
+fn code_params<'a>(settings: &'a OidcSettings, code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut params = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", settings.redirect_uri.as_str()),
+        ("code_verifier", verifier),
+    ];
+    params.extend(settings.resource.iter().map(|r| ("resource", r.as_str())));
+    params
+}
+
 /// Exchange an authorization code (with its PKCE verifier). The answer must carry an ID token.
 pub async fn exchange_code(
     http: &IdpHttp,
@@ -201,13 +213,7 @@ pub async fn exchange_code(
     verifier: &str,
     dpop: Option<Dpop<'_>>,
 ) -> Result<TokenSet, TokenError> {
-    let mut params = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", settings.redirect_uri.as_str()),
-        ("code_verifier", verifier),
-    ];
-    params.extend(settings.resource.iter().map(|r| ("resource", r.as_str())));
+    let params = code_params(settings, code, verifier);
     let (set, _) = token_request(http, endpoint, settings, "authorization_code", &params, dpop).await?;
     if set.id_token.is_none() {
         return Err(TokenError::Unavailable("token response without id_token"));
@@ -254,6 +260,49 @@ pub async fn exchange_token(
         // RFC 8693 §2.2.1 requires it; an IdP that leaves it out is taken at its token_type.
         None | Some(ACCESS_TOKEN_TYPE) => Ok(set),
         Some(_) => Err(TokenError::Unavailable("token exchange answered another token type")),
+    }
+}
+
+/// What a token endpoint answered a code exchange with a made-up code: its status and OAuth
+/// `error` code (filtered), nothing else of the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeAnswer {
+    pub status: u16,
+    pub error: Option<IdpErrorCode>,
+}
+
+/// `oidc-bff doctor`'s client-credentials check (SPEC §7): a code exchange exactly as
+/// [`exchange_code`] sends it (client authentication, `redirect_uri`, `resource`, a DPoP proof
+/// of a throw-away key when `dpop` is on), but with a made-up code and verifier. An IdP that
+/// authenticated the client refuses the grant (`invalid_grant`); one that did not, the client
+/// (`invalid_client`, often with 401). Sent once more when the IdP asks for a DPoP nonce.
+pub async fn probe_code_exchange(
+    http: &IdpHttp,
+    endpoint: &Url,
+    settings: &OidcSettings,
+) -> Result<ProbeAnswer, IdpHttpError> {
+    let (code, verifier) = (crate::secret::random_urlsafe(32), crate::secret::random_urlsafe(32));
+    let params = code_params(settings, &code, &verifier);
+    let key = settings.dpop.then(super::dpop::DpopKey::generate);
+    let signer = key.as_ref().and_then(|k| k.signer());
+    let mut nonce: Option<String> = None;
+    loop {
+        let (form, auth) = authenticated_form(settings, &params);
+        let proof = signer.and_then(|s| s.proof("POST", &htu(endpoint), None, nonce.as_deref(), crate::clock::now()));
+        let resp = http.post_form(endpoint, form, auth, proof).await?;
+        let error = serde_json::from_slice::<serde_json::Value>(&resp.body)
+            .ok()
+            .and_then(|json| json.get("error").and_then(|e| e.as_str()).map(IdpErrorCode::filter));
+        let wants_nonce = error.as_ref().is_some_and(|e| e.as_str() == "use_dpop_nonce");
+        if wants_nonce
+            && signer.is_some()
+            && nonce.is_none()
+            && let Some(n) = resp.dpop_nonce.filter(|n| super::dpop::nonce_ok(n))
+        {
+            nonce = Some(n);
+            continue;
+        }
+        return Ok(ProbeAnswer { status: resp.status.as_u16(), error });
     }
 }
 

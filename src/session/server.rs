@@ -18,7 +18,8 @@ use crate::store::{NewSession, SessionRow, Store};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-const ID_LEN: usize = 16;
+/// Bytes of a session id (the cookie seals exactly this many).
+pub const ID_LEN: usize = 16;
 
 fn row_key(id: &[u8]) -> [u8; 32] {
     Sha256::digest(id).into()

@@ -54,7 +54,7 @@ fn check_config_reports_every_problem_with_its_key_and_exits_1() {
 /// BFF_CONFIG may name it. A mistyped subcommand suggests the closest.
 #[test]
 fn help_describes_every_flag_and_a_typo_gets_a_suggestion() {
-    for sub in ["serve", "check-config", "migrate", "healthcheck"] {
+    for sub in ["serve", "check-config", "doctor", "migrate", "healthcheck"] {
         let out = bin().args([sub, "--help"]).output().unwrap_or_else(|e| panic!("{e}"));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{sub}: {text}");

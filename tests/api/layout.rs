@@ -14,6 +14,9 @@ const LAYERS: &[(&str, u32)] = &[
     ("routes/", 70),
     ("middleware.rs", 60),
     ("state.rs", 50),
+    // `oidc-bff doctor`: the configuration against the IdP, the cookie budget from login's and
+    // session's constants; it serves nothing.
+    ("doctor/", 45),
     ("login/", 40),
     ("proxy/", 40),
     ("session/", 30),
@@ -30,7 +33,7 @@ const LAYERS: &[(&str, u32)] = &[
 ];
 
 /// Folders whose code knows nothing of HTTP frameworks or of the application state.
-const FRAMEWORK_FREE: &[&str] = &["oidc/", "session/", "login/", "store/", "proxy/", "events/"];
+const FRAMEWORK_FREE: &[&str] = &["oidc/", "session/", "login/", "store/", "proxy/", "events/", "doctor/"];
 
 const MAX_LINES: usize = 400;
 

@@ -8,6 +8,7 @@ mod cli;
 mod cookies;
 mod cors;
 mod docs;
+mod doctor;
 mod drift;
 mod events;
 mod exchange;
