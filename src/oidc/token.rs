@@ -289,7 +289,7 @@ pub async fn probe_code_exchange(
     loop {
         let (form, auth) = authenticated_form(settings, &params);
         let proof = signer.and_then(|s| s.proof("POST", &htu(endpoint), None, nonce.as_deref(), crate::clock::now()));
-        let resp = http.post_form(endpoint, form, auth, proof).await?;
+        let resp = http.post_form("idp token", endpoint, form, auth, proof).await?;
         let error = serde_json::from_slice::<serde_json::Value>(&resp.body)
             .ok()
             .and_then(|json| json.get("error").and_then(|e| e.as_str()).map(IdpErrorCode::filter));

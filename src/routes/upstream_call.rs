@@ -116,6 +116,11 @@ pub(super) fn for_upstream(
     };
     let mut upstream_headers = std::mem::take(&mut parts.headers);
     headers::upstream_request(&mut upstream_headers, &fwd);
+    // Traces on: the browser's trace context is continued by our span, which sets its own
+    // `traceparent`; the browser's is never passed on as it came.
+    if crate::telemetry::trace::enabled() {
+        upstream_headers.remove("traceparent");
+    }
     (parts, body, upstream_headers)
 }
 

@@ -46,7 +46,15 @@ pub(super) async fn open(state: &AppState, route: &Route, uri: Uri, mut req: Req
         Err(e) => return fail(e, set_cookies),
     };
     drop(session);
-    let (_, _, upstream_headers) = for_upstream(state, req, bearer, dpop.as_ref());
+    let (_, _, mut upstream_headers) = for_upstream(state, req, bearer, dpop.as_ref());
+    // Traces on: the handshake is a client span, its context sent as `traceparent`.
+    let span = {
+        use crate::telemetry::trace::{Peer, Target, begin_call};
+        begin_call("upstream websocket", Peer::Upstream, &Method::GET, &Target::of_uri(&uri))
+    };
+    if let Some(span) = &span {
+        span.inject(&mut upstream_headers);
+    }
     // One deadline for the handshake, a DPoP nonce retry included (RFC 9449 §9: an upstream
     // may answer 401 with a nonce to use; the upgrade has no body, so it can be sent again).
     let connecting = async {
@@ -69,7 +77,15 @@ pub(super) async fn open(state: &AppState, route: &Route, uri: Uri, mut req: Req
         }
         Err(None)
     };
-    let (upstream, protocol) = match tokio::time::timeout(route.timeout, connecting).await {
+    let connected = tokio::time::timeout(route.timeout, connecting).await;
+    if let Some(span) = span {
+        match &connected {
+            Ok(Ok(_)) => span.end(Some(101), None),
+            Ok(Err(_)) => span.end(None, Some("upstream_unavailable")),
+            Err(_) => span.end(None, Some("upstream_timeout")),
+        }
+    }
+    let (upstream, protocol) = match connected {
         Ok(Ok(up)) => up,
         Ok(Err(None)) => return fail(ErrorCode::IdpUnavailable, set_cookies),
         Ok(Err(Some(e))) => {

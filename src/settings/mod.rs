@@ -25,7 +25,18 @@ impl Settings {
     /// What is accepted but probably not meant: check-config prints these and exits 0, start-up
     /// logs them.
     pub fn warnings(&self) -> Vec<String> {
-        self.session.url.as_ref().map(store_url::warnings).unwrap_or_default()
+        let mut w = self.session.url.as_ref().map(store_url::warnings).unwrap_or_default();
+        if let Some(url) = &self.telemetry.traces_url
+            && url.scheme() == "http"
+            && !checks::is_loopback_host(url)
+        {
+            w.push(
+                "telemetry.otlp_endpoint: plain http to another host: spans (and any OTEL_EXPORTER_OTLP_HEADERS) \
+                 cross the network unencrypted"
+                    .to_owned(),
+            );
+        }
+        w
     }
 
     /// Load from a TOML file and the process environment.

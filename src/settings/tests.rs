@@ -309,3 +309,48 @@ fn max_event_streams_stays_below_max_connections() {
     let e = with(&[("BFF_SERVER__MAX_CONNECTIONS", "50"), ("BFF_SERVER__MAX_EVENT_STREAMS", "50")]);
     assert!(e.is_err_and(|e| e.contains("server.max_event_streams: must be below server.max_connections")));
 }
+
+#[test]
+fn telemetry_endpoint_gets_v1_traces_and_bad_values_are_refused() {
+    let with = |t: &str| format!("{}[telemetry]\n{t}\n", minimal());
+    let traces = |toml: &str, vars: Vec<(String, String)>| {
+        Settings::from_toml_str(toml, vars).ok().and_then(|s| s.telemetry.traces_url).map(|u| u.to_string())
+    };
+    assert_eq!(traces(&minimal(), vec![]), None, "off by default");
+    assert_eq!(
+        traces(&with("otlp_endpoint = \"http://collector:4318/\""), vec![]),
+        Some("http://collector:4318/v1/traces".to_owned())
+    );
+    assert_eq!(
+        traces(&with("otlp_endpoint = \"https://otel.example.com/base\""), vec![]),
+        Some("https://otel.example.com/base/v1/traces".to_owned())
+    );
+    // The standard variable when the key is unset; the key wins when both are.
+    let otel = || vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), "http://from-env:4318".to_owned())];
+    assert_eq!(traces(&minimal(), otel()), Some("http://from-env:4318/v1/traces".to_owned()));
+    assert_eq!(
+        traces(&with("otlp_endpoint = \"http://from-file:4318\""), otel()),
+        Some("http://from-file:4318/v1/traces".to_owned())
+    );
+    for (bad, key) in [
+        ("otlp_endpoint = \"http://user:pw@collector:4318\"", "telemetry.otlp_endpoint: must not carry credentials"),
+        ("otlp_endpoint = \"http://collector:4318#x\"", "telemetry.otlp_endpoint:"),
+        ("otlp_endpoint = \"http://collector:4318?x=1\"", "telemetry.otlp_endpoint:"),
+        ("otlp_endpoint = \"ftp://collector\"", "telemetry.otlp_endpoint:"),
+        ("sample_ratio = 1.5", "telemetry.sample_ratio:"),
+        ("follow_incoming_sampled = \"sometimes\"", "telemetry.follow_incoming_sampled:"),
+        ("service_name = \"\"", "telemetry.service_name:"),
+    ] {
+        let e = errors(&with(bad), vec![]);
+        assert!(e.iter().any(|l| l.starts_with(key)), "{bad}: {e:?}");
+        assert!(!e.iter().any(|l| l.contains("pw@")), "credentials echoed: {e:?}");
+    }
+    let vars = vec![("BFF_TELEMETRY__SAMPLE_RATIO".to_owned(), "0.25".to_owned())];
+    let s = Settings::from_toml_str(&minimal(), vars).map_err(|e| e.to_string());
+    assert_eq!(s.map(|s| s.telemetry.sample_ratio), Ok(0.25));
+    // Plain http to another host is accepted with a warning; loopback is not warned about.
+    let s = Settings::from_toml_str(&with("otlp_endpoint = \"http://collector:4318\""), vec![]);
+    assert!(s.is_ok_and(|s| s.warnings().iter().any(|w| w.starts_with("telemetry.otlp_endpoint"))));
+    let s = Settings::from_toml_str(&with("otlp_endpoint = \"http://127.0.0.1:4318\""), vec![]);
+    assert!(s.is_ok_and(|s| s.warnings().is_empty()));
+}

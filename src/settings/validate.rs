@@ -289,12 +289,27 @@ fn telemetry(raw: RawTelemetry, p: &mut Problems) -> Option<TelemetrySettings> {
     let traces_url = match raw.otlp_endpoint.trim() {
         "" => Some(None),
         base => match url::Url::parse(base) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none() => {
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                p.push(
+                    "telemetry.otlp_endpoint",
+                    "must not carry credentials (a collector's credentials go in OTEL_EXPORTER_OTLP_HEADERS)",
+                );
+                None
+            }
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none() =>
+            {
                 // The base URL as given, `/v1/traces` after its path (OTEL_EXPORTER_OTLP_ENDPOINT's rule).
                 url::Url::parse(&format!("{}/v1/traces", u.as_str().trim_end_matches('/'))).ok().map(Some)
             }
             _ => {
-                p.push("telemetry.otlp_endpoint", "must be an http(s) URL without a query, e.g. http://collector:4318");
+                p.push(
+                    "telemetry.otlp_endpoint",
+                    "must be an http(s) URL without a query or fragment, e.g. http://collector:4318",
+                );
                 None
             }
         },

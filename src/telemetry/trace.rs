@@ -24,7 +24,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +36,8 @@ static TRACING: OnceLock<Tracing> = OnceLock::new();
 
 struct Tracing {
     tracer: SdkTracer,
-    /// Decides for a trace id, as the provider's sampler does for new traces.
-    ratio: Sampler,
+    /// `sample_ratio`, for incoming traces (new ones are decided by the provider's sampler).
+    ratio: f64,
     follow: FollowSampled,
     forced: Budget,
     propagator: TraceContextPropagator,
@@ -55,7 +55,9 @@ pub fn enabled() -> bool {
 /// Must run inside the Tokio runtime: the export task runs on it.
 pub fn init(settings: &TelemetrySettings) -> Result<Option<TraceGuard>, String> {
     let Some(url) = &settings.traces_url else { return Ok(None) };
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(settings.service_name.clone()).build();
+    // `builder_empty`: the default builder would add OTEL_RESOURCE_ATTRIBUTES, outside the allow-list.
+    let resource =
+        opentelemetry_sdk::Resource::builder_empty().with_service_name(settings.service_name.clone()).build();
     let (processor, guard) = export::start(url, &resource)?;
     let provider = SdkTracerProvider::builder()
         .with_resource(resource)
@@ -64,7 +66,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<Option<TraceGuard>, String> 
         .build();
     let tracing = Tracing {
         tracer: provider.tracer("oidc-bff"),
-        ratio: Sampler::TraceIdRatioBased(settings.sample_ratio),
+        ratio: settings.sample_ratio,
         follow: settings.follow_incoming_sampled,
         forced: Budget::new(settings.max_forced_samples_per_sec),
         propagator: TraceContextPropagator::new(),
@@ -146,7 +148,8 @@ pub fn begin_request(method: &Method, route: &str, headers: &HeaderMap, peer_tru
     Some(RequestSpan { cx: parent.with_span(span) })
 }
 
-/// Methods as metric labels and span attributes are: the known ones, else `_OTHER`.
+/// Methods as span attributes: the known ones, else `_OTHER` (OpenTelemetry's convention;
+/// a bounded set either way).
 fn method_label(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
@@ -175,7 +178,9 @@ impl Tracing {
             FollowSampled::TrustedProxies => peer_trusted,
             FollowSampled::Never => false,
         };
-        let by_ratio = self.ratio_samples(sc.trace_id());
+        // A fresh draw, not the sampler's reading of the trace id: the browser chose that id, and
+        // one chosen to read as "sample" would bypass the ratio and the forced-sample budget.
+        let by_ratio = self.draw();
         let sampled = match (follow, sc.is_sampled()) {
             (true, true) => by_ratio || self.forced.take(),
             (true, false) => false,
@@ -186,9 +191,16 @@ impl Tracing {
         Context::new().with_remote_span_context(SpanContext::new(sc.trace_id(), sc.span_id(), flags, true, state))
     }
 
-    fn ratio_samples(&self, trace_id: opentelemetry::TraceId) -> bool {
-        let r = self.ratio.should_sample(None, trace_id, "", &SpanKind::Server, &[], &[]);
-        r.decision == SamplingDecision::RecordAndSample
+    fn draw(&self) -> bool {
+        match self.ratio {
+            r if r >= 1.0 => true,
+            r if r <= 0.0 => false,
+            r => {
+                // 53 random bits as a uniform number in [0, 1).
+                let unit = (u64::from_le_bytes(crate::secret::random_bytes::<8>()) >> 11) as f64 / (1u64 << 53) as f64;
+                unit < r
+            }
+        }
     }
 }
 
@@ -212,11 +224,12 @@ impl Budget {
         let mut cur = self.window.load(Ordering::Relaxed);
         loop {
             let (sec, used) = (cur >> 32, (cur & u64::from(u32::MAX)) as u32);
-            let next = if sec != now {
+            let next = if sec < now {
                 (now << 32) | 1
-            } else if used < self.per_sec {
+            } else if sec == now && used < self.per_sec {
                 cur + 1
             } else {
+                // Spent, or another thread already moved on to the next second.
                 return false;
             };
             match self.window.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {

@@ -75,14 +75,28 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn config(port: u16, issuer: &str, otlp: u16, upstream: &str, admin: Option<u16>) -> String {
-    let admin = admin.map(|a| format!("admin_listen = \"127.0.0.1:{a}\"\n")).unwrap_or_default();
+    config_with(
+        port,
+        issuer,
+        Some(otlp),
+        upstream,
+        &admin.map(|a| format!("admin_listen = \"127.0.0.1:{a}\"\n")).unwrap_or_default(),
+    )
+}
+
+/// `otlp`: the receiver's port, or `None` for traces off; `server`: more `[server]` lines.
+fn config_with(port: u16, issuer: &str, otlp: Option<u16>, upstream: &str, server: &str) -> String {
+    let telemetry = otlp
+        .map(|p| format!("[telemetry]\notlp_endpoint = \"http://127.0.0.1:{p}\"\nsample_ratio = 1.0\n"))
+        .unwrap_or_default();
     let db = std::env::temp_dir().join(format!("oidc-bff-traces-{port}.db"));
     format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n{admin}\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n{server}\
          [oidc]\nissuer = \"{issuer}\"\nclient_id = \"bff-basic\"\nclient_secret = \"{SECRET_BASIC}\"\n\
          [session]\nkeys = [\"{KEY_A}\"]\nurl = \"sqlite://{}?mode=rwc\"\n[logging]\nformat = \"json\"\n\
-         [telemetry]\notlp_endpoint = \"http://127.0.0.1:{otlp}\"\nsample_ratio = 1.0\n\
-         [[routes]]\nprefix = \"/api\"\nupstream = \"{upstream}\"\n",
+         {telemetry}\
+         [[routes]]\nprefix = \"/api\"\nupstream = \"{upstream}\"\n\
+         [[routes]]\nprefix = \"/public\"\nupstream = \"{upstream}\"\nauth = \"none\"\n",
         db.display()
     )
 }
@@ -288,4 +302,63 @@ async fn with_the_collector_down_requests_succeed_and_dropped_spans_are_counted(
     }
     assert!(dropped >= 20, "20 requests' spans dropped and counted, got {dropped}:\n{}", bin.stderr());
     assert!(bin.stderr().contains("trace export failed"), "the failure is logged");
+}
+
+/// Behind a trusted proxy (SPEC §7), the incoming `tracestate` is continued to the upstream, and
+/// still never sent to the IdP.
+#[tokio::test]
+async fn a_trusted_proxys_tracestate_reaches_the_upstream_and_never_the_idp() {
+    let port = free_port();
+    let idp = Idp::start(port, json!({})).await;
+    let up = upstream::start().await;
+    let receiver = Receiver::start().await;
+    let trusted = "trusted_proxies = [\"127.0.0.1/32\"]\n";
+    let bin = spawn_binary(port, &config_with(port, &idp.issuer, Some(receiver.port), &up.url(), trusted)).await;
+    bin.wait_ready().await;
+    let base = bin.base.clone();
+    let incoming = format!("00-{TRACE}-{PARENT}-01");
+    let context = [("traceparent", incoming.as_str()), ("tracestate", "vendor=trusted-1")];
+    let mut b = Browser::new_for_origin(&base);
+    let start = b.get(&format!("{base}/login?return_to=/")).await;
+    let callback = b.idp_login(&start.location(), "alice").await;
+    assert_eq!(b.request(Method::GET, &callback, &context, None).await.status, 302);
+    let origin = base.clone();
+    let headers = [context[0], context[1], ("x-csrf", "1"), ("origin", origin.as_str())];
+    let proxied = b.request(Method::GET, &format!("{base}/api/x"), &headers, None).await;
+    assert_eq!(proxied.status, 200, "{}", proxied.body);
+    let echo: Value = serde_json::from_str(&proxied.body).unwrap_or_default();
+    assert_eq!(echo["headers"]["tracestate"], "vendor=trusted-1", "{echo}");
+    assert!(echo["headers"]["traceparent"].as_str().is_some_and(|t| t.starts_with(&format!("00-{TRACE}-"))));
+    let requests = idp.control_method(Method::GET, "requests").await;
+    let token_request = requests
+        .as_array()
+        .and_then(|r| r.iter().rev().find(|e| e["endpoint"] == "token"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(token_request["traceparent"].as_str().is_some_and(|t| t.starts_with(&format!("00-{TRACE}-"))));
+    assert_eq!(token_request["tracestate"], Value::Null, "a tracestate reached the IdP");
+}
+
+/// Traces off: the browser's `baggage` and an untrusted `tracestate` still stop at the BFF
+/// (SPEC §7); its `traceparent` passes as it came (there is no span of ours to replace it).
+#[tokio::test]
+async fn with_traces_off_baggage_and_an_untrusted_tracestate_never_reach_the_upstream() {
+    let port = free_port();
+    let up = upstream::start().await;
+    let bin = spawn_binary(port, &config_with(port, "http://127.0.0.1:9/ENV/as", None, &up.url(), "")).await;
+    let incoming = format!("00-{TRACE}-{PARENT}-01");
+    let r = reqwest::Client::new()
+        .get(format!("{}/public/x", bin.base))
+        .header("x-csrf", "1")
+        .header("traceparent", &incoming)
+        .header("tracestate", "browser=1")
+        .header("baggage", "user=alice")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap_or_default();
+    assert!(echo["headers"].get("baggage").is_none(), "{echo}");
+    assert!(echo["headers"].get("tracestate").is_none(), "{echo}");
+    assert_eq!(echo["headers"]["traceparent"], incoming);
 }

@@ -4,7 +4,7 @@ fn tracing_for(follow: FollowSampled, ratio: f64, forced: u32) -> Tracing {
     let provider = SdkTracerProvider::builder().build();
     Tracing {
         tracer: provider.tracer("test"),
-        ratio: Sampler::TraceIdRatioBased(ratio),
+        ratio,
         follow,
         forced: Budget::new(forced),
         propagator: TraceContextPropagator::new(),
@@ -77,4 +77,16 @@ fn tracestate_is_kept_from_trusted_proxies_only_and_bad_traceparents_start_a_new
 fn unknown_methods_are_other() {
     assert_eq!(method_label(&Method::GET), "GET");
     assert_eq!(method_label(&Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET)), "_OTHER");
+}
+
+#[test]
+fn a_trace_id_chosen_by_the_browser_does_not_decide_sampling() {
+    // Low 64 bits of zero: what a trace-id ratio sampler would always sample.
+    let chosen = "00-4bf92f3577b34da60000000000000000-00f067aa0ba902b7-01";
+    let t = tracing_for(FollowSampled::Never, 0.01, 0);
+    let n = (0..400).filter(|_| sampled(&t.parent_of(&headers(chosen, None), false))).count();
+    assert!(n < 40, "{n} of 400 sampled at a ratio of 0.01");
+    // Followed, it is a forced sample like any other: bounded by the budget.
+    let t = tracing_for(FollowSampled::Always, 0.0, 2);
+    assert_eq!((0..50).filter(|_| sampled(&t.parent_of(&headers(chosen, None), false))).count(), 2);
 }
