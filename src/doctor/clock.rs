@@ -8,8 +8,7 @@
 //! future) and the IdP may refuse our 60-second client assertions and DPoP proofs.
 
 use super::report::Line;
-use crate::oidc::http::IdpHttp;
-use std::time::Duration;
+use crate::oidc::http::{IdpHttp, IdpHttpError};
 use url::Url;
 
 pub const CHECK: &str = "clock";
@@ -17,33 +16,19 @@ pub const CHECK: &str = "clock";
 /// Skew above this many seconds is a warning.
 pub const WARN_SECS: u64 = 5;
 
-/// GET `url` (the rules of every IdP call: https but on loopback, no redirects, bounded time)
-/// and judge the `Date` of its answer. Its own client: the IdP client does not expose headers.
-pub async fn check(url: &Url, timeout: Duration, allowed_skew_secs: u64) -> Line {
-    if IdpHttp::check_url(url).is_err() {
-        return Line::fail(CHECK, "not checked: the IdP URL must be https (http only on loopback)");
-    }
-    let client = match crate::tls::client_config().map(crate::tls::alpn).map(|tls| {
-        reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .user_agent(concat!("oidc-bff/", env!("CARGO_PKG_VERSION")))
-            .build()
-    }) {
-        Ok(Ok(c)) => c,
-        _ => return Line::fail(CHECK, "cannot build an HTTP client"),
-    };
+/// GET `url` with the IdP client (https but on loopback, no redirects, bounded time) and judge
+/// the `Date` of its answer.
+pub async fn check(http: &IdpHttp, url: &Url, allowed_skew_secs: u64) -> Line {
     let sent_ms = crate::clock::now_ms();
-    let resp = client.get(url.clone()).header(http::header::ACCEPT, "application/json").send().await;
+    let resp = http.get("idp discovery", url).await;
     let received_ms = crate::clock::now_ms();
     match resp {
         Ok(r) => {
-            let date = r.headers().get(http::header::DATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            verdict(date.as_deref(), sent_ms, received_ms, allowed_skew_secs)
+            let date = r.date.as_ref().and_then(|v| v.to_str().ok());
+            verdict(date, sent_ms, received_ms, allowed_skew_secs)
         }
-        Err(e) if e.is_timeout() => Line::fail(CHECK, format!("{url}: the IdP did not answer in time")),
-        Err(_) => Line::fail(CHECK, format!("{url}: cannot reach the IdP")),
+        Err(IdpHttpError::Timeout) => Line::fail(CHECK, format!("{url}: the IdP did not answer in time")),
+        Err(IdpHttpError::Unavailable(why)) => Line::fail(CHECK, format!("{url}: {why}")),
     }
 }
 
@@ -89,20 +74,10 @@ pub fn verdict(date: Option<&str>, sent_ms: i64, received_ms: i64, allowed_skew_
     }
 }
 
-/// An IMF-fixdate (RFC 9110 §5.6.7, what servers send): `Sun, 06 Nov 1994 08:49:37 GMT`, as
-/// Unix seconds.
+/// An HTTP date (RFC 9110 §5.6.7), as Unix seconds.
 pub fn parse_http_date(s: &str) -> Option<i64> {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let parts: Vec<&str> = s.split_ascii_whitespace().collect();
-    let [_weekday, day, month, year, hms, "GMT"] = parts.as_slice() else { return None };
-    let month = MONTHS.iter().position(|m| m == month)? as u8 + 1;
-    let mut hms = hms.splitn(3, ':').map(|p| p.parse::<u8>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    let date =
-        time::Date::from_calendar_date(year.parse().ok()?, time::Month::try_from(month).ok()?, day.parse().ok()?)
-            .ok()?;
-    let time = time::Time::from_hms(h, m, sec).ok()?;
-    Some(time::PrimitiveDateTime::new(date, time).assume_utc().unix_timestamp())
+    let t = httpdate::parse_http_date(s).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_secs()).ok())
 }
 
 #[cfg(test)]
@@ -114,9 +89,9 @@ mod tests {
     fn http_dates() {
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        for bad in
-            ["", "Sun, 06 Nov 1994 08:49:37 CET", "Sun, 32 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT"]
-        {
+        // RFC 9110 §5.6.7: recipients accept the obsolete forms too.
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(784111777));
+        for bad in ["", "Sun, 06 Nov 1994 08:49:37 CET", "Sun, 32 Nov 1994 08:49:37 GMT", "yesterday"] {
             assert_eq!(parse_http_date(bad), None, "{bad}");
         }
     }

@@ -28,7 +28,7 @@ pub async fn check(p: &OidcSettings, backchannel: Option<&str>) -> Vec<Line> {
     out.push(client_credentials(&http, &m, p).await);
     let url = m.issuer.trim_end_matches('/').to_owned() + "/.well-known/openid-configuration";
     match url::Url::parse(&url) {
-        Ok(url) => out.push(super::clock::check(&url, p.http_timeout, p.clock_skew_secs).await),
+        Ok(url) => out.push(super::clock::check(&http, &url, p.clock_skew_secs).await),
         Err(_) => out.push(Line::fail(super::clock::CHECK, "not checked: the issuer is not a URL")),
     }
     out

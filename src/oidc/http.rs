@@ -39,6 +39,8 @@ pub struct IdpResponse {
     pub body: Bytes,
     /// RFC 9449 §8: the nonce the server wants in our next proof.
     pub dpop_nonce: Option<String>,
+    /// The IdP's `Date` (doctor compares its clock with ours).
+    pub date: Option<http::HeaderValue>,
 }
 
 impl IdpHttp {
@@ -141,6 +143,7 @@ impl IdpHttp {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
         let dpop_nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let date = resp.headers().get(http::header::DATE).cloned();
         let mut body = BytesMut::new();
         while let Some(chunk) = resp.chunk().await.map_err(map_err)? {
             if body.len() + chunk.len() > MAX_IDP_RESPONSE_BYTES {
@@ -148,7 +151,7 @@ impl IdpHttp {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(IdpResponse { status, content_type_json, body: body.freeze(), dpop_nonce })
+        Ok(IdpResponse { status, content_type_json, body: body.freeze(), dpop_nonce, date })
     }
 }
 
