@@ -11,6 +11,11 @@
 #                   as `Authorization: DPoP` with a fresh ES256 proof per request (not in the
 #                   default list; compare with bff-proxy)
 #   upstream        the upstream (nginx) hit directly
+#   bff-session-trace, bff-proxy-trace
+#                   /session and the proxy on an instance with traces on ([telemetry], sample
+#                   ratio 1.0, every request an incoming sampled traceparent) exporting to a
+#                   collector that answers 200 (nginx on CPU 0); access log off, as bff-session
+#                   and bff-proxy, which they are compared with (not in the default list)
 #   …-log           the same four with access logs on: nginx `access_log … buffer=64k` to a file,
 #                   oidc-bff with its default `access_log = true` (stderr to a file)
 #
@@ -63,6 +68,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); PROXY=$(free_port); STATIC=$(free_port); BFF=$(free_port)
 STATIC_LOG=$(free_port); PROXY_LOG=$(free_port); BFF_LOG=$(free_port); BASE=$(free_port); EXCH=$(free_port); DPOP=$(free_port)
+TRACE=$(free_port); TRACE_ADMIN=$(free_port); OTLP=$(free_port)
 BASE_BIN=${BASE_BIN:-}
 if [ -n "$BASE_BIN" ] && [ ! -x "$BASE_BIN" ]; then echo "BASE_BIN $BASE_BIN is not an executable" >&2; exit 1; fi
 
@@ -100,7 +106,8 @@ nginx_conf floors "upstream up { server 127.0.0.1:$UP; keepalive 64; }
     listen 127.0.0.1:$PROXY_LOG;
     access_log $work/proxy-access.log combined buffer=64k;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
-  }"
+  }
+  server { listen 127.0.0.1:$OTLP; client_max_body_size 64m; location = /v1/traces { return 200; } }"
 for n in upstream floors; do
   taskset -c 0 nginx -c "$work/$n.conf" -p "$work" 2> "$work/$n.log" &
   pids+=($!)
@@ -108,7 +115,7 @@ done
 
 idp_config="{\"clients\":[{\"client_id\":\"bench\",\"client_secret\":\"bench-secret\",
   \"token_endpoint_auth_method\":\"client_secret_basic\",
-  \"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\",\"http://127.0.0.1:$BFF_LOG/callback\",\"http://127.0.0.1:$BASE/callback\",\"http://127.0.0.1:$EXCH/callback\",\"http://127.0.0.1:$DPOP/callback\"]}]}"
+  \"redirect_uris\":[\"http://127.0.0.1:$BFF/callback\",\"http://127.0.0.1:$BFF_LOG/callback\",\"http://127.0.0.1:$BASE/callback\",\"http://127.0.0.1:$EXCH/callback\",\"http://127.0.0.1:$DPOP/callback\",\"http://127.0.0.1:$TRACE/callback\"]}]}"
 IDP_CONFIG="$idp_config" taskset -c 1 node tests/idp/server.js > "$work/idp.out" 2> "$work/idp.log" &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q '"ready":true' "$work/idp.out" 2> /dev/null && break; sleep 0.1; done
@@ -148,6 +155,14 @@ resource = "https://api.bench.test/"
 TOML
 # bff-dpop: DPoP on (the [oidc] key is appended after the section's other keys by sed).
 bff_config "$DPOP" $'[logging]\naccess_log = false\nlevel = "warn"' | sed 's/^\[session\]$/dpop = true\n[session]/' > "$work/dpop.toml"
+# bff-*-trace: traces on, every span exported (the admin listener reports how many).
+bff_config "$TRACE" $'[logging]\naccess_log = false\nlevel = "warn"' \
+  | sed "s/^\[oidc\]$/admin_listen = \"127.0.0.1:$TRACE_ADMIN\"\n[oidc]/" > "$work/trace.toml"
+cat >> "$work/trace.toml" << TOML
+[telemetry]
+otlp_endpoint = "http://127.0.0.1:$OTLP"
+sample_ratio = 1.0
+TOML
 # The defaults a user keeps: access_log = true, level = "info", pretty lines.
 bff_config "$BFF_LOG" "" > "$work/bff-log.toml"
 start_bff() { # config, port, log file; sets started_pid
@@ -166,6 +181,9 @@ case " ${TARGETS:-} " in
 esac
 case " ${TARGETS:-} " in
   *" bff-dpop "*) start_bff "$work/dpop.toml" "$DPOP" "$work/dpop.log" ;;
+esac
+case " ${TARGETS:-} " in
+  *"-trace "*) start_bff "$work/trace.toml" "$TRACE" "$work/trace.log" ;;
 esac
 base_pid=
 if [ -n "$BASE_BIN" ]; then
@@ -193,11 +211,12 @@ function done(summary, latency, requests)
 end
 LUA
 
-# run NAME URL [cookie]: warm-up, then the measured run; prints "NAME rps p50 p99 bad total".
+# run NAME URL [cookie [header]]: warm-up, then the measured run; prints "NAME rps p50 p99 bad total".
 run() {
-  local name=$1 url=$2 cookie=${3:-}
+  local name=$1 url=$2 cookie=${3:-} header=${4:-}
   local args=(-t1 "-c$CONNS" --timeout 5s -s "$work/count.lua" -H "X-CSRF: 1")
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
+  [ -n "$header" ] && args+=(-H "$header")
   taskset -c 1 timeout 60 wrk "${args[@]}" "-d${WARMUP}s" "$url" > /dev/null
   local out perf_pid=
   if [ "${PERF:-}" = "$name" ] && [ "$round" = 1 ]; then
@@ -229,6 +248,8 @@ if [ -n "$BASE_BIN" ]; then
 else
   TARGETS=${TARGETS:-static-floor bff-session proxy-floor bff-proxy static-floor-log bff-session-log proxy-floor-log bff-proxy-log upstream-direct}
 fi
+# A browser's sampled trace context, sent on every request of the -trace targets.
+TRACEPARENT="traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 ctx() { awk '/ctxt_switches/ {s+=$2} END {print s+0}' "/proc/$1/status"; }
 results=()
 # Context switches of every server process on CPU 0 (oidc-bff and the nginx instances).
@@ -252,6 +273,8 @@ for round in $(seq 1 "$ROUNDS"); do
       bff-proxy-log) results+=("$round $(run bff-proxy-log "http://127.0.0.1:$BFF_LOG/api/x" "$(login "$BFF_LOG")")") ;;
       base-session) results+=("$round $(run base-session "http://127.0.0.1:$BASE/session" "$(login "$BASE")")") ;;
       base-proxy) results+=("$round $(run base-proxy "http://127.0.0.1:$BASE/api/x" "$(login "$BASE")")") ;;
+      bff-session-trace) results+=("$round $(run bff-session-trace "http://127.0.0.1:$TRACE/session" "$(login "$TRACE")" "$TRACEPARENT")") ;;
+      bff-proxy-trace) results+=("$round $(run bff-proxy-trace "http://127.0.0.1:$TRACE/api/x" "$(login "$TRACE")" "$TRACEPARENT")") ;;
       upstream-direct) results+=("$round $(run upstream-direct "http://127.0.0.1:$UP/api/x")") ;;
     esac
     [ -n "${CTX:-}" ] && echo "$t: context switches: oidc-bff $(($(ctx "$bff_pid") - c0)), all servers $(($(servers_ctx) - a0))" >&2
@@ -271,6 +294,12 @@ bff_lines=$(grep -c '"access"\|INFO access:' "$work/bff-access.log" || true)
 nginx_rss=$(for p in $(pgrep -f "nginx.*$work/floors.conf"); do awk "/^VmHWM/ {print \$2}" "/proc/$p/status"; done | awk "{s+=\$1} END {print s+0}")
 
 base_peak_rss=$([ -n "$base_pid" ] && awk '/^VmHWM/ {print $2}' "/proc/$base_pid/status" || echo 0)
+case " $TARGETS " in
+  *"-trace "*)
+    sleep 1.5 # the last batch
+    python3 -c "import urllib.request as u; print('\n'.join(l for l in u.urlopen('http://127.0.0.1:$TRACE_ADMIN/metrics').read().decode().splitlines() if l.startswith('bff_trace_spans')))" >&2 || true
+    ;;
+esac
 
 python3 - "$peak_rss" "$idle_rss" "$nginx_rss" "$CONNS" "$DURATION" "$peak_rss_log" "$startup" "$ROUNDS" "$bff_lines" "$base_idle_rss" "$base_peak_rss" "${results[@]}" << 'PY'
 import statistics, sys
@@ -311,6 +340,9 @@ if "bff-exchange" in runs and "bff-proxy" in runs:
     print(f"- exchange route (cached token) vs session-token route: {show(ratios('bff-exchange', 'bff-proxy', 'rps'))} requests/s, p99 {show(ratios('bff-exchange', 'bff-proxy', 'p99'))}")
 if "bff-proxy" in runs and "upstream-direct" in runs:
     print(f"- proxy vs upstream direct: {show(ratios('bff-proxy', 'upstream-direct', 'rps'))} requests/s")
+for what in ("session", "proxy"):
+    if f"bff-{what}-trace" in runs and f"bff-{what}" in runs:
+        print(f"- oidc-bff {what}, traces on (ratio 1.0) vs off: {show(ratios(f'bff-{what}-trace', f'bff-{what}', 'rps'))} requests/s, p99 {show(ratios(f'bff-{what}-trace', f'bff-{what}', 'p99'))}")
 for what in ("session", "proxy"):
     if f"bff-{what}-log" in runs and f"bff-{what}" in runs:
         print(f"- oidc-bff {what}, access log on vs off: {show(ratios(f'bff-{what}-log', f'bff-{what}', 'rps'))} requests/s")

@@ -147,9 +147,11 @@ fn request_span(state: &AppState, req: &Request) -> Option<crate::telemetry::tra
             Cow::Owned(format!("{base}/callback/{{provider}}"))
         }
         "proxy_or_static" if state.proxy.is_endpoint(path) => Cow::Borrowed(path),
-        "proxy_or_static" => match state.proxy.select(&state.settings.routes, path) {
-            Ok(Some(route)) => Cow::Borrowed(route.prefix.as_str()),
-            _ => Cow::Borrowed("static"),
+        // The route the path names literally (the proxy's own selection, with its lenient
+        // reading and refusals, comes later): only its configured prefix is used.
+        "proxy_or_static" => match state.settings.routes.iter().find(|r| r.matches(path)) {
+            Some(route) => Cow::Borrowed(route.prefix.as_str()),
+            None => Cow::Borrowed("static"),
         },
         // Every other class matched one of the BFF's own paths exactly: the path is the template.
         _ => Cow::Borrowed(path),

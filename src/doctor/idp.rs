@@ -61,6 +61,16 @@ async fn jwks(http: &IdpHttp, m: &ProviderMetadata, algs: &[Algorithm]) -> Line 
         Line::ok("jwks", format!("{} key(s) at {}, {usable} usable for {names}", set.keys.len(), m.jwks_uri))
     } else if algs.iter().all(is_hmac) {
         Line::ok("jwks", format!("{names} only: ID tokens are verified with the client secret, not the JWKS"))
+    } else if algs.iter().any(is_hmac) {
+        Line::warn(
+            "jwks",
+            format!(
+                "{} key(s) at {}, none usable for the asymmetric algorithms of {names}: only HS* ID tokens \
+                 can be verified",
+                set.keys.len(),
+                m.jwks_uri
+            ),
+        )
     } else {
         Line::fail(
             "jwks",
@@ -107,7 +117,15 @@ fn endpoints(m: &ProviderMetadata, p: &OidcSettings, backchannel: Option<&str>) 
         out.push(if m.dpop_algs.iter().any(|a| a == "ES256") {
             Line::ok("dpop", "dpop = true: ES256 in dpop_signing_alg_values_supported")
         } else {
-            let listed = if m.dpop_algs.is_empty() { "nothing".to_owned() } else { m.dpop_algs.join(", ") };
+            // The IdP's own words: only algorithm-shaped names are shown, at most eight.
+            let names: Vec<&str> = m
+                .dpop_algs
+                .iter()
+                .filter(|a| (1..=16).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                .take(8)
+                .map(String::as_str)
+                .collect();
+            let listed = if names.is_empty() { "nothing usable".to_owned() } else { names.join(", ") };
             Line::fail(
                 "dpop",
                 format!("dpop = true but dpop_signing_alg_values_supported lacks ES256 (it lists {listed})"),

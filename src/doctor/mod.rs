@@ -17,7 +17,8 @@ pub use report::{Line, Status};
 
 use crate::settings::Settings;
 
-/// Run every check of `settings`, handing each line to `print` as soon as it is known. Returns
+/// Run every check of `settings`, handing the lines to `print` provider by provider (a
+/// provider's lines once all its checks are done: at most a few `http_timeout_secs`). Returns
 /// the worst status seen.
 pub async fn run(settings: &Settings, mut print: impl FnMut(&Line)) -> Status {
     let mut worst = Status::Ok;
