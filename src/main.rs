@@ -151,13 +151,9 @@ fn migrate(settings: &Settings) -> ExitCode {
         eprintln!("session.url: required for migrate (cookie mode without a store has no schema)");
         return ExitCode::from(1);
     };
-    oidc_bff::startup::install_crypto_providers();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match one_thread_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let result = async {
@@ -178,6 +174,15 @@ fn migrate(settings: &Settings) -> ExitCode {
     })
 }
 
+/// The crypto providers and a current-thread runtime, for the subcommands that are not `serve`.
+fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    oidc_bff::startup::install_crypto_providers();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::from(1)
+    })
+}
+
 /// `doctor` (SPEC §7): every line on stdout. A configuration that does not load is reported as
 /// `fail config` lines, one per problem, without reaching any IdP.
 fn doctor(path: &std::path::Path) -> ExitCode {
@@ -194,13 +199,9 @@ fn doctor(path: &std::path::Path) -> ExitCode {
     for w in settings.warnings() {
         println!("{}", Line::warn("config", w));
     }
-    oidc_bff::startup::install_crypto_providers();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match one_thread_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let worst = runtime.block_on(oidc_bff::doctor::run(&settings, |line| println!("{line}")));
     if worst == Status::Fail { ExitCode::from(1) } else { ExitCode::SUCCESS }

@@ -101,6 +101,19 @@ fn config_with(port: u16, issuer: &str, otlp: Option<u16>, upstream: &str, serve
     )
 }
 
+/// A BFF port, the real IdP for it, an echoing upstream and a receiver.
+async fn parts() -> (u16, Idp, upstream::Running, Receiver) {
+    let port = free_port();
+    let idp = Idp::start(port, json!({})).await;
+    (port, idp, upstream::start().await, Receiver::start().await)
+}
+
+/// What the IdP recorded of the newest token request.
+async fn last_token_request(idp: &Idp) -> Value {
+    let requests = idp.control_method(Method::GET, "requests").await;
+    requests.as_array().and_then(|r| r.iter().rev().find(|e| e["endpoint"] == "token")).cloned().unwrap_or_default()
+}
+
 /// The one span named `name` in the browser's trace.
 fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     let found: Vec<&Span> = spans.iter().filter(|s| s.name == name && hex(&s.trace_id) == TRACE).collect();
@@ -128,10 +141,7 @@ const ALLOWED: &[&str] = &[
 /// cookie value or a query string.
 #[tokio::test]
 async fn a_login_and_a_proxied_call_are_one_trace_from_the_browser_to_the_idp_and_the_upstream() {
-    let port = free_port();
-    let idp = Idp::start(port, json!({})).await;
-    let up = upstream::start().await;
-    let receiver = Receiver::start().await;
+    let (port, idp, up, receiver) = parts().await;
     let bin = spawn_binary(port, &config(port, &idp.issuer, receiver.port, &up.url(), None)).await;
     bin.wait_ready().await;
     let base = bin.base.clone();
@@ -210,12 +220,7 @@ async fn a_login_and_a_proxied_call_are_one_trace_from_the_browser_to_the_idp_an
     assert!(echo["headers"].get("baggage").is_none(), "the browser's baggage was forwarded");
     assert!(echo["headers"].get("tracestate").is_none(), "an untrusted tracestate was forwarded");
     // The IdP's token request carried the token span's context, and no tracestate.
-    let requests = idp.control_method(Method::GET, "requests").await;
-    let token_request = requests
-        .as_array()
-        .and_then(|r| r.iter().rev().find(|e| e["endpoint"] == "token"))
-        .cloned()
-        .unwrap_or_default();
+    let token_request = last_token_request(&idp).await;
     assert_eq!(token_request["traceparent"], format!("00-{TRACE}-{}-01", hex(&token.span_id)), "{token_request}");
     assert_eq!(token_request["tracestate"], Value::Null);
 
@@ -308,10 +313,7 @@ async fn with_the_collector_down_requests_succeed_and_dropped_spans_are_counted(
 /// still never sent to the IdP.
 #[tokio::test]
 async fn a_trusted_proxys_tracestate_reaches_the_upstream_and_never_the_idp() {
-    let port = free_port();
-    let idp = Idp::start(port, json!({})).await;
-    let up = upstream::start().await;
-    let receiver = Receiver::start().await;
+    let (port, idp, up, receiver) = parts().await;
     let trusted = "trusted_proxies = [\"127.0.0.1/32\"]\n";
     let bin = spawn_binary(port, &config_with(port, &idp.issuer, Some(receiver.port), &up.url(), trusted)).await;
     bin.wait_ready().await;
@@ -329,12 +331,7 @@ async fn a_trusted_proxys_tracestate_reaches_the_upstream_and_never_the_idp() {
     let echo: Value = serde_json::from_str(&proxied.body).unwrap_or_default();
     assert_eq!(echo["headers"]["tracestate"], "vendor=trusted-1", "{echo}");
     assert!(echo["headers"]["traceparent"].as_str().is_some_and(|t| t.starts_with(&format!("00-{TRACE}-"))));
-    let requests = idp.control_method(Method::GET, "requests").await;
-    let token_request = requests
-        .as_array()
-        .and_then(|r| r.iter().rev().find(|e| e["endpoint"] == "token"))
-        .cloned()
-        .unwrap_or_default();
+    let token_request = last_token_request(&idp).await;
     assert!(token_request["traceparent"].as_str().is_some_and(|t| t.starts_with(&format!("00-{TRACE}-"))));
     assert_eq!(token_request["tracestate"], Value::Null, "a tracestate reached the IdP");
 }
