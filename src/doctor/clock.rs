@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn skew_is_what_the_readings_prove() {
         let date = "Thu, 01 Jan 1970 00:16:40 GMT"; // 1000 s
-        let at = |ms: i64| verdict(Some(date), ms, ms + 300, 60).status;
+        let at = |ms: i64| verdict(Some(date), ms, ms + 300, 60).status();
         // Our clock read 999.9–1000.2 s: within the Date's second.
         assert_eq!(at(999_900), Status::Ok);
         assert_eq!(at(1_004_000), Status::Ok);
@@ -109,9 +109,9 @@ mod tests {
         assert_eq!(at(1_060_500), Status::Warn);
         assert_eq!(at(1_061_500), Status::Fail);
         assert_eq!(at(939_000), Status::Fail);
-        assert_eq!(verdict(None, 0, 1, 60).status, Status::Warn);
-        assert_eq!(verdict(Some("yesterday"), 0, 1, 60).status, Status::Warn);
+        assert_eq!(verdict(None, 0, 1, 60).status(), Status::Warn);
+        assert_eq!(verdict(Some("yesterday"), 0, 1, 60).status(), Status::Warn);
         // clock_skew_secs = 0: any skew the readings prove is refused.
-        assert_eq!(verdict(Some(date), 1_002_000, 1_002_100, 0).status, Status::Fail);
+        assert_eq!(verdict(Some(date), 1_002_000, 1_002_100, 0).status(), Status::Fail);
     }
 }

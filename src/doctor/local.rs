@@ -98,14 +98,20 @@ mod tests {
 
     #[test]
     fn budget_thresholds() {
-        assert_eq!(budget_verdict(8192, 65536, Some(100)).status, Status::Ok);
+        assert_eq!(budget_verdict(8192, 65536, Some(100)).status(), Status::Ok);
         let warn = budget_verdict(8193, 65536, Some(4000));
-        assert_eq!(warn.status, Status::Warn);
-        assert!(warn.detail.contains("8193 bytes") && warn.detail.contains("to an id: 4000 bytes at most"), "{warn:?}");
+        assert_eq!(warn.status(), Status::Warn);
+        assert!(
+            warn.detail().contains("8193 bytes") && warn.detail().contains("to an id: 4000 bytes at most"),
+            "{warn:?}"
+        );
         let fail = budget_verdict(65537, 65536, None);
-        assert_eq!(fail.status, Status::Fail);
-        assert!(fail.detail.contains("65537 bytes") && fail.detail.contains("max_header_bytes (65536)"), "{fail:?}");
-        assert_eq!(budget_verdict(65536, 65536, None).status, Status::Warn);
+        assert_eq!(fail.status(), Status::Fail);
+        assert!(
+            fail.detail().contains("65537 bytes") && fail.detail().contains("max_header_bytes (65536)"),
+            "{fail:?}"
+        );
+        assert_eq!(budget_verdict(65536, 65536, None).status(), Status::Warn);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::settings::Settings;
 pub async fn run(settings: &Settings, mut print: impl FnMut(&Line)) -> Status {
     let mut worst = Status::Ok;
     let mut emit = |line: Line| {
-        worst = worst.max(line.status);
+        worst = worst.max(line.status());
         print(&line);
     };
     let several = !settings.providers.is_empty();
@@ -35,11 +35,8 @@ pub async fn run(settings: &Settings, mut print: impl FnMut(&Line)) -> Status {
     for p in std::iter::once(&settings.oidc).chain(&settings.providers) {
         let mut lines = idp::check(p, backchannel.as_deref()).await;
         lines.push(local::redirect_uris(p));
-        for mut line in lines {
-            if several {
-                line.detail = format!("{}: {}", p.name, line.detail);
-            }
-            emit(line);
+        for line in lines {
+            emit(if several { line.prefixed(&p.name) } else { line });
         }
     }
     emit(local::cookie_budget(settings));

@@ -1,5 +1,7 @@
 //! One line of `oidc-bff doctor`'s report: a verdict, the check's name and a short explanation
-//! that never holds a secret, a key, a token or an IdP's message (only its filtered `error`).
+//! that never holds a secret, a key, a token or an IdP's error description (only its filtered
+//! `error`). What an IdP advertises may appear (an issuer, a parse diagnostic quoting a value):
+//! every explanation is cleaned of control and invisible formatting characters and bounded.
 
 use std::fmt;
 
@@ -21,16 +23,24 @@ impl Status {
     }
 }
 
+/// Characters never printed: controls (terminal escapes) and the invisible formatting ones
+/// that could make a line read as something else (bidirectional overrides, zero-width marks).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+}
+
 /// The longest explanation printed (an IdP's answer can be 256 KiB).
 pub const MAX_DETAIL: usize = 400;
 
 /// `ok   discovery          issuer https://… matches`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
-    pub status: Status,
+    status: Status,
     /// `discovery`, `jwks`, `client-credentials`, `cookie-budget`…
-    pub check: &'static str,
-    pub detail: String,
+    check: &'static str,
+    /// Only ever set by `new`, which cleans it.
+    detail: String,
 }
 
 impl Line {
@@ -39,11 +49,24 @@ impl Line {
     pub fn new(status: Status, check: &'static str, detail: impl Into<String>) -> Self {
         let detail: String = detail.into();
         let mut clean: String =
-            detail.chars().take(MAX_DETAIL).map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect();
+            detail.chars().take(MAX_DETAIL).map(|c| if hidden(c) { '\u{FFFD}' } else { c }).collect();
         if detail.chars().nth(MAX_DETAIL).is_some() {
             clean.push('…');
         }
         Self { status, check, detail: clean }
+    }
+
+    /// The same line with `who: ` before its explanation (several providers).
+    pub fn prefixed(self, who: &str) -> Self {
+        Self::new(self.status, self.check, format!("{who}: {}", self.detail))
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
     }
 
     pub fn ok(check: &'static str, detail: impl Into<String>) -> Self {
@@ -71,9 +94,10 @@ mod tests {
 
     #[test]
     fn details_hold_no_control_characters_and_are_bounded() {
-        let hostile = Line::fail("dpop", "lists \u{1b}]52;c;cGF5bG9hZA==\u{7}ES384\r\n");
-        assert!(!hostile.to_string().chars().any(char::is_control), "{hostile}");
-        assert!(hostile.detail.contains("ES384"));
+        let hostile = Line::fail("dpop", "lists \u{1b}]52;c;cGF5bG9hZA==\u{7}ES384\r\n\u{202E}gpj.exe\u{200B}");
+        assert!(!hostile.to_string().chars().any(hidden), "{hostile}");
+        assert!(!hostile.clone().prefixed("p\u{202E}").to_string().chars().any(hidden));
+        assert!(hostile.detail().contains("ES384"));
         let long = Line::warn("jwks", "x".repeat(100_000));
         assert_eq!(long.detail.chars().count(), MAX_DETAIL + 1);
         assert_eq!(Line::ok("clock", "fine").detail, "fine");

@@ -81,7 +81,12 @@ pub(super) async fn open(state: &AppState, route: &Route, uri: Uri, mut req: Req
     if let Some(span) = span {
         match &connected {
             Ok(Ok(_)) => span.end(Some(101), None),
-            Ok(Err(_)) => span.end(None, Some("upstream_unavailable")),
+            Ok(Err(Some(ConnectError::Status(status, _)))) => {
+                span.end(Some(status.as_u16()), Some("upstream_unavailable"));
+            }
+            Ok(Err(Some(_))) => span.end(None, Some("upstream_unavailable")),
+            // No DPoP proof could be signed: the answer is idp_unavailable.
+            Ok(Err(None)) => span.end(None, Some("idp_unavailable")),
             Err(_) => span.end(None, Some("upstream_timeout")),
         }
     }
