@@ -5,7 +5,7 @@
 use super::report::Line;
 use crate::oidc::discovery::{self, DiscoveryError, ProviderMetadata, check_requirements};
 use crate::oidc::http::IdpHttp;
-use crate::oidc::id_token::usable_keys;
+use crate::oidc::id_token::{is_symmetric, usable_keys};
 use crate::oidc::jwks::Jwks;
 use crate::oidc::token::{ProbeAnswer, probe_code_exchange};
 use crate::settings::{OidcSettings, Par};
@@ -44,10 +44,6 @@ fn discovery_failed(p: &OidcSettings, e: &DiscoveryError) -> String {
     format!("{why} (this provider's other checks need discovery: skipped)")
 }
 
-fn is_hmac(a: &Algorithm) -> bool {
-    matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-}
-
 async fn jwks(http: &IdpHttp, m: &ProviderMetadata, algs: &[Algorithm]) -> Line {
     let jwks = match Jwks::load(http, m.jwks_uri.clone()).await {
         Ok(j) => j,
@@ -59,9 +55,9 @@ async fn jwks(http: &IdpHttp, m: &ProviderMetadata, algs: &[Algorithm]) -> Line 
     let names = names.join(", ");
     if usable > 0 {
         Line::ok("jwks", format!("{} key(s) at {}, {usable} usable for {names}", set.keys.len(), m.jwks_uri))
-    } else if algs.iter().all(is_hmac) {
+    } else if algs.iter().all(is_symmetric) {
         Line::ok("jwks", format!("{names} only: ID tokens are verified with the client secret, not the JWKS"))
-    } else if algs.iter().any(is_hmac) {
+    } else if algs.iter().any(is_symmetric) {
         Line::warn(
             "jwks",
             format!(

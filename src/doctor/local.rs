@@ -13,9 +13,9 @@ pub const BUDGET: &str = "cookie-budget";
 /// every proxy in front (SPEC §7).
 pub const PROXY_LINE_BYTES: usize = 8192;
 
-/// https, or http only on a loopback host.
+/// https, or http only on a loopback host: the rule of every IdP URL.
 fn scheme_ok(url: &Url) -> bool {
-    url.scheme() == "https" || (url.scheme() == "http" && crate::settings::validate_is_loopback(url))
+    crate::oidc::http::IdpHttp::check_url(url).is_ok()
 }
 
 /// `redirect_uri` and `post_logout_redirect_uri`: codes and logouts travel to them through the

@@ -178,6 +178,11 @@ fn candidates<'s>(set: &'s KeySet, alg: Algorithm, kid: Option<&str>) -> Vec<&'s
         .collect()
 }
 
+/// HS256/384/512: verified with the client secret, never with a JWKS key.
+pub fn is_symmetric(alg: &Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
 /// How many keys of `set` can verify a token signed with one of `algs` (`oidc-bff doctor`,
 /// SPEC §7). Symmetric algorithms never count: they verify with the client secret.
 pub fn usable_keys(set: &KeySet, algs: &[Algorithm]) -> usize {
@@ -205,7 +210,7 @@ pub(crate) async fn decode_verified<T: serde::de::DeserializeOwned>(
     jwks: &Jwks,
     http: &IdpHttp,
 ) -> Result<T, IdTokenError> {
-    let symmetric = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+    let symmetric = is_symmetric(&alg);
     let set;
     let keys: Vec<&DecodingKey> = if symmetric {
         hmac_key.into_iter().collect()

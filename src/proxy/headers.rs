@@ -105,12 +105,9 @@ pub fn upstream_request(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     };
     // A scan of the few fields a request has, rather than one lookup per name it might have;
     // `remove` drops every field of a name.
-    remove_hop_by_hop_and(headers, browser_may_not_set);
     // SPEC §7: a `tracestate` is continued only from a trusted proxy (with traces on, the
-    // upstream call's span sets both trace fields afresh).
-    if !f.peer_trusted {
-        headers.remove("tracestate");
-    }
+    // upstream call's span sets both trace fields afresh). Removed in the same scan.
+    remove_hop_by_hop_and(headers, |n| browser_may_not_set(n) || (!f.peer_trusted && n == "tracestate"));
     if headers.contains_key(header::COOKIE) {
         rewrite_cookie(headers, f.names);
     }

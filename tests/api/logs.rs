@@ -254,13 +254,13 @@ async fn a_stalled_log_output_never_blocks_requests_and_every_line_is_accounted_
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         if up && matches!(child.try_wait(), Ok(None)) {
-            attempt = Some((child, admin, dir, base, probe));
+            attempt = Some((child, admin, dir, base));
             break;
         }
         let _ = child.kill();
         let _ = child.wait();
     }
-    let (mut child, admin, dir, base, probe) = attempt.unwrap_or_else(|| panic!("binary did not start"));
+    let (mut child, admin, dir, base) = attempt.unwrap_or_else(|| panic!("binary did not start"));
     // Nobody reads stderr until the load is over: the pipe (64 KiB) fills, then the writer's
     // buffer (1 MiB); 20,000 JSON access lines are about 4.5 MB.
     let stderr = child.stderr.take();
@@ -269,14 +269,7 @@ async fn a_stalled_log_output_never_blocks_requests_and_every_line_is_accounted_
         .await
         .unwrap_or_else(|_| panic!("requests blocked behind a stalled log output"));
     assert!(answered >= REQUESTS, "{answered} of {REQUESTS} answered");
-    let metrics = probe
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = scrape_metrics(admin).await;
     let dropped_metric = metrics
         .lines()
         .find(|l| l.starts_with("bff_access_log_dropped_total"))

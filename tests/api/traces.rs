@@ -287,14 +287,7 @@ async fn with_the_collector_down_requests_succeed_and_dropped_spans_are_counted(
     }
     let mut dropped = 0;
     for _ in 0..100 {
-        let metrics = client
-            .get(format!("http://127.0.0.1:{admin}/metrics"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .text()
-            .await
-            .unwrap_or_default();
+        let metrics = scrape_metrics(admin).await;
         dropped = metrics
             .lines()
             .find(|l| l.starts_with("bff_trace_spans_dropped_total{reason=\"export_failed\"}"))
