@@ -5,7 +5,7 @@
 use crate::settings::{ClientAuth, OidcSettings, SigningKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::DecodingKey;
+use jsonwebtoken::{Algorithm, DecodingKey};
 use url::form_urlencoded::{Serializer, byte_serialize};
 
 fn form_encode(s: &str) -> String {
@@ -68,6 +68,11 @@ pub(crate) fn authenticated_form(settings: &OidcSettings, params: &[(&str, &str)
 /// The key HS* ID and logout tokens are verified with (the client secret, OIDC Core §10.1),
 /// when the configuration allows an HS* algorithm at all.
 pub(crate) fn hmac_key(settings: &OidcSettings) -> Option<DecodingKey> {
-    let symmetric = settings.id_token_signing_algs.iter().any(super::id_token::is_symmetric);
+    let symmetric = settings.id_token_signing_algs.iter().any(is_symmetric);
     symmetric.then(|| DecodingKey::from_secret(settings.client_secret.expose().as_bytes()))
+}
+
+/// HS256/384/512: verified with the client secret, never with a JWKS key.
+pub fn is_symmetric(alg: &Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }

@@ -178,10 +178,9 @@ fn candidates<'s>(set: &'s KeySet, alg: Algorithm, kid: Option<&str>) -> Vec<&'s
         .collect()
 }
 
-/// HS256/384/512: verified with the client secret, never with a JWKS key.
-pub fn is_symmetric(alg: &Algorithm) -> bool {
-    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-}
+/// The HS* test, where the rest of the ID-token rules are (it lives in `client_auth`, which
+/// this module uses).
+pub use super::client_auth::is_symmetric;
 
 /// How many keys of `set` can verify a token signed with one of `algs` (`oidc-bff doctor`,
 /// SPEC §7). Symmetric algorithms never count: they verify with the client secret.
